@@ -1,0 +1,31 @@
+import type { Schedule } from '../billing/periods.js';
+import { NotFoundError } from '../billing/errors.js';
+import { Contract } from '../db/entities.js';
+import { invoiceIdFor } from '../db/ids.js';
+import { contractSchedule } from '../db/invoices.js';
+import type { ActivityDeps } from './index.js';
+import { classified } from './failures.js';
+
+export interface ContractPlan {
+  customerId: string;
+  schedule: Schedule;
+  invoiceGracePeriodMs: number;
+}
+
+export function createContractActivities({ orm, invoiceGracePeriodMs }: ActivityDeps) {
+  return {
+    /** Read-only: the contract's period schedule and the grace period, recorded in workflow history. */
+    async loadContractPlan({ contractId }: { contractId: string }): Promise<ContractPlan> {
+      return classified(async () => {
+        const contract = await orm.em.fork().findOne(Contract, { id: contractId });
+        if (!contract) throw new NotFoundError('contract', contractId);
+        return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs };
+      });
+    },
+
+    /** Pure: the period's invoice id, the same one its live draft shows. */
+    async invoiceIdForPeriod({ contractId, periodStart }: { contractId: string; periodStart: string }): Promise<string> {
+      return invoiceIdFor(contractId, periodStart);
+    },
+  };
+}

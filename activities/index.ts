@@ -1,0 +1,17 @@
+import type { MikroORM } from '@mikro-orm/postgresql';
+import type { Mailer } from '../integrations/email/mailer.js';
+import { createContractActivities } from './contract-activities.js';
+import { createInvoiceActivities } from './invoice-activities.js';
+
+/** Everything activities need, injected once by the worker (and by tests). */
+export interface ActivityDeps {
+  orm: MikroORM;
+  mailer: Mailer;
+  invoiceGracePeriodMs: number;
+}
+
+export function createActivities(deps: ActivityDeps) {
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps) };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

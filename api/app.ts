@@ -1,0 +1,60 @@
+import express, { type Express } from 'express';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import type { Client } from '@temporalio/client';
+import { allow, authenticate } from './auth.js';
+import { errorHandler, notFound } from './errors.js';
+import { billableMetricsRouter } from './routes/billable-metrics.js';
+import { contractsRouter } from './routes/contracts.js';
+import { customersRouter } from './routes/customers.js';
+import { ingestRouter } from './routes/ingest.js';
+import { invoicesRouter } from './routes/invoices.js';
+import { pricingRouter } from './routes/pricing.js';
+import { tokensRouter } from './routes/tokens.js';
+
+export interface ApiDeps {
+  orm: MikroORM;
+  temporal: Client;
+  taskQueue: string;
+  adminToken?: string;
+}
+
+/**
+ * Keeps numbers exactly as sent: a JSON number that a JS double cannot hold exactly (e.g. 18
+ * significant digits) becomes its decimal string, which every decimal consumer accepts.
+ */
+function exactNumbers(this: unknown, _key: string, value: unknown, context?: { source?: string }): unknown {
+  if (typeof value === 'number' && context?.source !== undefined && String(value) !== context.source) {
+    const src = context.source;
+    if (Number(src) !== value || !/^-?\d+$/.test(src) || !Number.isSafeInteger(value)) return src;
+  }
+  return value;
+}
+
+export function createApp(deps: ApiDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+
+  app.get('/health', async (_req, res) => {
+    const checks = await Promise.allSettled([
+      deps.orm.em.fork().execute('select 1'),
+      deps.temporal.connection.workflowService.getSystemInfo({}),
+    ]);
+    const [postgres, temporal] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : String((c as PromiseRejectedResult).reason)));
+    const healthy = checks.every((c) => c.status === 'fulfilled');
+    res.status(healthy ? 200 : 503).json({ status: healthy ? 'ok' : 'unavailable', postgres, temporal });
+  });
+
+  app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
+  app.use(authenticate(deps.orm, deps.adminToken));
+  app.use(tokensRouter(deps.orm));
+  app.use(customersRouter(deps.orm));
+  app.use(billableMetricsRouter(deps.orm));
+  app.use(ingestRouter(deps.orm));
+  app.use(pricingRouter(deps.orm));
+  app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));
+  app.use(invoicesRouter(deps.orm, deps.temporal));
+  app.use(allow('read'), notFound);
+  app.use(errorHandler);
+  return app;
+}

@@ -1,0 +1,23 @@
+import { Client, Connection } from '@temporalio/client';
+import { openOrm } from '../db/orm.js';
+import { loadConfig } from '../stack/config.js';
+import { createApp } from './app.js';
+
+/** The API process: stateless, run as many replicas as needed behind a load balancer. */
+const config = loadConfig();
+const orm = await openOrm(config.databaseUrl);
+const connection = await Connection.connect({ address: config.temporalAddress });
+const temporal = new Client({ connection, namespace: config.temporalNamespace });
+const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken });
+const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {
+  console.log(`[api] listening on http://${process.env.ACCRUE_API_HOST ?? '127.0.0.1'}:${config.port}`);
+});
+
+async function shutdown() {
+  server.close();
+  await connection.close().catch(() => undefined);
+  await orm.close().catch(() => undefined);
+  process.exit(0);
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);

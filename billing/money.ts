@@ -1,0 +1,67 @@
+import { Decimal } from 'decimal.js';
+
+/**
+ * Money is decimal, never a JS number (invariant I6). All arithmetic on prices, quantities and
+ * amounts goes through this Decimal clone; values enter as strings (or exact integers) and leave
+ * as strings, or as JSON numbers only once rounded to the credit type's precision.
+ */
+export const Dec = Decimal.clone({ precision: 60, rounding: Decimal.ROUND_HALF_UP, toExpNeg: -30, toExpPos: 40 });
+export type Dec = Decimal;
+
+export type DecimalInput = string | number | Decimal;
+
+const DECIMAL_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+export function isDecimalString(value: string): boolean {
+  return DECIMAL_RE.test(value.trim());
+}
+
+/** Parses a decimal from user input; numbers must be finite, strings must be plain decimals. */
+export function dec(value: DecimalInput): Decimal {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new RangeError(`not a finite number: ${value}`);
+    return new Dec(String(value));
+  }
+  if (typeof value === 'string') {
+    if (!isDecimalString(value)) throw new RangeError(`not a decimal number: ${JSON.stringify(value)}`);
+    return new Dec(value.trim());
+  }
+  return value;
+}
+
+export interface CreditType {
+  id: string;
+  name: string;
+  /** Decimal places amounts are rounded to: 0 for USD cents, the unit Metronome prices in. */
+  precision: number;
+}
+
+/** USD (cents): amounts are cents, as in Metronome. The id is Metronome's well-known USD id. */
+export const USD_CENTS: CreditType = { id: '2714e483-4ff1-48e4-9e25-ac732e8f24f2', name: 'USD (cents)', precision: 0 };
+
+/**
+ * THE rounding point (invariant I6): an invoice line's amount is rounded here, once, half-up to
+ * the credit type's precision. Totals are sums of rounded lines, so they never drift.
+ */
+export function roundAmount(amount: Decimal, creditType: CreditType = USD_CENTS): Decimal {
+  return amount.toDecimalPlaces(creditType.precision, Decimal.ROUND_HALF_UP);
+}
+
+export function sum(values: Iterable<Decimal>): Decimal {
+  let total = new Dec(0);
+  for (const v of values) total = total.plus(v);
+  return total;
+}
+
+/**
+ * A rounded amount as a JSON number, for Metronome-shaped responses. Only called on values
+ * already rounded by `roundAmount` (or on quantities), which JSON numbers carry exactly up to
+ * 2^53; anything larger is refused rather than silently approximated.
+ */
+export function toJsonNumber(value: Decimal): number {
+  const n = Number(value.toString());
+  if (!Number.isFinite(n) || (value.isInteger() && !Number.isSafeInteger(n))) {
+    throw new RangeError(`amount ${value.toString()} cannot be represented exactly as a JSON number`);
+  }
+  return n;
+}

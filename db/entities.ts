@@ -1,0 +1,186 @@
+import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+
+/**
+ * Entities map the tables created by the checked-in migrations (db/migrations); the migrations,
+ * not these definitions, are the source of truth for the schema. Money columns are `numeric` and
+ * surface as decimal strings, never JS numbers.
+ */
+
+export const ApiToken = defineEntity({
+  name: 'ApiToken',
+  tableName: 'api_token',
+  properties: {
+    id: p.uuid().primary(),
+    name: p.text(),
+    tokenHash: p.text().unique(),
+    scope: p.text().$type<TokenScope>(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    revokedAt: p.datetime().nullable(),
+  },
+});
+export type ApiToken = InferEntity<typeof ApiToken>;
+export type TokenScope = 'admin' | 'ingest' | 'finance' | 'read';
+
+export const Customer = defineEntity({
+  name: 'Customer',
+  tableName: 'customer',
+  properties: {
+    id: p.uuid().primary(),
+    name: p.text(),
+    billingEmail: p.text().nullable(),
+    customFields: p.json<Record<string, string>>(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type Customer = InferEntity<typeof Customer>;
+
+export const CustomerIngestAlias = defineEntity({
+  name: 'CustomerIngestAlias',
+  tableName: 'customer_ingest_alias',
+  properties: {
+    alias: p.text().primary(),
+    customerId: p.uuid(),
+    position: p.integer(),
+  },
+});
+export type CustomerIngestAlias = InferEntity<typeof CustomerIngestAlias>;
+
+export interface EventTypeFilter {
+  in_values?: string[];
+  not_in_values?: string[];
+}
+export interface PropertyFilter {
+  name: string;
+  exists?: boolean;
+  in_values?: string[];
+  not_in_values?: string[];
+}
+
+export const BillableMetric = defineEntity({
+  name: 'BillableMetric',
+  tableName: 'billable_metric',
+  properties: {
+    id: p.uuid().primary(),
+    name: p.text(),
+    aggregationType: p.text().$type<'COUNT' | 'SUM'>(),
+    aggregationKey: p.text().nullable(),
+    eventTypeFilter: p.json<EventTypeFilter>().nullable(),
+    propertyFilters: p.json<PropertyFilter[]>(),
+    groupKeys: p.json<string[][]>(),
+    customFields: p.json<Record<string, string>>(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type BillableMetric = InferEntity<typeof BillableMetric>;
+
+export const Product = defineEntity({
+  name: 'Product',
+  tableName: 'product',
+  properties: {
+    id: p.uuid().primary(),
+    name: p.text(),
+    type: p.text().$type<'USAGE'>(),
+    billableMetricId: p.uuid().nullable(),
+    tags: p.json<string[]>(),
+    customFields: p.json<Record<string, string>>(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type Product = InferEntity<typeof Product>;
+
+export const RateCard = defineEntity({
+  name: 'RateCard',
+  tableName: 'rate_card',
+  properties: {
+    id: p.uuid().primary(),
+    name: p.text(),
+    description: p.text().nullable(),
+    creditTypeId: p.uuid(),
+    customFields: p.json<Record<string, string>>(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type RateCard = InferEntity<typeof RateCard>;
+
+export const Rate = defineEntity({
+  name: 'Rate',
+  tableName: 'rate',
+  properties: {
+    id: p.uuid().primary(),
+    rateCardId: p.uuid(),
+    productId: p.uuid(),
+    rateType: p.text().$type<'FLAT'>(),
+    price: p.decimal('string'),
+    entitled: p.boolean(),
+    startingAt: p.datetime(),
+    endingBefore: p.datetime().nullable(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+export type Rate = InferEntity<typeof Rate>;
+
+export const Contract = defineEntity({
+  name: 'Contract',
+  tableName: 'contract',
+  properties: {
+    id: p.uuid().primary(),
+    customerId: p.uuid(),
+    rateCardId: p.uuid(),
+    name: p.text().nullable(),
+    startingAt: p.datetime(),
+    endingBefore: p.datetime().nullable(),
+    usageStatementFrequency: p.text().$type<'MONTHLY' | 'QUARTERLY' | 'ANNUAL' | 'WEEKLY'>(),
+    usageStatementDay: p.text().$type<'FIRST_OF_MONTH' | 'CONTRACT_START' | 'CUSTOM_DATE'>(),
+    billingAnchorDate: p.datetime().nullable(),
+    uniquenessKey: p.text().nullable(),
+    customFields: p.json<Record<string, string>>(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type Contract = InferEntity<typeof Contract>;
+
+/** An invoice line as stored (decimal strings) in invoice.line_items. */
+export interface StoredInvoiceLine {
+  type: 'usage';
+  product_id: string;
+  name: string;
+  quantity: string;
+  unit_price: string | null;
+  total: string;
+  starting_at: string;
+  ending_before: string;
+}
+
+export const Invoice = defineEntity({
+  name: 'Invoice',
+  tableName: 'invoice',
+  properties: {
+    id: p.uuid().primary(),
+    customerId: p.uuid(),
+    contractId: p.uuid(),
+    periodStart: p.datetime(),
+    periodEnd: p.datetime(),
+    status: p.text().$type<'DRAFT' | 'FINALIZED' | 'VOID'>(),
+    approvalStatus: p.text().$type<'PENDING_APPROVAL' | 'APPROVED' | 'REJECTED'>(),
+    approvedBy: p.text().nullable(),
+    rejectionReason: p.text().nullable(),
+    creditTypeId: p.uuid(),
+    creditTypeName: p.text(),
+    lineItems: p.json<StoredInvoiceLine[]>(),
+    total: p.decimal('string'),
+    frozenAt: p.datetime(),
+    finalizedAt: p.datetime().nullable(),
+    emailedAt: p.datetime().nullable(),
+    emailMessageId: p.text().nullable(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+export type Invoice = InferEntity<typeof Invoice>;
+
+export const entities = [ApiToken, Customer, CustomerIngestAlias, BillableMetric, Product, RateCard, Rate, Contract, Invoice];

@@ -1,0 +1,6 @@
+import { Migration20261121000000_foundation } from './Migration20261121000000_foundation.js';
+
+/** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
+export const migrationsList = [
+  { name: 'Migration20261121000000_foundation', class: Migration20261121000000_foundation },
+];

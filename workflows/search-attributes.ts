@@ -1,0 +1,10 @@
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/** Accrue's search attributes (registered by stack/temporal.ts; docker-compose registers the same). */
+export const CustomerIdKey = defineSearchAttributeKey('CustomerId', SearchAttributeType.KEYWORD);
+export const ContractIdKey = defineSearchAttributeKey('ContractId', SearchAttributeType.KEYWORD);
+export const InvoiceIdKey = defineSearchAttributeKey('InvoiceId', SearchAttributeType.KEYWORD);
+export const LifecycleStateKey = defineSearchAttributeKey('LifecycleState', SearchAttributeType.KEYWORD);
+
+export const contractWorkflowId = (contractId: string) => `contract/${contractId}`;
+export const invoiceWorkflowId = (invoiceId: string) => `invoice/${invoiceId}`;
