@@ -10,7 +10,7 @@ export function ormConfig(databaseUrl: string, opts: { poolMax?: number } = {}) 
     clientUrl: databaseUrl,
     entities,
     extensions: [Migrator],
-    migrations: { migrationsList, transactional: true, allOrNothing: true, snapshot: false, tableName: 'accrue_migrations' },
+    migrations: { migrationsList, transactional: true, allOrNothing: true, snapshot: false, silent: true, tableName: 'accrue_migrations' },
     pool: { min: 0, max: opts.poolMax ?? 10 },
     debug: process.env.ACCRUE_SQL_DEBUG === '1',
     // Timestamps are timestamptz and the connection speaks UTC, whatever the host's zone.

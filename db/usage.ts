@@ -57,8 +57,9 @@ export async function metricQuantity(em: EntityManager, metric: BillableMetric, 
     select = 'count(*)::numeric';
   } else {
     // Values that are not numbers do not count towards a SUM (ingest rejects them for SUM metrics).
-    select = `coalesce(sum(case when (properties ->> ?) ~ '${NUMERIC_RE}' then (properties ->> ?)::numeric end), 0)`;
-    params.push(metric.aggregationKey, metric.aggregationKey);
+    // The pattern travels as a parameter: MikroORM treats every `?` in the SQL text as a placeholder.
+    select = `coalesce(sum(case when (properties ->> ?) ~ ? then (properties ->> ?)::numeric end), 0)`;
+    params.push(metric.aggregationKey, NUMERIC_RE, metric.aggregationKey);
   }
   const rows = await em.execute<{ q: string }[]>(`select (${select})::text as q from event where ${where.sql}`, [...params, ...where.params]);
   return rows[0]?.q ?? '0';
