@@ -30,7 +30,7 @@ export interface ContractWorkflowState {
 export const contractStateQuery = defineQuery<ContractWorkflowState>('contractState');
 
 const acts = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
+  startToCloseTimeout: '10 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
 });
 

@@ -28,10 +28,11 @@ export const approveInvoiceUpdate = defineUpdate<InvoiceDecisionResult, [{ appro
 export const rejectInvoiceUpdate = defineUpdate<InvoiceDecisionResult, [{ reason: string; rejectedBy?: string }]>('rejectInvoice');
 export const invoiceCloseStageQuery = defineQuery<InvoiceCloseStage>('invoiceCloseStage');
 
-const acts = proxyActivities<Activities>({
-  startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
-});
+// Short start-to-close timeouts: they are also how a crashed worker's in-flight activity is noticed
+// and retried elsewhere. Each call is one PostgreSQL transaction or one SMTP send.
+const retry = { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 };
+const acts = proxyActivities<Activities>({ startToCloseTimeout: '10 seconds', retry });
+const mail = proxyActivities<Activities>({ startToCloseTimeout: '20 seconds', retry });
 
 type Decision = { approve: true; by?: string } | { approve: false; reason: string; by?: string };
 
@@ -90,7 +91,7 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
   }
 
   setStage('EMAILING');
-  await acts.emailInvoice({ invoiceId: input.invoiceId });
+  await mail.emailInvoice({ invoiceId: input.invoiceId });
   setStage('DONE');
   await condition(allHandlersFinished);
   return { invoiceId: input.invoiceId, status: 'FINALIZED', approvalStatus: 'APPROVED', total };
