@@ -1,0 +1,34 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { USD_CENTS } from '../billing/money.js';
+import { BillableMetric, Contract, Customer, CustomerIngestAlias, Product, Rate, RateCard } from '../db/entities.js';
+import { insertEvents } from '../db/events.js';
+import { newId } from '../db/ids.js';
+import { uniqueName } from './stack.js';
+
+/** A customer on a one-product FLAT rate card with a contract, written straight to PostgreSQL. */
+export async function seedContract(em: EntityManager, opts: { startingAt: string; endingBefore?: string; price: string; billingEmail?: string }) {
+  const now = new Date();
+  const customerId = newId();
+  const alias = uniqueName('alias');
+  em.create(Customer, { id: customerId, name: 'Seeded Co', billingEmail: opts.billingEmail ?? null, customFields: {}, createdAt: now, updatedAt: now });
+  await em.flush();
+  em.create(CustomerIngestAlias, { alias, customerId, position: 0 });
+  const metricId = newId();
+  em.create(BillableMetric, { id: metricId, name: 'GPU seconds', aggregationType: 'SUM', aggregationKey: 'seconds', eventTypeFilter: null, propertyFilters: [], groupKeys: [], customFields: {}, createdAt: now });
+  await em.flush();
+  const productId = newId();
+  em.create(Product, { id: productId, name: 'GPU time', type: 'USAGE', billableMetricId: metricId, tags: [], customFields: {}, createdAt: now });
+  const rateCardId = newId();
+  em.create(RateCard, { id: rateCardId, name: 'card', creditTypeId: USD_CENTS.id, customFields: {}, createdAt: now });
+  await em.flush();
+  em.create(Rate, { id: newId(), rateCardId, productId, rateType: 'FLAT', price: opts.price, entitled: true, startingAt: new Date('2000-01-01T00:00:00Z'), createdAt: now });
+  const contractId = newId();
+  em.create(Contract, {
+    id: contractId, customerId, rateCardId, startingAt: new Date(opts.startingAt), endingBefore: opts.endingBefore ? new Date(opts.endingBefore) : null,
+    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: now,
+  });
+  await em.flush();
+  const ingest = (events: { id: string; at: string; seconds: string | number }[]) =>
+    insertEvents(em, events.map((e) => ({ transactionId: `${alias}-${e.id}`, customerId: alias, eventType: 'gpu', timestamp: e.at, properties: { seconds: e.seconds } })));
+  return { customerId, alias, contractId, productId, ingest };
+}
