@@ -2,6 +2,7 @@ import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
 import { createContractActivities } from './contract-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
+import { createRatingActivities } from './rating-activities.js';
 
 /** Everything activities need, injected once by the worker (and by tests). */
 export interface ActivityDeps {
@@ -11,7 +12,7 @@ export interface ActivityDeps {
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createRatingActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -1,5 +1,7 @@
 import { log } from '@temporalio/activity';
-import { NotFoundError, ConflictError } from '../billing/errors.js';
+import { NotFoundError, ConflictError, UnavailableError } from '../billing/errors.js';
+import { customerEventKeys } from '../db/customers.js';
+import { ratingCaughtUp } from '../db/rating.js';
 import { Contract, Customer, Invoice } from '../db/entities.js';
 import { computeInvoice, storedLines, viewOfStored } from '../db/invoices.js';
 import { renderInvoiceEmail } from '../integrations/email/invoice-email.js';
@@ -32,6 +34,11 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
         if (existing && (!input.recompute || existing.status !== 'DRAFT')) return { status: existing.status, total: existing.total };
         const contract = await em.findOne(Contract, { id: input.contractId });
         if (!contract) throw new NotFoundError('contract', input.contractId);
+        // Freeze only what is rated: every event committed before this moment must be in the
+        // aggregates (rating runs sub-second behind; the activity retries until it caught up).
+        if (!(await ratingCaughtUp(em, await customerEventKeys(em, contract.customerId)))) {
+          throw new UnavailableError(`rating has not caught up with customer ${contract.customerId}'s events yet`);
+        }
         const computed = await computeInvoice(em, contract, { start: input.periodStart, end: input.periodEnd });
         const now = new Date();
         if (existing) {

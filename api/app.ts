@@ -49,7 +49,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(authenticate(deps.orm, deps.adminToken));
   app.use(tokensRouter(deps.orm));
   app.use(customersRouter(deps.orm));
-  app.use(billableMetricsRouter(deps.orm));
+  app.use(billableMetricsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(ingestRouter(deps.orm));
   app.use(pricingRouter(deps.orm));
   app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));

@@ -135,3 +135,10 @@ export function typeName(v: unknown): string {
   if (Array.isArray(v)) return 'array';
   return typeof v;
 }
+
+/** Billing boundaries (contract and rate dates) fall on whole UTC hours, the aggregates' grain. */
+export function hourTimestamp(o: Obj, key: string, path = '', opts: { optional?: boolean } = {}): string | undefined {
+  const v = timestamp(o, key, path, opts);
+  if (v !== undefined && Date.parse(v) % 3_600_000 !== 0) throw new ValidationError(join(path, key), `must be on an hour boundary (UTC), got ${v}`);
+  return v;
+}

@@ -64,7 +64,7 @@ export const BillableMetric = defineEntity({
   properties: {
     id: p.uuid().primary(),
     name: p.text(),
-    aggregationType: p.text().$type<'COUNT' | 'SUM'>(),
+    aggregationType: p.text().$type<AggregationType>(),
     aggregationKey: p.text().nullable(),
     eventTypeFilter: p.json<EventTypeFilter>().nullable(),
     propertyFilters: p.json<PropertyFilter[]>(),
@@ -72,9 +72,17 @@ export const BillableMetric = defineEntity({
     customFields: p.json<Record<string, string>>(),
     createdAt: p.datetime().onCreate(() => new Date()),
     archivedAt: p.datetime().nullable(),
+    /** xid8 as text: events from this transaction id on are rated live; older ones by the backfill. */
+    ratingFromXid: p.text().columnType('xid8'),
+    backfillCursorXid: p.text().columnType('xid8'),
+    backfillStatus: p.text().$type<'RUNNING' | 'DONE'>(),
+    backfillEventsProcessed: p.bigint('number'),
+    backfillEventsTotal: p.bigint('number'),
   },
 });
 export type BillableMetric = InferEntity<typeof BillableMetric>;
+export type AggregationType = 'COUNT' | 'SUM' | 'MAX' | 'UNIQUE' | 'LATEST';
+export const AGGREGATION_TYPES: readonly AggregationType[] = ['COUNT', 'SUM', 'MAX', 'UNIQUE', 'LATEST'];
 
 export const Product = defineEntity({
   name: 'Product',

@@ -2,7 +2,6 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { assembleInvoice, type AssembledInvoice, type UsageCharge } from '../billing/invoice.js';
 import { USD_CENTS } from '../billing/money.js';
 import { periodsStartedBefore, type Period, type Schedule } from '../billing/periods.js';
-import { customerEventKeys } from './customers.js';
 import { BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
 import { invoiceIdFor } from './ids.js';
 import { metricQuantity } from './usage.js';
@@ -34,7 +33,6 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   const products = new Map((await em.find(Product, { id: { $in: [...new Set(rates.map((r) => r.productId))] } })).map((p) => [p.id, p]));
   const metricIds = [...new Set([...products.values()].map((p) => p.billableMetricId).filter((x): x is string => !!x))];
   const metrics = new Map((await em.find(BillableMetric, { id: { $in: metricIds } })).map((m) => [m.id, m]));
-  const customerKeys = await customerEventKeys(em, contract.customerId);
 
   const charges: UsageCharge[] = [];
   for (const rate of rates) {
@@ -43,7 +41,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     if (!product || !metric) continue;
     const from = new Date(Math.max(pStart.getTime(), rate.startingAt.getTime())).toISOString();
     const to = new Date(Math.min(pEnd.getTime(), rate.endingBefore?.getTime() ?? Infinity)).toISOString();
-    const quantity = await metricQuantity(em, metric, { customerKeys, from, to });
+    const quantity = await metricQuantity(em, metric, { customerId: contract.customerId, from, to });
     charges.push({ productId: product.id, productName: product.name, rateType: rate.rateType, price: rate.price, quantity, startingAt: from, endingBefore: to });
   }
   return assembleInvoice(charges, USD_CENTS);

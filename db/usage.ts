@@ -1,66 +1,45 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
-import { pgTextArray } from './sql.js';
 
 /**
- * Hot-path usage SQL: a billable metric's aggregate for one customer over [from, to), straight
- * from PostgreSQL. Filters follow Metronome's semantics: event_type_filter in/not-in, and
- * property_filters (exists, in_values, not_in_values) that must all pass.
+ * Usage read from the hourly aggregates (never from raw events): a metric's value for one
+ * customer over [from, to), both on hour boundaries. COUNT and SUM add up, MAX takes the largest,
+ * LATEST the value of the newest event, UNIQUE counts distinct values across the whole window.
+ * `groupFilter` keeps only aggregates whose group values equal the given ones.
  */
-const NUMERIC_RE = '^\\s*[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?\\s*$';
-
 export interface UsageWindow {
-  /** Every id the customer's events may carry: its Accrue id and its ingest aliases. */
-  customerKeys: string[];
+  customerId: string;
   from: string;
   to: string;
+  groupFilter?: Record<string, string>;
 }
 
-export function metricWhere(metric: BillableMetric, w: UsageWindow): { sql: string; params: unknown[] } {
-  const clauses = ['customer_id = any(?::text[])', 'ts >= ?', 'ts < ?'];
-  const params: unknown[] = [pgTextArray(w.customerKeys), w.from, w.to];
-  const etf = metric.eventTypeFilter;
-  if (etf?.in_values?.length) {
-    clauses.push('event_type = any(?::text[])');
-    params.push(pgTextArray(etf.in_values));
-  }
-  if (etf?.not_in_values?.length) {
-    clauses.push('not (event_type = any(?::text[]))');
-    params.push(pgTextArray(etf.not_in_values));
-  }
-  for (const f of metric.propertyFilters ?? []) {
-    if (f.exists === true) {
-      clauses.push('jsonb_exists(properties, ?)');
-      params.push(f.name);
-    } else if (f.exists === false) {
-      clauses.push('not jsonb_exists(properties, ?)');
-      params.push(f.name);
-    }
-    if (f.in_values?.length) {
-      clauses.push('(properties ->> ?) = any(?::text[])');
-      params.push(f.name, pgTextArray(f.in_values));
-    }
-    if (f.not_in_values?.length) {
-      clauses.push('((properties ->> ?) is null or not ((properties ->> ?) = any(?::text[])))');
-      params.push(f.name, f.name, pgTextArray(f.not_in_values));
-    }
-  }
-  return { sql: clauses.join(' and '), params };
+export function assertHourAligned(iso: string, field: string): void {
+  if (Date.parse(iso) % 3_600_000 !== 0) throw new RangeError(`${field} must be on an hour boundary (UTC): ${iso}`);
 }
 
-/** The metric's quantity as an exact decimal string. */
-export async function metricQuantity(em: EntityManager, metric: BillableMetric, w: UsageWindow): Promise<string> {
-  const where = metricWhere(metric, w);
+/** The value as a decimal string, or null when no event matched (MAX, LATEST; COUNT/SUM give 0). */
+export async function metricValue(em: EntityManager, metric: BillableMetric, w: UsageWindow): Promise<string | null> {
+  const params: unknown[] = [metric.id, w.customerId, w.from, w.to];
+  let groupSql = '';
+  if (w.groupFilter && Object.keys(w.groupFilter).length) {
+    groupSql = ' and group_values @> ?::jsonb';
+    params.push(JSON.stringify(w.groupFilter));
+  }
+  const where = `metric_id = ?::uuid and customer_id = ?::uuid and hour >= ? and hour < ?${groupSql}`;
   let select: string;
-  const params: unknown[] = [];
-  if (metric.aggregationType === 'COUNT') {
-    select = 'count(*)::numeric';
-  } else {
-    // Values that are not numbers do not count towards a SUM (ingest rejects them for SUM metrics).
-    // The pattern travels as a parameter: MikroORM treats every `?` in the SQL text as a placeholder.
-    select = `coalesce(sum(case when (properties ->> ?) ~ ? then (properties ->> ?)::numeric end), 0)`;
-    params.push(metric.aggregationKey, NUMERIC_RE, metric.aggregationKey);
+  switch (metric.aggregationType) {
+    case 'COUNT': select = `select coalesce(sum(event_count), 0)::text as v from usage_hourly where ${where}`; break;
+    case 'SUM': select = `select coalesce(sum(value_sum), 0)::text as v from usage_hourly where ${where}`; break;
+    case 'MAX': select = `select max(value_max)::text as v from usage_hourly where ${where}`; break;
+    case 'LATEST': select = `select latest_value::text as v from usage_hourly where ${where} and latest_ts is not null order by latest_ts desc, latest_tx desc limit 1`; break;
+    case 'UNIQUE': select = `select count(distinct value)::text as v from usage_unique_hourly where ${where}`; break;
   }
-  const rows = await em.execute<{ q: string }[]>(`select (${select})::text as q from event where ${where.sql}`, [...params, ...where.params]);
-  return rows[0]?.q ?? '0';
+  const rows = await em.execute<{ v: string | null }[]>(select, params);
+  return rows[0]?.v ?? null;
+}
+
+/** The metric's quantity for invoicing: its value, with "no events" as 0. */
+export async function metricQuantity(em: EntityManager, metric: BillableMetric, w: UsageWindow): Promise<string> {
+  return (await metricValue(em, metric, w)) ?? '0';
 }

@@ -3,6 +3,7 @@ import { USD_CENTS } from '../billing/money.js';
 import { BillableMetric, Contract, Customer, CustomerIngestAlias, Product, Rate, RateCard } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
 import { newId } from '../db/ids.js';
+import { ratePass } from '../db/rating.js';
 import { uniqueName } from './stack.js';
 
 /** A customer on a one-product FLAT rate card with a contract, written straight to PostgreSQL. */
@@ -14,7 +15,10 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
   await em.flush();
   em.create(CustomerIngestAlias, { alias, customerId, position: 0 });
   const metricId = newId();
-  em.create(BillableMetric, { id: metricId, name: 'GPU seconds', aggregationType: 'SUM', aggregationKey: 'seconds', eventTypeFilter: null, propertyFilters: [], groupKeys: [], customFields: {}, createdAt: now });
+  em.create(BillableMetric, {
+    id: metricId, name: 'GPU seconds', aggregationType: 'SUM', aggregationKey: 'seconds', eventTypeFilter: null, propertyFilters: [], groupKeys: [], customFields: {}, createdAt: now,
+    ratingFromXid: '1', backfillCursorXid: '1', backfillStatus: 'DONE', backfillEventsProcessed: 0, backfillEventsTotal: 0,
+  });
   await em.flush();
   const productId = newId();
   em.create(Product, { id: productId, name: 'GPU time', type: 'USAGE', billableMetricId: metricId, tags: [], customFields: {}, createdAt: now });
@@ -28,7 +32,10 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
     usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: now,
   });
   await em.flush();
-  const ingest = (events: { id: string; at: string; seconds: string | number }[]) =>
-    insertEvents(em, events.map((e) => ({ transactionId: `${alias}-${e.id}`, customerId: alias, eventType: 'gpu', timestamp: e.at, properties: { seconds: e.seconds } })));
+  /** Inserts events and rates them, as the API and the rating workflow would. */
+  const ingest = async (events: { id: string; at: string; seconds: string | number }[]) => {
+    await insertEvents(em, events.map((e) => ({ transactionId: `${alias}-${e.id}`, customerId: alias, eventType: 'gpu', timestamp: e.at, properties: { seconds: e.seconds } })));
+    while ((await ratePass(em.fork(), 10_000)).events > 0);
+  };
   return { customerId, alias, contractId, productId, ingest };
 }

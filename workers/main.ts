@@ -1,9 +1,11 @@
 import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { openOrm } from '../db/orm.js';
 import { createSmtpMailer } from '../integrations/email/mailer.js';
 import { loadConfig } from '../stack/config.js';
+import { ensureBackgroundWorkflows } from './ensure-workflows.js';
 
 /** The worker process: runs Accrue's workflows and activities on the task queue. */
 const config = loadConfig();
@@ -18,6 +20,9 @@ const worker = await Worker.create({
   activities: createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs }),
   shutdownGraceTime: '10 seconds',
 });
+const clientConnection = await Connection.connect({ address: config.temporalAddress });
+await ensureBackgroundWorkflows(new Client({ connection: clientConnection, namespace: config.temporalNamespace }), orm, config.taskQueue);
+await clientConnection.close();
 console.log(`[worker] polling task queue ${config.taskQueue} on ${config.temporalAddress}`);
 await worker.run();
 mailer.close();

@@ -1,3 +1,5 @@
 // Entry point the worker bundles: deterministic workflow code only.
 export { contractWorkflow } from './contract.js';
 export { invoiceCloseWorkflow } from './invoice-close.js';
+export { metricBackfillWorkflow } from './metric-backfill.js';
+export { ratingWorkflow } from './rating.js';

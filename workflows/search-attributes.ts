@@ -8,3 +8,5 @@ export const LifecycleStateKey = defineSearchAttributeKey('LifecycleState', Sear
 
 export const contractWorkflowId = (contractId: string) => `contract/${contractId}`;
 export const invoiceWorkflowId = (invoiceId: string) => `invoice/${invoiceId}`;
+export const ratingWorkflowId = (taskQueue: string) => `rating/${taskQueue}`;
+export const metricBackfillWorkflowId = (metricId: string) => `metric-backfill/${metricId}`;

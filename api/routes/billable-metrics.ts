@@ -1,13 +1,17 @@
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
+import type { Client } from '@temporalio/client';
+import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
-import { BillableMetric, type EventTypeFilter, type PropertyFilter } from '../../db/entities.js';
+import { AGGREGATION_TYPES, BillableMetric, type AggregationType, type EventTypeFilter, type PropertyFilter } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
+import { metricBackfillWorkflow } from '../../workflows/metric-backfill.js';
+import { metricBackfillWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { bool, objectAt, oneOf, reqStr, str, stringArray, stringRecord, type Obj } from '../validate.js';
+import { afterCondition, page, pageQuery } from '../paging.js';
+import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../validate.js';
 
 const CREATE_FIELDS = ['name', 'aggregation_type', 'aggregation_key', 'event_type_filter', 'property_filters', 'group_keys', 'custom_fields', 'sql'];
-const SUPPORTED_AGGREGATIONS = ['COUNT', 'SUM'] as const;
 
 function eventTypeFilter(body: Obj): EventTypeFilter | null {
   if (body.event_type_filter === undefined || body.event_type_filter === null) return null;
@@ -61,42 +65,83 @@ export function metricJson(m: BillableMetric) {
     group_keys: m.groupKeys,
     custom_fields: m.customFields,
     ...(m.archivedAt ? { archived_at: m.archivedAt.toISOString() } : {}),
+    // Accrue: a metric applies to events ingested before it existed; this is that backfill's progress.
+    backfill: { status: m.backfillStatus, events_processed: m.backfillEventsProcessed, events_total: m.backfillEventsTotal },
   };
 }
 
-export function billableMetricsRouter(orm: MikroORM): Router {
+export async function findMetric(orm: MikroORM, id: string, field = 'id'): Promise<BillableMetric> {
+  const m = UUID_RE.test(id) ? await orm.em.fork().findOne(BillableMetric, { id: id.toLowerCase() }) : null;
+  if (!m) throw new NotFoundError('billable metric', id, field);
+  return m;
+}
+
+export function billableMetricsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
   const r = Router();
 
   r.post('/v1/billable-metrics/create', allow(), async (req, res) => {
     const body = objectAt(req.body, '', CREATE_FIELDS);
     if (body.sql !== undefined) throw new ValidationError('sql', 'SQL billable metrics are not supported; use aggregation_type');
     const name = reqStr(body, 'name');
-    const aggregationType = oneOf(body, 'aggregation_type', SUPPORTED_AGGREGATIONS) as 'COUNT' | 'SUM';
-    const aggregationKey = str(body, 'aggregation_key', '', { optional: true });
-    if (aggregationType === 'SUM' && !aggregationKey) throw new ValidationError('aggregation_key', 'is required for SUM');
-    const metric: BillableMetric = {
-      id: newId(),
-      name,
-      aggregationType,
-      aggregationKey: aggregationKey ?? null,
+    const aggregationType = oneOf(body, 'aggregation_type', AGGREGATION_TYPES) as AggregationType;
+    const aggregationKey = str(body, 'aggregation_key', '', { optional: true }) ?? null;
+    if (aggregationType !== 'COUNT' && !aggregationKey) throw new ValidationError('aggregation_key', `is required for ${aggregationType}`);
+    if (aggregationType === 'COUNT' && aggregationKey) throw new ValidationError('aggregation_key', 'is not used by COUNT; leave it out');
+    const fields = {
       eventTypeFilter: eventTypeFilter(body),
       propertyFilters: propertyFilters(body),
       groupKeys: groupKeys(body),
       customFields: stringRecord(body, 'custom_fields') ?? {},
-      createdAt: new Date(),
-      archivedAt: null,
     };
-    const em = orm.em.fork();
-    em.create(BillableMetric, metric);
-    await em.flush();
-    res.json({ data: { id: metric.id } });
+    const id = newId();
+    // The metric is rated live from the oldest transaction still running; everything older is
+    // its backfill, run by a workflow whose progress the metric reports.
+    const backfillTotal = await orm.em.fork().transactional(async (em) => {
+      const [edge] = await em.execute<{ xmin: string; total: string }[]>(
+        `select x.xmin::text as xmin, (select count(*) from event where xid < x.xmin)::text as total
+           from (select pg_snapshot_xmin(pg_current_snapshot()) as xmin) x`);
+      const total = Number(edge!.total);
+      em.create(BillableMetric, {
+        id, name, aggregationType, aggregationKey, ...fields, createdAt: new Date(), archivedAt: null,
+        ratingFromXid: edge!.xmin, backfillCursorXid: '1', backfillStatus: total > 0 ? 'RUNNING' : 'DONE',
+        backfillEventsProcessed: 0, backfillEventsTotal: total,
+      });
+      return total;
+    });
+    if (backfillTotal > 0) {
+      // Idempotent start; if Temporal is unreachable the worker starts pending backfills on boot.
+      await temporal.workflow.start(metricBackfillWorkflow, {
+        workflowId: metricBackfillWorkflowId(id), taskQueue, args: [{ metricId: id }],
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      }).catch((err: Error) => console.warn(`[api] backfill of metric ${id} will start with the worker: ${err.message}`));
+    }
+    res.json({ data: { id } });
+  });
+
+  r.get('/v1/billable-metrics', allow('read', 'finance'), async (req, res) => {
+    const q = pageQuery(req.query as Record<string, unknown>);
+    const includeArchived = req.query.include_archived === 'true';
+    const rows = await orm.em.fork().find(BillableMetric, { ...(includeArchived ? {} : { archivedAt: null }), ...afterCondition(q.after) },
+      { orderBy: { createdAt: 'asc', id: 'asc' }, limit: q.limit + 1 });
+    res.json(page(rows, q.limit, metricJson));
   });
 
   r.get('/v1/billable-metrics/:billable_metric_id', allow('read', 'finance'), async (req, res) => {
-    const id = String(req.params.billable_metric_id);
-    const m = UUID_RE.test(id) ? await orm.em.fork().findOne(BillableMetric, { id: id.toLowerCase() }) : null;
-    if (!m) throw new NotFoundError('billable metric', id, 'billable_metric_id');
-    res.json({ data: metricJson(m) });
+    res.json({ data: metricJson(await findMetric(orm, String(req.params.billable_metric_id), 'billable_metric_id')) });
+  });
+
+  // Archiving stops rating new events for the metric; finalized invoices are frozen and unaffected.
+  r.post('/v1/billable-metrics/archive', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['id']);
+    const id = reqUuid(body, 'id');
+    const em = orm.em.fork();
+    const m = await em.findOne(BillableMetric, { id });
+    if (!m) throw new NotFoundError('billable metric', id, 'id');
+    if (!m.archivedAt) {
+      m.archivedAt = new Date();
+      await em.flush();
+    }
+    res.json({ data: { id } });
   });
 
   return r;

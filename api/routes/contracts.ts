@@ -13,7 +13,7 @@ import { contractSchedule } from '../../db/invoices.js';
 import { contractWorkflow } from '../../workflows/contract.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
+import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
 
 const CREATE_FIELDS = ['customer_id', 'starting_at', 'ending_before', 'rate_card_id', 'name', 'uniqueness_key', 'custom_fields', 'usage_statement_schedule'];
 const SCHEDULE_FIELDS = ['frequency', 'day', 'billing_anchor_date'];
@@ -38,8 +38,8 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
   r.post('/v1/contracts/create', allow(), async (req, res) => {
     const body = objectAt(req.body, '', CREATE_FIELDS);
     const customerId = reqUuid(body, 'customer_id');
-    const startingAt = reqTimestamp(body, 'starting_at');
-    const endingBefore = timestamp(body, 'ending_before', '', { optional: true });
+    const startingAt = hourTimestamp(body, 'starting_at') as string;
+    const endingBefore = hourTimestamp(body, 'ending_before', '', { optional: true });
     if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError('ending_before', 'must be after starting_at');
     const rateCardId = reqUuid(body, 'rate_card_id');
     const sched = schedule(body);

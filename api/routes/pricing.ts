@@ -6,7 +6,7 @@ import { SUPPORTED_RATE_TYPES } from '../../billing/pricing/index.js';
 import { BillableMetric, Product, Rate, RateCard } from '../../db/entities.js';
 import { newId } from '../../db/ids.js';
 import { allow } from '../auth.js';
-import { bool, decimal, objectAt, oneOf, reqStr, reqTimestamp, reqUuid, str, stringArray, stringRecord, timestamp, uuid } from '../validate.js';
+import { bool, decimal, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, uuid } from '../validate.js';
 
 const PRODUCT_FIELDS = ['name', 'type', 'billable_metric_id', 'tags', 'custom_fields'];
 const RATE_CARD_FIELDS = ['name', 'description', 'fiat_credit_type_id', 'custom_fields'];
@@ -57,8 +57,8 @@ export function pricingRouter(orm: MikroORM): Router {
     const productId = reqUuid(body, 'product_id');
     const entitled = bool(body, 'entitled') as boolean;
     const rateType = oneOf(body, 'rate_type', SUPPORTED_RATE_TYPES)!;
-    const startingAt = reqTimestamp(body, 'starting_at');
-    const endingBefore = timestamp(body, 'ending_before', '', { optional: true });
+    const startingAt = hourTimestamp(body, 'starting_at') as string;
+    const endingBefore = hourTimestamp(body, 'ending_before', '', { optional: true });
     if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError('ending_before', 'must be after starting_at');
     const price = decimal(body, 'price', '', { min: 0 })!;
     const creditTypeId = uuid(body, 'credit_type_id', '', { optional: true }) ?? USD_CENTS.id;

@@ -1,0 +1,42 @@
+import { Context, CancelledFailure } from '@temporalio/activity';
+import { backfillChunk, ratePass } from '../db/rating.js';
+import type { ActivityDeps } from './index.js';
+
+/** Events per rating pass (one transaction). Large enough to amortize, small enough to stay sub-second. */
+const PASS_EVENTS = 20_000;
+const IDLE_SLEEP_MS = 25;
+
+export function createRatingActivities({ orm }: ActivityDeps) {
+  return {
+    /**
+     * Rates for `runForMs`, pass after pass, heartbeating between passes. Each pass commits on its
+     * own, so a cancel, a timeout or a killed worker loses at most the pass in flight, which then
+     * never happened.
+     */
+    async rateEvents({ runForMs }: { runForMs: number }): Promise<{ passes: number; events: number }> {
+      const ctx = Context.current();
+      const until = Date.now() + runForMs;
+      let passes = 0;
+      let events = 0;
+      while (Date.now() < until) {
+        const r = await ratePass(orm.em.fork(), PASS_EVENTS);
+        passes++;
+        events += r.events;
+        ctx.heartbeat({ cursor: r.cursor, events });
+        if (r.events === 0 && r.rematched === 0) {
+          try {
+            await ctx.sleep(IDLE_SLEEP_MS);
+          } catch (err) {
+            if (err instanceof CancelledFailure) break;
+            throw err;
+          }
+        }
+      }
+      return { passes, events };
+    },
+
+    async backfillMetric({ metricId }: { metricId: string }): Promise<{ done: boolean; processed: number; total: number }> {
+      return backfillChunk(orm.em.fork(), metricId, PASS_EVENTS);
+    },
+  };
+}

@@ -1,0 +1,72 @@
+import type { BillableMetric } from './entities.js';
+import { pgTextArray } from './sql.js';
+
+/**
+ * How a billable metric reads an event, in SQL over `event e`. billing/metering/match.ts is the
+ * same rule in TypeScript (ingest validation); tests hold the two to the same cases.
+ *
+ * - filters: event_type_filter in/not-in, and every property filter (exists, in_values,
+ *   not_in_values) must pass; a property compared to values is compared as text.
+ * - value: SUM, MAX and LATEST read aggregation_key as a decimal (a value that is not a number
+ *   is rejected at ingest, and ignored here); UNIQUE reads it as text; COUNT needs none.
+ * - group values: the union of the metric's group keys, as {key: text value or null}.
+ */
+export const NUMERIC_RE = '^\\s*[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?\\s*$';
+
+export interface Sql {
+  sql: string;
+  params: unknown[];
+}
+
+export function metricFilterSql(metric: BillableMetric): Sql {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const etf = metric.eventTypeFilter;
+  if (etf?.in_values?.length) {
+    clauses.push('e.event_type = any(?::text[])');
+    params.push(pgTextArray(etf.in_values));
+  }
+  if (etf?.not_in_values?.length) {
+    clauses.push('not (e.event_type = any(?::text[]))');
+    params.push(pgTextArray(etf.not_in_values));
+  }
+  for (const f of metric.propertyFilters ?? []) {
+    if (f.exists === true) {
+      clauses.push('jsonb_exists(e.properties, ?)');
+      params.push(f.name);
+    } else if (f.exists === false) {
+      clauses.push('not jsonb_exists(e.properties, ?)');
+      params.push(f.name);
+    }
+    if (f.in_values?.length) {
+      clauses.push('(e.properties ->> ?) = any(?::text[])');
+      params.push(f.name, pgTextArray(f.in_values));
+    }
+    if (f.not_in_values?.length) {
+      clauses.push('((e.properties ->> ?) is null or not ((e.properties ->> ?) = any(?::text[])))');
+      params.push(f.name, f.name, pgTextArray(f.not_in_values));
+    }
+  }
+  return { sql: clauses.length ? clauses.join(' and ') : 'true', params };
+}
+
+export function metricGroupKeys(metric: BillableMetric): string[] {
+  return [...new Set((metric.groupKeys ?? []).flat())].sort();
+}
+
+export function groupValuesSql(metric: BillableMetric): Sql {
+  const keys = metricGroupKeys(metric);
+  if (!keys.length) return { sql: `'{}'::jsonb`, params: [] };
+  return { sql: `jsonb_build_object(${keys.map(() => '?::text, e.properties ->> ?').join(', ')})`, params: keys.flatMap((k) => [k, k]) };
+}
+
+export function valueSql(metric: BillableMetric): Sql {
+  switch (metric.aggregationType) {
+    case 'COUNT':
+      return { sql: 'null::numeric', params: [] };
+    case 'UNIQUE':
+      return { sql: '(e.properties ->> ?)', params: [metric.aggregationKey] };
+    default:
+      return { sql: 'case when (e.properties ->> ?) ~ ? then (e.properties ->> ?)::numeric end', params: [metric.aggregationKey, NUMERIC_RE, metric.aggregationKey] };
+  }
+}

@@ -1,0 +1,167 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { BillableMetric } from './entities.js';
+import { groupValuesSql, metricFilterSql, valueSql, type Sql } from './metric-sql.js';
+import { pgTextArray } from './sql.js';
+
+/**
+ * The rater: moves events into usage aggregates exactly once (invariant I1).
+ *
+ * Events are taken in order of the id of the transaction that inserted them (`xid`), and only
+ * below pg_snapshot_xmin — the oldest transaction still running — so every event below the
+ * cursor has committed and none can appear there later. Aggregates and the cursor change in the
+ * same transaction: a pass that fails or is killed leaves nothing, a pass that committed is never
+ * repeated. The cursor row is locked, so concurrent raters take turns.
+ */
+export interface RatePassResult {
+  events: number;
+  rematched: number;
+  cursor: string;
+}
+
+const big = (x: string) => BigInt(x);
+const maxXid = (a: string, b: string) => (big(a) > big(b) ? a : b);
+
+/** Adds the events selected by `source` (a condition on `e`) to one metric's aggregates. */
+export async function aggregateMetric(em: EntityManager, metric: BillableMetric, source: Sql): Promise<void> {
+  const filter = metricFilterSql(metric);
+  const gv = groupValuesSql(metric);
+  const unique = metric.aggregationType === 'UNIQUE';
+  // usage_hourly takes a numeric value (none for COUNT and UNIQUE); UNIQUE's text values go to usage_unique_hourly.
+  const numeric: Sql = unique ? { sql: 'null::numeric', params: [] } : valueSql(metric);
+  const events = (v: Sql): Sql => ({
+    sql: `select e.transaction_id, e.ts, e.customer_id, ${v.sql} as v, ${gv.sql} as gv from event e where (${source.sql}) and (${filter.sql})`,
+    params: [...v.params, ...gv.params, ...source.params, ...filter.params],
+  });
+  const rows = events(numeric);
+  const newer = '(excluded.latest_ts is not null and (usage_hourly.latest_ts is null or (excluded.latest_ts, excluded.latest_tx) > (usage_hourly.latest_ts, usage_hourly.latest_tx)))';
+  await em.execute(
+    `insert into usage_hourly (metric_id, customer_id, hour, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value)
+     select ?::uuid, k.customer_id, date_trunc('hour', x.ts), x.gv, count(*),
+            sum(x.v), max(x.v),
+            max(x.ts) filter (where x.v is not null),
+            (array_agg(x.transaction_id order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1],
+            (array_agg(x.v order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1]
+       from (${rows.sql}) x
+       join customer_event_key k on k.key = x.customer_id
+      group by k.customer_id, date_trunc('hour', x.ts), x.gv
+     on conflict (metric_id, customer_id, hour, group_values) do update set
+       event_count = usage_hourly.event_count + excluded.event_count,
+       value_sum = case when excluded.value_sum is null then usage_hourly.value_sum else coalesce(usage_hourly.value_sum, 0) + excluded.value_sum end,
+       value_max = greatest(usage_hourly.value_max, excluded.value_max),
+       latest_value = case when ${newer} then excluded.latest_value else usage_hourly.latest_value end,
+       latest_tx = case when ${newer} then excluded.latest_tx else usage_hourly.latest_tx end,
+       latest_ts = case when ${newer} then excluded.latest_ts else usage_hourly.latest_ts end`,
+    [metric.id, ...rows.params],
+  );
+  if (unique) {
+    const values = events(valueSql(metric));
+    await em.execute(
+      `insert into usage_unique_hourly (metric_id, customer_id, hour, group_values, value)
+       select distinct ?::uuid, k.customer_id, date_trunc('hour', x.ts), x.gv, x.v
+         from (${values.sql}) x join customer_event_key k on k.key = x.customer_id
+        where x.v is not null
+       on conflict do nothing`,
+      [metric.id, ...values.params],
+    );
+  }
+}
+
+async function activeMetrics(em: EntityManager): Promise<BillableMetric[]> {
+  return em.execute<BillableMetric[]>(
+    `select id, name, aggregation_type as "aggregationType", aggregation_key as "aggregationKey",
+            event_type_filter as "eventTypeFilter", property_filters as "propertyFilters", group_keys as "groupKeys",
+            rating_from_xid::text as "ratingFromXid", backfill_cursor_xid::text as "backfillCursorXid"
+       from billable_metric where archived_at is null`,
+  ) as Promise<BillableMetric[]>;
+}
+
+/** One rating pass over at most `maxEvents` new events (plus any unmatched events now matched). */
+export async function ratePass(em: EntityManager, maxEvents: number): Promise<RatePassResult> {
+  return em.transactional(async (tx) => {
+    const [cur] = await tx.execute<{ xid: string; xmin: string }[]>(
+      `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events' for update`,
+    );
+    const lo = cur!.xid;
+    let hi = cur!.xmin;
+    let events = 0;
+    if (big(lo) < big(hi)) {
+      const [edge] = await tx.execute<{ xid: string }[]>(
+        `select xid::text as xid from event where xid >= ?::xid8 and xid < ?::xid8 order by xid offset ? limit 1`, [lo, hi, maxEvents]);
+      if (edge) hi = edge.xid === lo ? (big(lo) + 1n).toString() : edge.xid;
+      const [count] = await tx.execute<{ n: string }[]>(`select count(*)::text as n from event where xid >= ?::xid8 and xid < ?::xid8`, [lo, hi]);
+      events = Number(count!.n);
+      if (events > 0) {
+        for (const metric of await activeMetrics(tx)) {
+          const from = maxXid(lo, metric.ratingFromXid);
+          if (big(from) >= big(hi)) continue;
+          await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [from, hi] });
+        }
+        await tx.execute(
+          `insert into event_unmatched (transaction_id, customer_key, xid)
+           select e.transaction_id, e.customer_id, e.xid from event e
+            where e.xid >= ?::xid8 and e.xid < ?::xid8
+              and not exists (select 1 from customer_event_key k where k.key = e.customer_id)
+           on conflict do nothing`, [lo, hi]);
+      }
+      await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);
+    }
+    const rematched = await rematchPass(tx);
+    return { events, rematched, cursor: big(lo) < big(hi) ? hi : lo };
+  });
+}
+
+/** Events that matched no customer when rated, whose id or alias now exists: rated now, once. */
+async function rematchPass(tx: EntityManager): Promise<number> {
+  const resolved = await tx.execute<{ transaction_id: string }[]>(
+    `delete from event_unmatched u using customer_event_key k where k.key = u.customer_key returning u.transaction_id`);
+  if (!resolved.length) return 0;
+  const ids = pgTextArray(resolved.map((r) => r.transaction_id));
+  for (const metric of await activeMetrics(tx)) {
+    // Only where this metric already covers the event: live-rated range, or what its backfill passed.
+    await aggregateMetric(tx, metric, {
+      sql: 'e.transaction_id = any(?::text[]) and (e.xid >= ?::xid8 or e.xid < ?::xid8)',
+      params: [ids, metric.ratingFromXid, metric.backfillCursorXid],
+    });
+  }
+  return resolved.length;
+}
+
+/**
+ * One chunk of a new metric's backfill: events older than the metric (xid below its
+ * rating_from_xid), in xid order from its backfill cursor. Returns whether the backfill is done.
+ */
+export async function backfillChunk(em: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
+  return em.transactional(async (tx) => {
+    const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
+      `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
+              backfill_events_processed::text as processed, backfill_events_total::text as total
+         from billable_metric where id = ? for update`, [metricId]);
+    if (!m) throw new Error(`billable metric ${metricId} not found`);
+    if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
+    let hi = m.until;
+    const [edge] = await tx.execute<{ xid: string }[]>(
+      `select xid::text as xid from event where xid >= ?::xid8 and xid < ?::xid8 order by xid offset ? limit 1`, [m.cursor, m.until, maxEvents]);
+    if (edge) hi = edge.xid === m.cursor ? (big(m.cursor) + 1n).toString() : edge.xid;
+    const [count] = await tx.execute<{ n: string }[]>(`select count(*)::text as n from event where xid >= ?::xid8 and xid < ?::xid8`, [m.cursor, hi]);
+    const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
+    if (metric) await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [m.cursor, hi] });
+    const processed = Number(m.processed) + Number(count!.n);
+    const done = hi === m.until;
+    await tx.execute(
+      `update billable_metric set backfill_cursor_xid = ?::xid8, backfill_events_processed = ?, backfill_status = ? where id = ?`,
+      [hi, processed, done ? 'DONE' : 'RUNNING', metricId]);
+    return { done, processed, total: Number(m.total) };
+  });
+}
+
+/**
+ * Whether every event visible now for these customer keys has been rated: nothing at or above
+ * the cursor, and nothing unmatched whose customer now exists. Invoices freeze only then.
+ */
+export async function ratingCaughtUp(em: EntityManager, customerKeys: string[]): Promise<boolean> {
+  const [r] = await em.execute<{ pending: boolean }[]>(
+    `select exists (select 1 from event e, rating_cursor c where c.id = 'events' and e.xid >= c.xid and e.customer_id = any(?::text[]))
+         or exists (select 1 from event_unmatched u where u.customer_key = any(?::text[])) as pending`,
+    [pgTextArray(customerKeys), pgTextArray(customerKeys)]);
+  return !r!.pending;
+}

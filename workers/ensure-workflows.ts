@@ -1,0 +1,33 @@
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { BillableMetric } from '../db/entities.js';
+import { metricBackfillWorkflow } from '../workflows/metric-backfill.js';
+import { ratingWorkflow } from '../workflows/rating.js';
+import { metricBackfillWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
+
+async function startOnce(start: () => Promise<unknown>): Promise<void> {
+  try {
+    await start();
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
+}
+
+/**
+ * Run by every worker at start: the rater must always be running, and every metric whose
+ * backfill is unfinished must have its backfill workflow. Starting is idempotent (fixed ids).
+ */
+export async function ensureBackgroundWorkflows(client: Client, orm: MikroORM, taskQueue: string): Promise<void> {
+  await startOnce(() => client.workflow.start(ratingWorkflow, {
+    workflowId: ratingWorkflowId(taskQueue), taskQueue, args: [{}],
+    workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+  }));
+  const pending = await orm.em.fork().find(BillableMetric, { backfillStatus: 'RUNNING' });
+  for (const m of pending) {
+    await startOnce(() => client.workflow.start(metricBackfillWorkflow, {
+      workflowId: metricBackfillWorkflowId(m.id), taskQueue, args: [{ metricId: m.id }],
+      workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+    }));
+  }
+}
