@@ -132,6 +132,9 @@ async function rematchPass(tx: EntityManager): Promise<number> {
  */
 export async function backfillChunk(em: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
   return em.transactional(async (tx) => {
+    // Aggregate writers take turns on the rating cursor row first (the rater does too), so a
+    // backfill chunk and a rating pass never interleave their upserts and deadlock.
+    await tx.execute(`select 1 from rating_cursor where id = 'events' for update`);
     const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
       `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
               backfill_events_processed::text as processed, backfill_events_total::text as total

@@ -5,6 +5,7 @@ import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { AGGREGATION_TYPES, BillableMetric, type AggregationType, type EventTypeFilter, type PropertyFilter } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
+import { insertMetric } from '../../db/metrics.js';
 import { metricBackfillWorkflow } from '../../workflows/metric-backfill.js';
 import { metricBackfillWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
@@ -94,20 +95,7 @@ export function billableMetricsRouter(orm: MikroORM, temporal: Client, taskQueue
       customFields: stringRecord(body, 'custom_fields') ?? {},
     };
     const id = newId();
-    // The metric is rated live from the oldest transaction still running; everything older is
-    // its backfill, run by a workflow whose progress the metric reports.
-    const backfillTotal = await orm.em.fork().transactional(async (em) => {
-      const [edge] = await em.execute<{ xmin: string; total: string }[]>(
-        `select x.xmin::text as xmin, (select count(*) from event where xid < x.xmin)::text as total
-           from (select pg_snapshot_xmin(pg_current_snapshot()) as xmin) x`);
-      const total = Number(edge!.total);
-      em.create(BillableMetric, {
-        id, name, aggregationType, aggregationKey, ...fields, createdAt: new Date(), archivedAt: null,
-        ratingFromXid: edge!.xmin, backfillCursorXid: '1', backfillStatus: total > 0 ? 'RUNNING' : 'DONE',
-        backfillEventsProcessed: 0, backfillEventsTotal: total,
-      });
-      return total;
-    });
+    const backfillTotal = await insertMetric(orm.em.fork(), { id, name, aggregationType, aggregationKey, ...fields });
     if (backfillTotal > 0) {
       // Idempotent start; if Temporal is unreachable the worker starts pending backfills on boot.
       await temporal.workflow.start(metricBackfillWorkflow, {

@@ -1,0 +1,53 @@
+import { aggregationProblem, aggregationValue, groupValues, matchesMetric, propertyText, type MetricRule } from './match.js';
+
+const ev = (eventType: string, properties: Record<string, unknown> = {}) => ({ eventType, properties });
+
+describe('metric matching', () => {
+  test('event type filters', () => {
+    const rule: MetricRule = { aggregationType: 'COUNT', eventTypeFilter: { in_values: ['a', 'b'] } };
+    expect([matchesMetric(rule, ev('a')), matchesMetric(rule, ev('c'))]).toEqual([true, false]);
+    const not: MetricRule = { aggregationType: 'COUNT', eventTypeFilter: { not_in_values: ['debug'] } };
+    expect([matchesMetric(not, ev('a')), matchesMetric(not, ev('debug'))]).toEqual([true, false]);
+  });
+
+  test('property filters: exists, in_values, not_in_values all must pass', () => {
+    const rule: MetricRule = {
+      aggregationType: 'COUNT',
+      propertyFilters: [{ name: 'model', exists: true, in_values: ['large', 'small'] }, { name: 'internal', exists: false }, { name: 'region', not_in_values: ['test'] }],
+    };
+    expect(matchesMetric(rule, ev('x', { model: 'large' }))).toBe(true);
+    expect(matchesMetric(rule, ev('x', { model: 'large', region: 'eu' }))).toBe(true);
+    expect(matchesMetric(rule, ev('x', { model: 'huge' }))).toBe(false);
+    expect(matchesMetric(rule, ev('x', {}))).toBe(false);
+    expect(matchesMetric(rule, ev('x', { model: 'small', internal: false }))).toBe(false);
+    expect(matchesMetric(rule, ev('x', { model: 'small', region: 'test' }))).toBe(false);
+  });
+
+  test('values compare as text, as PostgreSQL ->> renders them', () => {
+    expect(propertyText({ n: 42 }, 'n')).toBe('42');
+    expect(propertyText({ b: true }, 'b')).toBe('true');
+    expect(propertyText({ s: 'x' }, 's')).toBe('x');
+    expect(propertyText({ z: null }, 'z')).toBeNull();
+    const rule: MetricRule = { aggregationType: 'COUNT', propertyFilters: [{ name: 'tier', in_values: ['2'] }] };
+    expect(matchesMetric(rule, ev('x', { tier: 2 }))).toBe(true);
+  });
+
+  test('aggregation values and what ingest refuses', () => {
+    const sum: MetricRule = { aggregationType: 'SUM', aggregationKey: 'tokens' };
+    expect(aggregationValue(sum, ev('x', { tokens: '12.50' }))).toBe('12.50');
+    expect(aggregationValue(sum, ev('x', { tokens: 3 }))).toBe('3');
+    expect(aggregationValue(sum, ev('x', {}))).toBeNull();
+    expect(aggregationProblem(sum, ev('x', { tokens: 'many' }))).toMatch(/must be a number for SUM/);
+    expect(aggregationProblem(sum, ev('x', { tokens: true }))).toMatch(/must be a number/);
+    expect(aggregationProblem(sum, ev('x', { tokens: '7' }))).toBeUndefined();
+    const unique: MetricRule = { aggregationType: 'UNIQUE', aggregationKey: 'user' };
+    expect(aggregationValue(unique, ev('x', { user: 'u1' }))).toBe('u1');
+    expect(aggregationProblem(unique, ev('x', { user: { nested: 1 } }))).toBeUndefined();
+  });
+
+  test('group values cover the union of compound group keys', () => {
+    const rule: MetricRule = { aggregationType: 'COUNT', groupKeys: [['region'], ['region', 'model']] };
+    expect(groupValues(rule, ev('x', { region: 'eu', model: 'l', other: 1 }))).toEqual({ model: 'l', region: 'eu' });
+    expect(groupValues(rule, ev('x', { region: 'eu' }))).toEqual({ model: null, region: 'eu' });
+  });
+});

@@ -1,0 +1,132 @@
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { Customer, CustomerIngestAlias, type BillableMetric } from './entities.js';
+import { insertEvents, type NewEvent } from './events.js';
+import { newId } from './ids.js';
+import { insertMetric, type NewMetric } from './metrics.js';
+import { backfillChunk, ratePass } from './rating.js';
+import { createTestDatabase } from '../test/stack.js';
+import { expectAggregatesMatchRecount } from '../test/recount.js';
+
+/**
+ * The rater on real PostgreSQL: aggregates equal a recount over raw events (I1) under
+ * duplicates, out-of-order and late events, raters running concurrently, customers that appear
+ * after their events, and metrics created after the events they apply to.
+ */
+describe('rating exactly once', () => {
+  let orm: MikroORM;
+  const base = Date.UTC(2026, 10, 1);
+
+  beforeAll(async () => {
+    orm = (await createTestDatabase('rating')).orm;
+  });
+  afterAll(async () => orm?.close());
+
+  async function customer(aliases: string[]): Promise<string> {
+    const em = orm.em.fork();
+    const id = newId();
+    em.create(Customer, { id, name: `c-${aliases[0]}`, customFields: {}, createdAt: new Date(), updatedAt: new Date() });
+    await em.flush();
+    aliases.forEach((alias, position) => em.create(CustomerIngestAlias, { alias, customerId: id, position }));
+    await em.flush();
+    return id;
+  }
+
+  async function metric(m: Omit<NewMetric, 'id' | 'customFields'>): Promise<BillableMetric & NewMetric> {
+    const id = newId();
+    await insertMetric(orm.em.fork(), { id, customFields: {}, ...m });
+    return (await orm.em.fork().findOneOrFail('BillableMetric', { id })) as BillableMetric & NewMetric;
+  }
+
+  // Deterministic pseudo-random events: several customers (by id and alias), hours out of order,
+  // compound group keys, decimal strings and numbers, some events no metric matches.
+  function events(n: number, seed: number, keys: string[]): NewEvent[] {
+    let x = seed;
+    const rnd = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+    return Array.from({ length: n }, (_, i) => {
+      const props: Record<string, unknown> = {
+        region: ['eu', 'us', 'ap'][Math.floor(rnd() * 3)],
+        model: ['large', 'small'][Math.floor(rnd() * 2)],
+        tokens: rnd() < 0.5 ? Math.floor(rnd() * 1000) : `${Math.floor(rnd() * 1000)}.${Math.floor(rnd() * 1000)}`,
+        user: `u${Math.floor(rnd() * 40)}`,
+        seats: Math.floor(rnd() * 100),
+      };
+      if (rnd() < 0.05) delete props.model;
+      return {
+        transactionId: `s${seed}-${i}`,
+        customerId: keys[Math.floor(rnd() * keys.length)]!,
+        eventType: rnd() < 0.9 ? 'llm' : 'other',
+        timestamp: new Date(base + Math.floor(rnd() * 48 * 3600) * 1000).toISOString(),
+        properties: props,
+      };
+    });
+  }
+
+  async function ingestConcurrently(all: NewEvent[]): Promise<void> {
+    const batches: NewEvent[][] = [];
+    for (let i = 0; i < all.length; i += 100) batches.push(all.slice(i, i + 100));
+    // Four "connections" at once; every batch is sent twice (a client retry) in another order.
+    const lanes = [0, 1, 2, 3].map(async (lane) => {
+      for (let b = lane; b < batches.length; b += 4) await insertEvents(orm.em.fork(), batches[b]!);
+      for (let b = batches.length - 1 - lane; b >= 0; b -= 4) await insertEvents(orm.em.fork(), batches[b]!);
+    });
+    await Promise.all(lanes);
+  }
+
+  async function rateUntilIdle(raters: number): Promise<void> {
+    await Promise.all(Array.from({ length: raters }, async () => {
+      for (let idle = 0; idle < 3;) {
+        const r = await ratePass(orm.em.fork(), 700);
+        idle = r.events === 0 && r.rematched === 0 ? idle + 1 : 0;
+      }
+    }));
+  }
+
+  test('aggregates equal the recount for every metric type, concurrently rated', async () => {
+    const a = await customer(['alpha', 'alpha-2']);
+    const b = await customer(['beta']);
+    const keys = [a, 'alpha', 'alpha-2', b, 'beta', 'ghost'];
+    const metrics = await Promise.all([
+      metric({ name: 'count', aggregationType: 'COUNT', aggregationKey: null, eventTypeFilter: { in_values: ['llm'] }, propertyFilters: [], groupKeys: [['region'], ['region', 'model']] }),
+      metric({ name: 'sum', aggregationType: 'SUM', aggregationKey: 'tokens', eventTypeFilter: null, propertyFilters: [{ name: 'model', exists: true }], groupKeys: [['model']] }),
+      metric({ name: 'max', aggregationType: 'MAX', aggregationKey: 'tokens', eventTypeFilter: { not_in_values: ['other'] }, propertyFilters: [], groupKeys: [] }),
+      metric({ name: 'unique', aggregationType: 'UNIQUE', aggregationKey: 'user', eventTypeFilter: null, propertyFilters: [{ name: 'region', in_values: ['eu', 'us'] }], groupKeys: [['region']] }),
+      metric({ name: 'latest', aggregationType: 'LATEST', aggregationKey: 'seats', eventTypeFilter: null, propertyFilters: [{ name: 'model', not_in_values: ['small'] }], groupKeys: [] }),
+    ]);
+
+    const all = events(4000, 7, keys);
+    const raters = rateUntilIdle(3); // raters race the ingest
+    await ingestConcurrently(all);
+    await raters;
+    await rateUntilIdle(3);
+    const [{ n }] = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from event');
+    expect(Number(n)).toBe(4000); // duplicates stored once
+    for (const m of metrics) expect(await expectAggregatesMatchRecount(orm.em, m)).toBeGreaterThan(10);
+    const [{ unmatched }] = await orm.em.fork().execute<{ unmatched: string }[]>('select count(*)::text as unmatched from event_unmatched');
+    expect(Number(unmatched)).toBeGreaterThan(0); // the ghost's events wait
+
+    // The ghost becomes a customer: its waiting events are rated, once.
+    await customer(['ghost']);
+    await rateUntilIdle(2);
+    await rateUntilIdle(2);
+    for (const m of metrics) await expectAggregatesMatchRecount(orm.em, m);
+    const [{ left }] = await orm.em.fork().execute<{ left: string }[]>('select count(*)::text as left from event_unmatched');
+    expect(Number(left)).toBe(0);
+
+    // A metric created now applies to every event already ingested (backfill), while new events
+    // keep arriving and being rated live.
+    const late = await metric({ name: 'late', aggregationType: 'SUM', aggregationKey: 'seats', eventTypeFilter: null, propertyFilters: [], groupKeys: [['region']] });
+    expect(late.backfillStatus).toBe('RUNNING');
+    expect(late.backfillEventsTotal).toBe(4000);
+    const more = events(600, 99, keys);
+    const live = (async () => {
+      await ingestConcurrently(more);
+      await rateUntilIdle(2);
+    })();
+    let chunk;
+    do chunk = await backfillChunk(orm.em.fork(), late.id, 450); while (!chunk.done);
+    await live;
+    await rateUntilIdle(1);
+    expect(chunk).toEqual({ done: true, processed: 4000, total: 4000 });
+    for (const m of [...metrics, late]) await expectAggregatesMatchRecount(orm.em, m);
+  });
+});

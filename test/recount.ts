@@ -1,0 +1,83 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { Dec } from '../billing/money.js';
+import { aggregationValue, groupValues, matchesMetric, type MetricRule } from '../billing/metering/match.js';
+
+/**
+ * Invariant I1's referee: recounts usage per metric × customer × hour × group values from the
+ * raw events in TypeScript (billing/metering/match.ts), independently of the SQL rater, and
+ * compares it with usage_hourly / usage_unique_hourly row by row.
+ */
+interface Row { count: number; sum: string | null; max: string | null; latest: string | null; uniques: string[] }
+
+function exactJson(text: string): Record<string, unknown> {
+  return JSON.parse(text, function (this: unknown, _k: string, v: unknown, ctx?: { source?: string }) {
+    return typeof v === 'number' && ctx?.source !== undefined ? ctx.source : v;
+  } as (k: string, v: unknown) => unknown);
+}
+
+export async function recount(em: EntityManager, metric: MetricRule & { id: string }): Promise<Map<string, Row>> {
+  const keys = new Map((await em.execute<{ key: string; customer_id: string }[]>('select key, customer_id from customer_event_key')).map((k) => [k.key, k.customer_id]));
+  const events = await em.execute<{ transaction_id: string; customer_id: string; event_type: string; ts: Date; props: string }[]>(
+    'select transaction_id, customer_id, event_type, ts, properties::text as props from event');
+  const out = new Map<string, Row & { latestAt?: [number, string] }>();
+  for (const e of events) {
+    const customer = keys.get(e.customer_id);
+    const ev = { eventType: e.event_type, properties: exactJson(e.props) };
+    if (!customer || !matchesMetric(metric, ev)) continue;
+    const hour = new Date(Math.floor(new Date(e.ts).getTime() / 3_600_000) * 3_600_000).toISOString();
+    const key = `${customer}|${hour}|${JSON.stringify(groupValues(metric, ev))}`;
+    const row = out.get(key) ?? { count: 0, sum: null, max: null, latest: null, uniques: [] };
+    row.count++;
+    const v = aggregationValue(metric, ev);
+    if (v !== null) {
+      if (metric.aggregationType === 'UNIQUE') {
+        if (!row.uniques.includes(v)) row.uniques.push(v);
+      } else {
+        row.sum = new Dec(row.sum ?? 0).plus(v).toString();
+        row.max = row.max === null || new Dec(v).gt(row.max) ? new Dec(v).toString() : row.max;
+        const at: [number, string] = [new Date(e.ts).getTime(), e.transaction_id];
+        if (!row.latestAt || at[0] > row.latestAt[0] || (at[0] === row.latestAt[0] && at[1] > row.latestAt[1])) {
+          row.latestAt = at;
+          row.latest = new Dec(v).toString();
+        }
+      }
+    }
+    out.set(key, row);
+  }
+  for (const row of out.values()) {
+    delete row.latestAt;
+    row.uniques.sort();
+    if (metric.aggregationType === 'COUNT' || metric.aggregationType === 'UNIQUE') row.sum = row.max = row.latest = null;
+  }
+  return out;
+}
+
+/** The aggregates as the rater left them, in recount's shape. */
+export async function aggregates(em: EntityManager, metric: { id: string; aggregationType: string }): Promise<Map<string, Row>> {
+  const rows = await em.execute<{ customer_id: string; hour: Date; gv: string; event_count: string; value_sum: string | null; value_max: string | null; latest_value: string | null }[]>(
+    `select customer_id, hour, group_values::text as gv, event_count::text, value_sum::text, value_max::text, latest_value::text
+       from usage_hourly where metric_id = ?`, [metric.id]);
+  const uniques = await em.execute<{ customer_id: string; hour: Date; gv: string; value: string }[]>(
+    'select customer_id, hour, group_values::text as gv, value from usage_unique_hourly where metric_id = ?', [metric.id]);
+  const norm = (gv: string) => JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(gv) as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b))));
+  const out = new Map<string, Row>();
+  for (const r of rows) {
+    const numeric = metric.aggregationType !== 'COUNT' && metric.aggregationType !== 'UNIQUE';
+    out.set(`${r.customer_id}|${new Date(r.hour).toISOString()}|${norm(r.gv)}`, {
+      count: Number(r.event_count),
+      sum: numeric && r.value_sum !== null ? new Dec(r.value_sum).toString() : null,
+      max: numeric && r.value_max !== null ? new Dec(r.value_max).toString() : null,
+      latest: numeric && r.latest_value !== null ? new Dec(r.latest_value).toString() : null,
+      uniques: [],
+    });
+  }
+  for (const u of uniques) out.get(`${u.customer_id}|${new Date(u.hour).toISOString()}|${norm(u.gv)}`)?.uniques.push(u.value);
+  for (const row of out.values()) row.uniques.sort();
+  return out;
+}
+
+export async function expectAggregatesMatchRecount(em: EntityManager, metric: MetricRule & { id: string }): Promise<number> {
+  const [want, got] = await Promise.all([recount(em.fork(), metric), aggregates(em.fork(), metric)]);
+  expect(Object.fromEntries([...got].sort())).toEqual(Object.fromEntries([...want].sort()));
+  return want.size;
+}
