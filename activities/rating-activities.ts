@@ -4,6 +4,8 @@ import type { ActivityDeps } from './index.js';
 
 /** Events per rating pass (one transaction). Large enough to amortize, small enough to stay sub-second. */
 const PASS_EVENTS = 20_000;
+/** Events per backfill chunk: a few seconds of work at most, well inside the activity timeout. */
+const BACKFILL_CHUNK_EVENTS = 10_000;
 const IDLE_SLEEP_MS = 25;
 
 export function createRatingActivities({ orm }: ActivityDeps) {
@@ -36,7 +38,7 @@ export function createRatingActivities({ orm }: ActivityDeps) {
     },
 
     async backfillMetric({ metricId }: { metricId: string }): Promise<{ done: boolean; processed: number; total: number }> {
-      return backfillChunk(orm.em.fork(), metricId, PASS_EVENTS);
+      return backfillChunk(orm.em.fork(), metricId, BACKFILL_CHUNK_EVENTS);
     },
   };
 }

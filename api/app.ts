@@ -10,12 +10,15 @@ import { ingestRouter } from './routes/ingest.js';
 import { invoicesRouter } from './routes/invoices.js';
 import { pricingRouter } from './routes/pricing.js';
 import { tokensRouter } from './routes/tokens.js';
+import { usageRouter } from './routes/usage.js';
+import { metricsCache } from './metrics-cache.js';
 
 export interface ApiDeps {
   orm: MikroORM;
   temporal: Client;
   taskQueue: string;
   adminToken?: string;
+  ingestMaxAgeMs: number;
 }
 
 /**
@@ -50,7 +53,9 @@ export function createApp(deps: ApiDeps): Express {
   app.use(tokensRouter(deps.orm));
   app.use(customersRouter(deps.orm));
   app.use(billableMetricsRouter(deps.orm, deps.temporal, deps.taskQueue));
-  app.use(ingestRouter(deps.orm));
+  const metrics = metricsCache(deps.orm);
+  app.use(ingestRouter(deps.orm, metrics, { maxAgeMs: deps.ingestMaxAgeMs }));
+  app.use(usageRouter(deps.orm, metrics));
   app.use(pricingRouter(deps.orm));
   app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(invoicesRouter(deps.orm, deps.temporal));

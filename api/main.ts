@@ -9,7 +9,7 @@ const orm = await openOrm(config.databaseUrl);
 // Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
 const connection = Connection.lazy({ address: config.temporalAddress });
 const temporal = new Client({ connection, namespace: config.temporalNamespace });
-const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken });
+const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs });
 const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {
   console.log(`[api] listening on http://${process.env.ACCRUE_API_HOST ?? '127.0.0.1'}:${config.port}`);
 });

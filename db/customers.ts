@@ -18,3 +18,11 @@ export async function customerAliases(em: EntityManager, customerId: string): Pr
 export async function customerEventKeys(em: EntityManager, customerId: string): Promise<string[]> {
   return [customerId, ...(await customerAliases(em, customerId))];
 }
+
+/** Aliases of many customers at once, in their order. */
+export async function aliasesOf(em: EntityManager, customerIds: string[]): Promise<Map<string, string[]>> {
+  const rows = customerIds.length ? await em.find(CustomerIngestAlias, { customerId: { $in: customerIds } }, { orderBy: { customerId: 'asc', position: 'asc' } }) : [];
+  const out = new Map<string, string[]>();
+  for (const r of rows) out.set(r.customerId, [...(out.get(r.customerId) ?? []), r.alias]);
+  return out;
+}

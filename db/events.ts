@@ -18,13 +18,25 @@ export interface NewEvent {
 export async function insertEvents(em: EntityManager, events: NewEvent[]): Promise<number> {
   if (events.length === 0) return 0;
   const rows = events.map((e) => ({ transaction_id: e.transactionId, customer_id: e.customerId, event_type: e.eventType, ts: e.timestamp, properties: e.properties }));
-  const res = await em.execute<{ affectedRows?: number }>(
-    `insert into event (transaction_id, customer_id, event_type, ts, properties)
-     select t.transaction_id, t.customer_id, t.event_type, t.ts, coalesce(t.properties, '{}'::jsonb)
-       from jsonb_to_recordset(?::jsonb) as t(transaction_id text, customer_id text, event_type text, ts timestamptz, properties jsonb)
-     on conflict (transaction_id) do nothing`,
+  // One statement: the new events are inserted, and every submission whose transaction_id was
+  // already stored (earlier, concurrently, or twice in this batch) is logged as a duplicate.
+  const res = await em.execute<{ inserted: string }[]>(
+    `with input as (
+       select t.*, row_number() over () as n
+         from jsonb_to_recordset(?::jsonb) as t(transaction_id text, customer_id text, event_type text, ts timestamptz, properties jsonb)
+     ), inserted as (
+       insert into event (transaction_id, customer_id, event_type, ts, properties)
+       select transaction_id, customer_id, event_type, ts, coalesce(properties, '{}'::jsonb) from input order by n
+       on conflict (transaction_id) do nothing
+       returning transaction_id
+     ), firsts as (
+       select distinct on (i.transaction_id) i.n from input i join inserted s using (transaction_id) order by i.transaction_id, i.n
+     ), dups as (
+       insert into event_duplicate (transaction_id)
+       select i.transaction_id from input i where i.n not in (select n from firsts)
+     )
+     select count(*)::text as inserted from inserted`,
     [JSON.stringify(rows)],
-    'run',
   );
-  return Number(res.affectedRows ?? 0);
+  return Number(res[0]?.inserted ?? 0);
 }

@@ -23,6 +23,8 @@ export interface Config {
   port: number;
   adminToken?: string;
   invoiceGracePeriodMs: number;
+  /** Oldest event timestamp ingest accepts, as an age (Metronome: 34 days). */
+  ingestMaxAgeMs: number;
   dataDir: string;
 }
 
@@ -46,6 +48,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port,
     adminToken: env.ACCRUE_ADMIN_TOKEN || undefined,
     invoiceGracePeriodMs: parseDurationMs(env.ACCRUE_INVOICE_GRACE_PERIOD ?? '24h', 'ACCRUE_INVOICE_GRACE_PERIOD'),
+    ingestMaxAgeMs: parseDurationMs(env.ACCRUE_INGEST_MAX_AGE ?? '34d', 'ACCRUE_INGEST_MAX_AGE'),
     dataDir: env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'),
   };
 }

@@ -7,8 +7,9 @@ import { LifecycleStateKey } from './search-attributes.js';
  * existed, chunk by chunk; each chunk commits with the metric's backfill cursor, so progress is
  * exact, visible on the metric, and never double-counted on a retry.
  */
+// Each chunk is one short transaction; the timeout is also how fast a killed worker's chunk is retried.
 const { backfillMetric } = proxyActivities<Activities>({
-  startToCloseTimeout: '1 minute',
+  startToCloseTimeout: '15 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', backoffCoefficient: 2 },
 });
 

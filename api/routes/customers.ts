@@ -1,12 +1,15 @@
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import { ConflictError } from '../../billing/errors.js';
-import { Customer, CustomerIngestAlias } from '../../db/entities.js';
-import { customerAliases, findCustomer } from '../../db/customers.js';
-import { newId } from '../../db/ids.js';
+import { ConflictError, ValidationError } from '../../billing/errors.js';
+import type { FilterQuery } from '@mikro-orm/core';
+import { BillableMetric, Customer, CustomerIngestAlias } from '../../db/entities.js';
+import { aliasesOf, customerAliases, findCustomer } from '../../db/customers.js';
+import { newId, UUID_RE } from '../../db/ids.js';
 import { allow } from '../auth.js';
-import { email, objectAt, reqStr, str, stringArray, stringRecord } from '../validate.js';
+import { afterCondition, page, pageQuery } from '../paging.js';
+import { metricJson } from './billable-metrics.js';
+import { email, objectAt, reqStr, reqUuid, str, stringArray, stringRecord } from '../validate.js';
 
 const CREATE_FIELDS = ['name', 'ingest_aliases', 'custom_fields', 'external_id', 'billing_email'] as const;
 
@@ -60,6 +63,71 @@ export function customersRouter(orm: MikroORM): Router {
     }
     const customer = await findCustomer(em, id);
     res.status(200).json({ data: customerJson(customer, unique) });
+  });
+
+  r.get('/v1/customers', allow('read', 'finance'), async (req, res) => {
+    const q = pageQuery(req.query as Record<string, unknown>);
+    const query = req.query as Record<string, unknown>;
+    const em = orm.em.fork();
+    const where: FilterQuery<Customer> = { ...afterCondition(q.after) };
+    where.archivedAt = query.only_archived === 'true' ? { $ne: null } : null;
+    const ids = query.customer_ids === undefined ? undefined : ([] as unknown[]).concat(query.customer_ids).map(String);
+    if (ids) {
+      ids.forEach((id, i) => { if (!UUID_RE.test(id)) throw new ValidationError(`customer_ids[${i}]`, 'must be a UUID'); });
+      where.id = { $in: ids };
+    }
+    if (typeof query.ingest_alias === 'string') {
+      const alias = await em.findOne(CustomerIngestAlias, { alias: query.ingest_alias });
+      where.id = alias ? alias.customerId : '00000000-0000-0000-0000-000000000000';
+    }
+    const rows = await em.find(Customer, where, { orderBy: { createdAt: 'asc', id: 'asc' }, limit: q.limit + 1 });
+    const aliases = await aliasesOf(em, rows.map((c) => c.id));
+    res.json(page(rows, q.limit, (c) => customerDetailJson(c, aliases.get(c.id) ?? [])));
+  });
+
+  r.post('/v1/customers/archive', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['id']);
+    const em = orm.em.fork();
+    const customer = await findCustomer(em, reqUuid(body, 'id'), 'id');
+    if (!customer.archivedAt) {
+      customer.archivedAt = new Date();
+      await em.flush();
+    }
+    res.json({ data: { id: customer.id } });
+  });
+
+  // Replaces the customer's aliases. Events already rated stay with the customer; events sent
+  // earlier for a newly added alias that matched nobody are rated now (db/rating.ts rematch).
+  r.post('/v1/customers/:customer_id/setIngestAliases', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['ingest_aliases']);
+    const aliases = [...new Set(stringArray(body, 'ingest_aliases')!)];
+    const em = orm.em.fork();
+    const customer = await findCustomer(em, String(req.params.customer_id));
+    try {
+      await em.transactional(async (tx) => {
+        await tx.nativeDelete(CustomerIngestAlias, { customerId: customer.id });
+        aliases.forEach((alias, position) => tx.create(CustomerIngestAlias, { alias, customerId: customer.id, position }));
+      });
+    } catch (err) {
+      if (err instanceof UniqueConstraintViolationException) throw new ConflictError('ingest_aliases: an alias is already used by another customer');
+      throw err;
+    }
+    res.status(200).json({});
+  });
+
+  r.get('/v1/customers/:customer_id/billable-metrics', allow('read', 'finance'), async (req, res) => {
+    const em = orm.em.fork();
+    const customer = await findCustomer(em, String(req.params.customer_id));
+    const q = pageQuery(req.query as Record<string, unknown>);
+    const includeArchived = (req.query as Record<string, unknown>).include_archived === 'true';
+    // The metrics this customer is billed on: those of USAGE products rated on its contracts' rate cards.
+    const ids = (await em.execute<{ id: string }[]>(
+      `select distinct p.billable_metric_id::text as id from contract c
+         join rate r on r.rate_card_id = c.rate_card_id join product p on p.id = r.product_id
+        where c.customer_id = ? and c.archived_at is null and p.billable_metric_id is not null`, [customer.id])).map((r) => r.id);
+    const rows = await em.find(BillableMetric, { id: { $in: ids }, ...(includeArchived ? {} : { archivedAt: null }), ...afterCondition(q.after) },
+      { orderBy: { createdAt: 'asc', id: 'asc' }, limit: q.limit + 1 });
+    res.json(page(rows, q.limit, metricJson));
   });
 
   r.get('/v1/customers/:customer_id', allow('read', 'finance', 'ingest'), async (req, res) => {
