@@ -20,13 +20,15 @@ export async function insertEvents(em: EntityManager, events: NewEvent[]): Promi
   const rows = events.map((e) => ({ transaction_id: e.transactionId, customer_id: e.customerId, event_type: e.eventType, ts: e.timestamp, properties: e.properties }));
   // One statement: the new events are inserted, and every submission whose transaction_id was
   // already stored (earlier, concurrently, or twice in this batch) is logged as a duplicate.
+  // Rows go in transaction_id order, so concurrent batches sharing ids wait for each other in
+  // one order and never deadlock; within a batch the first occurrence wins.
   const res = await em.execute<{ inserted: string }[]>(
     `with input as (
        select t.*, row_number() over () as n
          from jsonb_to_recordset(?::jsonb) as t(transaction_id text, customer_id text, event_type text, ts timestamptz, properties jsonb)
      ), inserted as (
        insert into event (transaction_id, customer_id, event_type, ts, properties)
-       select transaction_id, customer_id, event_type, ts, coalesce(properties, '{}'::jsonb) from input order by n
+       select transaction_id, customer_id, event_type, ts, coalesce(properties, '{}'::jsonb) from input order by transaction_id, n
        on conflict (transaction_id) do nothing
        returning transaction_id
      ), firsts as (

@@ -33,14 +33,20 @@ export async function aggregateMetric(em: EntityManager, metric: BillableMetric,
     params: [...v.params, ...gv.params, ...source.params, ...filter.params],
   });
   const rows = events(numeric);
+  // Only the columns this aggregation reads: the newest-event columns cost a sort per group.
+  const columns = {
+    COUNT: 'null::numeric, null::numeric, null::timestamptz, null::text, null::numeric',
+    UNIQUE: 'null::numeric, null::numeric, null::timestamptz, null::text, null::numeric',
+    SUM: 'sum(x.v), null::numeric, null::timestamptz, null::text, null::numeric',
+    MAX: 'null::numeric, max(x.v), null::timestamptz, null::text, null::numeric',
+    LATEST: `null::numeric, null::numeric, max(x.ts) filter (where x.v is not null),
+             (array_agg(x.transaction_id order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1],
+             (array_agg(x.v order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1]`,
+  }[metric.aggregationType];
   const newer = '(excluded.latest_ts is not null and (usage_hourly.latest_ts is null or (excluded.latest_ts, excluded.latest_tx) > (usage_hourly.latest_ts, usage_hourly.latest_tx)))';
   await em.execute(
     `insert into usage_hourly (metric_id, customer_id, hour, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value)
-     select ?::uuid, k.customer_id, date_trunc('hour', x.ts), x.gv, count(*),
-            sum(x.v), max(x.v),
-            max(x.ts) filter (where x.v is not null),
-            (array_agg(x.transaction_id order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1],
-            (array_agg(x.v order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1]
+     select ?::uuid, k.customer_id, date_trunc('hour', x.ts), x.gv, count(*), ${columns}
        from (${rows.sql}) x
        join customer_event_key k on k.key = x.customer_id
       group by k.customer_id, date_trunc('hour', x.ts), x.gv
@@ -99,8 +105,8 @@ export async function ratePass(em: EntityManager, maxEvents: number): Promise<Ra
         await tx.execute(
           `insert into event_unmatched (transaction_id, customer_key, xid)
            select e.transaction_id, e.customer_id, e.xid from event e
-            where e.xid >= ?::xid8 and e.xid < ?::xid8
-              and not exists (select 1 from customer_event_key k where k.key = e.customer_id)
+             left join customer_event_key k on k.key = e.customer_id
+            where e.xid >= ?::xid8 and e.xid < ?::xid8 and k.key is null
            on conflict do nothing`, [lo, hi]);
       }
       await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);

@@ -176,7 +176,14 @@ switch (command) {
     });
     break;
   }
+  case 'bench': {
+    // npm run bench:<name> → dist/bench/<name>.js, with the Temporal CLI it starts.
+    const temporal = ensureTemporal(false);
+    build(node, env);
+    handOver(node, [join(ROOT, 'dist', 'bench', `${rest[0] ?? 'ingest'}.js`), ...rest.slice(1)], { ...env, ACCRUE_TEMPORAL_BIN: temporal.cli ?? '' });
+    break;
+  }
   default:
-    log(`unknown command ${command}: use start, test, build or typecheck`);
+    log(`unknown command ${command}: use start, test, bench, build or typecheck`);
     process.exit(2);
 }

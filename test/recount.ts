@@ -47,7 +47,10 @@ export async function recount(em: EntityManager, metric: MetricRule & { id: stri
   for (const row of out.values()) {
     delete row.latestAt;
     row.uniques.sort();
-    if (metric.aggregationType === 'COUNT' || metric.aggregationType === 'UNIQUE') row.sum = row.max = row.latest = null;
+    // Each aggregation keeps only its own column.
+    if (metric.aggregationType !== 'SUM') row.sum = null;
+    if (metric.aggregationType !== 'MAX') row.max = null;
+    if (metric.aggregationType !== 'LATEST') row.latest = null;
   }
   return out;
 }
@@ -62,12 +65,11 @@ export async function aggregates(em: EntityManager, metric: { id: string; aggreg
   const norm = (gv: string) => JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(gv) as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b))));
   const out = new Map<string, Row>();
   for (const r of rows) {
-    const numeric = metric.aggregationType !== 'COUNT' && metric.aggregationType !== 'UNIQUE';
     out.set(`${r.customer_id}|${new Date(r.hour).toISOString()}|${norm(r.gv)}`, {
       count: Number(r.event_count),
-      sum: numeric && r.value_sum !== null ? new Dec(r.value_sum).toString() : null,
-      max: numeric && r.value_max !== null ? new Dec(r.value_max).toString() : null,
-      latest: numeric && r.latest_value !== null ? new Dec(r.latest_value).toString() : null,
+      sum: r.value_sum !== null ? new Dec(r.value_sum).toString() : null,
+      max: r.value_max !== null ? new Dec(r.value_max).toString() : null,
+      latest: r.latest_value !== null ? new Dec(r.latest_value).toString() : null,
       uniques: [],
     });
   }
