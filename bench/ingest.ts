@@ -88,7 +88,9 @@ try {
     ...process.env, DATABASE_URL: postgres.url, TEMPORAL_ADDRESS: temporal.address, SMTP_URL: 'smtp://127.0.0.1:9',
     ACCRUE_ADMIN_TOKEN: token, ACCRUE_TASK_QUEUE: 'bench', ACCRUE_INGEST_MAX_AGE: '34d',
   };
-  const apis = ports.map((port) => spawnService('api', { ...env, PORT: String(port) }, { quiet: true }));
+  // BENCH_PROFILE=dir writes a V8 CPU profile of each API process there (for `where the time goes`).
+  const profile = process.env.BENCH_PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
+  const apis = ports.map((port) => spawnService('api', { ...env, ...profile, PORT: String(port) }, { quiet: true }));
   const worker = spawnService('worker', env, { quiet: true });
   children.push(...apis, worker);
   const targets = ports.map((p) => `http://127.0.0.1:${p}`);

@@ -21,8 +21,15 @@ interface LoadConfig {
 }
 
 const cfg = JSON.parse(process.argv[2]!) as LoadConfig;
-let x = cfg.seed;
-const rnd = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+// mulberry32: small, seedable, and uniform enough that every customer gets traffic.
+let x = cfg.seed >>> 0;
+const rnd = () => {
+  x = (x + 0x6d2b79f5) >>> 0;
+  let t = x;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
 const MODELS = ['gpt-large', 'gpt-small', 'embed'];
 const REGIONS = ['us-east', 'eu-west', 'ap-south'];
 

@@ -1,10 +1,12 @@
 import { Migration20261121000000_foundation } from './Migration20261121000000_foundation.js';
 import { Migration20261121010000_rating } from './Migration20261121010000_rating.js';
 import { Migration20261121020000_customer_event_key } from './Migration20261121020000_customer_event_key.js';
+import { Migration20261121030000_drop_event_lookup_index } from './Migration20261121030000_drop_event_lookup_index.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
   { name: 'Migration20261121000000_foundation', class: Migration20261121000000_foundation },
   { name: 'Migration20261121010000_rating', class: Migration20261121010000_rating },
   { name: 'Migration20261121020000_customer_event_key', class: Migration20261121020000_customer_event_key },
+  { name: 'Migration20261121030000_drop_event_lookup_index', class: Migration20261121030000_drop_event_lookup_index },
 ];
