@@ -1,5 +1,6 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
+import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
 import { createRatingActivities } from './rating-activities.js';
@@ -12,7 +13,7 @@ export interface ActivityDeps {
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createRatingActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -11,6 +11,7 @@ import { invoicesRouter } from './routes/invoices.js';
 import { pricingRouter } from './routes/pricing.js';
 import { tokensRouter } from './routes/tokens.js';
 import { usageRouter } from './routes/usage.js';
+import { usageCollectorsRouter } from './routes/usage-collectors.js';
 import { metricsCache } from './metrics-cache.js';
 
 export interface ApiDeps {
@@ -56,6 +57,7 @@ export function createApp(deps: ApiDeps): Express {
   const metrics = metricsCache(deps.orm);
   app.use(ingestRouter(deps.orm, metrics, { maxAgeMs: deps.ingestMaxAgeMs }));
   app.use(usageRouter(deps.orm, metrics));
+  app.use(usageCollectorsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(pricingRouter(deps.orm));
   app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(invoicesRouter(deps.orm, deps.temporal));

@@ -191,4 +191,24 @@ export const Invoice = defineEntity({
 });
 export type Invoice = InferEntity<typeof Invoice>;
 
-export const entities = [ApiToken, Customer, CustomerIngestAlias, BillableMetric, Product, RateCard, Rate, Contract, Invoice];
+
+
+export const UsageCollector = defineEntity({
+  name: 'UsageCollector',
+  tableName: 'usage_collector',
+  properties: {
+    id: p.uuid().primary(),
+    name: p.text(),
+    sourceUrl: p.text(),
+    query: p.text(),
+    eventType: p.text(),
+    intervalSeconds: p.integer(),
+    collectedUntil: p.datetime(),
+    lastRunAt: p.datetime().nullable(),
+    lastRunEvents: p.integer().nullable(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type UsageCollector = InferEntity<typeof UsageCollector>;
+export const entities = [ApiToken, Customer, CustomerIngestAlias, BillableMetric, Product, RateCard, Rate, Contract, Invoice, UsageCollector];

@@ -3,3 +3,4 @@ export { contractWorkflow } from './contract.js';
 export { invoiceCloseWorkflow } from './invoice-close.js';
 export { metricBackfillWorkflow } from './metric-backfill.js';
 export { ratingWorkflow } from './rating.js';
+export { usageCollectorWorkflow } from './usage-collector.js';

@@ -10,3 +10,4 @@ export const contractWorkflowId = (contractId: string) => `contract/${contractId
 export const invoiceWorkflowId = (invoiceId: string) => `invoice/${invoiceId}`;
 export const ratingWorkflowId = (taskQueue: string) => `rating/${taskQueue}`;
 export const metricBackfillWorkflowId = (metricId: string) => `metric-backfill/${metricId}`;
+export const usageCollectorScheduleId = (collectorId: string) => `usage-collector/${collectorId}`;

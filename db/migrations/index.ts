@@ -2,6 +2,7 @@ import { Migration20261121000000_foundation } from './Migration20261121000000_fo
 import { Migration20261121010000_rating } from './Migration20261121010000_rating.js';
 import { Migration20261121020000_customer_event_key } from './Migration20261121020000_customer_event_key.js';
 import { Migration20261121030000_drop_event_lookup_index } from './Migration20261121030000_drop_event_lookup_index.js';
+import { Migration20261121040000_usage_collector } from './Migration20261121040000_usage_collector.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -9,4 +10,5 @@ export const migrationsList = [
   { name: 'Migration20261121010000_rating', class: Migration20261121010000_rating },
   { name: 'Migration20261121020000_customer_event_key', class: Migration20261121020000_customer_event_key },
   { name: 'Migration20261121030000_drop_event_lookup_index', class: Migration20261121030000_drop_event_lookup_index },
+  { name: 'Migration20261121040000_usage_collector', class: Migration20261121040000_usage_collector },
 ];

@@ -1,0 +1,106 @@
+import { Router } from 'express';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import { NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import { UsageCollector } from '../../db/entities.js';
+import { newId, UUID_RE } from '../../db/ids.js';
+import { checkCollectorQuery } from '../../db/usage-collector.js';
+import { usageCollectorWorkflow } from '../../workflows/usage-collector.js';
+import { usageCollectorScheduleId } from '../../workflows/search-attributes.js';
+import { allow } from '../auth.js';
+import { objectAt, reqStr, timestamp, type Obj } from '../validate.js';
+
+/**
+ * Accrue endpoints for pull-based ingestion (the "usage collector"): a Temporal Schedule runs a
+ * read-only SQL query against a team's own PostgreSQL every interval and ingests the rows.
+ * The source connection string is stored but never returned.
+ */
+function collectorJson(c: UsageCollector) {
+  return {
+    id: c.id,
+    name: c.name,
+    query: c.query,
+    event_type: c.eventType,
+    interval_seconds: c.intervalSeconds,
+    collected_until: c.collectedUntil.toISOString(),
+    last_run_at: c.lastRunAt?.toISOString() ?? null,
+    last_run_events: c.lastRunEvents ?? null,
+    schedule_id: usageCollectorScheduleId(c.id),
+    archived_at: c.archivedAt?.toISOString() ?? null,
+  };
+}
+
+function intervalSeconds(body: Obj): number {
+  const v = body.interval_seconds;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 31 * 86_400) {
+    throw new ValidationError('interval_seconds', 'must be a whole number of seconds from 1 to 2678400 (31 days)');
+  }
+  return v;
+}
+
+async function findCollector(orm: MikroORM, id: string): Promise<UsageCollector> {
+  const c = UUID_RE.test(id) ? await orm.em.fork().findOne(UsageCollector, { id: id.toLowerCase() }) : null;
+  if (!c) throw new NotFoundError('usage collector', id, 'usage_collector_id');
+  return c;
+}
+
+export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
+  const r = Router();
+
+  r.post('/v1/accrue/usage-collectors', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['name', 'source_database_url', 'query', 'event_type', 'interval_seconds', 'starting_at']);
+    const name = reqStr(body, 'name', '', 200);
+    const sourceUrl = reqStr(body, 'source_database_url');
+    if (!/^postgres(ql)?:\/\//.test(sourceUrl)) throw new ValidationError('source_database_url', 'must be a postgres:// or postgresql:// connection string');
+    const query = reqStr(body, 'query', '', 20_000).trim().replace(/;\s*$/, '');
+    const eventType = reqStr(body, 'event_type', '', 256);
+    const interval = intervalSeconds(body);
+    const step = interval * 1000;
+    const startingAt = timestamp(body, 'starting_at', '', { optional: true });
+    if (startingAt && Date.parse(startingAt) % step !== 0) throw new ValidationError('starting_at', `must fall on a window boundary (a multiple of interval_seconds since 1970-01-01T00:00Z), got ${startingAt}`);
+    await checkCollectorQuery(sourceUrl, query);
+    const c: UsageCollector = {
+      id: newId(), name, sourceUrl, query, eventType, intervalSeconds: interval,
+      collectedUntil: new Date(startingAt ? Date.parse(startingAt) : Math.floor(Date.now() / step) * step),
+      lastRunAt: null, lastRunEvents: null, createdAt: new Date(), archivedAt: null,
+    };
+    const em = orm.em.fork();
+    em.create(UsageCollector, c);
+    await em.flush();
+    try {
+      await temporal.schedule.create({
+        scheduleId: usageCollectorScheduleId(c.id),
+        spec: { intervals: [{ every: `${interval}s` }] },
+        action: { type: 'startWorkflow', workflowType: usageCollectorWorkflow, args: [{ collectorId: c.id }], taskQueue, workflowId: `usage-collector-run/${c.id}` },
+        policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 minute' },
+      });
+    } catch (err) {
+      await orm.em.fork().nativeDelete(UsageCollector, { id: c.id });
+      throw new UnavailableError(`could not create the collector's schedule (nothing was stored, retry): ${(err as Error).message}`);
+    }
+    res.json({ data: collectorJson(c) });
+  });
+
+  r.get('/v1/accrue/usage-collectors/:usage_collector_id', allow('read'), async (req, res) => {
+    res.json({ data: collectorJson(await findCollector(orm, String(req.params.usage_collector_id))) });
+  });
+
+  // Runs the collector now (it still only collects whole windows that have ended).
+  r.post('/v1/accrue/usage-collectors/:usage_collector_id/run', allow(), async (req, res) => {
+    const c = await findCollector(orm, String(req.params.usage_collector_id));
+    if (c.archivedAt) throw new ValidationError('usage_collector_id', 'refers to an archived usage collector');
+    await temporal.schedule.getHandle(usageCollectorScheduleId(c.id)).trigger(ScheduleOverlapPolicy.ALLOW_ALL);
+    res.status(202).json({ data: { id: c.id, triggered: true } });
+  });
+
+  r.post('/v1/accrue/usage-collectors/:usage_collector_id/archive', allow(), async (req, res) => {
+    const c = await findCollector(orm, String(req.params.usage_collector_id));
+    await temporal.schedule.getHandle(usageCollectorScheduleId(c.id)).delete().catch((err: Error) => {
+      if (!/not found/i.test(err.message)) throw err;
+    });
+    await orm.em.fork().nativeUpdate(UsageCollector, { id: c.id }, { archivedAt: c.archivedAt ?? new Date() });
+    res.json({ data: { id: c.id } });
+  });
+
+  return r;
+}
