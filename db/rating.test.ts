@@ -72,11 +72,17 @@ describe('rating exactly once', () => {
     await Promise.all(lanes);
   }
 
+  // Rates until every stored event is below the cursor and nothing unmatched can be matched.
+  // (Idle passes alone are no proof: the cursor waits for the oldest running transaction in the
+  // whole cluster, which another test's database may be holding.)
   async function rateUntilIdle(raters: number): Promise<void> {
+    const pending = async () => (await orm.em.fork().execute<{ p: boolean }[]>(
+      `select exists (select 1 from event e, rating_cursor c where e.xid >= c.xid)
+           or exists (select 1 from event_unmatched u join customer_event_key k on k.key = u.customer_key) as p`))[0]!.p;
     await Promise.all(Array.from({ length: raters }, async () => {
-      for (let idle = 0; idle < 3;) {
+      while (await pending()) {
         const r = await ratePass(orm.em.fork(), 700);
-        idle = r.events === 0 && r.rematched === 0 ? idle + 1 : 0;
+        if (r.events === 0 && r.rematched === 0) await new Promise((res) => setTimeout(res, 10));
       }
     }));
   }
@@ -94,8 +100,12 @@ describe('rating exactly once', () => {
     ]);
 
     const all = events(4000, 7, keys);
-    const raters = rateUntilIdle(3); // raters race the ingest
+    let ingesting = true;
+    const raters = Promise.all([0, 1, 2].map(async () => { // raters race the ingest
+      while (ingesting) await ratePass(orm.em.fork(), 700);
+    }));
     await ingestConcurrently(all);
+    ingesting = false;
     await raters;
     await rateUntilIdle(3);
     const [{ n }] = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from event');
@@ -127,6 +137,10 @@ describe('rating exactly once', () => {
     await live;
     await rateUntilIdle(1);
     expect(chunk).toEqual({ done: true, processed: 4000, total: 4000 });
+    const [state] = await orm.em.fork().execute<Record<string, string>[]>(
+      `select (select xid::text from rating_cursor) as cursor, pg_snapshot_xmin(pg_current_snapshot())::text as xmin,
+              (select max(xid)::text from event) as max_xid, (select count(*)::text from event e, rating_cursor c where e.xid >= c.xid) as unrated`);
+    if (process.env.ACCRUE_TEST_VERBOSE) console.log('rating state', state);
     for (const m of [...metrics, late]) await expectAggregatesMatchRecount(orm.em, m);
   });
 });

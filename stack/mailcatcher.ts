@@ -32,11 +32,13 @@ const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt
 
 export async function startMailCatcher(opts: { smtpPort: number; webPort: number; dir?: string }): Promise<RunningMailCatcher> {
   const mail: CaughtMail[] = [];
+  let nextId = 1;
 
   async function keep(raw: Buffer, to: string[], receivedAt: string): Promise<void> {
+    const id = nextId++;
     const parsed = await simpleParser(raw);
     mail.push({
-      id: mail.length + 1,
+      id,
       messageId: parsed.messageId,
       from: parsed.from?.text,
       to,
@@ -69,9 +71,12 @@ export async function startMailCatcher(opts: { smtpPort: number; webPort: number
         const to = session.envelope.rcptTo.map((r) => r.address);
         const receivedAt = new Date();
         if (opts.dir) {
-          writeFileSync(join(opts.dir, `${receivedAt.getTime()}-${mail.length + 1}__${to.join(',')}.eml`), raw);
+          writeFileSync(join(opts.dir, `${receivedAt.getTime()}-${nextId}__${to.join(',')}.eml`), raw);
         }
-        keep(raw, to, receivedAt.toISOString()).then(() => callback(), (err: Error) => callback(err));
+        // Acknowledge once the message is held, as a real MTA queues before it processes: the
+        // sender's 250 never waits on parsing here.
+        callback();
+        keep(raw, to, receivedAt.toISOString()).catch((err: Error) => console.error('[mail] could not parse a message:', err));
       });
     },
   });
@@ -84,7 +89,7 @@ export async function startMailCatcher(opts: { smtpPort: number; webPort: number
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === '/api/messages') {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(mail));
+      res.end(JSON.stringify([...mail].sort((a, b) => a.id - b.id)));
       return;
     }
     const one = /^\/messages\/(\d+)$/.exec(url.pathname);

@@ -35,7 +35,12 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
   /** Inserts events and rates them, as the API and the rating workflow would. */
   const ingest = async (events: { id: string; at: string; seconds: string | number }[]) => {
     await insertEvents(em, events.map((e) => ({ transactionId: `${alias}-${e.id}`, customerId: alias, eventType: 'gpu', timestamp: e.at, properties: { seconds: e.seconds } })));
-    while ((await ratePass(em.fork(), 10_000)).events > 0);
+    // Until the cursor passed them all (it waits for the oldest transaction in the whole cluster).
+    for (;;) {
+      const [r] = await em.fork().execute<{ p: boolean }[]>('select exists (select 1 from event e, rating_cursor c where e.xid >= c.xid) as p');
+      if (!r!.p) break;
+      if ((await ratePass(em.fork(), 10_000)).events === 0) await new Promise((res) => setTimeout(res, 10));
+    }
   };
   return { customerId, alias, contractId, productId, ingest };
 }
