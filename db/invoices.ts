@@ -4,7 +4,7 @@ import { USD_CENTS } from '../billing/money.js';
 import { periodsStartedBefore, type Period, type Schedule } from '../billing/periods.js';
 import { BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
 import { invoiceIdFor } from './ids.js';
-import { metricQuantity } from './usage.js';
+import { metricQuantity } from './usage-series.js';
 
 export function contractSchedule(c: Contract): Schedule {
   return {

@@ -1,9 +1,9 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { Customer, CustomerIngestAlias, type BillableMetric } from './entities.js';
+import { BillableMetric, Customer, CustomerIngestAlias } from './entities.js';
 import { insertEvents, type NewEvent } from './events.js';
 import { newId } from './ids.js';
 import { insertMetric, type NewMetric } from './metrics.js';
-import { backfillChunk, ratePass } from './rating.js';
+import { backfillChunk, ratePass, ratingBacklog } from './rating.js';
 import { createTestDatabase } from '../test/stack.js';
 import { expectAggregatesMatchRecount } from '../test/recount.js';
 
@@ -34,7 +34,7 @@ describe('rating exactly once', () => {
   async function metric(m: Omit<NewMetric, 'id' | 'customFields'>): Promise<BillableMetric & NewMetric> {
     const id = newId();
     await insertMetric(orm.em.fork(), { id, customFields: {}, ...m });
-    return (await orm.em.fork().findOneOrFail('BillableMetric', { id })) as BillableMetric & NewMetric;
+    return (await orm.em.fork().findOneOrFail(BillableMetric, { id })) as BillableMetric & NewMetric;
   }
 
   // Deterministic pseudo-random events: several customers (by id and alias), hours out of order,
@@ -76,9 +76,8 @@ describe('rating exactly once', () => {
   // (Idle passes alone are no proof: the cursor waits for the oldest running transaction in the
   // whole cluster, which another test's database may be holding.)
   async function rateUntilIdle(raters: number): Promise<void> {
-    const pending = async () => (await orm.em.fork().execute<{ p: boolean }[]>(
-      `select exists (select 1 from event e, rating_cursor c where e.xid >= c.xid)
-           or exists (select 1 from event_unmatched u join customer_event_key k on k.key = u.customer_key) as p`))[0]!.p;
+    const pending = async () => (await ratingBacklog(orm.em.fork())) || (await orm.em.fork().execute<{ p: boolean }[]>(
+      'select exists (select 1 from event_unmatched u join customer_event_key k on k.key = u.customer_key) as p'))[0]!.p;
     await Promise.all(Array.from({ length: raters }, async () => {
       while (await pending()) {
         const r = await ratePass(orm.em.fork(), 700);
@@ -108,10 +107,10 @@ describe('rating exactly once', () => {
     ingesting = false;
     await raters;
     await rateUntilIdle(3);
-    const [{ n }] = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from event');
+    const n = (await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from event'))[0]!.n;
     expect(Number(n)).toBe(4000); // duplicates stored once
     for (const m of metrics) expect(await expectAggregatesMatchRecount(orm.em, m)).toBeGreaterThan(10);
-    const [{ unmatched }] = await orm.em.fork().execute<{ unmatched: string }[]>('select count(*)::text as unmatched from event_unmatched');
+    const unmatched = (await orm.em.fork().execute<{ unmatched: string }[]>('select count(*)::text as unmatched from event_unmatched'))[0]!.unmatched;
     expect(Number(unmatched)).toBeGreaterThan(0); // the ghost's events wait
 
     // The ghost becomes a customer: its waiting events are rated, once.
@@ -119,7 +118,7 @@ describe('rating exactly once', () => {
     await rateUntilIdle(2);
     await rateUntilIdle(2);
     for (const m of metrics) await expectAggregatesMatchRecount(orm.em, m);
-    const [{ left }] = await orm.em.fork().execute<{ left: string }[]>('select count(*)::text as left from event_unmatched');
+    const left = (await orm.em.fork().execute<{ left: string }[]>('select count(*)::text as left from event_unmatched'))[0]!.left;
     expect(Number(left)).toBe(0);
 
     // A metric created now applies to every event already ingested (backfill), while new events

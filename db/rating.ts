@@ -72,6 +72,26 @@ export async function aggregateMetric(em: EntityManager, metric: BillableMetric,
   }
 }
 
+/**
+ * The next slice of events to process: from xid `lo` up to `until` (exclusive), cut short after
+ * about `maxEvents` at a transaction boundary (a transaction's events are never split). Returns
+ * the slice's exclusive end and how many events it holds.
+ */
+async function xidWindow(tx: EntityManager, lo: string, until: string, maxEvents: number): Promise<{ hi: string; events: number }> {
+  let hi = until;
+  const [edge] = await tx.execute<{ xid: string }[]>(
+    `select xid::text as xid from event where xid >= ?::xid8 and xid < ?::xid8 order by xid offset ? limit 1`, [lo, until, maxEvents]);
+  if (edge) hi = edge.xid === lo ? (big(lo) + 1n).toString() : edge.xid;
+  const [count] = await tx.execute<{ n: string }[]>(`select count(*)::text as n from event where xid >= ?::xid8 and xid < ?::xid8`, [lo, hi]);
+  return { hi, events: Number(count!.n) };
+}
+
+/** Whether any stored event is still waiting for the rater (at or above its cursor). */
+export async function ratingBacklog(em: EntityManager): Promise<boolean> {
+  const [r] = await em.execute<{ p: boolean }[]>(`select exists (select 1 from event e, rating_cursor c where c.id = 'events' and e.xid >= c.xid) as p`);
+  return r!.p;
+}
+
 async function activeMetrics(em: EntityManager): Promise<BillableMetric[]> {
   return em.execute<BillableMetric[]>(
     `select id, name, aggregation_type as "aggregationType", aggregation_key as "aggregationKey",
@@ -91,11 +111,7 @@ export async function ratePass(em: EntityManager, maxEvents: number): Promise<Ra
     let hi = cur!.xmin;
     let events = 0;
     if (big(lo) < big(hi)) {
-      const [edge] = await tx.execute<{ xid: string }[]>(
-        `select xid::text as xid from event where xid >= ?::xid8 and xid < ?::xid8 order by xid offset ? limit 1`, [lo, hi, maxEvents]);
-      if (edge) hi = edge.xid === lo ? (big(lo) + 1n).toString() : edge.xid;
-      const [count] = await tx.execute<{ n: string }[]>(`select count(*)::text as n from event where xid >= ?::xid8 and xid < ?::xid8`, [lo, hi]);
-      events = Number(count!.n);
+      ({ hi, events } = await xidWindow(tx, lo, hi, maxEvents));
       if (events > 0) {
         for (const metric of await activeMetrics(tx)) {
           const from = maxXid(lo, metric.ratingFromXid);
@@ -147,14 +163,10 @@ export async function backfillChunk(em: EntityManager, metricId: string, maxEven
          from billable_metric where id = ? for update`, [metricId]);
     if (!m) throw new Error(`billable metric ${metricId} not found`);
     if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
-    let hi = m.until;
-    const [edge] = await tx.execute<{ xid: string }[]>(
-      `select xid::text as xid from event where xid >= ?::xid8 and xid < ?::xid8 order by xid offset ? limit 1`, [m.cursor, m.until, maxEvents]);
-    if (edge) hi = edge.xid === m.cursor ? (big(m.cursor) + 1n).toString() : edge.xid;
-    const [count] = await tx.execute<{ n: string }[]>(`select count(*)::text as n from event where xid >= ?::xid8 and xid < ?::xid8`, [m.cursor, hi]);
+    const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
     const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
     if (metric) await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [m.cursor, hi] });
-    const processed = Number(m.processed) + Number(count!.n);
+    const processed = Number(m.processed) + events;
     const done = hi === m.until;
     await tx.execute(
       `update billable_metric set backfill_cursor_xid = ?::xid8, backfill_events_processed = ?, backfill_status = ? where id = ?`,

@@ -76,3 +76,12 @@ export function windowStarts(from: string, to: string, window: WindowSize): stri
   for (let t = Date.parse(from); t < Date.parse(to); t += WINDOW_MS[window]) out.push(new Date(t).toISOString());
   return out;
 }
+
+/**
+ * A metric's quantity for one customer over [from, to) (hour boundaries), for invoicing: the
+ * whole range as one window, with "no events" as 0.
+ */
+export async function metricQuantity(em: EntityManager, metric: BillableMetric, w: { customerId: string; from: string; to: string }): Promise<string> {
+  const [row] = await usageSeries(em, metric, { customerIds: [w.customerId], from: w.from, to: w.to, window: 'NONE' });
+  return row?.value ?? '0';
+}

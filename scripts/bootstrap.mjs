@@ -168,6 +168,8 @@ switch (command) {
   case 'test': {
     const temporal = ensureTemporal(true);
     build(node, env);
+    // Tests are type-checked too (Jest's SWC transform strips types without checking them).
+    must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--noEmit'], { env });
     handOver(node, ['--experimental-vm-modules', '--no-warnings=ExperimentalWarning',
       join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js'), ...rest], {
       ...env,

@@ -3,7 +3,7 @@ import { USD_CENTS } from '../billing/money.js';
 import { BillableMetric, Contract, Customer, CustomerIngestAlias, Product, Rate, RateCard } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
 import { newId } from '../db/ids.js';
-import { ratePass } from '../db/rating.js';
+import { ratePass, ratingBacklog } from '../db/rating.js';
 import { uniqueName } from './stack.js';
 
 /** A customer on a one-product FLAT rate card with a contract, written straight to PostgreSQL. */
@@ -36,9 +36,7 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
   const ingest = async (events: { id: string; at: string; seconds: string | number }[]) => {
     await insertEvents(em, events.map((e) => ({ transactionId: `${alias}-${e.id}`, customerId: alias, eventType: 'gpu', timestamp: e.at, properties: { seconds: e.seconds } })));
     // Until the cursor passed them all (it waits for the oldest transaction in the whole cluster).
-    for (;;) {
-      const [r] = await em.fork().execute<{ p: boolean }[]>('select exists (select 1 from event e, rating_cursor c where e.xid >= c.xid) as p');
-      if (!r!.p) break;
+    while (await ratingBacklog(em.fork())) {
       if ((await ratePass(em.fork(), 10_000)).events === 0) await new Promise((res) => setTimeout(res, 10));
     }
   };

@@ -143,7 +143,7 @@ describe('metering through the Metronome SDK', () => {
     expect([future.status, future.json.field]).toEqual([400, '[0].timestamp']);
     const old = await http(app, 'POST', '/v1/ingest', { token: app.adminToken, body: [ev('o', {}, new Date(Date.now() - 35 * 86_400_000).toISOString())] });
     expect([old.status, old.json.message]).toEqual([400, expect.stringMatching(/34-day ingest window/)]);
-    const [{ n }] = await orm.em.fork().execute<{ n: string }[]>(`select count(*)::text as n from event where transaction_id like 'v-%'`);
+    const n = (await orm.em.fork().execute<{ n: string }[]>(`select count(*)::text as n from event where transaction_id like 'v-%'`))[0]!.n;
     expect(n).toBe('0');
 
     const gz = await fetch(`${app.baseURL}/v1/ingest`, {

@@ -64,7 +64,7 @@ describe('usage collector', () => {
       expect([res.status, res.json.field]).toEqual([400, field]);
       expect(res.json.message).toMatch(message);
     }
-    const [{ n }] = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from usage_collector');
+    const n = (await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from usage_collector'))[0]!.n;
     expect(n).toBe('0');
     expect((await source.query('select count(*) from api_calls')).rows[0].count).toBe('30');
   });
