@@ -1,6 +1,7 @@
 import express, { type Express } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
+import type pg from 'pg';
 import { allow, authenticate } from './auth.js';
 import { errorHandler, notFound } from './errors.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
@@ -20,6 +21,8 @@ export interface ApiDeps {
   taskQueue: string;
   adminToken?: string;
   ingestMaxAgeMs: number;
+  /** A plain pg pool for the ingest hot path (bound parameters, no ORM layer). */
+  ingestPool: pg.Pool;
 }
 
 /**
@@ -55,7 +58,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(customersRouter(deps.orm));
   app.use(billableMetricsRouter(deps.orm, deps.temporal, deps.taskQueue));
   const metrics = metricsCache(deps.orm);
-  app.use(ingestRouter(deps.orm, metrics, { maxAgeMs: deps.ingestMaxAgeMs }));
+  app.use(ingestRouter(deps.ingestPool, metrics, { maxAgeMs: deps.ingestMaxAgeMs }));
   app.use(usageRouter(deps.orm, metrics));
   app.use(usageCollectorsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(pricingRouter(deps.orm));

@@ -1,4 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
+import pg from 'pg';
 import { openOrm } from '../db/orm.js';
 import { loadConfig } from '../stack/config.js';
 import { createApp } from './app.js';
@@ -6,10 +7,11 @@ import { createApp } from './app.js';
 /** The API process: stateless, run as many replicas as needed behind a load balancer. */
 const config = loadConfig();
 const orm = await openOrm(config.databaseUrl);
+const ingestPool = new pg.Pool({ connectionString: config.databaseUrl, max: Number(process.env.ACCRUE_INGEST_POOL ?? 4) });
 // Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
 const connection = Connection.lazy({ address: config.temporalAddress });
 const temporal = new Client({ connection, namespace: config.temporalNamespace });
-const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs });
+const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool });
 const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {
   console.log(`[api] listening on http://${process.env.ACCRUE_API_HOST ?? '127.0.0.1'}:${config.port}`);
 });
@@ -17,6 +19,7 @@ const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1
 async function shutdown() {
   server.close();
   await connection.close().catch(() => undefined);
+  await ingestPool.end().catch(() => undefined);
   await orm.close().catch(() => undefined);
   process.exit(0);
 }

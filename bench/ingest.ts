@@ -91,8 +91,10 @@ try {
   // BENCH_PROFILE=dir writes a V8 CPU profile of each API process there (for `where the time goes`).
   const profile = process.env.BENCH_PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
   const apis = ports.map((port) => spawnService('api', { ...env, ...profile, PORT: String(port) }, { quiet: true }));
-  const worker = spawnService('worker', env, { quiet: true });
-  children.push(...apis, worker);
+  // BENCH_INGEST_ONLY=1 starts the worker (the rater) only after phase 1, to measure ingest alone.
+  const ingestOnly = process.env.BENCH_INGEST_ONLY === '1';
+  let worker = ingestOnly ? undefined : spawnService('worker', env, { quiet: true });
+  children.push(...apis, ...(worker ? [worker] : []));
   const targets = ports.map((p) => `http://127.0.0.1:${p}`);
   for (const t of targets) await waitFor('API', async () => { if ((await fetch(`${t}/health`)).status !== 200) throw new Error('not yet'); });
 
@@ -120,13 +122,18 @@ try {
 
   // Phase 1: sustained throughput at full speed.
   log(`phase 1: ${SECONDS} s at full speed, ${CONCURRENCY} connections over ${API_PROCESSES} API processes`);
-  const pids = { api: apis.map((a) => a.pid!), worker: worker.pid!, postgres: postgresPids() };
+  const pids = { api: apis.map((a) => a.pid!), worker: worker?.pid ?? 0, postgres: postgresPids() };
   const cpu0 = { api: pids.api.map(cpuSeconds), worker: cpuSeconds(pids.worker), pg: pids.postgres.map(cpuSeconds) };
   let pgPeakRssKb = 0;
   const sampler = setInterval(() => { pgPeakRssKb = Math.max(pgPeakRssKb, postgresPids().reduce((s, p) => s + statusKb(p, 'VmRSS'), 0)); }, 500);
   const full = await runLoad({ targets, token, seconds: SECONDS, concurrency: CONCURRENCY, customers: CUSTOMERS, seed: 1, prefix });
   const afterPids = postgresPids();
   const cpu1 = { api: pids.api.map(cpuSeconds), worker: cpuSeconds(pids.worker), pg: afterPids.map(cpuSeconds) };
+  if (!worker) {
+    worker = spawnService('worker', env, { quiet: true });
+    children.push(worker);
+    pids.worker = worker.pid!;
+  }
   const drainMs = await caughtUp();
   log(`phase 1: ${full.eventsPerSec.toFixed(0)} events/s, p50 ${full.p50.toFixed(1)} ms, p99 ${full.p99.toFixed(1)} ms, ${full.failed} failed; rating drained ${drainMs} ms after`);
 
@@ -191,7 +198,7 @@ try {
   };
   const rows: [string, string][] = [
     ['machine', machine],
-    ['setup', `${API_PROCESSES} API processes, 1 worker, load generator in its own process, ${CONCURRENCY} keep-alive connections, batches of 100 events, ${CUSTOMERS} customers, 10 % duplicate retries, 5 % late events, 2 group keys`],
+    ['setup', `${API_PROCESSES} API processes, 1 worker${ingestOnly ? ' (started after phase 1: ingest measured alone)' : ''}, load generator in its own process, ${CONCURRENCY} keep-alive connections, batches of 100 events, ${CUSTOMERS} customers, 10 % duplicate retries, 5 % late events, 2 group keys`],
     ['sustained accepted events/s (phase 1)', `${full.eventsPerSec.toFixed(0)} over ${full.seconds.toFixed(1)} s (${full.events} events, ${full.failed} failed requests)`],
     ['request latency p50 / p99 (phase 1)', `${full.p50.toFixed(1)} ms / ${full.p99.toFixed(1)} ms`],
     ['rating drained after phase 1', `${drainMs} ms`],

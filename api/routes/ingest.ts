@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import type { MikroORM } from '@mikro-orm/postgresql';
+import type pg from 'pg';
 import { ValidationError } from '../../billing/errors.js';
 import { aggregationProblem, matchesMetric } from '../../billing/metering/match.js';
 import { insertEvents, type NewEvent } from '../../db/events.js';
@@ -29,7 +29,7 @@ export interface IngestOptions {
  * - Events for a customer id or alias Accrue does not know yet are stored as sent and rated
  *   once that customer or alias exists: usage sent early is never lost.
  */
-export function ingestRouter(orm: MikroORM, metrics: MetricsCache, opts: IngestOptions): Router {
+export function ingestRouter(pool: pg.Pool, metrics: MetricsCache, opts: IngestOptions): Router {
   const r = Router();
   r.post('/v1/ingest', allow('ingest'), async (req, res) => {
     const body: unknown = req.body;
@@ -69,7 +69,7 @@ export function ingestRouter(orm: MikroORM, metrics: MetricsCache, opts: IngestO
     if (errors.length) {
       throw new ValidationError(errors[0]!.field, `${errors.length} of ${body.length} events are invalid; nothing was stored. First: ${errors[0]!.message}`, errors);
     }
-    await insertEvents(orm.em.fork(), events);
+    await insertEvents(pool, events);
     res.status(200).json({});
   });
   return r;
