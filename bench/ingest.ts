@@ -17,6 +17,8 @@ import { startTemporal } from '../stack/temporal.js';
  * every customer's total exactly against what the load generator sent.
  *
  *   BENCH_SECONDS (20)  BENCH_API_PROCESSES (2)  BENCH_CONCURRENCY (32)  BENCH_LAG_RATE (50000)
+ *   BENCH_INGEST_ONLY=1 (start the rater after phase 1)  BENCH_PROFILE=<dir> (V8 CPU profiles of
+ *   the API processes)  BENCH_VERBOSE=1 (every probe)  BENCH_DEBUG=1 (rating cursor every second)
  */
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const API_PROCESSES = Number(process.env.BENCH_API_PROCESSES ?? 2);

@@ -20,8 +20,7 @@ async function startOnce(start: () => Promise<unknown>): Promise<void> {
  */
 export async function ensureBackgroundWorkflows(client: Client, orm: MikroORM, taskQueue: string): Promise<void> {
   await startOnce(() => client.workflow.start(ratingWorkflow, {
-    workflowId: ratingWorkflowId(taskQueue), taskQueue,
-    args: [process.env.ACCRUE_RATING_RUN_FOR_MS ? { runForMs: Number(process.env.ACCRUE_RATING_RUN_FOR_MS) } : {}],
+    workflowId: ratingWorkflowId(taskQueue), taskQueue, args: [{}],
     workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
   }));
   const pending = await orm.em.fork().find(BillableMetric, { backfillStatus: 'RUNNING' });
