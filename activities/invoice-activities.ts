@@ -2,8 +2,8 @@ import { log } from '@temporalio/activity';
 import { NotFoundError, ConflictError, UnavailableError } from '../billing/errors.js';
 import { customerEventKeys } from '../db/customers.js';
 import { ratingCaughtUp } from '../db/rating.js';
-import { Contract, Customer, Invoice } from '../db/entities.js';
-import { computeInvoice, storedLines, viewOfStored } from '../db/invoices.js';
+import { BalanceLedgerEntry, Contract, Customer, Invoice } from '../db/entities.js';
+import { computeInvoice, ledgerEntriesOf, storedLines, viewOfStored } from '../db/invoices.js';
 import { renderInvoiceEmail } from '../integrations/email/invoice-email.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
@@ -39,11 +39,12 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
         if (!(await ratingCaughtUp(em, await customerEventKeys(em, contract.customerId)))) {
           throw new UnavailableError(`rating has not caught up with customer ${contract.customerId}'s events yet`);
         }
-        const computed = await computeInvoice(em, contract, { start: input.periodStart, end: input.periodEnd });
+        const computed = await computeInvoice(em, contract, { start: input.periodStart, end: input.periodEnd }, { invoiceId: input.invoiceId });
         const now = new Date();
         if (existing) {
           existing.lineItems = storedLines(computed);
           existing.total = computed.total.toString();
+          existing.subtotal = computed.subtotal.toString();
           existing.approvalStatus = 'PENDING_APPROVAL';
           existing.frozenAt = now;
         } else {
@@ -59,9 +60,16 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
             creditTypeName: computed.creditType.name,
             lineItems: storedLines(computed),
             total: computed.total.toString(),
+            subtotal: computed.subtotal.toString(),
             frozenAt: now,
             createdAt: now,
           });
+        }
+        // The balance ledger moves with the frozen invoice, in the same transaction.
+        await em.flush();
+        await em.nativeDelete(BalanceLedgerEntry, { invoiceId: input.invoiceId });
+        for (const e of ledgerEntriesOf(computed, { id: input.invoiceId, contractId: contract.id, periodEnd: input.periodEnd })) {
+          em.create(BalanceLedgerEntry, { ...e, invoiceId: input.invoiceId, contractId: contract.id, ts: new Date(e.ts), createdAt: now });
         }
         return { status: 'DRAFT', total: computed.total.toString() };
       }));

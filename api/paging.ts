@@ -40,3 +40,24 @@ export function page<T extends { createdAt: Date; id: string }, J>(rows: T[], li
 export function afterCondition(after: PageQuery['after']) {
   return after ? { $or: [{ createdAt: { $gt: after.createdAt } }, { createdAt: after.createdAt, id: { $gt: after.id } }] } : {};
 }
+
+/**
+ * Pages over a list computed in memory (rate schedules, balances): `next_page` is an opaque
+ * offset token. Used where the whole answer is derived, not read row by row.
+ */
+export function offsetPage<T>(items: readonly T[], query: { limit?: unknown; next_page?: unknown }, maxLimit = 100, field = 'limit'): { data: T[]; next_page: string | null } {
+  let limit = maxLimit;
+  if (query.limit !== undefined && query.limit !== null) {
+    limit = Number(query.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) throw new ValidationError(field, `must be an integer from 1 to ${maxLimit}`);
+  }
+  let offset = 0;
+  if (query.next_page !== undefined && query.next_page !== null && query.next_page !== '') {
+    const m = /^o(\d+)$/.exec(Buffer.from(String(query.next_page), 'base64url').toString('utf8'));
+    if (!m) throw new ValidationError('next_page', 'is not a page token this API returned');
+    offset = Number(m[1]);
+  }
+  const data = items.slice(offset, offset + limit);
+  const next = offset + limit < items.length ? Buffer.from(`o${offset + limit}`).toString('base64url') : null;
+  return { data, next_page: next };
+}

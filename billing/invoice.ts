@@ -1,53 +1,319 @@
-import type { Decimal } from 'decimal.js';
-import { dec, roundAmount, sum, USD_CENTS, type CreditType } from './money.js';
-import { price, type RateType } from './pricing/index.js';
+import { Decimal } from 'decimal.js';
+import { Dec, dec, roundAmount, sum, USD_CENTS, type CreditType } from './money.js';
+import { price, type RateSpec } from './pricing/index.js';
 
-/** One product × rate × time slice of a period, with the usage measured for that slice. */
-export interface UsageCharge {
-  productId: string;
-  productName: string;
-  rateType: RateType;
-  price?: string;
-  /** Decimal string: the metric's aggregate over [startingAt, endingBefore). */
-  quantity: string;
-  startingAt: string;
-  endingBefore: string;
+/**
+ * Invoice assembly: a pure function of the period's priced inputs (usage slices with the rate in
+ * force, subscriptions, composite products, fixed charges) and the commit/credit balances left
+ * before this invoice. Same inputs, same invoice, to the cent.
+ *
+ * Rounding (invariant I6) happens once per line, in `roundAmount`, half-up to the credit type's
+ * precision. Everything after that — composite bases, commit draw-downs, the total — adds and
+ * compares already-rounded amounts, so nothing drifts between the draft, the finalized invoice,
+ * the email and any payment push. The total is the exact sum of the lines (invariant I2).
+ */
+
+export type ProductType = 'USAGE' | 'SUBSCRIPTION' | 'FIXED' | 'COMPOSITE' | 'PRO_SERVICE';
+
+export interface QuantityConversion { conversion_factor: string; operation: 'MULTIPLY' | 'DIVIDE'; name?: string }
+export interface QuantityRounding { decimal_places: number; rounding_method: 'ROUND_UP' | 'ROUND_DOWN' | 'ROUND_HALF_UP' }
+
+/** A product's state in force for the invoice (billing/catalog.ts resolves updates). */
+export interface ProductInfo {
+  id: string;
+  name: string;
+  type: ProductType;
+  tags: string[];
+  customFields?: Record<string, string>;
+  quantityConversion?: QuantityConversion | null;
+  quantityRounding?: QuantityRounding | null;
+  compositeProductIds?: string[];
+  compositeTags?: string[];
+  excludeFreeUsage?: boolean;
 }
 
-export interface InvoiceLine {
-  type: 'usage';
+/** One product × group values × time slice with the rate in force over it. */
+export interface RatedSlice {
+  productId: string;
+  /** Epoch ms, [startingAt, endingBefore). */
+  startingAt: number;
+  endingBefore: number;
+  pricingGroupValues?: Record<string, string>;
+  presentationGroupValues?: Record<string, string | null>;
+  /** USAGE: the metric's value over the slice (decimal string), before quantity conversion. */
+  quantity?: string;
+  rate: RateSpec;
+  /** SUBSCRIPTION: fraction of the full billing period the slice covers. */
+  prorationFactor?: string;
+}
+
+export interface FixedCharge {
+  kind: 'scheduled' | 'discount' | 'commit_purchase';
+  id: string;
   productId: string;
   name: string;
-  quantity: Decimal;
+  /** Epoch ms: when the charge falls due (inside the invoice period). */
+  timestamp: number;
+  quantity: string;
+  unitPrice: string;
+  /** commit_purchase: the commit being paid for. */
+  commitId?: string;
+}
+
+export interface GrantSegment {
+  id: string;
+  /** Epoch ms, [startingAt, endingBefore). */
+  startingAt: number;
+  endingBefore: number;
+  amount: string;
+  /** What is left of the segment before this invoice (amount − earlier draw-downs). */
+  remaining: string;
+}
+
+/** A commit or credit as the invoice sees it. */
+export interface GrantState {
+  id: string;
+  kind: 'PREPAID' | 'POSTPAID' | 'CREDIT';
+  name: string;
+  priority: number;
+  /** Contract-level grants go before customer-level ones of the same priority. */
+  contractLevel: boolean;
+  applicableProductIds?: string[];
+  applicableProductTags?: string[];
+  specifiers?: { product_id?: string; product_tags?: string[]; pricing_group_values?: Record<string, string>; presentation_group_values?: Record<string, string> }[];
+  segments: GrantSegment[];
+}
+
+export interface CorrectionInput {
+  /** The finalized invoice being corrected. */
+  correctedInvoiceId: string;
+  productId?: string;
+  name: string;
+  /** Already-rounded amount (recomputed − billed). */
+  amount: string;
+  reason: string;
+}
+
+export type LineType = 'usage' | 'subscription' | 'scheduled' | 'commit_purchase' | 'applied_commit_or_credit' | 'postpaid_trueup' | 'correction';
+
+export interface InvoiceLine {
+  type: LineType;
+  name: string;
+  productId?: string;
+  productType?: ProductType;
+  quantity?: Decimal;
   unitPrice?: Decimal;
   /** Rounded to the credit type's precision: the one rounding point. */
   total: Decimal;
-  startingAt: string;
-  endingBefore: string;
+  startingAt?: string;
+  endingBefore?: string;
+  pricingGroupValues?: Record<string, string>;
+  presentationGroupValues?: Record<string, string | null>;
+  isProrated?: boolean;
+  tiers?: { level: number; startingAt: string; quantity: string; price: string; subtotal: string }[];
+  commitId?: string;
+  appliedTo?: { id: string; type: 'PREPAID' | 'POSTPAID' | 'CREDIT'; segmentId: string };
+  scheduledChargeId?: string;
+  discountId?: string;
+  correctedInvoiceId?: string;
+  reason?: string;
+}
+
+export interface Drawdown {
+  grantId: string;
+  kind: GrantState['kind'];
+  segmentId: string;
+  /** Positive amount taken from the segment by this invoice. */
+  amount: Decimal;
+}
+
+export interface InvoiceInput {
+  creditType?: CreditType;
+  periodStart: number;
+  periodEnd: number;
+  products: ReadonlyMap<string, ProductInfo>;
+  slices: readonly RatedSlice[];
+  fixedCharges?: readonly FixedCharge[];
+  grants?: readonly GrantState[];
+  /** POSTPAID commits whose access ends in this period: the unmet minimum is trued up here. */
+  trueUps?: readonly { grantId: string; name: string; productId?: string; segmentId: string; remainingBeforeInvoice: string }[];
+  corrections?: readonly CorrectionInput[];
 }
 
 export interface AssembledInvoice {
   lines: InvoiceLine[];
-  /** Sum of the rounded lines, exactly (invariant I2). */
+  /** Sum of the lines before commits and credits. */
+  subtotal: Decimal;
+  /** Sum of all the lines, exactly (invariant I2). */
   total: Decimal;
   creditType: CreditType;
+  drawdowns: Drawdown[];
 }
 
-/** A pure function of the period's charges: same inputs, same invoice, to the cent. */
-export function assembleInvoice(charges: readonly UsageCharge[], creditType: CreditType = USD_CENTS): AssembledInvoice {
-  const lines = charges.map((c): InvoiceLine => {
-    const quantity = dec(c.quantity);
-    const result = price(c.rateType, { quantity, price: c.price });
-    return {
-      type: 'usage',
+const iso = (ms: number) => new Date(ms).toISOString();
+
+export function convertQuantity(q: Decimal, product: ProductInfo): Decimal {
+  let out = q;
+  const conv = product.quantityConversion;
+  if (conv) out = conv.operation === 'MULTIPLY' ? out.times(dec(conv.conversion_factor)) : out.div(dec(conv.conversion_factor));
+  const r = product.quantityRounding;
+  if (r) {
+    const mode = { ROUND_UP: Decimal.ROUND_UP, ROUND_DOWN: Decimal.ROUND_DOWN, ROUND_HALF_UP: Decimal.ROUND_HALF_UP }[r.rounding_method];
+    out = out.toDecimalPlaces(r.decimal_places, mode);
+  }
+  return out;
+}
+
+function rateLine(slice: RatedSlice, product: ProductInfo, creditType: CreditType, quantity: Decimal): InvoiceLine {
+  const result = price({ quantity, rate: slice.rate, prorationFactor: slice.prorationFactor ? dec(slice.prorationFactor) : undefined });
+  const isSub = product.type === 'SUBSCRIPTION';
+  return {
+    type: isSub ? 'subscription' : 'usage',
+    name: product.name,
+    productId: product.id,
+    productType: product.type,
+    quantity: result.billedQuantity ?? quantity,
+    unitPrice: result.unitPrice,
+    total: roundAmount(result.amount, creditType),
+    startingAt: iso(slice.startingAt),
+    endingBefore: iso(slice.endingBefore),
+    pricingGroupValues: slice.pricingGroupValues ?? {},
+    presentationGroupValues: slice.presentationGroupValues ?? {},
+    ...(isSub ? { isProrated: !!slice.rate.isProrated } : {}),
+    ...(result.tierBreakdown && slice.rate.rateType === 'TIERED'
+      ? { tiers: result.tierBreakdown.map((t) => ({ level: t.tier + 1, startingAt: t.startingAt.toString(), quantity: t.quantity.toString(), price: t.price.toString(), subtotal: t.amount.toString() })) }
+      : {}),
+  };
+}
+
+function grantApplies(g: GrantState, line: InvoiceLine, product: ProductInfo | undefined): boolean {
+  if (!line.productId || !product) return false;
+  if (g.specifiers?.length) {
+    return g.specifiers.some((s) =>
+      (!s.product_id || s.product_id === line.productId) &&
+      (!s.product_tags?.length || s.product_tags.every((t) => product.tags.includes(t))) &&
+      (!s.pricing_group_values || Object.entries(s.pricing_group_values).every(([k, v]) => line.pricingGroupValues?.[k] === v)) &&
+      (!s.presentation_group_values || Object.entries(s.presentation_group_values).every(([k, v]) => line.presentationGroupValues?.[k] === v)));
+  }
+  const ids = g.applicableProductIds ?? [];
+  const tags = g.applicableProductTags ?? [];
+  if (!ids.length && !tags.length) return true;
+  return ids.includes(line.productId) || tags.some((t) => product.tags.includes(t));
+}
+
+/** Order in which commits and credits are drawn: priority, then contract before customer level, then soonest to expire. */
+export function grantOrder(a: { grant: GrantState; seg: GrantSegment }, b: { grant: GrantState; seg: GrantSegment }): number {
+  return a.grant.priority - b.grant.priority
+    || Number(b.grant.contractLevel) - Number(a.grant.contractLevel)
+    || a.seg.endingBefore - b.seg.endingBefore
+    || a.grant.id.localeCompare(b.grant.id)
+    || a.seg.startingAt - b.seg.startingAt;
+}
+
+export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
+  const creditType = input.creditType ?? USD_CENTS;
+  const products = input.products;
+  const lines: InvoiceLine[] = [];
+
+  // 1. Usage and subscriptions, each slice priced by the rate in force over it.
+  const composites: RatedSlice[] = [];
+  for (const slice of input.slices) {
+    const product = products.get(slice.productId);
+    if (!product) throw new RangeError(`slice for unknown product ${slice.productId}`);
+    if (product.type === 'COMPOSITE' || slice.rate.rateType === 'PERCENTAGE') { composites.push(slice); continue; }
+    const quantity = product.type === 'USAGE' ? convertQuantity(dec(slice.quantity ?? '0'), product) : new Dec(0);
+    lines.push(rateLine(slice, product, creditType, quantity));
+  }
+
+  // 2. Composite products: a percentage of the (rounded) spend on the products they cover.
+  for (const slice of composites) {
+    const product = products.get(slice.productId)!;
+    const covered = lines.filter((l) => {
+      if (!l.productId || Date.parse(l.startingAt!) >= slice.endingBefore || Date.parse(l.endingBefore!) <= slice.startingAt) return false;
+      const p = products.get(l.productId);
+      if (!p || p.type === 'COMPOSITE') return false;
+      if (product.excludeFreeUsage && l.total.isZero()) return false;
+      return (product.compositeProductIds ?? []).includes(l.productId) || (product.compositeTags ?? []).some((t) => p.tags.includes(t));
+    });
+    lines.push(rateLine(slice, product, creditType, sum(covered.map((l) => l.total))));
+  }
+
+  // 3. Scheduled charges, discounts and prepaid commit purchases falling due in the period.
+  for (const c of input.fixedCharges ?? []) {
+    const qty = dec(c.quantity);
+    const unit = dec(c.unitPrice);
+    const amount = roundAmount(qty.times(unit), creditType);
+    lines.push({
+      type: c.kind === 'commit_purchase' ? 'commit_purchase' : 'scheduled',
+      name: c.name,
       productId: c.productId,
-      name: c.productName,
-      quantity,
-      unitPrice: result.unitPrice,
-      total: roundAmount(result.amount, creditType),
-      startingAt: c.startingAt,
-      endingBefore: c.endingBefore,
-    };
-  });
-  return { lines, total: sum(lines.map((l) => l.total)), creditType };
+      productType: 'FIXED',
+      quantity: qty,
+      unitPrice: unit,
+      total: c.kind === 'discount' ? amount.negated() : amount,
+      startingAt: iso(c.timestamp),
+      endingBefore: iso(c.timestamp),
+      ...(c.kind === 'scheduled' ? { scheduledChargeId: c.id } : {}),
+      ...(c.kind === 'discount' ? { discountId: c.id } : {}),
+      ...(c.kind === 'commit_purchase' ? { commitId: c.commitId } : {}),
+    });
+  }
+
+  // 4. Corrections for late usage of finalized periods.
+  for (const c of input.corrections ?? []) {
+    lines.push({ type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason });
+  }
+
+  const subtotal = sum(lines.map((l) => l.total));
+
+  // 5. Commits and credits draw down the usage, subscription and composite lines they apply to.
+  const drawdowns = new Map<string, Drawdown>();
+  const remaining = new Map<string, Decimal>();
+  const ordered = (input.grants ?? []).flatMap((grant) => grant.segments.map((seg) => ({ grant, seg }))).sort(grantOrder);
+  for (const { seg } of ordered) remaining.set(seg.id, dec(seg.remaining));
+  for (const line of [...lines]) {
+    if (line.type !== 'usage' && line.type !== 'subscription') continue;
+    let open = line.total;
+    if (open.lte(0)) continue;
+    const lineStart = Date.parse(line.startingAt!);
+    const lineEnd = Date.parse(line.endingBefore!);
+    for (const { grant, seg } of ordered) {
+      if (open.lte(0)) break;
+      if (seg.startingAt >= lineEnd || seg.endingBefore <= lineStart) continue;
+      if (!grantApplies(grant, line, products.get(line.productId!))) continue;
+      const left = remaining.get(seg.id)!;
+      if (left.lte(0)) continue;
+      const take = Dec.min(left, open);
+      remaining.set(seg.id, left.minus(take));
+      open = open.minus(take);
+      const key = `${grant.id}|${seg.id}`;
+      const d = drawdowns.get(key) ?? { grantId: grant.id, kind: grant.kind, segmentId: seg.id, amount: new Dec(0) };
+      d.amount = d.amount.plus(take);
+      drawdowns.set(key, d);
+    }
+  }
+  const grantsById = new Map((input.grants ?? []).map((g) => [g.id, g]));
+  for (const d of drawdowns.values()) {
+    // A postpaid commit is paid in arrears: usage counts against its minimum but is still billed.
+    if (d.kind === 'POSTPAID') continue;
+    const g = grantsById.get(d.grantId)!;
+    lines.push({
+      type: 'applied_commit_or_credit',
+      name: g.name,
+      total: d.amount.negated(),
+      commitId: g.id,
+      appliedTo: { id: g.id, type: g.kind, segmentId: d.segmentId },
+    });
+  }
+
+  // 6. Postpaid minimums whose access ends in this period: bill what usage did not reach.
+  for (const t of input.trueUps ?? []) {
+    const used = drawdowns.get(`${t.grantId}|${t.segmentId}`)?.amount ?? new Dec(0);
+    const shortfall = dec(t.remainingBeforeInvoice).minus(used);
+    if (shortfall.gt(0)) {
+      lines.push({ type: 'postpaid_trueup', name: `${t.name} (true-up)`, productId: t.productId, productType: 'FIXED', total: roundAmount(shortfall, creditType), commitId: t.grantId });
+    }
+  }
+
+  return { lines, subtotal, total: sum(lines.map((l) => l.total)), creditType, drawdowns: [...drawdowns.values()] };
 }

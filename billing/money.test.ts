@@ -27,27 +27,30 @@ describe('money', () => {
 });
 
 describe('invoice assembly', () => {
-  const charge = (quantity: string, price: string, name = 'Tokens') => ({
-    productId: name, productName: name, rateType: 'FLAT' as const, price, quantity,
-    startingAt: '2026-10-01T00:00:00.000Z', endingBefore: '2026-11-01T00:00:00.000Z',
+  const P = Date.parse;
+  const products = new Map([['Tokens', { id: 'Tokens', name: 'Tokens', type: 'USAGE' as const, tags: [] }], ['Calls', { id: 'Calls', name: 'Calls', type: 'USAGE' as const, tags: [] }]]);
+  const slice = (quantity: string, price: string, productId = 'Tokens') => ({
+    productId, quantity, rate: { rateType: 'FLAT' as const, price },
+    startingAt: P('2026-10-01T00:00:00Z'), endingBefore: P('2026-11-01T00:00:00Z'),
   });
+  const assemble = (slices: ReturnType<typeof slice>[]) => assembleInvoice({ periodStart: P('2026-10-01T00:00:00Z'), periodEnd: P('2026-11-01T00:00:00Z'), products, slices });
 
   test('FLAT: quantity × price, each line rounded, total = sum of lines exactly', () => {
-    const inv = assembleInvoice([charge('1001', '2.5'), charge('3', '0.3333', 'Calls')]);
+    const inv = assemble([slice('1001', '2.5'), slice('3', '0.3333', 'Calls')]);
     expect(inv.lines.map((l) => l.total.toString())).toEqual(['2503', '1']);
     expect(inv.total.toString()).toBe('2504');
     expect(inv.total.equals(sum(inv.lines.map((l) => l.total)))).toBe(true);
   });
 
   test('zero usage is a zero line, not a missing one', () => {
-    const inv = assembleInvoice([charge('0', '2.5')]);
+    const inv = assemble([slice('0', '2.5')]);
     expect(inv.lines).toHaveLength(1);
     expect(inv.total.toString()).toBe('0');
   });
 
   test('high-precision quantities keep every digit', () => {
-    const inv = assembleInvoice([charge('0.123456789012345678901', '1000000')]);
-    expect(inv.lines[0]!.quantity.toString()).toBe('0.123456789012345678901');
+    const inv = assemble([slice('0.123456789012345678901', '1000000')]);
+    expect(inv.lines[0]!.quantity!.toString()).toBe('0.123456789012345678901');
     expect(inv.total.toString()).toBe('123457');
   });
 });

@@ -142,3 +142,22 @@ export function parseDurationMs(value: string, field: string): number {
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS }[(m[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h' | 'd'];
   return Math.round(Number(m[1]) * unit);
 }
+
+/**
+ * The full grid period of the schedule containing instant `at`, ignoring the contract's start and
+ * end: [boundary, next boundary). Proration divides by its length.
+ */
+export function gridPeriodContaining(schedule: Schedule, at: string): { start: string; end: string } {
+  const t = parseInstant(at, 'at');
+  const startMs = parseInstant(schedule.startingAt, 'starting_at');
+  const anchorMs = anchorOf(schedule, startMs);
+  const k = firstBoundaryAfter(anchorMs, schedule.frequency, t);
+  return { start: new Date(boundary(anchorMs, schedule.frequency, k - 1)).toISOString(), end: new Date(boundary(anchorMs, schedule.frequency, k)).toISOString() };
+}
+
+/** Fraction of the grid period containing `from` that [from, to) covers, as an exact decimal string. */
+export function prorationFraction(schedule: Schedule, from: string, to: string): { numerator: number; denominator: number } {
+  const grid = gridPeriodContaining(schedule, from);
+  const num = Math.min(Date.parse(to), Date.parse(grid.end)) - Date.parse(from);
+  return { numerator: num, denominator: Date.parse(grid.end) - Date.parse(grid.start) };
+}

@@ -1,4 +1,7 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, ProductAttributes, ProductUpdate } from '../billing/contract-terms.js';
+import type { LineType, ProductType } from '../billing/invoice.js';
+import type { RateType, Tier } from '../billing/pricing/index.js';
 
 /**
  * Entities map the tables created by the checked-in migrations (db/migrations); the migrations,
@@ -90,10 +93,13 @@ export const Product = defineEntity({
   properties: {
     id: p.uuid().primary(),
     name: p.text(),
-    type: p.text().$type<'USAGE'>(),
+    type: p.text().$type<ProductType>(),
     billableMetricId: p.uuid().nullable(),
     tags: p.json<string[]>(),
     customFields: p.json<Record<string, string>>(),
+    /** The initial state's other fields (see billing/catalog.ts). */
+    attributes: p.json<ProductAttributes>(),
+    updates: p.json<ProductUpdate[]>(),
     createdAt: p.datetime().onCreate(() => new Date()),
     archivedAt: p.datetime().nullable(),
   },
@@ -109,7 +115,9 @@ export const RateCard = defineEntity({
     description: p.text().nullable(),
     creditTypeId: p.uuid(),
     customFields: p.json<Record<string, string>>(),
+    aliases: p.json<{ name: string; starting_at?: string; ending_before?: string }[]>(),
     createdAt: p.datetime().onCreate(() => new Date()),
+    updatedAt: p.datetime().nullable(),
     archivedAt: p.datetime().nullable(),
   },
 });
@@ -122,8 +130,16 @@ export const Rate = defineEntity({
     id: p.uuid().primary(),
     rateCardId: p.uuid(),
     productId: p.uuid(),
-    rateType: p.text().$type<'FLAT'>(),
-    price: p.decimal('string'),
+    rateType: p.text().$type<RateType>(),
+    price: p.decimal('string').nullable(),
+    tiers: p.json<Tier[]>().nullable(),
+    pricingGroupValues: p.json<Record<string, string>>(),
+    quantity: p.decimal('string').nullable(),
+    isProrated: p.boolean().nullable(),
+    billingFrequency: p.text().nullable(),
+    packageSize: p.decimal('string').nullable(),
+    packageRounding: p.text().$type<'UP' | 'DOWN'>().nullable(),
+    commitRate: p.json<{ rate_type: string; price?: string; tiers?: Tier[] }>().nullable(),
     entitled: p.boolean(),
     startingAt: p.datetime(),
     endingBefore: p.datetime().nullable(),
@@ -147,22 +163,34 @@ export const Contract = defineEntity({
     billingAnchorDate: p.datetime().nullable(),
     uniquenessKey: p.text().nullable(),
     customFields: p.json<Record<string, string>>(),
+    terms: p.json<ContractTerms>(),
     createdAt: p.datetime().onCreate(() => new Date()),
     archivedAt: p.datetime().nullable(),
   },
 });
 export type Contract = InferEntity<typeof Contract>;
 
-/** An invoice line as stored (decimal strings) in invoice.line_items. */
+/** An invoice line as stored (decimal strings) in invoice.line_items; see db/invoices.ts storedLines. */
 export interface StoredInvoiceLine {
-  type: 'usage';
-  product_id: string;
+  type: LineType;
   name: string;
-  quantity: string;
-  unit_price: string | null;
   total: string;
-  starting_at: string;
-  ending_before: string;
+  product_id?: string;
+  product_type?: string;
+  quantity?: string;
+  unit_price?: string | null;
+  starting_at?: string;
+  ending_before?: string;
+  pricing_group_values?: Record<string, string>;
+  presentation_group_values?: Record<string, string | null>;
+  is_prorated?: boolean;
+  tiers?: { level: number; starting_at: string; quantity: string; price: string; subtotal: string }[];
+  commit_id?: string;
+  applied_commit_or_credit?: { id: string; type: 'PREPAID' | 'POSTPAID' | 'CREDIT'; segment_id: string };
+  scheduled_charge_id?: string;
+  discount_id?: string;
+  corrected_invoice_id?: string;
+  reason?: string;
 }
 
 export const Invoice = defineEntity({
@@ -182,6 +210,7 @@ export const Invoice = defineEntity({
     creditTypeName: p.text(),
     lineItems: p.json<StoredInvoiceLine[]>(),
     total: p.decimal('string'),
+    subtotal: p.decimal('string').nullable(),
     frozenAt: p.datetime(),
     finalizedAt: p.datetime().nullable(),
     emailedAt: p.datetime().nullable(),
@@ -192,6 +221,51 @@ export const Invoice = defineEntity({
 export type Invoice = InferEntity<typeof Invoice>;
 
 
+
+export const BalanceGrant = defineEntity({
+  name: 'BalanceGrant',
+  tableName: 'balance_grant',
+  properties: {
+    id: p.uuid().primary(),
+    customerId: p.uuid(),
+    contractId: p.uuid().nullable(),
+    kind: p.text().$type<'PREPAID' | 'POSTPAID' | 'CREDIT'>(),
+    productId: p.uuid(),
+    name: p.text().nullable(),
+    description: p.text().nullable(),
+    priority: p.decimal('number'),
+    applicableProductIds: p.json<string[]>().nullable(),
+    applicableProductTags: p.json<string[]>().nullable(),
+    applicableContractIds: p.json<string[]>().nullable(),
+    specifiers: p.json<GrantSpecifier[]>().nullable(),
+    accessSchedule: p.json<AccessSchedule>(),
+    invoiceSchedule: p.json<InvoiceSchedule>().nullable(),
+    invoiceContractId: p.uuid().nullable(),
+    rolloverFraction: p.decimal('string').nullable(),
+    rateType: p.text().nullable(),
+    customFields: p.json<Record<string, string>>(),
+    uniquenessKey: p.text().nullable(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    archivedAt: p.datetime().nullable(),
+  },
+});
+export type BalanceGrant = InferEntity<typeof BalanceGrant>;
+
+export const BalanceLedgerEntry = defineEntity({
+  name: 'BalanceLedgerEntry',
+  tableName: 'balance_ledger',
+  properties: {
+    grantId: p.uuid().primary(),
+    segmentId: p.text().primary(),
+    invoiceId: p.uuid().primary(),
+    type: p.text().primary(),
+    contractId: p.uuid(),
+    amount: p.decimal('string'),
+    ts: p.datetime(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+export type BalanceLedgerEntry = InferEntity<typeof BalanceLedgerEntry>;
 
 export const UsageCollector = defineEntity({
   name: 'UsageCollector',
@@ -211,4 +285,4 @@ export const UsageCollector = defineEntity({
   },
 });
 export type UsageCollector = InferEntity<typeof UsageCollector>;
-export const entities = [ApiToken, Customer, CustomerIngestAlias, BillableMetric, Product, RateCard, Rate, Contract, Invoice, UsageCollector];
+export const entities = [ApiToken, Customer, CustomerIngestAlias, BillableMetric, Product, RateCard, Rate, Contract, Invoice, BalanceGrant, BalanceLedgerEntry, UsageCollector];

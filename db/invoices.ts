@@ -1,10 +1,15 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { assembleInvoice, type AssembledInvoice, type UsageCharge } from '../billing/invoice.js';
-import { USD_CENTS } from '../billing/money.js';
-import { periodsStartedBefore, type Period, type Schedule } from '../billing/periods.js';
-import { BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
+import { Decimal } from 'decimal.js';
+import { productInfo, productStateAt, overrideOf, type ProductRecord } from '../billing/contract-terms.js';
+import { assembleInvoice, type AssembledInvoice, type FixedCharge, type GrantSegment, type GrantState, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
+import { Dec, dec, USD_CENTS } from '../billing/money.js';
+import { applyOverrides, type EffectiveSegment } from '../billing/overrides.js';
+import { periodsStartedBefore, prorationFraction, type Period, type Schedule } from '../billing/periods.js';
+import { groupValuesKey, rateSchedule, type RateRow } from '../billing/rate-schedule.js';
+import { BalanceGrant, BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
 import { invoiceIdFor } from './ids.js';
-import { metricQuantity } from './usage-series.js';
+import { pgTextArray } from './sql.js';
+import { usageParts, type UsagePart } from './usage-series.js';
 
 export function contractSchedule(c: Contract): Schedule {
   return {
@@ -16,48 +21,251 @@ export function contractSchedule(c: Contract): Schedule {
   };
 }
 
-/**
- * Prices one contract period from PostgreSQL: for every entitled rate on the contract's rate card
- * that overlaps the period, the metric's usage in the overlap, priced by the rate. A price change
- * inside the period therefore splits it at the change.
- */
-export async function computeInvoice(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>): Promise<AssembledInvoice> {
-  const pStart = new Date(period.start);
-  const pEnd = new Date(period.end);
-  const rates = await em.find(Rate, {
-    rateCardId: contract.rateCardId,
-    entitled: true,
-    startingAt: { $lt: pEnd },
-    $or: [{ endingBefore: null }, { endingBefore: { $gt: pStart } }],
-  }, { orderBy: { productId: 'asc', startingAt: 'asc' } });
-  const products = new Map((await em.find(Product, { id: { $in: [...new Set(rates.map((r) => r.productId))] } })).map((p) => [p.id, p]));
-  const metricIds = [...new Set([...products.values()].map((p) => p.billableMetricId).filter((x): x is string => !!x))];
-  const metrics = new Map((await em.find(BillableMetric, { id: { $in: metricIds } })).map((m) => [m.id, m]));
-
-  const charges: UsageCharge[] = [];
-  for (const rate of rates) {
-    const product = products.get(rate.productId);
-    const metric = product?.billableMetricId ? metrics.get(product.billableMetricId) : undefined;
-    if (!product || !metric) continue;
-    const from = new Date(Math.max(pStart.getTime(), rate.startingAt.getTime())).toISOString();
-    const to = new Date(Math.min(pEnd.getTime(), rate.endingBefore?.getTime() ?? Infinity)).toISOString();
-    const quantity = await metricQuantity(em, metric, { customerId: contract.customerId, from, to });
-    charges.push({ productId: product.id, productName: product.name, rateType: rate.rateType, price: rate.price, quantity, startingAt: from, endingBefore: to });
-  }
-  return assembleInvoice(charges, USD_CENTS);
+export interface PricingData {
+  rates: RateRow[];
+  products: Map<string, ProductRecord>;
+  metrics: Map<string, BillableMetric>;
 }
 
+export function rateRowOf(r: Rate): RateRow {
+  return {
+    id: r.id, productId: r.productId, pricingGroupValues: r.pricingGroupValues ?? {}, entitled: r.entitled,
+    startingAt: r.startingAt.getTime(), endingBefore: r.endingBefore?.getTime() ?? null, createdAt: r.createdAt.getTime(),
+    billingFrequency: r.billingFrequency ?? null,
+    spec: {
+      rateType: r.rateType, price: r.price ?? undefined, tiers: r.tiers ?? undefined, quantity: r.quantity ?? undefined,
+      isProrated: r.isProrated ?? undefined, packageSize: r.packageSize ?? undefined, packageRounding: r.packageRounding ?? undefined,
+    },
+  };
+}
+
+export function productRecordOf(p: Product): ProductRecord {
+  return { id: p.id, type: p.type, name: p.name, billableMetricId: p.billableMetricId ?? null, tags: p.tags, customFields: p.customFields, attributes: p.attributes ?? {}, updates: p.updates ?? [] };
+}
+
+/** The rate card's rates and every product and metric an invoice of the contract can touch. */
+export async function loadPricing(em: EntityManager, rateCardId: string, extraProductIds: string[] = []): Promise<PricingData> {
+  const rates = await em.find(Rate, { rateCardId });
+  const productIds = [...new Set([...rates.map((r) => r.productId), ...extraProductIds])];
+  const products = new Map((await em.find(Product, { id: { $in: productIds } })).map((p) => [p.id, productRecordOf(p)]));
+  // Composite products may cover products that have no rate of their own on this card.
+  const metricIds = new Set<string>();
+  for (const p of products.values()) {
+    if (p.billableMetricId) metricIds.add(p.billableMetricId);
+    for (const u of p.updates) if (u.billable_metric_id) metricIds.add(u.billable_metric_id);
+  }
+  const metrics = new Map((await em.find(BillableMetric, { id: { $in: [...metricIds] } })).map((m) => [m.id, m]));
+  return { rates: rates.map(rateRowOf), products, metrics };
+}
+
+const DEDUCTION: Record<BalanceGrant['kind'], string> = {
+  PREPAID: 'PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION',
+  POSTPAID: 'POSTPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION',
+  CREDIT: 'CREDIT_AUTOMATED_INVOICE_DEDUCTION',
+};
+export const LEDGER_DEDUCTION_TYPES = DEDUCTION;
+
+/** Commits and credits that can apply to the contract's invoices: its own and the customer's. */
+export async function grantsForContract(em: EntityManager, contract: Contract): Promise<BalanceGrant[]> {
+  const grants = await em.find(BalanceGrant, { customerId: contract.customerId, archivedAt: null }, { orderBy: { createdAt: 'asc', id: 'asc' } });
+  return grants.filter((g) => g.contractId === contract.id
+    || (g.contractId === null && (!g.applicableContractIds?.length || g.applicableContractIds.includes(contract.id))));
+}
+
+/** Per grant segment, what frozen, non-void invoices other than `exceptInvoiceId` drew from it (positive). */
+export async function drawnBySegment(em: EntityManager, grantIds: string[], exceptInvoiceId?: string): Promise<Map<string, Decimal>> {
+  const out = new Map<string, Decimal>();
+  if (!grantIds.length) return out;
+  const rows = await em.execute<{ grant_id: string; segment_id: string; drawn: string }[]>(
+    `select l.grant_id::text as grant_id, l.segment_id, (-sum(l.amount))::text as drawn
+       from balance_ledger l join invoice i on i.id = l.invoice_id
+      where l.grant_id::text = any(?::text[]) and i.status <> 'VOID' and l.invoice_id::text <> ?
+      group by 1, 2`,
+    [pgTextArray(grantIds), exceptInvoiceId ?? ''],
+  );
+  for (const r of rows) out.set(`${r.grant_id}|${r.segment_id}`, dec(r.drawn));
+  return out;
+}
+
+export interface ComputeOptions {
+  /** The invoice being computed: its own ledger entries do not count against the balances. */
+  invoiceId?: string;
+  /** Draw-downs of earlier drafts (not yet frozen) of the same contract, by `grant|segment`. */
+  carried?: Map<string, Decimal>;
+  pricing?: PricingData;
+  grants?: BalanceGrant[];
+  drawn?: Map<string, Decimal>;
+}
+
+function project(group: Record<string, string | null>, keys: readonly string[]): Record<string, string | null> {
+  return Object.fromEntries(keys.map((k) => [k, group[k] ?? null]));
+}
+
+/**
+ * Prices one contract period from PostgreSQL: the rate schedule in force (rate card + contract
+ * overrides) split at every change, usage per product and pricing group from the hourly
+ * aggregates (one query), subscriptions prorated, scheduled charges, commits and credits drawn
+ * in priority order. The pure part is billing/invoice.ts assembleInvoice.
+ */
+export async function computeInvoice(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, opts: ComputeOptions = {}): Promise<AssembledInvoice> {
+  const pStart = Date.parse(period.start);
+  const pEnd = Date.parse(period.end);
+  const terms = contract.terms ?? {};
+  const grants = opts.grants ?? await grantsForContract(em, contract);
+  const chargeProductIds = [...(terms.scheduled_charges ?? []), ...(terms.discounts ?? [])].map((c) => c.product_id);
+  const pricing = opts.pricing ?? await loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]);
+  const infoAt = new Map<string, ProductInfo>();
+  for (const p of pricing.products.values()) infoAt.set(p.id, productInfo(p, pStart));
+  const schedule = contractSchedule(contract);
+
+  const segments = applyOverrides(
+    rateSchedule(pricing.rates, pStart, pEnd),
+    (terms.overrides ?? []).map(overrideOf),
+    (productId) => infoAt.get(productId)?.tags ?? [],
+    terms.multiplier_override_prioritization ?? 'LOWEST_MULTIPLIER',
+  ).filter((s) => s.entitled);
+
+  const byProduct = new Map<string, EffectiveSegment[]>();
+  for (const s of segments) (byProduct.get(s.rate.productId) ?? byProduct.set(s.rate.productId, []).get(s.rate.productId)!).push(s);
+
+  const slices: RatedSlice[] = [];
+  const parts: UsagePart[] = [];
+  const partMeta: { productId: string; from: number; to: number; pricingKeys: string[]; presentationKeys: string[]; segs: EffectiveSegment[] }[] = [];
+  for (const [productId, segs] of [...byProduct.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    const record = pricing.products.get(productId);
+    if (!record) continue;
+    const state = productStateAt(record, pStart);
+    if (record.type === 'USAGE') {
+      const metric = state.billable_metric_id ? pricing.metrics.get(state.billable_metric_id) : undefined;
+      if (!metric) continue;
+      const pricingKeys = state.pricing_group_key ?? [];
+      const presentationKeys = state.presentation_group_key ?? [];
+      const keys = [...new Set([...pricingKeys, ...presentationKeys])];
+      const cuts = [...new Set(segs.flatMap((s) => [s.startingAt, s.endingBefore ?? pEnd]))].sort((a, b) => a - b);
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        parts.push({ metric, from: new Date(cuts[i]!).toISOString(), to: new Date(cuts[i + 1]!).toISOString(), groupKeys: keys });
+        partMeta.push({ productId, from: cuts[i]!, to: cuts[i + 1]!, pricingKeys, presentationKeys, segs });
+      }
+    } else if (record.type === 'SUBSCRIPTION' || record.type === 'COMPOSITE') {
+      for (const s of segs) {
+        const from = s.startingAt;
+        const to = s.endingBefore ?? pEnd;
+        const f = prorationFraction(schedule, new Date(from).toISOString(), new Date(to).toISOString());
+        // A FLAT rate on a SUBSCRIPTION product is a per-period price for one unit, prorated.
+        const rate = record.type === 'SUBSCRIPTION' && s.effective.rateType === 'FLAT'
+          ? { rateType: 'SUBSCRIPTION' as const, price: s.effective.price, quantity: '1', isProrated: true }
+          : s.effective;
+        slices.push({
+          productId, startingAt: from, endingBefore: to, rate, pricingGroupValues: s.rate.pricingGroupValues,
+          ...(record.type === 'SUBSCRIPTION' ? { prorationFactor: dec(f.numerator).div(f.denominator).toString() } : {}),
+        });
+      }
+    }
+  }
+
+  const usage = await usageParts(em, contract.customerId, parts);
+  usage.forEach((groups, i) => {
+    const meta = partMeta[i]!;
+    const covering = meta.segs.filter((s) => s.startingAt <= meta.from && (s.endingBefore ?? Infinity) > meta.from);
+    for (const g of groups) {
+      const pgv = project(g.group, meta.pricingKeys);
+      const exact = covering.find((s) => groupValuesKey(s.rate.pricingGroupValues) === groupValuesKey(pgv as Record<string, string>));
+      const seg = exact ?? covering.find((s) => Object.keys(s.rate.pricingGroupValues).length === 0);
+      if (!seg) continue; // usage in a pricing group with no rate is not billable on this contract
+      slices.push({
+        productId: meta.productId, startingAt: meta.from, endingBefore: meta.to, quantity: g.value, rate: seg.effective,
+        pricingGroupValues: pgv as Record<string, string>, presentationGroupValues: project(g.group, meta.presentationKeys),
+      });
+    }
+  });
+  // Stable line order: by product name, then time, then group values.
+  slices.sort((a, b) => (infoAt.get(a.productId)?.name ?? '').localeCompare(infoAt.get(b.productId)?.name ?? '') || a.productId.localeCompare(b.productId)
+    || a.startingAt - b.startingAt || groupValuesKey(a.pricingGroupValues as Record<string, string>).localeCompare(groupValuesKey(b.pricingGroupValues as Record<string, string>))
+    || JSON.stringify(a.presentationGroupValues ?? {}).localeCompare(JSON.stringify(b.presentationGroupValues ?? {})));
+
+  const inPeriod = (ts: string) => Date.parse(ts) >= pStart && Date.parse(ts) < pEnd;
+  const fixedCharges: FixedCharge[] = [];
+  for (const [kind, list] of [['scheduled', terms.scheduled_charges ?? []], ['discount', terms.discounts ?? []]] as const) {
+    for (const c of list) {
+      for (const item of c.schedule.schedule_items) {
+        if (!inPeriod(item.timestamp)) continue;
+        fixedCharges.push({ kind, id: c.id, productId: c.product_id, name: c.name ?? pricing.products.get(c.product_id)?.name ?? c.product_id, timestamp: Date.parse(item.timestamp), quantity: item.quantity, unitPrice: item.unit_price });
+      }
+    }
+  }
+  const grantStates: GrantState[] = [];
+  const trueUps: { grantId: string; name: string; productId?: string; segmentId: string; remainingBeforeInvoice: string }[] = [];
+  const drawn = opts.drawn ?? await drawnBySegment(em, grants.map((g) => g.id), opts.invoiceId);
+  for (const g of grants) {
+    const name = g.name ?? pricing.products.get(g.productId)?.name ?? (g.kind === 'CREDIT' ? 'Credit' : 'Commit');
+    const billedOn = g.invoiceContractId ?? g.contractId;
+    if (g.kind === 'PREPAID' && g.invoiceSchedule && !g.invoiceSchedule.do_not_invoice && billedOn === contract.id) {
+      for (const item of g.invoiceSchedule.schedule_items) {
+        if (!inPeriod(item.timestamp)) continue;
+        fixedCharges.push({ kind: 'commit_purchase', id: item.id, productId: g.productId, name, timestamp: Date.parse(item.timestamp), quantity: item.quantity, unitPrice: item.unit_price, commitId: g.id });
+      }
+    }
+    const segs: GrantSegment[] = [];
+    for (const s of g.accessSchedule.schedule_items) {
+      const from = Date.parse(s.starting_at);
+      const to = Date.parse(s.ending_before);
+      if (from >= pEnd || to <= pStart) continue;
+      const key = `${g.id}|${s.id}`;
+      const remaining = dec(s.amount).minus(drawn.get(key) ?? 0).minus(opts.carried?.get(key) ?? 0);
+      segs.push({ id: s.id, startingAt: from, endingBefore: to, amount: s.amount, remaining: Dec.max(remaining, 0).toString() });
+      if (g.kind === 'POSTPAID' && to > pStart && to <= pEnd && (billedOn ?? contract.id) === contract.id) {
+        trueUps.push({ grantId: g.id, name, productId: g.productId, segmentId: s.id, remainingBeforeInvoice: Dec.max(remaining, 0).toString() });
+      }
+    }
+    if (!segs.length) continue;
+    grantStates.push({
+      id: g.id, kind: g.kind, name, priority: Number(g.priority), contractLevel: g.contractId !== null,
+      applicableProductIds: g.applicableProductIds ?? undefined, applicableProductTags: g.applicableProductTags ?? undefined,
+      specifiers: g.specifiers ?? undefined, segments: segs,
+    });
+  }
+
+  return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps });
+}
+
+const str = (d: Decimal | undefined) => d?.toString();
+
 export function storedLines(inv: AssembledInvoice): StoredInvoiceLine[] {
-  return inv.lines.map((l) => ({
-    type: l.type,
-    product_id: l.productId,
-    name: l.name,
-    quantity: l.quantity.toString(),
-    unit_price: l.unitPrice?.toString() ?? null,
-    total: l.total.toString(),
-    starting_at: l.startingAt,
-    ending_before: l.endingBefore,
-  }));
+  return inv.lines.map((l) => {
+    const line: StoredInvoiceLine = {
+      type: l.type,
+      name: l.name,
+      total: l.total.toString(),
+      product_id: l.productId,
+      product_type: l.productType,
+      quantity: str(l.quantity),
+      unit_price: l.unitPrice ? l.unitPrice.toString() : undefined,
+      starting_at: l.startingAt,
+      ending_before: l.endingBefore,
+      pricing_group_values: l.pricingGroupValues,
+      presentation_group_values: l.presentationGroupValues,
+      is_prorated: l.isProrated,
+      tiers: l.tiers?.map((t) => ({ level: t.level, starting_at: t.startingAt, quantity: t.quantity, price: t.price, subtotal: t.subtotal })),
+      commit_id: l.commitId,
+      applied_commit_or_credit: l.appliedTo ? { id: l.appliedTo.id, type: l.appliedTo.type, segment_id: l.appliedTo.segmentId } : undefined,
+      scheduled_charge_id: l.scheduledChargeId,
+      discount_id: l.discountId,
+      corrected_invoice_id: l.correctedInvoiceId,
+      reason: l.reason,
+    };
+    return Object.fromEntries(Object.entries(line).filter(([, v]) => v !== undefined)) as unknown as StoredInvoiceLine;
+  });
+}
+
+/** The ledger entries an invoice's draw-downs and true-ups write (amounts negative: they reduce the balance). */
+export function ledgerEntriesOf(inv: AssembledInvoice, invoice: { id: string; contractId: string; periodEnd: string }): { grantId: string; segmentId: string; type: string; amount: string; ts: string }[] {
+  const out = inv.drawdowns.map((d) => ({ grantId: d.grantId, segmentId: d.segmentId, type: DEDUCTION[d.kind], amount: d.amount.negated().toString(), ts: invoice.periodEnd }));
+  for (const l of inv.lines) {
+    if (l.type === 'postpaid_trueup' && l.commitId) {
+      out.push({ grantId: l.commitId, segmentId: 'trueup', type: 'POSTPAID_COMMIT_TRUEUP', amount: l.total.negated().toString(), ts: invoice.periodEnd });
+    }
+  }
+  return out;
 }
 
 /** What an invoice looks like to readers, whether frozen in PostgreSQL or computed live. */
@@ -73,6 +281,7 @@ export interface InvoiceView {
   creditType: { id: string; name: string };
   lines: StoredInvoiceLine[];
   total: string;
+  subtotal: string;
   finalizedAt: string | null;
   emailedAt: string | null;
   createdAt: string;
@@ -91,6 +300,7 @@ export function viewOfStored(inv: Invoice): InvoiceView {
     creditType: { id: inv.creditTypeId, name: inv.creditTypeName },
     lines: inv.lineItems,
     total: inv.total,
+    subtotal: inv.subtotal ?? inv.total,
     finalizedAt: inv.finalizedAt?.toISOString() ?? null,
     emailedAt: inv.emailedAt?.toISOString() ?? null,
     createdAt: inv.createdAt.toISOString(),
@@ -99,25 +309,38 @@ export function viewOfStored(inv: Invoice): InvoiceView {
 
 /**
  * Every invoice of a customer: the frozen ones from PostgreSQL plus a live draft for every contract
- * period that has started and is not frozen yet (so drafts are always current).
+ * period that has started and is not frozen yet (so drafts are always current). Drafts of one
+ * contract are computed in period order, each seeing what the earlier drafts drew from commits
+ * and credits.
  */
-export async function listCustomerInvoices(em: EntityManager, customerId: string, now = new Date()): Promise<InvoiceView[]> {
-  const stored = await em.find(Invoice, { customerId }, { orderBy: { periodStart: 'asc' } });
+export async function listCustomerInvoices(em: EntityManager, customerId: string, now = new Date(), onlyContractId?: string): Promise<InvoiceView[]> {
+  const stored = await em.find(Invoice, onlyContractId ? { customerId, contractId: onlyContractId } : { customerId }, { orderBy: { periodStart: 'asc' } });
   const frozen = new Set(stored.map((i) => i.id));
   const views = stored.map(viewOfStored);
-  const contracts = await em.find(Contract, { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc' } });
-  for (const contract of contracts) {
-    for (const period of periodsStartedBefore(contractSchedule(contract), now.toISOString())) {
-      const id = invoiceIdFor(contract.id, period.start);
-      if (frozen.has(id)) continue;
-      views.push(await draftView(em, contract, period, id, now));
-    }
-  }
+  const contracts = await em.find(Contract, onlyContractId ? { id: onlyContractId, customerId } : { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc' } });
+  for (const contract of contracts) views.push(...(await contractDrafts(em, contract, frozen, now)).map((d) => d.view));
   return views.sort((a, b) => a.periodStart.localeCompare(b.periodStart) || a.contractId.localeCompare(b.contractId));
 }
 
-export async function draftView(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, id: string, now: Date): Promise<InvoiceView> {
-  const inv = await computeInvoice(em, contract, period);
+export async function contractDrafts(em: EntityManager, contract: Contract, frozen: ReadonlySet<string>, now: Date): Promise<{ view: InvoiceView; inv: AssembledInvoice }[]> {
+  const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString()).filter((p) => !frozen.has(invoiceIdFor(contract.id, p.start)));
+  if (!periods.length) return [];
+  const grants = await grantsForContract(em, contract);
+  const chargeProductIds = [...(contract.terms?.scheduled_charges ?? []), ...(contract.terms?.discounts ?? [])].map((c) => c.product_id);
+  const pricing = await loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]);
+  const drawn = await drawnBySegment(em, grants.map((g) => g.id));
+  const carried = new Map<string, Decimal>();
+  const out: { view: InvoiceView; inv: AssembledInvoice }[] = [];
+  for (const period of periods) {
+    const id = invoiceIdFor(contract.id, period.start);
+    const inv = await computeInvoice(em, contract, period, { invoiceId: id, carried, pricing, grants, drawn });
+    for (const d of inv.drawdowns) carried.set(`${d.grantId}|${d.segmentId}`, (carried.get(`${d.grantId}|${d.segmentId}`) ?? dec(0)).plus(d.amount));
+    out.push({ view: draftViewOf(inv, contract, period, id, now), inv });
+  }
+  return out;
+}
+
+export function draftViewOf(inv: AssembledInvoice, contract: Contract, period: Pick<Period, 'start' | 'end'>, id: string, now: Date): InvoiceView {
   return {
     id,
     customerId: contract.customerId,
@@ -130,6 +353,7 @@ export async function draftView(em: EntityManager, contract: Contract, period: P
     creditType: { id: inv.creditType.id, name: inv.creditType.name },
     lines: storedLines(inv),
     total: inv.total.toString(),
+    subtotal: inv.subtotal.toString(),
     finalizedAt: null,
     emailedAt: null,
     createdAt: now.toISOString(),

@@ -85,3 +85,52 @@ export async function metricQuantity(em: EntityManager, metric: BillableMetric, 
   const [row] = await usageSeries(em, metric, { customerIds: [w.customerId], from: w.from, to: w.to, window: 'NONE' });
   return row?.value ?? '0';
 }
+
+/** One usage read for invoicing: a metric over [from, to), grouped by `groupKeys`. */
+export interface UsagePart {
+  metric: BillableMetric;
+  from: string;
+  to: string;
+  groupKeys: string[];
+}
+
+export interface UsageGroup {
+  group: Record<string, string | null>;
+  /** Decimal string ("0" when nothing was measured). */
+  value: string;
+}
+
+const VALUE_SQL: Record<BillableMetric['aggregationType'], string> = {
+  COUNT: 'sum(a.event_count)',
+  SUM: 'coalesce(sum(a.value_sum), 0)',
+  MAX: 'max(a.value_max)',
+  LATEST: '(array_agg(a.latest_value order by a.latest_ts desc, a.latest_tx desc) filter (where a.latest_ts is not null))[1]',
+  UNIQUE: 'count(distinct a.value)',
+};
+
+/**
+ * Many usage reads for one customer in a single round trip (an invoice of 50 products is one
+ * query): part i's groups come back under index i.
+ */
+export async function usageParts(em: EntityManager, customerId: string, parts: readonly UsagePart[]): Promise<UsageGroup[][]> {
+  const out: UsageGroup[][] = parts.map(() => []);
+  if (!parts.length) return out;
+  const selects: string[] = [];
+  const params: unknown[] = [];
+  parts.forEach((part, i) => {
+    const table = part.metric.aggregationType === 'UNIQUE' ? 'usage_unique_hourly' : 'usage_hourly';
+    const g = part.groupKeys.length ? `jsonb_build_object(${part.groupKeys.map(() => '?::text, a.group_values ->> ?').join(', ')})` : `'{}'::jsonb`;
+    for (const k of part.groupKeys) params.push(k, k);
+    selects.push(`(select ${i} as part, ${g} as g, (${VALUE_SQL[part.metric.aggregationType]})::text as value
+                     from ${table} a
+                    where a.metric_id = ?::uuid and a.customer_id = ?::uuid and a.hour >= ? and a.hour < ?
+                    group by 2)`);
+    params.push(part.metric.id, customerId, part.from, part.to);
+  });
+  const rows = await em.execute<{ part: number; g: Record<string, string | null>; value: string | null }[]>(selects.join(' union all '), params);
+  for (const r of rows) {
+    const g = typeof r.g === 'string' ? JSON.parse(r.g) as Record<string, string | null> : r.g;
+    out[Number(r.part)]!.push({ group: g, value: r.value ?? '0' });
+  }
+  return out;
+}

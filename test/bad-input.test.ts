@@ -94,7 +94,18 @@ describe('bad input', () => {
     await rejected('POST', '/v1/contracts/create', { body: { ...base, ending_before: monthStart(-1) } }, 400, 'ending_before', /after starting_at/);
     await rejected('POST', '/v1/contracts/create', { body: { ...base, usage_statement_schedule: { frequency: 'DAILY' } } }, 400, 'usage_statement_schedule.frequency', /MONTHLY/);
     await rejected('POST', '/v1/contracts/create', { body: { ...base, usage_statement_schedule: { frequency: 'MONTHLY', day: 'CUSTOM_DATE' } } }, 400, 'usage_statement_schedule.billing_anchor_date', /required/);
-    await rejected('POST', '/v1/contracts/create', { body: { ...base, commits: [] } }, 400, 'commits', /not a supported field/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, subscriptions: [] } }, 400, 'subscriptions', /not a supported field/);
+    const fixed = await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Commit', type: 'FIXED' } });
+    const access = { schedule_items: [{ amount: 1000, starting_at: monthStart(0), ending_before: monthStart(1) }] };
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, commits: [{ type: 'SOMETIMES', product_id: fixed.json.data.id, access_schedule: access }] } }, 400, 'commits[0].type', /PREPAID, POSTPAID/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, commits: [{ type: 'POSTPAID', product_id: fixed.json.data.id, access_schedule: access }] } }, 400, 'commits[0].invoice_schedule', /exactly one invoice schedule item/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, credits: [{ product_id: fixed.json.data.id, access_schedule: { schedule_items: [{ amount: 10.5, starting_at: monthStart(0), ending_before: monthStart(1) }] } }] } }, 400, 'credits[0].access_schedule.schedule_items[0].amount', /whole number of cents/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, overrides: [{ starting_at: monthStart(0), type: 'MULTIPLIER', multiplier: 0.5 }] } }, 400, 'overrides[0].product_id', /needs product_id/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, overrides: [{ starting_at: monthStart(0), type: 'OVERWRITE', product_id: fixed.json.data.id, overwrite_rate: { rate_type: 'TIERED', tiers: [{ price: 1 }, { price: 2 }] } }] } }, 400, 'overrides[0].overwrite_rate.tiers[0].size', /every tier but the last/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, scheduled_charges: [{ product_id: fixed.json.data.id, schedule: { schedule_items: [{ timestamp: monthStart(0), amount: 5, quantity: 2 }] } }] } }, 400, 'scheduled_charges[0].schedule.schedule_items[0].amount', /not both/);
+    // Nothing of those refused contracts was written.
+    const listed = await http(app, 'POST', '/v1/contracts/list', { token: admin, body: { customer_id: customer.json.data.id } });
+    expect(listed.json.data).toEqual([]);
   });
 
   test('ingest: one bad event rejects the whole batch, listing each bad index', async () => {

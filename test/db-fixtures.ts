@@ -21,15 +21,15 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
   });
   await em.flush();
   const productId = newId();
-  em.create(Product, { id: productId, name: 'GPU time', type: 'USAGE', billableMetricId: metricId, tags: [], customFields: {}, createdAt: now });
+  em.create(Product, { id: productId, name: 'GPU time', type: 'USAGE', billableMetricId: metricId, tags: [], customFields: {}, attributes: {}, updates: [], createdAt: now });
   const rateCardId = newId();
-  em.create(RateCard, { id: rateCardId, name: 'card', creditTypeId: USD_CENTS.id, customFields: {}, createdAt: now });
+  em.create(RateCard, { id: rateCardId, name: 'card', creditTypeId: USD_CENTS.id, customFields: {}, aliases: [], createdAt: now });
   await em.flush();
-  em.create(Rate, { id: newId(), rateCardId, productId, rateType: 'FLAT', price: opts.price, entitled: true, startingAt: new Date('2000-01-01T00:00:00Z'), createdAt: now });
+  em.create(Rate, { id: newId(), rateCardId, productId, rateType: 'FLAT', price: opts.price, pricingGroupValues: {}, entitled: true, startingAt: new Date('2000-01-01T00:00:00Z'), createdAt: now });
   const contractId = newId();
   em.create(Contract, {
     id: contractId, customerId, rateCardId, startingAt: new Date(opts.startingAt), endingBefore: opts.endingBefore ? new Date(opts.endingBefore) : null,
-    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: now,
+    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: {}, createdAt: now,
   });
   await em.flush();
   /** Inserts events and rates them, as the API and the rating workflow would. */

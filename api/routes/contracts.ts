@@ -1,21 +1,23 @@
 import { Router } from 'express';
-import type { MikroORM } from '@mikro-orm/postgresql';
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { Client } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { ANCHOR_DAYS, FREQUENCIES, periodAt } from '../../billing/periods.js';
-import { Contract, RateCard } from '../../db/entities.js';
+import { BalanceGrant, Contract, RateCard } from '../../db/entities.js';
+import { grantInput, ProductLookup, termsInput } from '../contract-input.js';
 import { findCustomer } from '../../db/customers.js';
 import { newId } from '../../db/ids.js';
 import { contractSchedule } from '../../db/invoices.js';
 import { contractWorkflow } from '../../workflows/contract.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
+import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
 
-const CREATE_FIELDS = ['customer_id', 'starting_at', 'ending_before', 'rate_card_id', 'name', 'uniqueness_key', 'custom_fields', 'usage_statement_schedule'];
+const CREATE_FIELDS = ['customer_id', 'starting_at', 'ending_before', 'rate_card_id', 'rate_card_alias', 'name', 'uniqueness_key', 'custom_fields', 'usage_statement_schedule',
+  'overrides', 'commits', 'credits', 'discounts', 'scheduled_charges', 'multiplier_override_prioritization', 'net_payment_terms_days', 'total_contract_value'];
 const SCHEDULE_FIELDS = ['frequency', 'day', 'billing_anchor_date'];
 
 function schedule(body: Obj) {
@@ -32,6 +34,28 @@ function schedule(body: Obj) {
   return { frequency, day, anchor };
 }
 
+/** The rate card by id, or by alias as of the contract's start (the card it was most recently given to). */
+async function rateCardFor(em: EntityManager, body: Obj, startingAt: string): Promise<RateCard> {
+  const id = uuid(body, 'rate_card_id', '', { optional: true });
+  const alias = str(body, 'rate_card_alias', '', { optional: true });
+  if (id && alias) throw new ValidationError('rate_card_alias', 'give rate_card_id or rate_card_alias, not both');
+  if (!id && !alias) throw new ValidationError('rate_card_id', 'is required (or rate_card_alias)');
+  let card: RateCard | null = null;
+  if (id) {
+    card = await em.findOne(RateCard, { id });
+    if (!card) throw new NotFoundError('rate card', id, 'rate_card_id');
+  } else {
+    const t = Date.parse(startingAt);
+    const recency = (c: RateCard) => (c.updatedAt ?? c.createdAt).getTime();
+    const cards = (await em.find(RateCard, { archivedAt: null })).sort((a, b) => recency(b) - recency(a))
+      .filter((c) => c.aliases.some((a) => a.name === alias && (!a.starting_at || Date.parse(a.starting_at) <= t) && (!a.ending_before || Date.parse(a.ending_before) > t)));
+    card = cards[0] ?? null;
+    if (!card) throw new NotFoundError('rate card with alias', alias!, 'rate_card_alias');
+  }
+  if (card.archivedAt) throw new ValidationError(id ? 'rate_card_id' : 'rate_card_alias', 'refers to an archived rate card');
+  return card;
+}
+
 export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
   const r = Router();
 
@@ -41,29 +65,43 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
     const startingAt = hourTimestamp(body, 'starting_at') as string;
     const endingBefore = hourTimestamp(body, 'ending_before', '', { optional: true });
     if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError('ending_before', 'must be after starting_at');
-    const rateCardId = reqUuid(body, 'rate_card_id');
     const sched = schedule(body);
     const em = orm.em.fork();
     const customer = await findCustomer(em, customerId);
     if (customer.archivedAt) throw new ValidationError('customer_id', 'refers to an archived customer');
-    if (!(await em.findOne(RateCard, { id: rateCardId }))) throw new NotFoundError('rate card', rateCardId, 'rate_card_id');
+    const card = await rateCardFor(em, body, startingAt);
+    const products = new ProductLookup(em);
+    const contractId = newId();
+    const terms = await termsInput(body, products);
+    const grants: BalanceGrant[] = [];
+    for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {
+      const list = body[key];
+      if (list === undefined || list === null) continue;
+      if (!Array.isArray(list)) throw new ValidationError(key, 'must be an array');
+      for (let i = 0; i < list.length; i++) grants.push(await grantInput(list[i], `${key}[${i}]`, kind, { customerId: customer.id, contractId, products }));
+    }
 
     const contract: Contract = {
-      id: newId(), customerId: customer.id, rateCardId,
+      id: contractId, customerId: customer.id, rateCardId: card.id,
       name: str(body, 'name', '', { optional: true }) ?? null,
       startingAt: new Date(startingAt), endingBefore: endingBefore ? new Date(endingBefore) : null,
       usageStatementFrequency: sched.frequency, usageStatementDay: sched.day,
       billingAnchorDate: sched.anchor ? new Date(sched.anchor) : null,
       uniquenessKey: str(body, 'uniqueness_key', '', { optional: true, max: 128 }) ?? null,
       customFields: stringRecord(body, 'custom_fields') ?? {},
+      terms,
       createdAt: new Date(), archivedAt: null,
     };
     periodAt(contractSchedule(contract), 0); // rejects an impossible schedule before anything is written
     try {
-      em.create(Contract, contract);
-      await em.flush();
+      // The contract and its commits and credits commit together, or not at all.
+      await em.transactional(async (tx) => {
+        tx.create(Contract, contract);
+        await tx.flush();
+        for (const g of grants) tx.create(BalanceGrant, g);
+      });
     } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) throw new ConflictError(`uniqueness_key: ${contract.uniquenessKey} was already used`);
+      if (err instanceof UniqueConstraintViolationException) throw new ConflictError(`uniqueness_key: ${/balance_grant/.test(err.message) ? 'a commit or credit uniqueness_key' : contract.uniquenessKey} was already used`);
       throw err;
     }
 
@@ -83,7 +121,10 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
       });
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
-        await orm.em.fork().nativeDelete(Contract, { id: contract.id });
+        await orm.em.fork().transactional(async (tx) => {
+          await tx.nativeDelete(BalanceGrant, { contractId: contract.id });
+          await tx.nativeDelete(Contract, { id: contract.id });
+        });
         throw new UnavailableError(`could not start the contract workflow (nothing was stored, retry): ${(err as Error).message}`);
       }
     }

@@ -4,7 +4,7 @@ import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { ConflictError, NotFoundError, ValidationError } from '../../billing/errors.js';
 import { dec, toJsonNumber } from '../../billing/money.js';
-import { Invoice } from '../../db/entities.js';
+import { Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
 import { listCustomerInvoices, viewOfStored, type InvoiceView } from '../../db/invoices.js';
@@ -13,9 +13,50 @@ import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
 import { objectAt, reqStr, str } from '../validate.js';
 
+const num = (v: string | undefined | null) => (v === undefined || v === null ? undefined : toJsonNumber(dec(v)));
+
+/**
+ * A line as Metronome shapes it. Amounts are already rounded cents; quantities and unit prices
+ * go out as JSON numbers (exact for the values Accrue stores; the stored decimal strings stay
+ * the source of truth).
+ */
+export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: string }) {
+  const productType = l.product_type ? { USAGE: 'UsageProductListItem', SUBSCRIPTION: 'SubscriptionProductListItem', COMPOSITE: 'CompositeProductListItem', FIXED: 'FixedProductListItem', PRO_SERVICE: 'FixedProductListItem' }[l.product_type] : undefined;
+  const out: Record<string, unknown> = {
+    type: l.type,
+    name: l.name,
+    credit_type: creditType,
+    total: num(l.total),
+    product_id: l.product_id,
+    product_type: productType,
+    quantity: l.quantity !== undefined ? Number(l.quantity) : undefined,
+    unit_price: l.unit_price !== undefined && l.unit_price !== null ? Number(l.unit_price) : undefined,
+    starting_at: l.starting_at,
+    ending_before: l.ending_before,
+    pricing_group_values: l.pricing_group_values,
+    presentation_group_values: l.presentation_group_values,
+    is_prorated: l.is_prorated,
+    commit_id: l.commit_id,
+    commit_type: l.applied_commit_or_credit ? (l.applied_commit_or_credit.type === 'POSTPAID' ? 'PostpaidCommit' : 'PrepaidCommit') : undefined,
+    commit_segment_id: l.applied_commit_or_credit?.segment_id,
+    applied_commit_or_credit: l.applied_commit_or_credit ? { id: l.applied_commit_or_credit.id, type: l.applied_commit_or_credit.type } : undefined,
+    postpaid_commit: l.type === 'postpaid_trueup' && l.commit_id ? { id: l.commit_id } : undefined,
+    scheduled_charge_id: l.scheduled_charge_id,
+    discount_id: l.discount_id,
+    corrected_invoice_id: l.corrected_invoice_id,
+    reason: l.reason,
+    sub_line_items: l.tiers ? [{
+      name: l.name, custom_fields: {}, quantity: Number(l.quantity ?? 0), subtotal: num(l.total),
+      tiers: l.tiers.map((t) => ({ price: Number(t.price), quantity: Number(t.quantity), starting_at: Number(t.starting_at), subtotal: Number(t.subtotal) })),
+    }] : undefined,
+  };
+  return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined));
+}
+
 /** Metronome's Invoice shape, plus Accrue's approval fields. */
-export function invoiceJson(v: InvoiceView) {
+export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean } = {}) {
   const creditType = v.creditType;
+  const lines = opts.skipZeroQty ? v.lines.filter((l) => l.quantity === undefined || !dec(l.quantity).isZero()) : v.lines;
   return {
     id: v.id,
     customer_id: v.customerId,
@@ -24,22 +65,12 @@ export function invoiceJson(v: InvoiceView) {
     status: v.status,
     credit_type: creditType,
     total: toJsonNumber(dec(v.total)),
-    subtotal: toJsonNumber(dec(v.total)),
+    subtotal: toJsonNumber(dec(v.subtotal)),
     start_timestamp: v.periodStart,
     end_timestamp: v.periodEnd,
     issued_at: v.periodEnd,
     created_at: v.createdAt,
-    line_items: v.lines.map((l) => ({
-      type: l.type,
-      name: l.name,
-      credit_type: creditType,
-      product_id: l.product_id,
-      quantity: toJsonNumber(dec(l.quantity)),
-      ...(l.unit_price !== null ? { unit_price: toJsonNumber(dec(l.unit_price)) } : {}),
-      total: toJsonNumber(dec(l.total)),
-      starting_at: l.starting_at,
-      ending_before: l.ending_before,
-    })),
+    line_items: lines.map((l) => lineJson(l, creditType)),
     approval_status: v.approvalStatus,
     rejection_reason: v.rejectionReason,
     finalized_at: v.finalizedAt,
@@ -71,10 +102,16 @@ export function invoicesRouter(orm: MikroORM, temporal: Client): Router {
     const customer = await findCustomer(em, String(req.params.customer_id));
     const status = typeof req.query.status === 'string' ? req.query.status.toUpperCase() : undefined;
     const contractId = typeof req.query.contract_id === 'string' ? req.query.contract_id : undefined;
+    const startingOn = typeof req.query.starting_on === 'string' ? Date.parse(req.query.starting_on) : undefined;
+    const endingBefore = typeof req.query.ending_before === 'string' ? Date.parse(req.query.ending_before) : undefined;
+    if (Number.isNaN(startingOn)) throw new ValidationError('starting_on', 'must be an RFC 3339 timestamp');
+    if (Number.isNaN(endingBefore)) throw new ValidationError('ending_before', 'must be an RFC 3339 timestamp');
     const views = (await listCustomerInvoices(em, customer.id))
-      .filter((v) => (!status || v.status === status) && (!contractId || v.contractId === contractId));
+      .filter((v) => (!status || v.status === status) && (!contractId || v.contractId === contractId)
+        && (startingOn === undefined || Date.parse(v.periodStart) >= startingOn) && (endingBefore === undefined || Date.parse(v.periodEnd) <= endingBefore));
     if (req.query.sort === 'date_desc') views.reverse();
-    res.json({ data: views.map(invoiceJson), next_page: null });
+    const skipZeroQty = req.query.skip_zero_qty_line_items === 'true';
+    res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty })), next_page: null });
   });
 
   r.get('/v1/customers/:customer_id/invoices/:invoice_id', allow('read', 'finance'), async (req, res) => {
@@ -83,7 +120,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client): Router {
     const id = String(req.params.invoice_id).toLowerCase();
     const view = (await listCustomerInvoices(em, customer.id)).find((v) => v.id === id);
     if (!view) throw new NotFoundError('invoice', id, 'invoice_id');
-    res.json({ data: invoiceJson(view) });
+    res.json({ data: invoiceJson(view, { skipZeroQty: req.query.skip_zero_qty_line_items === 'true' }) });
   });
 
   // Finance approval: a Temporal Update on the invoice's close workflow, answered once finalized.

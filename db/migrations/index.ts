@@ -3,6 +3,7 @@ import { Migration20261121010000_rating } from './Migration20261121010000_rating
 import { Migration20261121020000_customer_event_key } from './Migration20261121020000_customer_event_key.js';
 import { Migration20261121030000_drop_event_lookup_index } from './Migration20261121030000_drop_event_lookup_index.js';
 import { Migration20261121040000_usage_collector } from './Migration20261121040000_usage_collector.js';
+import { Migration20261121050000_pricing_contracts } from './Migration20261121050000_pricing_contracts.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -11,4 +12,5 @@ export const migrationsList = [
   { name: 'Migration20261121020000_customer_event_key', class: Migration20261121020000_customer_event_key },
   { name: 'Migration20261121030000_drop_event_lookup_index', class: Migration20261121030000_drop_event_lookup_index },
   { name: 'Migration20261121040000_usage_collector', class: Migration20261121040000_usage_collector },
+  { name: 'Migration20261121050000_pricing_contracts', class: Migration20261121050000_pricing_contracts },
 ];

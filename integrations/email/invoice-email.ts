@@ -16,13 +16,13 @@ export function renderInvoiceEmail(invoice: InvoiceView, customer: { name: strin
   const period = `${invoice.periodStart.slice(0, 10)} to ${invoice.periodEnd.slice(0, 10)}`;
   const total = formatUsdCents(invoice.total);
   const subject = `Your invoice for ${period}: ${total}`;
-  const lines = invoice.lines.map((l) => ({ name: l.name, quantity: l.quantity, amount: formatUsdCents(l.total) }));
+  const lines = invoice.lines.map((l) => ({ name: l.name, quantity: l.quantity ?? '', amount: formatUsdCents(l.total) }));
   const text = [
     `Hello ${customer.name},`,
     '',
     `Your invoice ${invoice.id} for usage from ${period} (UTC) is final.`,
     '',
-    ...lines.map((l) => `  ${l.name}: ${l.quantity} units, ${l.amount}`),
+    ...lines.map((l) => `  ${l.name}: ${l.quantity ? `${l.quantity} units, ` : ''}${l.amount}`),
     '',
     `Total: ${total}`,
     `Invoice total in cents: ${invoice.total}`,

@@ -1,0 +1,289 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { NotFoundError, ValidationError } from '../billing/errors.js';
+import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem } from '../billing/contract-terms.js';
+import { dec, roundAmount, USD_CENTS } from '../billing/money.js';
+import { addMonthsClamped } from '../billing/periods.js';
+import { BalanceGrant, Product } from '../db/entities.js';
+import { newId } from '../db/ids.js';
+import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
+import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, type Obj } from './validate.js';
+
+/**
+ * Contract terms from Metronome-shaped input (create, amend): overrides, commits, credits,
+ * discounts and scheduled charges. Each item gets its id here; everything is validated before
+ * anything is written, and each error names the field's path (e.g. `commits[0].access_schedule`).
+ */
+
+const join = (path: string, key: string) => (path ? `${path}.${key}` : key);
+
+function arrayAt(o: Obj, key: string, path: string): unknown[] {
+  const v = o[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new ValidationError(join(path, key), 'must be an array');
+  return v;
+}
+
+function creditType(o: Obj, key: string, path: string) {
+  const id = uuid(o, key, path, { optional: true });
+  if (id && id !== USD_CENTS.id) throw new ValidationError(join(path, key), `only USD (cents) ${USD_CENTS.id} is supported`);
+}
+
+/** Amounts of commits and credits are whole units of the credit type (cents), so draw-downs stay exact. */
+function wholeAmount(o: Obj, key: string, path: string): string {
+  const a = decimal(o, key, path, { min: 0 })!;
+  if (!roundAmount(dec(a)).eq(dec(a))) throw new ValidationError(join(path, key), 'must be a whole number of cents');
+  return dec(a).toString();
+}
+
+export class ProductLookup {
+  private readonly cache = new Map<string, Product | null>();
+  constructor(private readonly em: EntityManager) {}
+  async get(o: Obj, key: string, path: string, types?: readonly Product['type'][]): Promise<Product> {
+    const id = reqUuid(o, key, path);
+    if (!this.cache.has(id)) this.cache.set(id, await this.em.findOne(Product, { id }));
+    const p = this.cache.get(id);
+    if (!p) throw new NotFoundError('product', id, join(path, key));
+    if (p.archivedAt) throw new ValidationError(join(path, key), 'refers to an archived product');
+    if (types && !types.includes(p.type)) throw new ValidationError(join(path, key), `must be a ${types.join(' or ')} product, got ${p.type}`);
+    return p;
+  }
+}
+
+const MONTHS = { MONTHLY: 1, QUARTERLY: 3, SEMI_ANNUAL: 6, ANNUAL: 12 } as const;
+
+/** schedule_items and/or a recurring_schedule, as concrete items (amount = quantity × unit_price). */
+export function scheduleItemsInput(s: Obj, path: string): StoredScheduleItem[] {
+  const items: StoredScheduleItem[] = arrayAt(s, 'schedule_items', path).map((raw, i) => {
+    const p = `${path}.schedule_items[${i}]`;
+    const it = objectAt(raw, p, ['timestamp', 'amount', 'quantity', 'unit_price']);
+    return itemAmounts(it, p, timestamp(it, 'timestamp', p)!);
+  });
+  if (s.recurring_schedule !== undefined && s.recurring_schedule !== null) {
+    const p = `${path}.recurring_schedule`;
+    const r = objectAt(s.recurring_schedule, p, ['amount_distribution', 'frequency', 'starting_at', 'ending_before', 'amount', 'quantity', 'unit_price']);
+    const distribution = oneOf(r, 'amount_distribution', ['DIVIDED', 'DIVIDED_ROUNDED', 'EACH'] as const, p)!;
+    const frequency = oneOf(r, 'frequency', Object.keys(MONTHS) as (keyof typeof MONTHS)[], p)!;
+    const start = Date.parse(timestamp(r, 'starting_at', p)!);
+    const end = Date.parse(timestamp(r, 'ending_before', p)!);
+    if (end <= start) throw new ValidationError(`${p}.ending_before`, 'must be after starting_at');
+    const stamps: number[] = [];
+    for (let k = 0; ; k++) {
+      const t = addMonthsClamped(start, k * MONTHS[frequency]);
+      if (t >= end) break;
+      stamps.push(t);
+      if (stamps.length > 1200) throw new ValidationError(p, 'produces more than 1200 charges');
+    }
+    const base = itemAmounts(r, p, new Date(start).toISOString());
+    const total = dec(base.amount);
+    stamps.forEach((t, i) => {
+      let amount = total;
+      if (distribution === 'DIVIDED') amount = total.div(stamps.length);
+      if (distribution === 'DIVIDED_ROUNDED') {
+        const each = roundAmount(total.div(stamps.length));
+        amount = i === stamps.length - 1 ? total.minus(each.times(stamps.length - 1)) : each;
+      }
+      const quantity = distribution === 'EACH' ? base.quantity : '1';
+      const unit = distribution === 'EACH' ? base.unit_price : amount.toString();
+      items.push({ id: newId(), timestamp: new Date(t).toISOString(), amount: amount.toString(), quantity, unit_price: unit });
+    });
+  }
+  if (!items.length) throw new ValidationError(path, 'needs schedule_items or a recurring_schedule');
+  return items;
+}
+
+function itemAmounts(it: Obj, p: string, ts: string): StoredScheduleItem {
+  const amount = decimal(it, 'amount', p, { optional: true });
+  const quantity = decimal(it, 'quantity', p, { optional: true });
+  const unitPrice = decimal(it, 'unit_price', p, { optional: true });
+  if (amount !== undefined && (quantity !== undefined || unitPrice !== undefined)) throw new ValidationError(`${p}.amount`, 'give either amount or unit_price and quantity, not both');
+  if (amount === undefined && (quantity === undefined || unitPrice === undefined)) throw new ValidationError(`${p}.amount`, 'is required (or unit_price and quantity)');
+  const q = quantity ?? '1';
+  const u = unitPrice ?? amount!;
+  return { id: newId(), timestamp: ts, amount: dec(q).times(dec(u)).toString(), quantity: dec(q).toString(), unit_price: dec(u).toString() };
+}
+
+function specifiersInput(o: Obj, key: string, path: string, withPresentation = true): GrantSpecifier[] | undefined {
+  const list = arrayAt(o, key, path);
+  if (!list.length) return undefined;
+  return list.map((raw, i) => {
+    const p = `${join(path, key)}[${i}]`;
+    const s = objectAt(raw, p, ['product_id', 'product_tags', 'pricing_group_values', ...(withPresentation ? ['presentation_group_values'] : []), 'billing_frequency']);
+    const out: GrantSpecifier & { billing_frequency?: string } = {};
+    const pid = uuid(s, 'product_id', p, { optional: true });
+    if (pid) out.product_id = pid;
+    const tags = stringArray(s, 'product_tags', p, { optional: true });
+    if (tags) out.product_tags = tags;
+    const pgv = stringRecord(s, 'pricing_group_values', p);
+    if (pgv) out.pricing_group_values = pgv;
+    const prv = withPresentation ? stringRecord(s, 'presentation_group_values', p) : undefined;
+    if (prv) out.presentation_group_values = prv;
+    const bf = oneOf(s, 'billing_frequency', ['MONTHLY', 'QUARTERLY', 'ANNUAL', 'WEEKLY'] as const, p, { optional: true });
+    if (bf) out.billing_frequency = bf;
+    return out;
+  });
+}
+
+export async function overridesInput(o: Obj, key: string, path: string, products: ProductLookup, amendmentId?: string): Promise<StoredOverride[]> {
+  const out: StoredOverride[] = [];
+  const list = arrayAt(o, key, path);
+  for (let i = 0; i < list.length; i++) {
+    const p = `${join(path, key)}[${i}]`;
+    const v = objectAt(list[i], p, ['starting_at', 'ending_before', 'type', 'product_id', 'applicable_product_tags', 'override_specifiers', 'multiplier', 'overwrite_rate', 'entitled', 'priority', 'is_commit_specific', 'target', 'tiers']);
+    if (v.tiers !== undefined || v.type === 'TIERED') throw new ValidationError(`${p}.type`, 'TIERED overrides are not supported; use OVERWRITE with a TIERED rate');
+    if (v.is_commit_specific === true) throw new ValidationError(`${p}.is_commit_specific`, 'commit-specific overrides are not supported');
+    if (v.target !== undefined) throw new ValidationError(`${p}.target`, 'is only used by commit-specific overrides, which are not supported');
+    const startingAt = timestamp(v, 'starting_at', p)!;
+    const endingBefore = timestamp(v, 'ending_before', p, { optional: true });
+    if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError(`${p}.ending_before`, 'must be after starting_at');
+    const ov: StoredOverride = { id: newId(), starting_at: startingAt, ...(endingBefore ? { ending_before: endingBefore } : {}), ...(amendmentId ? { amendment_id: amendmentId } : {}) };
+    const specifiers = specifiersInput(v, 'override_specifiers', p, false);
+    const productId = uuid(v, 'product_id', p, { optional: true });
+    const tags = stringArray(v, 'applicable_product_tags', p, { optional: true });
+    if (specifiers && (productId || tags)) throw new ValidationError(`${p}.override_specifiers`, 'cannot be combined with product_id or applicable_product_tags');
+    if (!specifiers && !productId && !tags?.length) throw new ValidationError(`${p}.product_id`, 'an override needs product_id, applicable_product_tags or override_specifiers');
+    if (productId) { await products.get(v, 'product_id', p); ov.product_id = productId; }
+    if (tags) ov.applicable_product_tags = tags;
+    if (specifiers) {
+      for (let j = 0; j < specifiers.length; j++) {
+        if (specifiers[j]!.product_id) await products.get(specifiers[j] as Obj, 'product_id', `${p}.override_specifiers[${j}]`);
+      }
+      ov.override_specifiers = specifiers;
+    }
+    const type = oneOf(v, 'type', ['OVERWRITE', 'MULTIPLIER'] as const, p, { optional: true });
+    const entitled = bool(v, 'entitled', p, { optional: true });
+    if (entitled !== undefined) ov.entitled = entitled;
+    if (type === undefined && entitled === undefined) throw new ValidationError(`${p}.type`, 'is required (OVERWRITE or MULTIPLIER) unless the override only sets entitled');
+    if (type) ov.type = type;
+    if (type === 'MULTIPLIER') {
+      ov.multiplier = decimal(v, 'multiplier', p, { min: 0 })!;
+      if (v.overwrite_rate !== undefined) throw new ValidationError(`${p}.overwrite_rate`, 'is only used by OVERWRITE overrides');
+    } else if (type === 'OVERWRITE') {
+      const rp = `${p}.overwrite_rate`;
+      ov.overwrite_rate = rateSpecInput(objectAt(v.overwrite_rate, rp, RATE_SPEC_FIELDS), rp);
+      if (v.multiplier !== undefined) throw new ValidationError(`${p}.multiplier`, 'is only used by MULTIPLIER overrides');
+    }
+    if (v.priority !== undefined && v.priority !== null) {
+      if (typeof v.priority !== 'number' || !(v.priority > 0)) throw new ValidationError(`${p}.priority`, 'must be a number > 0');
+      ov.priority = v.priority;
+    }
+    out.push(ov);
+  }
+  return out;
+}
+
+export async function chargesInput(o: Obj, key: 'scheduled_charges' | 'discounts', path: string, products: ProductLookup, amendmentId?: string): Promise<StoredCharge[]> {
+  const out: StoredCharge[] = [];
+  const list = arrayAt(o, key, path);
+  for (let i = 0; i < list.length; i++) {
+    const p = `${join(path, key)}[${i}]`;
+    const v = objectAt(list[i], p, ['product_id', 'schedule', 'name', 'custom_fields', 'netsuite_sales_order_id']);
+    const product = await products.get(v, 'product_id', p, ['FIXED', 'PRO_SERVICE']);
+    const sp = `${p}.schedule`;
+    const s = objectAt(v.schedule, sp, ['credit_type_id', 'schedule_items', 'recurring_schedule', 'do_not_invoice']);
+    creditType(s, 'credit_type_id', sp);
+    if (s.do_not_invoice !== undefined) throw new ValidationError(`${sp}.do_not_invoice`, 'only applies to commit invoice schedules');
+    out.push({
+      id: newId(), product_id: product.id, ...(v.name !== undefined ? { name: reqStr(v, 'name', p) } : {}),
+      custom_fields: stringRecord(v, 'custom_fields', p) ?? {},
+      schedule: { credit_type_id: USD_CENTS.id, schedule_items: scheduleItemsInput(s, sp) },
+      ...(amendmentId ? { amendment_id: amendmentId } : {}),
+    });
+  }
+  return out;
+}
+
+const GRANT_FIELDS = ['product_id', 'access_schedule', 'priority', 'applicable_product_ids', 'applicable_product_tags', 'specifiers',
+  'name', 'description', 'custom_fields', 'rollover_fraction', 'rate_type', 'uniqueness_key', 'netsuite_sales_order_id', 'salesforce_opportunity_id'];
+
+/** A commit (kind from `type`) or a credit, for a contract (contractId) or the customer (contractId null). */
+export async function grantInput(
+  raw: unknown, p: string, kind: 'COMMIT' | 'CREDIT',
+  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean },
+): Promise<BalanceGrant> {
+  const allowed = [...GRANT_FIELDS, ...(kind === 'COMMIT' ? ['type', 'invoice_schedule', 'amount', 'temporary_id'] : []),
+    ...(ctx.customerLevel ? ['customer_id', 'applicable_contract_ids', ...(kind === 'COMMIT' ? ['invoice_contract_id'] : [])] : [])];
+  const pp = p ? `${p}.` : '';
+  const v = objectAt(raw, p, allowed);
+  if (v.amount !== undefined) throw new ValidationError(`${pp}amount`, 'is deprecated; use access_schedule and invoice_schedule');
+  const grantKind = kind === 'CREDIT' ? 'CREDIT' : (String(v.type ?? '').toUpperCase() as 'PREPAID' | 'POSTPAID');
+  if (kind === 'COMMIT' && grantKind !== 'PREPAID' && grantKind !== 'POSTPAID') throw new ValidationError(`${pp}type`, `must be one of PREPAID, POSTPAID; got ${JSON.stringify(v.type)}`);
+  const product = await ctx.products.get(v, 'product_id', p);
+
+  const ap = `${pp}access_schedule`;
+  const a = objectAt(v.access_schedule, ap, ['schedule_items', 'credit_type_id']);
+  creditType(a, 'credit_type_id', ap);
+  const segments = arrayAt(a, 'schedule_items', ap).map((rawItem, i) => {
+    const ip = `${ap}.schedule_items[${i}]`;
+    const it = objectAt(rawItem, ip, ['amount', 'starting_at', 'ending_before']);
+    const s = timestamp(it, 'starting_at', ip)!;
+    const e = timestamp(it, 'ending_before', ip)!;
+    if (Date.parse(e) <= Date.parse(s)) throw new ValidationError(`${ip}.ending_before`, 'must be after starting_at');
+    return { id: newId(), amount: wholeAmount(it, 'amount', ip), starting_at: s, ending_before: e };
+  });
+  if (!segments.length) throw new ValidationError(`${ap}.schedule_items`, 'must have at least one item');
+  const accessSchedule: AccessSchedule = { credit_type_id: USD_CENTS.id, schedule_items: segments };
+
+  let invoiceSchedule: InvoiceSchedule | null = null;
+  if (kind === 'COMMIT' && v.invoice_schedule !== undefined && v.invoice_schedule !== null) {
+    const ip = `${pp}invoice_schedule`;
+    const s = objectAt(v.invoice_schedule, ip, ['credit_type_id', 'schedule_items', 'recurring_schedule', 'do_not_invoice']);
+    creditType(s, 'credit_type_id', ip);
+    const doNotInvoice = bool(s, 'do_not_invoice', ip, { optional: true }) ?? false;
+    invoiceSchedule = { credit_type_id: USD_CENTS.id, do_not_invoice: doNotInvoice, schedule_items: scheduleItemsInput(s, ip) };
+  }
+  if (grantKind === 'POSTPAID') {
+    if (segments.length !== 1) throw new ValidationError(`${ap}.schedule_items`, 'a POSTPAID commit has exactly one access schedule item');
+    if (!invoiceSchedule || invoiceSchedule.schedule_items.length !== 1) throw new ValidationError(`${pp}invoice_schedule`, 'a POSTPAID commit needs exactly one invoice schedule item (when the true-up is billed)');
+    if (!dec(invoiceSchedule.schedule_items[0]!.amount).eq(dec(segments[0]!.amount))) throw new ValidationError(`${pp}invoice_schedule`, 'a POSTPAID commit\'s invoice schedule total must equal its access amount');
+  }
+
+  let priority = 0;
+  if (v.priority !== undefined && v.priority !== null) {
+    if (typeof v.priority !== 'number' || !Number.isFinite(v.priority)) throw new ValidationError(`${pp}priority`, 'must be a number');
+    priority = v.priority;
+  } else if (ctx.customerLevel) throw new ValidationError(`${pp}priority`, 'is required');
+  const specifiers = specifiersInput(v, 'specifiers', p) ?? null;
+  const ids = stringArray(v, 'applicable_product_ids', p, { optional: true }) ?? null;
+  const tags = stringArray(v, 'applicable_product_tags', p, { optional: true }) ?? null;
+  if (specifiers && (ids || tags)) throw new ValidationError(`${pp}specifiers`, 'cannot be combined with applicable_product_ids or applicable_product_tags');
+  for (let i = 0; i < (ids ?? []).length; i++) await ctx.products.get({ id: ids![i] }, 'id', `${pp}applicable_product_ids[${i}]`);
+  const rollover = decimal(v, 'rollover_fraction', p, { optional: true, min: 0 });
+  if (rollover !== undefined && dec(rollover).gt(1)) throw new ValidationError(`${pp}rollover_fraction`, 'must be between 0 and 1');
+  const invoiceContractId = ctx.customerLevel ? uuid(v, 'invoice_contract_id', p, { optional: true }) ?? null : null;
+  if (ctx.customerLevel && grantKind !== 'CREDIT' && invoiceSchedule && !invoiceSchedule.do_not_invoice && !invoiceContractId) {
+    throw new ValidationError(`${p ? `${pp}` : ''}invoice_contract_id`, 'is required for a commit with an invoice schedule: the contract whose invoices bill it');
+  }
+  return {
+    id: newId(), customerId: ctx.customerId, contractId: ctx.contractId, kind: grantKind, productId: product.id,
+    name: str(v, 'name', p, { optional: true }) ?? null, description: str(v, 'description', p, { optional: true }) ?? null,
+    priority, applicableProductIds: ids, applicableProductTags: tags,
+    applicableContractIds: ctx.customerLevel ? stringArray(v, 'applicable_contract_ids', p, { optional: true }) ?? null : null,
+    specifiers, accessSchedule, invoiceSchedule, invoiceContractId, rolloverFraction: rollover ?? null,
+    rateType: oneOf(v, 'rate_type', ['COMMIT_RATE', 'LIST_RATE'] as const, p, { optional: true }) ?? null,
+    customFields: stringRecord(v, 'custom_fields', p) ?? {}, uniquenessKey: str(v, 'uniqueness_key', p, { optional: true, max: 128 }) ?? null,
+    createdAt: new Date(), archivedAt: null,
+  };
+}
+
+export async function termsInput(body: Obj, products: ProductLookup, amendmentId?: string): Promise<ContractTerms> {
+  const terms: ContractTerms = {
+    overrides: await overridesInput(body, 'overrides', '', products, amendmentId),
+    scheduled_charges: await chargesInput(body, 'scheduled_charges', '', products, amendmentId),
+    discounts: await chargesInput(body, 'discounts', '', products, amendmentId),
+  };
+  const prio = oneOf(body, 'multiplier_override_prioritization', ['LOWEST_MULTIPLIER', 'EXPLICIT'] as const, '', { optional: true });
+  if (prio) terms.multiplier_override_prioritization = prio;
+  if (prio === 'EXPLICIT') {
+    terms.overrides!.forEach((o, i) => {
+      if (o.type === 'MULTIPLIER' && o.priority === undefined) throw new ValidationError(`overrides[${i}].priority`, 'is required under EXPLICIT multiplier_override_prioritization');
+    });
+  }
+  if (body.net_payment_terms_days !== undefined) {
+    const d = body.net_payment_terms_days;
+    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) throw new ValidationError('net_payment_terms_days', 'must be a non-negative integer');
+    terms.net_payment_terms_days = d;
+  }
+  const tcv = decimal(body, 'total_contract_value', '', { optional: true, min: 0 });
+  if (tcv) terms.total_contract_value = tcv;
+  return terms;
+}

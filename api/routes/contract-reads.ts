@@ -1,0 +1,159 @@
+import { Router } from 'express';
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
+import { NotFoundError, ValidationError } from '../../billing/errors.js';
+import { overrideOf, productStateAt, type StoredCharge, type StoredOverride } from '../../billing/contract-terms.js';
+import { USD_CENTS } from '../../billing/money.js';
+import { applyOverrides } from '../../billing/overrides.js';
+import { gridPeriodContaining } from '../../billing/periods.js';
+import { rateSchedule } from '../../billing/rate-schedule.js';
+import { customerBalances, grantJson, type GrantBalance } from '../../db/balances.js';
+import { findCustomer } from '../../db/customers.js';
+import { BalanceGrant, Contract, Product, Rate } from '../../db/entities.js';
+import { contractSchedule, productRecordOf, rateRowOf } from '../../db/invoices.js';
+import { allow } from '../auth.js';
+import { offsetPage } from '../paging.js';
+import { rateJson } from '../pricing-input.js';
+import { selected, selectorsInput, storedRateOf } from './pricing.js';
+import { bool, objectAt, reqUuid, timestamp, type Obj } from '../validate.js';
+
+/** Reading contracts (v1 Contract shape with initial/current/amendments) and their rate schedules. */
+const CREDIT = { id: USD_CENTS.id, name: USD_CENTS.name };
+
+function chargeJson(c: StoredCharge, products: Map<string, Product>) {
+  return {
+    id: c.id,
+    product: { id: c.product_id, name: products.get(c.product_id)?.name ?? '' },
+    ...(c.name ? { name: c.name } : {}),
+    custom_fields: c.custom_fields ?? {},
+    schedule: {
+      credit_type: CREDIT,
+      schedule_items: c.schedule.schedule_items.map((i) => ({ id: i.id, timestamp: i.timestamp, amount: Number(i.amount), quantity: Number(i.quantity), unit_price: Number(i.unit_price) })),
+    },
+  };
+}
+
+function overrideJson(o: StoredOverride, products: Map<string, Product>, createdAt: string) {
+  return {
+    id: o.id, created_at: createdAt, starting_at: o.starting_at,
+    ...(o.ending_before ? { ending_before: o.ending_before } : {}),
+    ...(o.type ? { type: o.type } : {}),
+    ...(o.product_id ? { product: { id: o.product_id, name: products.get(o.product_id)?.name ?? '' } } : {}),
+    ...(o.applicable_product_tags ? { applicable_product_tags: o.applicable_product_tags } : {}),
+    ...(o.override_specifiers ? { override_specifiers: o.override_specifiers } : {}),
+    ...(o.multiplier !== undefined ? { multiplier: Number(o.multiplier) } : {}),
+    ...(o.overwrite_rate ? { overwrite_rate: rateJson(o.overwrite_rate, { credit_type: CREDIT }) } : {}),
+    ...(o.entitled !== undefined ? { entitled: o.entitled } : {}),
+    ...(o.priority !== undefined ? { priority: o.priority } : {}),
+  };
+}
+
+export async function contractJson(em: EntityManager, c: Contract, balances?: Map<string, GrantBalance>, opts: { ledgers?: boolean } = {}) {
+  const grants = await em.find(BalanceGrant, { contractId: c.id }, { orderBy: { createdAt: 'asc', id: 'asc' } });
+  const terms = c.terms ?? {};
+  const productIds = new Set<string>([...grants.map((g) => g.productId), ...(terms.overrides ?? []).flatMap((o) => (o.product_id ? [o.product_id] : [])),
+    ...(terms.scheduled_charges ?? []).map((x) => x.product_id), ...(terms.discounts ?? []).map((x) => x.product_id)]);
+  const products = new Map((await em.find(Product, { id: { $in: [...productIds] } })).map((p) => [p.id, p]));
+  const created = c.createdAt.toISOString();
+  const grantOut = (kind: 'COMMIT' | 'CREDIT') => grants.filter((g) => (kind === 'CREDIT') === (g.kind === 'CREDIT')).map((g) => {
+    const b = balances?.get(g.id);
+    return grantJson(g, products.get(g.productId), b ? { balance: b.balance, ...(opts.ledgers ? { ledger: b.ledger } : {}) } : {});
+  });
+  const sched = contractSchedule(c);
+  const body = {
+    created_at: created, created_by: 'accrue', starting_at: c.startingAt.toISOString(),
+    ...(c.endingBefore ? { ending_before: c.endingBefore.toISOString() } : {}),
+    ...(c.name ? { name: c.name } : {}),
+    rate_card_id: c.rateCardId,
+    usage_statement_schedule: { frequency: c.usageStatementFrequency, billing_anchor_date: gridPeriodContaining(sched, sched.startingAt).start },
+    transitions: [],
+    commits: grantOut('COMMIT'),
+    credits: grantOut('CREDIT'),
+    overrides: (terms.overrides ?? []).map((o) => overrideJson(o, products, created)),
+    scheduled_charges: (terms.scheduled_charges ?? []).map((x) => chargeJson(x, products)),
+    discounts: (terms.discounts ?? []).map((x) => chargeJson(x, products)),
+    ...(terms.net_payment_terms_days !== undefined ? { net_payment_terms_days: terms.net_payment_terms_days } : {}),
+    ...(terms.total_contract_value !== undefined ? { total_contract_value: Number(terms.total_contract_value) } : {}),
+    ...(terms.multiplier_override_prioritization ? { multiplier_override_prioritization: terms.multiplier_override_prioritization } : {}),
+  };
+  return {
+    id: c.id,
+    customer_id: c.customerId,
+    initial: body,
+    current: body,
+    amendments: [],
+    custom_fields: c.customFields ?? {},
+    ...(c.uniquenessKey ? { uniqueness_key: c.uniquenessKey } : {}),
+    ...(c.archivedAt ? { archived_at: c.archivedAt.toISOString() } : {}),
+  };
+}
+
+export async function findContract(em: EntityManager, body: Obj): Promise<Contract> {
+  const customer = await findCustomer(em, reqUuid(body, 'customer_id'));
+  const id = reqUuid(body, 'contract_id');
+  const c = await em.findOne(Contract, { id, customerId: customer.id });
+  if (!c) throw new NotFoundError('contract', id, 'contract_id');
+  return c;
+}
+
+export function contractReadsRouter(orm: MikroORM): Router {
+  const r = Router();
+
+  r.post('/v1/contracts/get', allow('read', 'finance'), async (req, res) => {
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'include_balance', 'include_ledgers']);
+    const em = orm.em.fork();
+    const c = await findContract(em, body);
+    const withBalance = bool(body, 'include_balance', '', { optional: true }) || bool(body, 'include_ledgers', '', { optional: true });
+    const balances = withBalance ? new Map((await customerBalances(em, c.customerId, { includeArchived: true })).map((b) => [b.grant.id, b])) : undefined;
+    res.json({ data: await contractJson(em, c, balances, { ledgers: !!body.include_ledgers }) });
+  });
+
+  r.post('/v1/contracts/list', allow('read', 'finance'), async (req, res) => {
+    const body = objectAt(req.body, '', ['customer_id', 'covering_date', 'starting_at', 'include_archived', 'include_balance', 'include_ledgers']);
+    const em = orm.em.fork();
+    const customer = await findCustomer(em, reqUuid(body, 'customer_id'));
+    const covering = timestamp(body, 'covering_date', '', { optional: true });
+    const startingAt = timestamp(body, 'starting_at', '', { optional: true });
+    if (covering && startingAt) throw new ValidationError('covering_date', 'cannot be combined with starting_at');
+    const archived = bool(body, 'include_archived', '', { optional: true });
+    let contracts = await em.find(Contract, { customerId: customer.id, ...(archived ? {} : { archivedAt: null }) }, { orderBy: { startingAt: 'asc', id: 'asc' } });
+    if (covering) contracts = contracts.filter((c) => c.startingAt.getTime() <= Date.parse(covering) && (!c.endingBefore || c.endingBefore.getTime() > Date.parse(covering)));
+    if (startingAt) contracts = contracts.filter((c) => c.startingAt.getTime() >= Date.parse(startingAt));
+    const withBalance = bool(body, 'include_balance', '', { optional: true }) || bool(body, 'include_ledgers', '', { optional: true });
+    const balances = withBalance ? new Map((await customerBalances(em, customer.id, { includeArchived: true })).map((b) => [b.grant.id, b])) : undefined;
+    const data = [];
+    for (const c of contracts) data.push(await contractJson(em, c, balances, { ledgers: !!body.include_ledgers }));
+    res.json({ data });
+  });
+
+  r.post('/v1/contracts/getContractRateSchedule', allow('read', 'finance'), async (req, res) => {
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'at', 'selectors']);
+    const em = orm.em.fork();
+    const c = await findContract(em, body);
+    const at = Date.parse(timestamp(body, 'at', '', { optional: true }) ?? new Date().toISOString());
+    const selectors = selectorsInput(body, true);
+    const rates = await em.find(Rate, { rateCardId: c.rateCardId });
+    const byId = new Map(rates.map((x) => [x.id, x]));
+    const products = new Map((await em.find(Product, { id: { $in: [...new Set(rates.map((x) => x.productId))] } })).map((p) => [p.id, p]));
+    const tags = (id: string) => productStateAt(productRecordOf(products.get(id)!), at).tags;
+    const segs = applyOverrides(rateSchedule(rates.map(rateRowOf), at, at + 1), (c.terms?.overrides ?? []).map(overrideOf), tags, c.terms?.multiplier_override_prioritization)
+      .filter((s) => s.entitled && selected(selectors, s.rate, tags(s.rate.productId)));
+    const data = segs.map((s) => {
+      const rate = byId.get(s.rate.id)!;
+      const product = products.get(s.rate.productId)!;
+      const state = productStateAt(productRecordOf(product), at);
+      const list = rateJson(storedRateOf(rate), { pricing_group_values: rate.pricingGroupValues, credit_type: CREDIT });
+      const effective = s.overrideIds.length ? rateJson({ rate_type: s.effective.rateType, price: s.effective.price, tiers: s.effective.tiers, quantity: s.effective.quantity, is_prorated: s.effective.isProrated, package_size: s.effective.packageSize, package_rounding: s.effective.packageRounding }, { credit_type: CREDIT }) : undefined;
+      return {
+        rate_card_id: c.rateCardId, product_id: product.id, product_name: state.name, product_tags: state.tags, product_custom_fields: product.customFields ?? {},
+        entitled: s.entitled, list_rate: list, ...(effective ? { override_rate: effective } : {}),
+        starting_at: rate.startingAt.toISOString(), ...(rate.endingBefore ? { ending_before: rate.endingBefore.toISOString() } : {}),
+        ...(Object.keys(rate.pricingGroupValues ?? {}).length ? { pricing_group_values: rate.pricingGroupValues } : {}),
+        ...(rate.billingFrequency ? { billing_frequency: rate.billingFrequency } : {}),
+      };
+    });
+    res.json(offsetPage(data, req.query));
+  });
+
+  return r;
+}
+

@@ -1,0 +1,85 @@
+import type { RateSpec } from './pricing/index.js';
+
+/**
+ * The rate schedule: which rate is in force for each product (× pricing group values) at each
+ * moment. Pure, shared by invoices, `getRateSchedule` and reconciliation.
+ *
+ * Rule: rates for the same product and pricing group values form a timeline; at any moment the
+ * rate in force is the one that started last (ties: added last) among those covering it. So a
+ * price change is simply a new rate with a later `starting_at`: from that moment it applies to
+ * every contract on the card, and a period spanning it is split there. No migration, no restart.
+ */
+export interface RateRow {
+  id: string;
+  productId: string;
+  /** Canonical pricing group values ({} when the rate applies to the product as a whole). */
+  pricingGroupValues: Record<string, string>;
+  entitled: boolean;
+  /** Epoch ms; inclusive. */
+  startingAt: number;
+  /** Epoch ms; exclusive; null = open-ended. */
+  endingBefore: number | null;
+  /** Epoch ms: breaks ties between rates that start at the same moment (later wins). */
+  createdAt: number;
+  spec: RateSpec;
+  billingFrequency?: string | null;
+  commitRate?: RateSpec | null;
+}
+
+export interface ScheduleSegment {
+  rate: RateRow;
+  /** Epoch ms; inclusive. */
+  startingAt: number;
+  /** Epoch ms; exclusive; null = open-ended. */
+  endingBefore: number | null;
+}
+
+export function groupValuesKey(values: Record<string, string> | null | undefined): string {
+  if (!values) return '';
+  return JSON.stringify(Object.keys(values).sort().map((k) => [k, values[k]]));
+}
+
+export function rateKey(r: Pick<RateRow, 'productId' | 'pricingGroupValues' | 'billingFrequency'>): string {
+  return `${r.productId}|${groupValuesKey(r.pricingGroupValues)}|${r.billingFrequency ?? ''}`;
+}
+
+const wins = (a: RateRow, b: RateRow) => a.startingAt > b.startingAt || (a.startingAt === b.startingAt && (a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.id > b.id)));
+
+/**
+ * The segments of every rate timeline that overlap [from, to) (to = null: open-ended), clipped to
+ * it, in order of key then time.
+ */
+export function rateSchedule(rates: readonly RateRow[], from: number, to: number | null): ScheduleSegment[] {
+  const byKey = new Map<string, RateRow[]>();
+  for (const r of rates) {
+    const k = rateKey(r);
+    (byKey.get(k) ?? byKey.set(k, []).get(k)!).push(r);
+  }
+  const out: ScheduleSegment[] = [];
+  for (const key of [...byKey.keys()].sort()) {
+    const timeline = byKey.get(key)!;
+    const cuts = new Set<number>([from]);
+    for (const r of timeline) {
+      if (r.startingAt > from && (to === null || r.startingAt < to)) cuts.add(r.startingAt);
+      if (r.endingBefore !== null && r.endingBefore > from && (to === null || r.endingBefore < to)) cuts.add(r.endingBefore);
+    }
+    const points = [...cuts].sort((a, b) => a - b);
+    let current: ScheduleSegment | null = null;
+    for (let i = 0; i < points.length; i++) {
+      const start = points[i]!;
+      const end = i + 1 < points.length ? points[i + 1]! : to;
+      let best: RateRow | null = null;
+      for (const r of timeline) {
+        if (r.startingAt <= start && (r.endingBefore === null || r.endingBefore > start) && (!best || wins(r, best))) best = r;
+      }
+      if (current && best && current.rate === best && current.endingBefore === start) {
+        current.endingBefore = end;
+        continue;
+      }
+      if (current) out.push(current);
+      current = best ? { rate: best, startingAt: start, endingBefore: end } : null;
+    }
+    if (current) out.push(current);
+  }
+  return out;
+}

@@ -1,0 +1,123 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { Decimal } from 'decimal.js';
+import { Dec, dec, toJsonNumber, USD_CENTS } from '../billing/money.js';
+import { BalanceGrant, BalanceLedgerEntry, Contract, Invoice, Product } from './entities.js';
+import { contractDrafts, LEDGER_DEDUCTION_TYPES } from './invoices.js';
+
+/**
+ * Commit and credit balances from the ledger: segment starts, every draw-down by a frozen
+ * invoice (balance_ledger) and by the live drafts of open periods, true-ups and expirations.
+ * Balance = what the customer can use now: the active segments' amounts minus their draw-downs.
+ */
+export interface LedgerEntry {
+  type: string;
+  amount: Decimal;
+  timestamp: string;
+  segmentId?: string;
+  invoiceId?: string;
+  contractId?: string;
+  /** From a draft invoice (still changing) rather than a frozen one. */
+  draft?: boolean;
+}
+
+export interface GrantBalance {
+  grant: BalanceGrant;
+  ledger: LedgerEntry[];
+  balance: Decimal;
+}
+
+export async function customerBalances(em: EntityManager, customerId: string, opts: { now?: Date; includeDrafts?: boolean; includeArchived?: boolean } = {}): Promise<GrantBalance[]> {
+  const now = opts.now ?? new Date();
+  const grants = await em.find(BalanceGrant, { customerId, ...(opts.includeArchived ? {} : { archivedAt: null }) }, { orderBy: { createdAt: 'asc', id: 'asc' } });
+  if (!grants.length) return [];
+  const stored = await em.find(BalanceLedgerEntry, { grantId: { $in: grants.map((g) => g.id) } }, { orderBy: { ts: 'asc' } });
+  const voided = new Set((await em.find(Invoice, { id: { $in: [...new Set(stored.map((e) => e.invoiceId))] }, status: 'VOID' })).map((i) => i.id));
+  const entries = new Map<string, LedgerEntry[]>(grants.map((g) => [g.id, []]));
+  for (const e of stored) {
+    if (voided.has(e.invoiceId)) continue;
+    entries.get(e.grantId)!.push({ type: e.type, amount: dec(e.amount), timestamp: e.ts.toISOString(), segmentId: e.segmentId === 'trueup' ? undefined : e.segmentId, invoiceId: e.invoiceId, contractId: e.contractId });
+  }
+  if (opts.includeDrafts !== false) {
+    const frozen = new Set((await em.find(Invoice, { customerId }, { fields: ['id'] })).map((i) => i.id));
+    const kinds = new Map(grants.map((g) => [g.id, g.kind]));
+    for (const contract of await em.find(Contract, { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc' } })) {
+      for (const { view, inv } of await contractDrafts(em, contract, frozen, now)) {
+        for (const d of inv.drawdowns) {
+          entries.get(d.grantId)?.push({ type: LEDGER_DEDUCTION_TYPES[kinds.get(d.grantId)!], amount: d.amount.negated(), timestamp: view.periodEnd, segmentId: d.segmentId, invoiceId: view.id, contractId: contract.id, draft: true });
+        }
+      }
+    }
+  }
+  const t = now.getTime();
+  return grants.map((g) => {
+    const ledger: LedgerEntry[] = [];
+    let balance = dec(0);
+    const prefix = g.kind === 'CREDIT' ? 'CREDIT' : g.kind === 'PREPAID' ? 'PREPAID_COMMIT' : 'POSTPAID_COMMIT';
+    for (const s of g.accessSchedule.schedule_items) {
+      const start = Date.parse(s.starting_at);
+      const end = Date.parse(s.ending_before);
+      ledger.push(g.kind === 'POSTPAID'
+        ? { type: 'POSTPAID_COMMIT_INITIAL_BALANCE', amount: dec(s.amount), timestamp: s.starting_at }
+        : { type: `${prefix}_SEGMENT_START`, amount: dec(s.amount), timestamp: s.starting_at, segmentId: s.id });
+      const segEntries = entries.get(g.id)!.filter((e) => e.segmentId === s.id);
+      ledger.push(...segEntries);
+      const left = segEntries.reduce((acc, e) => acc.plus(e.amount), dec(s.amount));
+      if (end <= t && left.gt(0) && g.kind !== 'POSTPAID') ledger.push({ type: `${prefix}_EXPIRATION`, amount: left.negated(), timestamp: s.ending_before, segmentId: s.id });
+      if (start <= t && t < end) balance = balance.plus(Dec.max(left, 0));
+    }
+    ledger.push(...entries.get(g.id)!.filter((e) => e.segmentId === undefined));
+    ledger.sort((a, b) => a.timestamp.localeCompare(b.timestamp));
+    return { grant: g, ledger, balance };
+  });
+}
+
+const CREDIT_TYPE = { id: USD_CENTS.id, name: USD_CENTS.name };
+
+export function ledgerJson(e: LedgerEntry) {
+  return {
+    type: e.type,
+    amount: toJsonNumber(e.amount),
+    timestamp: e.timestamp,
+    ...(e.segmentId ? { segment_id: e.segmentId } : {}),
+    ...(e.invoiceId ? { invoice_id: e.invoiceId } : {}),
+    ...(e.contractId ? { contract_id: e.contractId } : {}),
+    ...(e.draft ? { draft: true } : {}),
+  };
+}
+
+/** Metronome's shared Commit / Credit JSON. */
+export function grantJson(g: BalanceGrant, product: Product | undefined, extra: { balance?: Decimal; ledger?: LedgerEntry[] } = {}) {
+  const base = {
+    id: g.id,
+    type: g.kind,
+    product: { id: g.productId, name: product?.name ?? '' },
+    ...(g.name ? { name: g.name } : {}),
+    ...(g.description ? { description: g.description } : {}),
+    priority: Number(g.priority),
+    access_schedule: {
+      credit_type: CREDIT_TYPE,
+      schedule_items: g.accessSchedule.schedule_items.map((s) => ({ id: s.id, amount: toJsonNumber(dec(s.amount)), starting_at: s.starting_at, ending_before: s.ending_before })),
+    },
+    ...(g.invoiceSchedule ? {
+      invoice_schedule: {
+        credit_type: CREDIT_TYPE, do_not_invoice: !!g.invoiceSchedule.do_not_invoice,
+        schedule_items: g.invoiceSchedule.schedule_items.map((s) => ({ id: s.id, timestamp: s.timestamp, amount: Number(s.amount), quantity: Number(s.quantity), unit_price: Number(s.unit_price) })),
+      },
+    } : {}),
+    ...(g.applicableProductIds ? { applicable_product_ids: g.applicableProductIds } : {}),
+    ...(g.applicableProductTags ? { applicable_product_tags: g.applicableProductTags } : {}),
+    ...(g.applicableContractIds ? { applicable_contract_ids: g.applicableContractIds } : {}),
+    ...(g.specifiers ? { specifiers: g.specifiers } : {}),
+    ...(g.contractId ? { contract: { id: g.contractId } } : {}),
+    ...(g.invoiceContractId ? { invoice_contract: { id: g.invoiceContractId } } : {}),
+    ...(g.rolloverFraction !== null && g.rolloverFraction !== undefined ? { rollover_fraction: Number(g.rolloverFraction) } : {}),
+    ...(g.rateType ? { rate_type: g.rateType } : {}),
+    custom_fields: g.customFields ?? {},
+    ...(g.uniquenessKey ? { uniqueness_key: g.uniquenessKey } : {}),
+    ...(g.archivedAt ? { archived_at: g.archivedAt.toISOString() } : {}),
+    created_at: g.createdAt.toISOString(),
+    ...(extra.balance !== undefined ? { balance: toJsonNumber(extra.balance) } : {}),
+    ...(extra.ledger ? { ledger: extra.ledger.map(ledgerJson) } : {}),
+  };
+  return base;
+}

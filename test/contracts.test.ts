@@ -1,0 +1,163 @@
+import Metronome from '@metronome/sdk';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { createTestDatabase, eventually, http, monthStart, startApp, uniqueName, type RunningApp } from './stack.js';
+
+/**
+ * Pricing and contracts end to end through @metronome/sdk: a rate card with pricing groups, a
+ * graduated tier, a subscription, a composite product and a scheduled price change; a backdated
+ * contract with a prepaid commit (restricted to one product, running out mid-period), a trial
+ * credit, a multiplier override on one pricing group and a scheduled charge; usage ingested;
+ * drafts read line by line to the cent; periods closed and frozen exactly as drafted; the
+ * balance ledger and net balance, with a customer-level credit drawn by the live draft.
+ */
+describe('contracts: rate card + contract terms + commits and credits, to the cent', () => {
+  let app: RunningApp;
+  let orm: MikroORM;
+  let client: Metronome;
+
+  beforeAll(async () => {
+    const db = await createTestDatabase('contracts');
+    orm = db.orm;
+    app = await startApp({ databaseUrl: db.url, gracePeriod: '1s' });
+    client = new Metronome({ bearerToken: app.adminToken, baseURL: app.baseURL, maxRetries: 0 });
+  });
+
+  afterAll(async () => {
+    await app?.stop();
+    await orm?.close();
+  });
+
+  test('draft lines, frozen invoices and the ledger agree to the cent', async () => {
+    const p0 = monthStart(-2);
+    const p1 = monthStart(-1);
+    const p2 = monthStart(0);
+    const p3 = monthStart(1);
+    const at = (base: string, hours: number) => new Date(Date.parse(base) + hours * 3_600_000).toISOString();
+    const alias = uniqueName('lab');
+    const customer = await client.v1.customers.create({ name: 'Lab Inc', ingest_aliases: [alias] });
+    const metric = await client.v1.billableMetrics.create({ name: 'tokens', aggregation_type: 'SUM', aggregation_key: 'tokens', event_type_filter: { in_values: ['llm'] }, group_keys: [['model']] });
+
+    // Products: usage priced per model, seats, a composite support fee, a fixed product for commits and charges.
+    const tokens = await client.v1.contracts.products.create({ name: 'Tokens', type: 'USAGE', billable_metric_id: metric.data.id, pricing_group_key: ['model'], tags: ['ai'] });
+    const seats = await client.v1.contracts.products.create({ name: 'Seats', type: 'SUBSCRIPTION' });
+    const support = await client.v1.contracts.products.create({ name: 'Support', type: 'COMPOSITE', composite_tags: ['ai'] });
+    const fixed = await client.v1.contracts.products.create({ name: 'Platform', type: 'FIXED' });
+    const product = await client.v1.contracts.products.retrieve({ id: tokens.data.id });
+    expect(product.data).toMatchObject({ id: tokens.data.id, type: 'USAGE', current: { name: 'Tokens', pricing_group_key: ['model'], tags: ['ai'] }, updates: [] });
+
+    const card = await client.v1.contracts.rateCards.create({ name: 'AI list prices', aliases: [{ name: uniqueName('list') }] });
+    await client.v1.contracts.rateCards.rates.addMany({
+      rate_card_id: card.data.id,
+      rates: [
+        { product_id: tokens.data.id, entitled: true, rate_type: 'FLAT', price: 1, starting_at: p0, pricing_group_values: { model: 'small' } },
+        { product_id: tokens.data.id, entitled: true, rate_type: 'TIERED', tiers: [{ size: 1000, price: 2 }, { price: 1 }], starting_at: p0, pricing_group_values: { model: 'large' } },
+        { product_id: seats.data.id, entitled: true, rate_type: 'SUBSCRIPTION', price: 3000, quantity: 2, is_prorated: true, starting_at: p0 },
+        { product_id: support.data.id, entitled: true, rate_type: 'PERCENTAGE', price: 0.1, starting_at: p0 },
+      ],
+    });
+    // A price change for small models, half-way through period 1 (a new rate from that moment).
+    const change = at(p1, 14 * 24);
+    await client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: tokens.data.id, entitled: true, rate_type: 'FLAT', price: 2, starting_at: change, pricing_group_values: { model: 'small' } });
+    const schedule = await client.v1.contracts.rateCards.retrieveRateSchedule({ rate_card_id: card.data.id, starting_at: p1, ending_before: p2, selectors: [{ product_id: tokens.data.id, pricing_group_values: { model: 'small' } }] });
+    expect(schedule.data.map((e) => [e.starting_at, e.ending_before, e.rate.price])).toEqual([[p1, change, 1], [change, p2, 2]]);
+    const atRates = await client.v1.contracts.rateCards.rates.list({ rate_card_id: card.data.id, at: at(p1, 1), selectors: [{ product_tags: ['ai'] }] });
+    expect(atRates.data.map((e) => [e.pricing_group_values?.model, e.rate.rate_type]).sort()).toEqual([['large', 'TIERED'], ['small', 'FLAT']]);
+
+    const contract = await client.v1.contracts.create({
+      customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, name: 'Lab 2026',
+      uniqueness_key: uniqueName('deal'),
+      commits: [{
+        type: 'PREPAID', name: 'Prepaid tokens', product_id: fixed.data.id, priority: 2, applicable_product_ids: [tokens.data.id],
+        access_schedule: { schedule_items: [{ amount: 3500, starting_at: p0, ending_before: p2 }] },
+        invoice_schedule: { schedule_items: [{ timestamp: p0, amount: 3000 }] },
+      }],
+      credits: [{ name: 'Trial credit', product_id: fixed.data.id, priority: 1, access_schedule: { schedule_items: [{ amount: 500, starting_at: p0, ending_before: p2 }] } }],
+      overrides: [{ starting_at: p1, type: 'MULTIPLIER', multiplier: 0.5, override_specifiers: [{ product_id: tokens.data.id, pricing_group_values: { model: 'large' } }] }],
+      scheduled_charges: [{ name: 'Onboarding', product_id: fixed.data.id, schedule: { schedule_items: [{ timestamp: p0, amount: 10000 }] } }],
+    });
+    // uniqueness_key: reuse is a 409 and creates nothing.
+    const got = await client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: contract.data.id });
+    expect(got.data.current).toMatchObject({ name: 'Lab 2026', rate_card_id: card.data.id, starting_at: p0 });
+    expect(got.data.current.commits.map((c) => [c.type, c.name, c.access_schedule?.schedule_items[0]?.amount])).toEqual([['PREPAID', 'Prepaid tokens', 3500]]);
+    const dup = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, uniqueness_key: got.data.uniqueness_key } });
+    expect(dup.status).toBe(409);
+    const rateNow = await client.v1.contracts.retrieveRateSchedule({ customer_id: customer.data.id, contract_id: contract.data.id, at: at(p1, 1), selectors: [{ product_id: tokens.data.id, pricing_group_values: { model: 'large' } }] });
+    expect(rateNow.data.map((e) => [e.list_rate.tiers, e.override_rate?.tiers])).toEqual([[[{ size: 1000, price: 2 }, { price: 1 }], [{ size: 1000, price: 1 }, { price: 0.5 }]]]);
+
+    const ev = (id: string, ts: string, model: string, n: number) => ({ transaction_id: `${alias}-${id}`, customer_id: alias, event_type: 'llm', timestamp: ts, properties: { tokens: n, model } });
+    await client.v1.usage.ingest({
+      usage: [
+        ev('a', at(p0, 3), 'small', 300), ev('b', at(p0, 4), 'large', 1500),
+        ev('c', at(p1, 1), 'small', 100), ev('d', at(p1, 2), 'large', 1200), ev('e', at(p1, 20 * 24), 'small', 100),
+        ev('f', at(p2, 0.5), 'small', 7),
+      ],
+    });
+
+    type Line = { type: string; name: string; total: number; quantity?: number; pricing_group_values?: Record<string, string> };
+    const lines = (inv: Metronome.V1.Customers.Invoice) => (inv.line_items as Line[]).map((l) => [l.type, l.name, l.pricing_group_values?.model ?? '', l.total]);
+    const expected0 = [
+      ['subscription', 'Seats', '', 6000],
+      ['usage', 'Tokens', 'large', 2500], // 1000 × 2 + 500 × 1
+      ['usage', 'Tokens', 'small', 300],
+      ['usage', 'Support', '', 280], // 10 % of 2800
+      ['scheduled', 'Onboarding', '', 10000],
+      ['commit_purchase', 'Prepaid tokens', '', 3000],
+      ['applied_commit_or_credit', 'Trial credit', '', -500], // priority 1: first, on the first line
+      ['applied_commit_or_credit', 'Prepaid tokens', '', -2800], // only the Tokens lines
+    ];
+    const expected1 = [
+      ['subscription', 'Seats', '', 6000],
+      ['usage', 'Tokens', 'large', 1100], // × 0.5 from p1: 1000 × 1 + 200 × 0.5
+      ['usage', 'Tokens', 'small', 100], // before the change, at 1
+      ['usage', 'Tokens', 'small', 200], // after the change, at 2
+      ['usage', 'Support', '', 140],
+      ['applied_commit_or_credit', 'Prepaid tokens', '', -700], // what is left of 3500 runs out on the first Tokens line
+    ];
+    const drafts = await eventually('usage rated into the drafts', async () => {
+      const page = await client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: contract.data.id });
+      const invs = page.data;
+      if (invs.length !== 3 || JSON.stringify(lines(invs[0]!)) !== JSON.stringify(expected0) || JSON.stringify(lines(invs[1]!)) !== JSON.stringify(expected1)) {
+        throw new Error(`not yet: ${JSON.stringify(invs.map(lines))}`);
+      }
+      return invs;
+    });
+    expect(drafts.map((i) => [i.start_timestamp, i.total, i.subtotal])).toEqual([[p0, 18780, 22080], [p1, 6840, 7540], [p2, 6015, 6015]]); // seats 6000 + 7 small tokens at 2 + 10 % of 14 = 1.4 → 1
+    for (const inv of drafts) expect(inv.total).toBe((inv.line_items as Line[]).reduce((a, l) => a + l.total, 0));
+
+    // A customer-level credit for the current period is drawn by the live draft.
+    const credit = await client.v1.customers.credits.create({ customer_id: customer.data.id, name: 'Goodwill', priority: 5, product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p2, ending_before: p3 }] } });
+    const current = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[2]!.id });
+    expect(current.data.total).toBe(5015);
+    expect(lines(current.data).at(-1)).toEqual(['applied_commit_or_credit', 'Goodwill', '', -1000]);
+    const net = await client.v1.contracts.getNetBalance({ customer_id: customer.data.id });
+    expect(net.data.balance).toBe(0); // the draft drew it all
+    const netFinal = await client.v1.contracts.getNetBalance({ customer_id: customer.data.id, invoice_inclusion_mode: 'FINALIZED' });
+    expect(netFinal.data.balance).toBe(1000);
+
+    // The past periods close (1 s grace) and freeze exactly what the drafts showed.
+    const frozen = await eventually('both past periods frozen', async () => {
+      const page = await client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: contract.data.id });
+      const f = page.data.filter((i) => (i as unknown as { approval_status: string }).approval_status === 'PENDING_APPROVAL');
+      if (f.length !== 2) throw new Error(`${f.length} frozen`);
+      return f;
+    });
+    expect(frozen.map((i) => [i.id, lines(i), i.total])).toEqual([[drafts[0]!.id, expected0, 18780], [drafts[1]!.id, expected1, 6840]]);
+    const approved = await http(app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: app.adminToken, body: {} });
+    expect(approved.json.data).toMatchObject({ status: "FINALIZED", total: 18780 });
+
+    // The ledger: each commit and credit, with one entry per invoice that drew from it.
+    const balances = await client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true, include_balance: true });
+    const byName = new Map(balances.data.map((b) => [b.name, b]));
+    const ledger = (name: string) => (byName.get(name)!.ledger as { type: string; amount: number; invoice_id?: string }[]).map((e) => [e.type, e.amount, e.invoice_id ?? null]);
+    expect(ledger('Prepaid tokens')).toEqual([
+      ['PREPAID_COMMIT_SEGMENT_START', 3500, null],
+      ['PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', -2800, drafts[0]!.id],
+      ['PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', -700, drafts[1]!.id],
+    ]);
+    expect(ledger('Trial credit')).toEqual([['CREDIT_SEGMENT_START', 500, null], ['CREDIT_AUTOMATED_INVOICE_DEDUCTION', -500, drafts[0]!.id]]);
+    expect(ledger('Goodwill')).toEqual([['CREDIT_SEGMENT_START', 1000, null], ['CREDIT_AUTOMATED_INVOICE_DEDUCTION', -1000, drafts[2]!.id]]);
+    expect([...byName.values()].map((b) => [b.name, b.balance]).sort()).toEqual([['Goodwill', 0], ['Prepaid tokens', 0], ['Trial credit', 0]]);
+    const customerOnly = await client.v1.customers.credits.list({ customer_id: customer.data.id });
+    expect(customerOnly.data.map((c) => c.id)).toEqual([credit.data.id]);
+  });
+});
