@@ -172,8 +172,9 @@ function rateLine(slice: RatedSlice, product: ProductInfo, creditType: CreditTyp
     name: product.name,
     productId: product.id,
     productType: product.type,
-    quantity: result.billedQuantity ?? quantity,
-    unitPrice: result.unitPrice,
+    // Usage lines show the usage itself (a PACKAGE rate's packages are not the customer's quantity).
+    quantity: isSub ? result.billedQuantity ?? quantity : quantity,
+    unitPrice: slice.rate.rateType === 'PACKAGE' ? undefined : result.unitPrice,
     total: roundAmount(result.amount, creditType),
     startingAt: iso(slice.startingAt),
     endingBefore: iso(slice.endingBefore),

@@ -24,7 +24,7 @@ export function contractSchedule(c: Contract): Schedule {
 export interface PricingData {
   rates: RateRow[];
   products: Map<string, ProductRecord>;
-  metrics: Map<string, BillableMetric>;
+  metrics: Map<string, MetricRef>;
 }
 
 export function rateRowOf(r: Rate): RateRow {
@@ -44,19 +44,57 @@ export function productRecordOf(p: Product): ProductRecord {
 }
 
 /** The rate card's rates and every product and metric an invoice of the contract can touch. */
+/**
+ * The rate card's rates and every product and metric an invoice of the contract can touch, in
+ * one round trip (this sits on the path of every draft read).
+ */
 export async function loadPricing(em: EntityManager, rateCardId: string, extraProductIds: string[] = []): Promise<PricingData> {
-  const rates = await em.find(Rate, { rateCardId });
-  const productIds = [...new Set([...rates.map((r) => r.productId), ...extraProductIds])];
-  const products = new Map((await em.find(Product, { id: { $in: productIds } })).map((p) => [p.id, productRecordOf(p)]));
-  // Composite products may cover products that have no rate of their own on this card.
-  const metricIds = new Set<string>();
-  for (const p of products.values()) {
-    if (p.billableMetricId) metricIds.add(p.billableMetricId);
-    for (const u of p.updates) if (u.billable_metric_id) metricIds.add(u.billable_metric_id);
-  }
-  const metrics = new Map((await em.find(BillableMetric, { id: { $in: [...metricIds] } })).map((m) => [m.id, m]));
-  return { rates: rates.map(rateRowOf), products, metrics };
+  const [row] = await em.execute<{ rates: RateJson[] | string; products: ProductJson[] | string; metrics: MetricJson[] | string }[]>(
+    `with r as (select * from rate where rate_card_id = ?::uuid),
+          p as (select * from product where id in (select product_id from r) or id = any(?::uuid[])),
+          m as (select id, aggregation_type from billable_metric
+                 where id in (select billable_metric_id from p)
+                    or id in (select (u ->> 'billable_metric_id')::uuid from p, jsonb_array_elements(p.updates) u where u ->> 'billable_metric_id' is not null))
+     select (select coalesce(jsonb_agg(to_jsonb(r) || jsonb_build_object('price', r.price::text, 'quantity', r.quantity::text, 'package_size', r.package_size::text)), '[]') from r) as rates,
+            (select coalesce(jsonb_agg(to_jsonb(p)), '[]') from p) as products,
+            (select coalesce(jsonb_agg(to_jsonb(m)), '[]') from m) as metrics`,
+    [rateCardId, pgTextArray(extraProductIds)],
+  );
+  const parse = <T>(v: T[] | string): T[] => (typeof v === 'string' ? JSON.parse(v) as T[] : v);
+  const rates = parse(row!.rates).map((r): RateRow => ({
+    id: r.id, productId: r.product_id, pricingGroupValues: r.pricing_group_values ?? {}, entitled: r.entitled,
+    startingAt: Date.parse(r.starting_at), endingBefore: r.ending_before ? Date.parse(r.ending_before) : null, createdAt: Date.parse(r.created_at),
+    billingFrequency: r.billing_frequency,
+    spec: {
+      rateType: r.rate_type, price: num(r.price), tiers: r.tiers ?? undefined, quantity: num(r.quantity), isProrated: r.is_prorated ?? undefined,
+      packageSize: num(r.package_size), packageRounding: r.package_rounding ?? undefined,
+    },
+  }));
+  const products = new Map(parse(row!.products).map((p): [string, ProductRecord] => [p.id, {
+    id: p.id, type: p.type, name: p.name, billableMetricId: p.billable_metric_id, tags: p.tags ?? [], customFields: p.custom_fields ?? {},
+    attributes: p.attributes ?? {}, updates: p.updates ?? [],
+  }]));
+  const metrics = new Map(parse(row!.metrics).map((m): [string, MetricRef] => [m.id, { id: m.id, aggregationType: m.aggregation_type }]));
+  return { rates, products, metrics };
 }
+
+/** numeric columns are sent as text (to_jsonb would make them JSON numbers, which JS parses as doubles). */
+function num(v: string | number | null | undefined): string | undefined {
+  if (v === null || v === undefined) return undefined;
+  return typeof v === 'string' ? v : String(v);
+}
+
+interface RateJson {
+  id: string; product_id: string; pricing_group_values: Record<string, string> | null; entitled: boolean; starting_at: string; ending_before: string | null;
+  created_at: string; billing_frequency: string | null; rate_type: Rate['rateType']; price: string | number | null; tiers: Rate['tiers'];
+  quantity: string | number | null; is_prorated: boolean | null; package_size: string | number | null; package_rounding: 'UP' | 'DOWN' | null;
+}
+interface ProductJson {
+  id: string; type: Product['type']; name: string; billable_metric_id: string | null; tags: string[] | null; custom_fields: Record<string, string> | null;
+  attributes: ProductRecord['attributes'] | null; updates: ProductRecord['updates'] | null;
+}
+interface MetricJson { id: string; aggregation_type: BillableMetric['aggregationType'] }
+export type MetricRef = Pick<BillableMetric, 'id' | 'aggregationType'>;
 
 const DEDUCTION: Record<BalanceGrant['kind'], string> = {
   PREPAID: 'PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION',
@@ -322,13 +360,30 @@ export async function listCustomerInvoices(em: EntityManager, customerId: string
   return views.sort((a, b) => a.periodStart.localeCompare(b.periodStart) || a.contractId.localeCompare(b.contractId));
 }
 
-export async function contractDrafts(em: EntityManager, contract: Contract, frozen: ReadonlySet<string>, now: Date): Promise<{ view: InvoiceView; inv: AssembledInvoice }[]> {
-  const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString()).filter((p) => !frozen.has(invoiceIdFor(contract.id, p.start)));
+/** One invoice of the customer by id: frozen, or the live draft (computing only the drafts before it). */
+export async function findInvoiceView(em: EntityManager, customerId: string, invoiceId: string, now = new Date()): Promise<InvoiceView | undefined> {
+  const stored = await em.findOne(Invoice, { id: invoiceId, customerId });
+  if (stored) return viewOfStored(stored);
+  for (const contract of await em.find(Contract, { customerId, archivedAt: null })) {
+    const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString());
+    const index = periods.findIndex((p) => invoiceIdFor(contract.id, p.start) === invoiceId);
+    if (index < 0) continue;
+    const frozen = new Set((await em.find(Invoice, { contractId: contract.id }, { fields: ['id'] })).map((i) => i.id));
+    return (await contractDrafts(em, contract, frozen, now, periods[index]!.start)).at(-1)?.view;
+  }
+  return undefined;
+}
+
+export async function contractDrafts(em: EntityManager, contract: Contract, frozen: ReadonlySet<string>, now: Date, upToPeriodStart?: string): Promise<{ view: InvoiceView; inv: AssembledInvoice }[]> {
+  const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString())
+    .filter((p) => !frozen.has(invoiceIdFor(contract.id, p.start)) && (!upToPeriodStart || p.start <= upToPeriodStart));
   if (!periods.length) return [];
   const grants = await grantsForContract(em, contract);
   const chargeProductIds = [...(contract.terms?.scheduled_charges ?? []), ...(contract.terms?.discounts ?? [])].map((c) => c.product_id);
-  const pricing = await loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]);
-  const drawn = await drawnBySegment(em, grants.map((g) => g.id));
+  const [pricing, drawn] = await Promise.all([
+    loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]),
+    drawnBySegment(em, grants.map((g) => g.id)),
+  ]);
   const carried = new Map<string, Decimal>();
   const out: { view: InvoiceView; inv: AssembledInvoice }[] = [];
   for (const period of periods) {

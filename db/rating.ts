@@ -34,40 +34,65 @@ export async function aggregateMetric(em: EntityManager, metric: BillableMetric,
   });
   const rows = events(numeric);
   // Only the columns this aggregation reads: the newest-event columns cost a sort per group.
-  const columns = {
-    COUNT: 'null::numeric, null::numeric, null::timestamptz, null::text, null::numeric',
-    UNIQUE: 'null::numeric, null::numeric, null::timestamptz, null::text, null::numeric',
-    SUM: 'sum(x.v), null::numeric, null::timestamptz, null::text, null::numeric',
-    MAX: 'null::numeric, max(x.v), null::timestamptz, null::text, null::numeric',
-    LATEST: `null::numeric, null::numeric, max(x.ts) filter (where x.v is not null),
-             (array_agg(x.transaction_id order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1],
-             (array_agg(x.v order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1]`,
+  const none = { value_sum: 'null::numeric', value_max: 'null::numeric', latest_ts: 'null::timestamptz', latest_tx: 'null::text', latest_value: 'null::numeric' };
+  const chosen = {
+    COUNT: none,
+    UNIQUE: none,
+    SUM: { ...none, value_sum: 'sum(x.v)' },
+    MAX: { ...none, value_max: 'max(x.v)' },
+    LATEST: {
+      ...none,
+      latest_ts: 'max(x.ts) filter (where x.v is not null)',
+      latest_tx: '(array_agg(x.transaction_id order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1]',
+      latest_value: '(array_agg(x.v order by x.ts desc, x.transaction_id desc) filter (where x.v is not null))[1]',
+    },
   }[metric.aggregationType];
-  const newer = '(excluded.latest_ts is not null and (usage_hourly.latest_ts is null or (excluded.latest_ts, excluded.latest_tx) > (usage_hourly.latest_ts, usage_hourly.latest_tx)))';
+  const columns = Object.entries(chosen).map(([name, expr]) => `${expr} as ${name}`).join(', ');
+  // One statement: the slice's events grouped by hour (one scan of the events), upserted into
+  // usage_hourly and rolled up into usage_daily (UTC days).
+  const newer = (t: string) => `(excluded.latest_ts is not null and (${t}.latest_ts is null or (excluded.latest_ts, excluded.latest_tx) > (${t}.latest_ts, ${t}.latest_tx)))`;
+  const merge = (t: string) => `
+       event_count = ${t}.event_count + excluded.event_count,
+       value_sum = case when excluded.value_sum is null then ${t}.value_sum else coalesce(${t}.value_sum, 0) + excluded.value_sum end,
+       value_max = greatest(${t}.value_max, excluded.value_max),
+       latest_value = case when ${newer(t)} then excluded.latest_value else ${t}.latest_value end,
+       latest_tx = case when ${newer(t)} then excluded.latest_tx else ${t}.latest_tx end,
+       latest_ts = case when ${newer(t)} then excluded.latest_ts else ${t}.latest_ts end`;
   await em.execute(
-    `insert into usage_hourly (metric_id, customer_id, hour, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value)
-     select ?::uuid, k.customer_id, date_trunc('hour', x.ts), x.gv, count(*), ${columns}
-       from (${rows.sql}) x
-       join customer_event_key k on k.key = x.customer_id
-      group by k.customer_id, date_trunc('hour', x.ts), x.gv
-     on conflict (metric_id, customer_id, hour, group_values) do update set
-       event_count = usage_hourly.event_count + excluded.event_count,
-       value_sum = case when excluded.value_sum is null then usage_hourly.value_sum else coalesce(usage_hourly.value_sum, 0) + excluded.value_sum end,
-       value_max = greatest(usage_hourly.value_max, excluded.value_max),
-       latest_value = case when ${newer} then excluded.latest_value else usage_hourly.latest_value end,
-       latest_tx = case when ${newer} then excluded.latest_tx else usage_hourly.latest_tx end,
-       latest_ts = case when ${newer} then excluded.latest_ts else usage_hourly.latest_ts end`,
-    [metric.id, ...rows.params],
+    `with h as materialized (
+       select k.customer_id, date_trunc('hour', x.ts) as hour, x.gv, count(*) as event_count, ${columns}
+         from (${rows.sql}) x
+         join customer_event_key k on k.key = x.customer_id
+        group by k.customer_id, date_trunc('hour', x.ts), x.gv
+     ), hourly as (
+       insert into usage_hourly (metric_id, customer_id, hour, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value)
+       select ?::uuid, h.customer_id, h.hour, h.gv, h.event_count, h.value_sum, h.value_max, h.latest_ts, h.latest_tx, h.latest_value from h
+       on conflict (metric_id, customer_id, hour, group_values) do update set ${merge('usage_hourly')}
+     )
+     insert into usage_daily (metric_id, customer_id, day, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value)
+     select ?::uuid, h.customer_id, date_trunc('day', h.hour, 'UTC'), h.gv, sum(h.event_count), sum(h.value_sum), max(h.value_max), max(h.latest_ts),
+            (array_agg(h.latest_tx order by h.latest_ts desc nulls last, h.latest_tx desc))[1],
+            (array_agg(h.latest_value order by h.latest_ts desc nulls last, h.latest_tx desc))[1]
+       from h group by 2, 3, 4
+     on conflict (metric_id, customer_id, day, group_values) do update set ${merge('usage_daily')}`,
+    [...rows.params, metric.id, metric.id],
   );
   if (unique) {
     const values = events(valueSql(metric));
     await em.execute(
-      `insert into usage_unique_hourly (metric_id, customer_id, hour, group_values, value)
-       select distinct ?::uuid, k.customer_id, date_trunc('hour', x.ts), x.gv, x.v
-         from (${values.sql}) x join customer_event_key k on k.key = x.customer_id
-        where x.v is not null
+      `with u as materialized (
+         select distinct k.customer_id, date_trunc('hour', x.ts) as hour, x.gv, x.v
+           from (${values.sql}) x join customer_event_key k on k.key = x.customer_id
+          where x.v is not null
+       ), hourly as (
+         insert into usage_unique_hourly (metric_id, customer_id, hour, group_values, value)
+         select ?::uuid, u.customer_id, u.hour, u.gv, u.v from u
+         on conflict do nothing
+       )
+       insert into usage_unique_daily (metric_id, customer_id, day, group_values, value)
+       select distinct ?::uuid, u.customer_id, date_trunc('day', u.hour, 'UTC'), u.gv, u.v from u
        on conflict do nothing`,
-      [metric.id, ...values.params],
+      [...values.params, metric.id, metric.id],
     );
   }
 }

@@ -1,6 +1,8 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
+import { Dec } from '../billing/money.js';
 import { pgTextArray } from './sql.js';
+import type { Decimal } from 'decimal.js';
 
 /**
  * Usage over time from the hourly aggregates: one value per customer × window (× group), for
@@ -26,6 +28,9 @@ export interface SeriesRow {
   /** Decimal string; null when nothing was measured (MAX, LATEST). */
   value: string | null;
 }
+
+const DAY_MS = 86_400_000;
+const iso = (ms: number) => new Date(ms).toISOString();
 
 export const WINDOW_MS: Record<Exclude<WindowSize, 'NONE'>, number> = { HOUR: 3_600_000, DAY: 86_400_000 };
 
@@ -88,7 +93,7 @@ export async function metricQuantity(em: EntityManager, metric: BillableMetric, 
 
 /** One usage read for invoicing: a metric over [from, to), grouped by `groupKeys`. */
 export interface UsagePart {
-  metric: BillableMetric;
+  metric: Pick<BillableMetric, 'id' | 'aggregationType'>;
   from: string;
   to: string;
   groupKeys: string[];
@@ -100,37 +105,111 @@ export interface UsageGroup {
   value: string;
 }
 
-const VALUE_SQL: Record<BillableMetric['aggregationType'], string> = {
-  COUNT: 'sum(a.event_count)',
-  SUM: 'coalesce(sum(a.value_sum), 0)',
-  MAX: 'max(a.value_max)',
-  LATEST: '(array_agg(a.latest_value order by a.latest_ts desc, a.latest_tx desc) filter (where a.latest_ts is not null))[1]',
-  UNIQUE: 'count(distinct a.value)',
-};
+
+/** Whole UTC days of [from, to) go to the daily rollup, the rest (partial days) to the hourly rows. */
+function splitDays(fromIso: string, toIso: string): { d1: number; d2: number } | null {
+  const d1 = Math.ceil(Date.parse(fromIso) / DAY_MS) * DAY_MS;
+  const d2 = Math.floor(Date.parse(toIso) / DAY_MS) * DAY_MS;
+  return d1 < d2 ? { d1, d2 } : null;
+}
+
+interface RawAgg { count: Decimal; sum: Decimal | null; max: Decimal | null; latestAt: string; latest: string | null }
 
 /**
- * Many usage reads for one customer in a single round trip (an invoice of 50 products is one
- * query): part i's groups come back under index i.
+ * Usage reads for one customer's invoice. Decomposable aggregations (COUNT, SUM, MAX, LATEST)
+ * over the same time range are read in one query grouped by metric and full group values, then
+ * projected onto each product's group keys here; UNIQUE needs the distinct values, so each
+ * UNIQUE read is its own subquery. Part i's groups come back under index i.
  */
 export async function usageParts(em: EntityManager, customerId: string, parts: readonly UsagePart[]): Promise<UsageGroup[][]> {
   const out: UsageGroup[][] = parts.map(() => []);
-  if (!parts.length) return out;
-  const selects: string[] = [];
-  const params: unknown[] = [];
+  const byRange = new Map<string, number[]>();
+  const uniques: number[] = [];
   parts.forEach((part, i) => {
-    const table = part.metric.aggregationType === 'UNIQUE' ? 'usage_unique_hourly' : 'usage_hourly';
-    const g = part.groupKeys.length ? `jsonb_build_object(${part.groupKeys.map(() => '?::text, a.group_values ->> ?').join(', ')})` : `'{}'::jsonb`;
-    for (const k of part.groupKeys) params.push(k, k);
-    selects.push(`(select ${i} as part, ${g} as g, (${VALUE_SQL[part.metric.aggregationType]})::text as value
-                     from ${table} a
-                    where a.metric_id = ?::uuid and a.customer_id = ?::uuid and a.hour >= ? and a.hour < ?
-                    group by 2)`);
-    params.push(part.metric.id, customerId, part.from, part.to);
+    if (part.metric.aggregationType === 'UNIQUE') uniques.push(i);
+    else {
+      const k = `${part.from}|${part.to}`;
+      (byRange.get(k) ?? byRange.set(k, []).get(k)!).push(i);
+    }
   });
-  const rows = await em.execute<{ part: number; g: Record<string, string | null>; value: string | null }[]>(selects.join(' union all '), params);
-  for (const r of rows) {
-    const g = typeof r.g === 'string' ? JSON.parse(r.g) as Record<string, string | null> : r.g;
-    out[Number(r.part)]!.push({ group: g, value: r.value ?? '0' });
+
+  for (const [range, idx] of byRange) {
+    const [from, to] = range.split('|') as [string, string];
+    const metricIds = pgTextArray([...new Set(idx.map((i) => parts[i]!.metric.id))]);
+    const cols = 'metric_id, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value';
+    // Index-friendly ranges (metric_id = any(uuid[]) leads the primary key); empty edges are left out.
+    const ranges: { table: string; col: string; lo: string; hi: string }[] = [];
+    const days = splitDays(from, to);
+    if (days) {
+      ranges.push({ table: 'usage_daily', col: 'day', lo: iso(days.d1), hi: iso(days.d2) });
+      if (Date.parse(from) < days.d1) ranges.push({ table: 'usage_hourly', col: 'hour', lo: from, hi: iso(days.d1) });
+      if (days.d2 < Date.parse(to)) ranges.push({ table: 'usage_hourly', col: 'hour', lo: iso(days.d2), hi: to });
+    } else ranges.push({ table: 'usage_hourly', col: 'hour', lo: from, hi: to });
+    const source = ranges.map((r) => `select ${cols} from ${r.table} where metric_id = any(?::uuid[]) and customer_id = ?::uuid and ${r.col} >= ? and ${r.col} < ?`).join(' union all ');
+    const params = ranges.flatMap((r) => [metricIds, customerId, r.lo, r.hi]);
+    const rows = await em.execute<{ metric_id: string; g: unknown; n: string; s: string | null; m: string | null; lt: Date | null; ltx: string | null; lv: string | null }[]>(
+      `select a.metric_id::text as metric_id, a.group_values as g, sum(a.event_count)::text as n, sum(a.value_sum)::text as s, max(a.value_max)::text as m,
+              max(a.latest_ts) as lt,
+              (array_agg(a.latest_tx order by a.latest_ts desc nulls last, a.latest_tx desc))[1] as ltx,
+              (array_agg(a.latest_value order by a.latest_ts desc nulls last, a.latest_tx desc))[1]::text as lv
+         from (${source}) a group by a.metric_id, a.group_values`, params);
+    const byMetric = new Map<string, typeof rows>();
+    for (const r of rows) (byMetric.get(r.metric_id) ?? byMetric.set(r.metric_id, []).get(r.metric_id)!).push(r);
+    for (const i of idx) {
+      const part = parts[i]!;
+      const groups = new Map<string, { group: Record<string, string | null>; agg: RawAgg }>();
+      for (const r of byMetric.get(part.metric.id) ?? []) {
+        const gv = (typeof r.g === 'string' ? JSON.parse(r.g) : r.g) as Record<string, string | null>;
+        const group = Object.fromEntries(part.groupKeys.map((k) => [k, gv[k] ?? null]));
+        const key = JSON.stringify(group);
+        const cur = groups.get(key) ?? { group, agg: { count: new Dec(0), sum: null, max: null, latestAt: '', latest: null } };
+        cur.agg.count = cur.agg.count.plus(r.n);
+        if (r.s !== null) cur.agg.sum = (cur.agg.sum ?? new Dec(0)).plus(r.s);
+        if (r.m !== null && (cur.agg.max === null || new Dec(r.m).gt(cur.agg.max))) cur.agg.max = new Dec(r.m);
+        const at = r.lt ? `${new Date(r.lt).toISOString()}|${r.ltx}` : '';
+        if (at && at > cur.agg.latestAt) { cur.agg.latestAt = at; cur.agg.latest = r.lv; }
+        groups.set(key, cur);
+      }
+      if (!part.groupKeys.length && !groups.size) groups.set('{}', { group: {}, agg: { count: new Dec(0), sum: null, max: null, latestAt: '', latest: null } });
+      for (const { group, agg } of groups.values()) {
+        const value = {
+          COUNT: agg.count.toString(),
+          SUM: (agg.sum ?? new Dec(0)).toString(),
+          MAX: agg.max?.toString() ?? '0',
+          LATEST: agg.latest ?? '0',
+          UNIQUE: '0',
+        }[part.metric.aggregationType];
+        out[i]!.push({ group, value });
+      }
+    }
+  }
+
+  if (uniques.length) {
+    const selects: string[] = [];
+    const params: unknown[] = [];
+    for (const i of uniques) {
+      const part = parts[i]!;
+      const g = part.groupKeys.length ? `jsonb_build_object(${part.groupKeys.map(() => '?::text, a.group_values ->> ?').join(', ')})` : `'{}'::jsonb`;
+      for (const k of part.groupKeys) params.push(k, k);
+      const days = splitDays(part.from, part.to);
+      let source: string;
+      if (days) {
+        source = `select group_values, value from usage_unique_daily where metric_id = ?::uuid and customer_id = ?::uuid and day >= ? and day < ?
+                  union all
+                  select group_values, value from usage_unique_hourly where metric_id = ?::uuid and customer_id = ?::uuid and ((hour >= ? and hour < ?) or (hour >= ? and hour < ?))`;
+        params.push(part.metric.id, customerId, iso(days.d1), iso(days.d2), part.metric.id, customerId, part.from, iso(days.d1), iso(days.d2), part.to);
+      } else {
+        source = 'select group_values, value from usage_unique_hourly where metric_id = ?::uuid and customer_id = ?::uuid and hour >= ? and hour < ?';
+        params.push(part.metric.id, customerId, part.from, part.to);
+      }
+      selects.push(`(select ${i} as part, ${g} as g, count(distinct a.value)::text as value from (${source}) a group by 2)`);
+    }
+    const rows = await em.execute<{ part: number; g: unknown; value: string | null }[]>(selects.join(' union all '), params);
+    for (const r of rows) {
+      const g = (typeof r.g === 'string' ? JSON.parse(r.g) : r.g) as Record<string, string | null>;
+      out[Number(r.part)]!.push({ group: g, value: r.value ?? '0' });
+    }
+    for (const i of uniques) if (!parts[i]!.groupKeys.length && !out[i]!.length) out[i]!.push({ group: {}, value: '0' });
   }
   return out;
 }

@@ -81,5 +81,36 @@ export async function aggregates(em: EntityManager, metric: { id: string; aggreg
 export async function expectAggregatesMatchRecount(em: EntityManager, metric: MetricRule & { id: string }): Promise<number> {
   const [want, got] = await Promise.all([recount(em.fork(), metric), aggregates(em.fork(), metric)]);
   expect(Object.fromEntries([...got].sort())).toEqual(Object.fromEntries([...want].sort()));
+  await expectDailyRollupOfHourly(em.fork(), metric);
   return want.size;
+}
+
+/** usage_daily / usage_unique_daily equal the hourly aggregates rolled up to UTC days, in TypeScript. */
+export async function expectDailyRollupOfHourly(em: EntityManager, metric: { id: string }): Promise<void> {
+  type H = { customer_id: string; t: Date; gv: string; event_count: string; value_sum: string | null; value_max: string | null; latest_ts: Date | null; latest_tx: string | null; latest_value: string | null };
+  const hourly = await em.execute<H[]>(
+    `select customer_id, hour as t, group_values::text as gv, event_count::text, value_sum::text, value_max::text, latest_ts, latest_tx, latest_value::text from usage_hourly where metric_id = ?`, [metric.id]);
+  const daily = await em.execute<H[]>(
+    `select customer_id, day as t, group_values::text as gv, event_count::text, value_sum::text, value_max::text, latest_ts, latest_tx, latest_value::text from usage_daily where metric_id = ?`, [metric.id]);
+  const want = new Map<string, { count: bigint; sum: string | null; max: string | null; latestAt: string; latest: string | null }>();
+  for (const h of hourly) {
+    const day = new Date(h.t);
+    day.setUTCHours(0, 0, 0, 0);
+    const key = `${h.customer_id}|${day.toISOString()}|${h.gv}`;
+    const w = want.get(key) ?? { count: 0n, sum: null, max: null, latestAt: '', latest: null };
+    w.count += BigInt(h.event_count);
+    if (h.value_sum !== null) w.sum = new Dec(w.sum ?? 0).plus(h.value_sum).toString();
+    if (h.value_max !== null) w.max = w.max === null || new Dec(h.value_max).gt(w.max) ? new Dec(h.value_max).toString() : w.max;
+    const at = h.latest_ts ? `${new Date(h.latest_ts).toISOString()}|${h.latest_tx}` : '';
+    if (at > w.latestAt) { w.latestAt = at; w.latest = h.latest_value === null ? null : new Dec(h.latest_value).toString(); }
+    want.set(key, w);
+  }
+  const got = new Map(daily.map((d) => [`${d.customer_id}|${new Date(d.t).toISOString()}|${d.gv}`, {
+    count: BigInt(d.event_count), sum: d.value_sum === null ? null : new Dec(d.value_sum).toString(), max: d.value_max === null ? null : new Dec(d.value_max).toString(),
+    latestAt: d.latest_ts ? `${new Date(d.latest_ts).toISOString()}|${d.latest_tx}` : '', latest: d.latest_value === null ? null : new Dec(d.latest_value).toString(),
+  }]));
+  expect(Object.fromEntries([...got].sort())).toEqual(Object.fromEntries([...want].sort()));
+  const [uh] = await em.execute<{ n: string }[]>(`select count(*)::text as n from (select distinct customer_id, date_trunc('day', hour, 'UTC'), group_values, value from usage_unique_hourly where metric_id = ?) x`, [metric.id]);
+  const [ud] = await em.execute<{ n: string }[]>('select count(*)::text as n from usage_unique_daily where metric_id = ?', [metric.id]);
+  expect(ud!.n).toBe(uh!.n);
 }

@@ -7,7 +7,7 @@ import { dec, toJsonNumber } from '../../billing/money.js';
 import { Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
-import { listCustomerInvoices, viewOfStored, type InvoiceView } from '../../db/invoices.js';
+import { findInvoiceView, listCustomerInvoices, viewOfStored, type InvoiceView } from '../../db/invoices.js';
 import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
@@ -118,7 +118,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client): Router {
     const em = orm.em.fork();
     const customer = await findCustomer(em, String(req.params.customer_id));
     const id = String(req.params.invoice_id).toLowerCase();
-    const view = (await listCustomerInvoices(em, customer.id)).find((v) => v.id === id);
+    const view = UUID_RE.test(id) ? await findInvoiceView(em, customer.id, id) : undefined;
     if (!view) throw new NotFoundError('invoice', id, 'invoice_id');
     res.json({ data: invoiceJson(view, { skipZeroQty: req.query.skip_zero_qty_line_items === 'true' }) });
   });

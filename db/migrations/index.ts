@@ -4,6 +4,7 @@ import { Migration20261121020000_customer_event_key } from './Migration202611210
 import { Migration20261121030000_drop_event_lookup_index } from './Migration20261121030000_drop_event_lookup_index.js';
 import { Migration20261121040000_usage_collector } from './Migration20261121040000_usage_collector.js';
 import { Migration20261121050000_pricing_contracts } from './Migration20261121050000_pricing_contracts.js';
+import { Migration20261121060000_usage_daily } from './Migration20261121060000_usage_daily.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -13,4 +14,5 @@ export const migrationsList = [
   { name: 'Migration20261121030000_drop_event_lookup_index', class: Migration20261121030000_drop_event_lookup_index },
   { name: 'Migration20261121040000_usage_collector', class: Migration20261121040000_usage_collector },
   { name: 'Migration20261121050000_pricing_contracts', class: Migration20261121050000_pricing_contracts },
+  { name: 'Migration20261121060000_usage_daily', class: Migration20261121060000_usage_daily },
 ];
