@@ -133,6 +133,8 @@ export interface ComputeOptions {
   pricing?: PricingData;
   grants?: BalanceGrant[];
   drawn?: Map<string, Decimal>;
+  /** Where usage quantities come from: the aggregates (default) or, for reconciliation, raw events. */
+  usageReader?: typeof usageParts;
 }
 
 function project(group: Record<string, string | null>, keys: readonly string[]): Record<string, string | null> {
@@ -201,7 +203,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     }
   }
 
-  const usage = await usageParts(em, contract.customerId, parts);
+  const usage = await (opts.usageReader ?? usageParts)(em, contract.customerId, parts);
   usage.forEach((groups, i) => {
     const meta = partMeta[i]!;
     const covering = meta.segs.filter((s) => s.startingAt <= meta.from && (s.endingBefore ?? Infinity) > meta.from);
@@ -374,7 +376,7 @@ export async function findInvoiceView(em: EntityManager, customerId: string, inv
   return undefined;
 }
 
-export async function contractDrafts(em: EntityManager, contract: Contract, frozen: ReadonlySet<string>, now: Date, upToPeriodStart?: string): Promise<{ view: InvoiceView; inv: AssembledInvoice }[]> {
+export async function contractDrafts(em: EntityManager, contract: Contract, frozen: ReadonlySet<string>, now: Date, upToPeriodStart?: string, usageReader?: typeof usageParts): Promise<{ view: InvoiceView; inv: AssembledInvoice }[]> {
   const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString())
     .filter((p) => !frozen.has(invoiceIdFor(contract.id, p.start)) && (!upToPeriodStart || p.start <= upToPeriodStart));
   if (!periods.length) return [];
@@ -388,7 +390,7 @@ export async function contractDrafts(em: EntityManager, contract: Contract, froz
   const out: { view: InvoiceView; inv: AssembledInvoice }[] = [];
   for (const period of periods) {
     const id = invoiceIdFor(contract.id, period.start);
-    const inv = await computeInvoice(em, contract, period, { invoiceId: id, carried, pricing, grants, drawn });
+    const inv = await computeInvoice(em, contract, period, { invoiceId: id, carried, pricing, grants, drawn, usageReader });
     for (const d of inv.drawdowns) carried.set(`${d.grantId}|${d.segmentId}`, (carried.get(`${d.grantId}|${d.segmentId}`) ?? dec(0)).plus(d.amount));
     out.push({ view: draftViewOf(inv, contract, period, id, now), inv });
   }

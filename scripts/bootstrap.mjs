@@ -185,7 +185,11 @@ switch (command) {
     handOver(node, [join(ROOT, 'dist', 'bench', `${rest[0] ?? 'ingest'}.js`), ...rest.slice(1)], { ...env, ACCRUE_TEMPORAL_BIN: temporal.cli ?? '' });
     break;
   }
+  case 'reconcile':
+    build(node, env);
+    handOver(node, [join(ROOT, 'dist', 'stack', 'reconcile.js'), ...rest], env);
+    break;
   default:
-    log(`unknown command ${command}: use start, test, bench, build or typecheck`);
+    log(`unknown command ${command}: use start, test, bench, reconcile, build or typecheck`);
     process.exit(2);
 }

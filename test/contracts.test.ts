@@ -1,5 +1,9 @@
 import Metronome from '@metronome/sdk';
 import type { MikroORM } from '@mikro-orm/postgresql';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { reconcile } from '../db/reconcile.js';
+import { ROOT } from '../stack/config.js';
 import { createTestDatabase, eventually, http, monthStart, startApp, uniqueName, type RunningApp } from './stack.js';
 
 /**
@@ -14,10 +18,12 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
   let app: RunningApp;
   let orm: MikroORM;
   let client: Metronome;
+  let dbUrl: string;
 
   beforeAll(async () => {
     const db = await createTestDatabase('contracts');
     orm = db.orm;
+    dbUrl = db.url;
     app = await startApp({ databaseUrl: db.url, gracePeriod: '1s' });
     client = new Metronome({ bearerToken: app.adminToken, baseURL: app.baseURL, maxRetries: 0 });
   });
@@ -159,5 +165,22 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     expect([...byName.values()].map((b) => [b.name, b.balance]).sort()).toEqual([['Goodwill', 0], ['Prepaid tokens', 0], ['Trial credit', 0]]);
     const customerOnly = await client.v1.customers.credits.list({ customer_id: customer.data.id });
     expect(customerOnly.data.map((c) => c.id)).toEqual([credit.data.id]);
+
+    // Reconciliation re-derives every line of the three invoices from raw events: no drift.
+    const clean = await reconcile(orm.em.fork(), { customerId: customer.data.id });
+    expect(clean.invoices.map((i) => [i.status, i.lines, i.drift.length, i.totalVsLines])).toEqual([
+      ['FINALIZED', 8, 0, '0'], ['DRAFT', 6, 0, '0'], ['DRAFT', 4, 0, '0'],
+    ]);
+    expect(clean.drifting).toBe(0);
+    // A cent of drift in a stored line is found and named, and the command exits 1 on it.
+    await orm.em.fork().execute(`update invoice set line_items = jsonb_set(line_items, '{1,total}', '"1101"') where id = '${drafts[1]!.id}'`);
+    const drifted = await reconcile(orm.em.fork(), { customerId: customer.data.id });
+    expect(drifted.drifting).toBe(1);
+    const bad = drifted.invoices.find((i) => i.drift.length)!;
+    expect([bad.invoiceId, bad.drift.map((d) => [d.billed?.total, d.rederived?.total]), bad.totalVsLines]).toEqual([drafts[1]!.id, [['1101', '1100']], '-1']);
+    const command = spawnSync(process.execPath, [join(ROOT, 'dist', 'stack', 'reconcile.js'), '--customer', customer.data.id], { env: { ...process.env, DATABASE_URL: dbUrl }, encoding: 'utf8' });
+    expect(command.status).toBe(1);
+    expect(command.stdout).toContain(`DRIFT invoice ${drafts[1]!.id}`);
+    expect(command.stdout).toContain('3 invoices checked, 1 with drift');
   });
 });
