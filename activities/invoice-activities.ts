@@ -1,26 +1,13 @@
 import { log } from '@temporalio/activity';
-import { NotFoundError, ConflictError, UnavailableError } from '../billing/errors.js';
-import { customerEventKeys } from '../db/customers.js';
-import { ratingCaughtUp } from '../db/rating.js';
-import { BalanceLedgerEntry, Contract, Customer, Invoice } from '../db/entities.js';
-import { computeInvoice, ledgerEntriesOf, storedLines, viewOfStored } from '../db/invoices.js';
+import { NotFoundError, ConflictError } from '../billing/errors.js';
+import { Customer, Invoice } from '../db/entities.js';
+import { viewOfStored } from '../db/invoices.js';
+import { freezeInvoiceTx, type FreezeInput, type FrozenInvoice } from '../db/invoice-freeze.js';
 import { renderInvoiceEmail } from '../integrations/email/invoice-email.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
 
-export interface FreezeInput {
-  invoiceId: string;
-  contractId: string;
-  periodStart: string;
-  periodEnd: string;
-  /** Recompute a DRAFT that finance rejected; a FINALIZED invoice is never recomputed. */
-  recompute: boolean;
-}
-
-export interface FrozenInvoice {
-  status: 'DRAFT' | 'FINALIZED' | 'VOID';
-  total: string;
-}
+export type { FreezeInput, FrozenInvoice } from '../db/invoice-freeze.js';
 
 export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
   return {
@@ -29,50 +16,7 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
      * that locks the row. Idempotent: an invoice already frozen is returned as it is.
      */
     async freezeInvoice(input: FreezeInput): Promise<FrozenInvoice> {
-      return classified(() => orm.em.fork().transactional(async (em) => {
-        const existing = await em.findOne(Invoice, { id: input.invoiceId }, { lockMode: 4 /* PESSIMISTIC_WRITE */ });
-        if (existing && (!input.recompute || existing.status !== 'DRAFT')) return { status: existing.status, total: existing.total };
-        const contract = await em.findOne(Contract, { id: input.contractId });
-        if (!contract) throw new NotFoundError('contract', input.contractId);
-        // Freeze only what is rated: every event committed before this moment must be in the
-        // aggregates (rating runs sub-second behind; the activity retries until it caught up).
-        if (!(await ratingCaughtUp(em, await customerEventKeys(em, contract.customerId)))) {
-          throw new UnavailableError(`rating has not caught up with customer ${contract.customerId}'s events yet`);
-        }
-        const computed = await computeInvoice(em, contract, { start: input.periodStart, end: input.periodEnd }, { invoiceId: input.invoiceId });
-        const now = new Date();
-        if (existing) {
-          existing.lineItems = storedLines(computed);
-          existing.total = computed.total.toString();
-          existing.subtotal = computed.subtotal.toString();
-          existing.approvalStatus = 'PENDING_APPROVAL';
-          existing.frozenAt = now;
-        } else {
-          em.create(Invoice, {
-            id: input.invoiceId,
-            customerId: contract.customerId,
-            contractId: contract.id,
-            periodStart: new Date(input.periodStart),
-            periodEnd: new Date(input.periodEnd),
-            status: 'DRAFT',
-            approvalStatus: 'PENDING_APPROVAL',
-            creditTypeId: computed.creditType.id,
-            creditTypeName: computed.creditType.name,
-            lineItems: storedLines(computed),
-            total: computed.total.toString(),
-            subtotal: computed.subtotal.toString(),
-            frozenAt: now,
-            createdAt: now,
-          });
-        }
-        // The balance ledger moves with the frozen invoice, in the same transaction.
-        await em.flush();
-        await em.nativeDelete(BalanceLedgerEntry, { invoiceId: input.invoiceId });
-        for (const e of ledgerEntriesOf(computed, { id: input.invoiceId, contractId: contract.id, periodEnd: input.periodEnd })) {
-          em.create(BalanceLedgerEntry, { ...e, invoiceId: input.invoiceId, contractId: contract.id, ts: new Date(e.ts), createdAt: now });
-        }
-        return { status: 'DRAFT', total: computed.total.toString() };
-      }));
+      return classified(() => orm.em.fork().transactional((em) => freezeInvoiceTx(em, input)));
     },
 
     async rejectInvoice({ invoiceId, reason, rejectedBy }: { invoiceId: string; reason: string; rejectedBy: string | null }): Promise<void> {

@@ -69,7 +69,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(contractReadsRouter(deps.orm));
   app.use(balancesRouter(deps.orm));
-  app.use(invoicesRouter(deps.orm, deps.temporal));
+  app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(allow('read'), notFound);
   app.use(errorHandler);
   return app;

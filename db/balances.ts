@@ -33,9 +33,17 @@ export async function customerBalances(em: EntityManager, customerId: string, op
   const stored = await em.find(BalanceLedgerEntry, { grantId: { $in: grants.map((g) => g.id) } }, { orderBy: { ts: 'asc' } });
   const voided = new Set((await em.find(Invoice, { id: { $in: [...new Set(stored.map((e) => e.invoiceId))] }, status: 'VOID' })).map((i) => i.id));
   const entries = new Map<string, LedgerEntry[]>(grants.map((g) => [g.id, []]));
+  const kindOf = new Map(grants.map((g) => [g.id, g.kind]));
   for (const e of stored) {
-    if (voided.has(e.invoiceId)) continue;
-    entries.get(e.grantId)!.push({ type: e.type, amount: dec(e.amount), timestamp: e.ts.toISOString(), segmentId: e.segmentId === 'trueup' ? undefined : e.segmentId, invoiceId: e.invoiceId, contractId: e.contractId });
+    const entry = { type: e.type, amount: dec(e.amount), timestamp: e.ts.toISOString(), segmentId: e.segmentId === 'trueup' ? undefined : e.segmentId, invoiceId: e.invoiceId, contractId: e.contractId };
+    if (voided.has(e.invoiceId)) {
+      // A voided invoice gives its draw-down back: the deduction stays in the history, cancelled.
+      if (!entry.segmentId) continue;
+      const kind = kindOf.get(e.grantId)!;
+      entries.get(e.grantId)!.push(entry, { ...entry, type: `${kind === 'CREDIT' ? 'CREDIT' : `${kind}_COMMIT`}_CANCELED`, amount: entry.amount.negated() });
+      continue;
+    }
+    entries.get(e.grantId)!.push(entry);
   }
   if (opts.includeDrafts !== false) {
     const frozen = new Set((await em.find(Invoice, { customerId }, { fields: ['id'] })).map((i) => i.id));

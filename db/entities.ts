@@ -215,6 +215,8 @@ export const Invoice = defineEntity({
     finalizedAt: p.datetime().nullable(),
     emailedAt: p.datetime().nullable(),
     emailMessageId: p.text().nullable(),
+    voidedAt: p.datetime().nullable(),
+    regeneratedFromInvoiceId: p.uuid().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
   },
 });

@@ -325,6 +325,8 @@ export interface InvoiceView {
   finalizedAt: string | null;
   emailedAt: string | null;
   createdAt: string;
+  voidedAt?: string | null;
+  regeneratedFromInvoiceId?: string | null;
 }
 
 export function viewOfStored(inv: Invoice): InvoiceView {
@@ -344,6 +346,8 @@ export function viewOfStored(inv: Invoice): InvoiceView {
     finalizedAt: inv.finalizedAt?.toISOString() ?? null,
     emailedAt: inv.emailedAt?.toISOString() ?? null,
     createdAt: inv.createdAt.toISOString(),
+    voidedAt: inv.voidedAt?.toISOString() ?? null,
+    regeneratedFromInvoiceId: inv.regeneratedFromInvoiceId ?? null,
   };
 }
 

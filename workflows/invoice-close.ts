@@ -13,6 +13,8 @@ export interface InvoiceCloseInput {
   contractId: string;
   periodStart: string;
   periodEnd: string;
+  /** Set when this invoice regenerates a voided one. */
+  regeneratedFromInvoiceId?: string;
 }
 
 export type InvoiceCloseStage = 'FREEZING' | 'AWAITING_APPROVAL' | 'FINALIZING' | 'EMAILING' | 'DONE';

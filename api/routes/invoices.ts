@@ -2,7 +2,12 @@ import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { ConflictError, NotFoundError, ValidationError } from '../../billing/errors.js';
+import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { freezeInvoiceTx } from '../../db/invoice-freeze.js';
+import { uuidV5 } from '../../db/ids.js';
+import { invoiceCloseWorkflow } from '../../workflows/invoice-close.js';
+import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey } from '../../workflows/search-attributes.js';
 import { dec, toJsonNumber } from '../../billing/money.js';
 import { Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
@@ -11,7 +16,7 @@ import { findInvoiceView, listCustomerInvoices, viewOfStored, type InvoiceView }
 import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { objectAt, reqStr, str } from '../validate.js';
+import { objectAt, reqStr, reqUuid, str } from '../validate.js';
 
 const num = (v: string | undefined | null) => (v === undefined || v === null ? undefined : toJsonNumber(dec(v)));
 
@@ -75,6 +80,8 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean } = {}
     rejection_reason: v.rejectionReason,
     finalized_at: v.finalizedAt,
     emailed_at: v.emailedAt,
+    ...(v.voidedAt ? { voided_at: v.voidedAt } : {}),
+    ...(v.regeneratedFromInvoiceId ? { regenerated_from_invoice_id: v.regeneratedFromInvoiceId } : {}),
   };
 }
 
@@ -94,7 +101,7 @@ function decisionError(err: unknown): never {
   throw err;
 }
 
-export function invoicesRouter(orm: MikroORM, temporal: Client): Router {
+export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
   const r = Router();
 
   r.get('/v1/customers/:customer_id/invoices', allow('read', 'finance'), async (req, res) => {
@@ -146,6 +153,49 @@ export function invoicesRouter(orm: MikroORM, temporal: Client): Router {
       .executeUpdate(rejectInvoiceUpdate, { args: [{ reason, rejectedBy }] })
       .catch(decisionError);
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
+  });
+
+  // Void: a FINALIZED invoice becomes VOID (lines kept); its commit and credit draw-downs are
+  // released. A pending invoice is rejected instead. Voiding twice is a no-op.
+  r.post('/v1/invoices/void', allow('finance'), async (req, res) => {
+    const body = objectAt(req.body, '', ['id']);
+    const id = reqUuid(body, 'id');
+    await orm.em.fork().transactional(async (em) => {
+      const inv = await em.findOne(Invoice, { id }, { lockMode: 4 });
+      if (!inv) throw new NotFoundError('closed invoice', id, 'id');
+      if (inv.status === 'VOID') return;
+      if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
+      inv.status = 'VOID';
+      inv.voidedAt = new Date();
+    });
+    res.json({ data: { id } });
+  });
+
+  // Regenerate: a VOID invoice's period is computed again now (current rates, usage, balances)
+  // into a new invoice (regenerated_from_invoice_id), frozen here and closed by its own workflow
+  // (approval, finalize, email). Repeating the call returns the same new invoice.
+  r.post('/v1/invoices/regenerate', allow('finance'), async (req, res) => {
+    const body = objectAt(req.body, '', ['id']);
+    const id = reqUuid(body, 'id');
+    const em = orm.em.fork();
+    const old = await em.findOne(Invoice, { id });
+    if (!old) throw new NotFoundError('closed invoice', id, 'id');
+    if (old.status !== 'VOID') throw new ConflictError(`invoice ${id} is ${old.status}; only a voided invoice can be regenerated`);
+    const newId = uuidV5(`regenerated:${old.id}`);
+    const input = { invoiceId: newId, contractId: old.contractId, periodStart: old.periodStart.toISOString(), periodEnd: old.periodEnd.toISOString(), regeneratedFromInvoiceId: old.id };
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, { ...input, recompute: false }));
+    try {
+      await temporal.workflow.start(invoiceCloseWorkflow, {
+        workflowId: invoiceWorkflowId(newId), taskQueue, args: [input],
+        typedSearchAttributes: [
+          { key: CustomerIdKey, value: old.customerId }, { key: ContractIdKey, value: old.contractId },
+          { key: InvoiceIdKey, value: newId }, { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
+        ],
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw new UnavailableError(`the regenerated invoice ${newId} is stored but its close workflow could not start; retry: ${(err as Error).message}`);
+    }
+    res.json({ data: { id: newId } });
   });
 
   return r;
