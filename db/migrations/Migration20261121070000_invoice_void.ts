@@ -19,7 +19,7 @@ export class Migration20261121070000_invoice_void extends Migration {
              new.line_items is distinct from old.line_items or new.total is distinct from old.total
           or new.period_start is distinct from old.period_start or new.period_end is distinct from old.period_end
           or new.finalized_at is distinct from old.finalized_at) then
-          raise exception 'invoice % is % and cannot change', old.id, old.status using errcode = 'check_violation';
+          raise exception 'invoice % is % and cannot change (finalized and void invoices are immutable)', old.id, old.status using errcode = 'check_violation';
         end if;
         if (old.status = 'FINALIZED' and new.status not in ('FINALIZED', 'VOID')) or (old.status = 'VOID' and new.status <> 'VOID') then
           raise exception 'invoice % cannot go from % to %', old.id, old.status, new.status using errcode = 'check_violation';
