@@ -1,7 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { Decimal } from 'decimal.js';
 import { productInfo, productStateAt, overrideOf, type ProductRecord } from '../billing/contract-terms.js';
-import { assembleInvoice, type AssembledInvoice, type FixedCharge, type GrantSegment, type GrantState, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
+import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
 import { Dec, dec, USD_CENTS } from '../billing/money.js';
 import { applyOverrides, type EffectiveSegment } from '../billing/overrides.js';
 import { periodsStartedBefore, prorationFraction, type Period, type Schedule } from '../billing/periods.js';
@@ -130,6 +130,10 @@ export interface ComputeOptions {
   invoiceId?: string;
   /** Draw-downs of earlier drafts (not yet frozen) of the same contract, by `grant|segment`. */
   carried?: Map<string, Decimal>;
+  /** Corrections already on earlier drafts of this computation, by corrected invoice id. */
+  carriedCorrections?: Map<string, Decimal>;
+  /** Leave corrections out (used when re-deriving a finalized period itself). */
+  skipCorrections?: boolean;
   pricing?: PricingData;
   grants?: BalanceGrant[];
   drawn?: Map<string, Decimal>;
@@ -265,7 +269,47 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     });
   }
 
-  return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps });
+  const corrections = opts.skipCorrections ? [] : await lateUsageCorrections(em, contract, pStart, opts);
+  return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections });
+}
+
+/** How far back finalized periods are watched for late usage (events are accepted up to 34 days late). */
+export const CORRECTION_WINDOW_MS = 40 * 86_400_000;
+
+export const BILLED_USAGE_TYPES = new Set(['usage', 'subscription']);
+
+export function usageTotal(lines: readonly { type: string; total: string }[]): Decimal {
+  return lines.filter((l) => BILLED_USAGE_TYPES.has(l.type)).reduce((a, l) => a.plus(l.total), dec(0));
+}
+
+/**
+ * Late usage (invariant I3): a finalized invoice never changes, so when usage for its period
+ * changes afterwards (late events, an alias matched later), the difference in its usage and
+ * subscription lines is billed as a correction line on the next open invoice, once: minus the
+ * corrections already made for it on earlier invoices. Commits and credits do not draw on
+ * corrections.
+ */
+async function lateUsageCorrections(em: EntityManager, contract: Contract, pStart: number, opts: ComputeOptions): Promise<CorrectionInput[]> {
+  const finalized = await em.find(Invoice, {
+    contractId: contract.id, status: 'FINALIZED', periodEnd: { $lte: new Date(pStart), $gt: new Date(pStart - CORRECTION_WINDOW_MS) },
+  }, { orderBy: { periodStart: 'asc' } });
+  if (!finalized.length) return [];
+  const earlier = await em.find(Invoice, { contractId: contract.id, status: { $ne: 'VOID' }, periodStart: { $lt: new Date(pStart) } });
+  const out: CorrectionInput[] = [];
+  for (const f of finalized) {
+    const again = await computeInvoice(em, contract, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
+      invoiceId: f.id, skipCorrections: true, pricing: opts.pricing, grants: opts.grants, usageReader: opts.usageReader,
+    });
+    const already = earlier.flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id).reduce((a, l) => a.plus(l.total), dec(0))
+      .plus(opts.carriedCorrections?.get(f.id) ?? 0);
+    const delta = usageTotal(storedLines(again)).minus(usageTotal(f.lineItems)).minus(already);
+    if (delta.isZero()) continue;
+    out.push({
+      correctedInvoiceId: f.id, name: `Correction for ${f.periodStart.toISOString().slice(0, 10)} – ${f.periodEnd.toISOString().slice(0, 10)}`,
+      amount: delta.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)',
+    });
+  }
+  return out;
 }
 
 const str = (d: Decimal | undefined) => d?.toString();
@@ -391,11 +435,13 @@ export async function contractDrafts(em: EntityManager, contract: Contract, froz
     drawnBySegment(em, grants.map((g) => g.id)),
   ]);
   const carried = new Map<string, Decimal>();
+  const carriedCorrections = new Map<string, Decimal>();
   const out: { view: InvoiceView; inv: AssembledInvoice }[] = [];
   for (const period of periods) {
     const id = invoiceIdFor(contract.id, period.start);
-    const inv = await computeInvoice(em, contract, period, { invoiceId: id, carried, pricing, grants, drawn, usageReader });
+    const inv = await computeInvoice(em, contract, period, { invoiceId: id, carried, carriedCorrections, pricing, grants, drawn, usageReader });
     for (const d of inv.drawdowns) carried.set(`${d.grantId}|${d.segmentId}`, (carried.get(`${d.grantId}|${d.segmentId}`) ?? dec(0)).plus(d.amount));
+    for (const l of inv.lines) if (l.type === 'correction' && l.correctedInvoiceId) carriedCorrections.set(l.correctedInvoiceId, (carriedCorrections.get(l.correctedInvoiceId) ?? dec(0)).plus(l.total));
     out.push({ view: draftViewOf(inv, contract, period, id, now), inv });
   }
   return out;

@@ -1,7 +1,8 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { dec, sum } from '../billing/money.js';
 import { BillableMetric, Contract, Invoice, type StoredInvoiceLine } from './entities.js';
-import { computeInvoice, contractDrafts, storedLines } from './invoices.js';
+import type { Decimal } from 'decimal.js';
+import { BILLED_USAGE_TYPES, computeInvoice, contractDrafts, storedLines, usageTotal } from './invoices.js';
 import { metricFilterSql, valueSql } from './metric-sql.js';
 import { ratingBacklog } from './rating.js';
 import type { UsageGroup, UsagePart } from './usage-series.js';
@@ -58,6 +59,8 @@ export interface InvoiceReport {
   total: string;
   lines: number;
   drift: LineDrift[];
+  /** Lines of a finalized invoice whose later change is fully billed as corrections. */
+  corrected: number;
   /** Total minus the sum of the lines (must be 0). */
   totalVsLines: string;
 }
@@ -90,27 +93,45 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
   const contracts = await em.find(Contract, opts.customerId ? { customerId: opts.customerId } : {}, { orderBy: { createdAt: 'asc', id: 'asc' } });
   const invoices: InvoiceReport[] = [];
   for (const contract of contracts) {
+    const checked: { report: InvoiceReport; billed: StoredInvoiceLine[]; rederived: StoredInvoiceLine[]; finalized: boolean }[] = [];
     const stored = await em.find(Invoice, { contractId: contract.id }, { orderBy: { periodStart: 'asc' } });
     for (const inv of stored) {
       if (inv.status === 'VOID') continue;
       const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts });
-      invoices.push({
-        invoiceId: inv.id, contractId: contract.id, status: inv.status, periodStart: inv.periodStart.toISOString(), total: inv.total, lines: inv.lineItems.length,
-        drift: compareLines(inv.lineItems, storedLines(again)),
-        totalVsLines: dec(inv.total).minus(sum(inv.lineItems.map((l) => dec(l.total)))).toString(),
+      checked.push({ report: reportOf(inv.id, contract.id, inv.status, inv.periodStart.toISOString(), inv.total, inv.lineItems), billed: inv.lineItems, rederived: storedLines(again), finalized: inv.status === 'FINALIZED' });
+    }
+    if (!contract.archivedAt) {
+      const frozen = new Set(stored.map((i) => i.id));
+      const drafts = await contractDrafts(em, contract, frozen, now);
+      const raw = await contractDrafts(em, contract, frozen, now, undefined, rawUsageParts);
+      drafts.forEach(({ view }, i) => {
+        checked.push({ report: reportOf(view.id, contract.id, 'DRAFT', view.periodStart, view.total, view.lines), billed: view.lines, rederived: raw[i]!.view.lines, finalized: false });
       });
     }
-    if (contract.archivedAt) continue;
-    const frozen = new Set(stored.map((i) => i.id));
-    const drafts = await contractDrafts(em, contract, frozen, now);
-    const raw = await contractDrafts(em, contract, frozen, now, undefined, rawUsageParts);
-    drafts.forEach(({ view }, i) => {
-      invoices.push({
-        invoiceId: view.id, contractId: contract.id, status: 'DRAFT', periodStart: view.periodStart, total: view.total, lines: view.lines.length,
-        drift: compareLines(view.lines, raw[i]!.view.lines),
-        totalVsLines: dec(view.total).minus(sum(view.lines.map((l) => dec(l.total)))).toString(),
-      });
-    });
+    // Correction lines are checked per corrected invoice: all corrections made for a finalized
+    // invoice must add up to exactly how much its usage changed since it was finalized.
+    const corrections = new Map<string, Decimal>();
+    for (const c of checked) {
+      for (const l of c.billed) if (l.type === 'correction' && l.corrected_invoice_id) corrections.set(l.corrected_invoice_id, (corrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
+    }
+    for (const c of checked) {
+      c.report.drift = compareLines(c.billed.filter((l) => l.type !== 'correction'), c.rederived.filter((l) => l.type !== 'correction'));
+      if (!c.finalized) continue;
+      const changed = usageTotal(c.rederived).minus(usageTotal(c.billed));
+      const corrected = corrections.get(c.report.invoiceId) ?? dec(0);
+      if (changed.eq(corrected)) {
+        const before = c.report.drift.length;
+        c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!));
+        c.report.corrected = before - c.report.drift.length;
+      } else {
+        c.report.drift.push({ line: 'corrections', billed: { total: corrected.toString() }, rederived: { total: changed.toString() } });
+      }
+    }
+    invoices.push(...checked.map((c) => c.report));
   }
   return { invoices, drifting: invoices.filter((i) => i.drift.length || !dec(i.totalVsLines).isZero()).length, ratingBehind };
+}
+
+function reportOf(invoiceId: string, contractId: string, status: string, periodStart: string, total: string, lines: StoredInvoiceLine[]): InvoiceReport {
+  return { invoiceId, contractId, status, periodStart, total, lines: lines.length, drift: [], corrected: 0, totalVsLines: dec(total).minus(sum(lines.map((l) => dec(l.total)))).toString() };
 }

@@ -17,7 +17,7 @@ try {
   else {
     for (const inv of report.invoices) {
       const ok = !inv.drift.length && dec(inv.totalVsLines).isZero();
-      console.log(`${ok ? 'ok   ' : 'DRIFT'} invoice ${inv.invoiceId} (${inv.status}, period ${inv.periodStart.slice(0, 10)}, ${inv.lines} lines, total ${inv.total})`);
+      console.log(`${ok ? "ok   " : "DRIFT"} invoice ${inv.invoiceId} (${inv.status}, period ${inv.periodStart.slice(0, 10)}, ${inv.lines} lines, total ${inv.total}${inv.corrected ? `, ${inv.corrected} lines changed later and corrected on a later invoice` : ""})`);
       for (const d of inv.drift) console.log(`        ${d.line}: billed ${JSON.stringify(d.billed)} re-derived ${JSON.stringify(d.rederived)}`);
       if (!dec(inv.totalVsLines).isZero()) console.log(`        total differs from the sum of its lines by ${inv.totalVsLines}`);
     }
