@@ -10,6 +10,8 @@ export interface ContractPlan {
   customerId: string;
   schedule: Schedule;
   invoiceGracePeriodMs: number;
+  /** An archived contract closes no more periods. */
+  archived?: boolean;
 }
 
 export function createContractActivities({ orm, invoiceGracePeriodMs }: ActivityDeps) {
@@ -19,7 +21,7 @@ export function createContractActivities({ orm, invoiceGracePeriodMs }: Activity
       return classified(async () => {
         const contract = await orm.em.fork().findOne(Contract, { id: contractId });
         if (!contract) throw new NotFoundError('contract', contractId);
-        return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs };
+        return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, archived: contract.archivedAt !== null && contract.archivedAt !== undefined };
       });
     },
 

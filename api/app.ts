@@ -6,6 +6,7 @@ import { allow, authenticate } from './auth.js';
 import { errorHandler, notFound } from './errors.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
 import { balancesRouter } from './routes/balances.js';
+import { contractChangesRouter } from './routes/contract-changes.js';
 import { contractReadsRouter } from './routes/contract-reads.js';
 import { contractsRouter } from './routes/contracts.js';
 import { customersRouter } from './routes/customers.js';
@@ -68,6 +69,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(pricingRouter(deps.orm));
   app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(contractReadsRouter(deps.orm));
+  app.use(contractChangesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(allow('read'), notFound);

@@ -135,7 +135,7 @@ export async function overridesInput(o: Obj, key: string, path: string, products
     const startingAt = timestamp(v, 'starting_at', p)!;
     const endingBefore = timestamp(v, 'ending_before', p, { optional: true });
     if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError(`${p}.ending_before`, 'must be after starting_at');
-    const ov: StoredOverride = { id: newId(), starting_at: startingAt, ...(endingBefore ? { ending_before: endingBefore } : {}), ...(amendmentId ? { amendment_id: amendmentId } : {}) };
+    const ov: StoredOverride = { id: newId(), created_at: new Date().toISOString(), starting_at: startingAt, ...(endingBefore ? { ending_before: endingBefore } : {}), ...(amendmentId ? { amendment_id: amendmentId } : {}) };
     const specifiers = specifiersInput(v, 'override_specifiers', p, false);
     const productId = uuid(v, 'product_id', p, { optional: true });
     const tags = stringArray(v, 'applicable_product_tags', p, { optional: true });
@@ -183,7 +183,7 @@ export async function chargesInput(o: Obj, key: 'scheduled_charges' | 'discounts
     creditType(s, 'credit_type_id', sp);
     if (s.do_not_invoice !== undefined) throw new ValidationError(`${sp}.do_not_invoice`, 'only applies to commit invoice schedules');
     out.push({
-      id: newId(), product_id: product.id, ...(v.name !== undefined ? { name: reqStr(v, 'name', p) } : {}),
+      id: newId(), created_at: new Date().toISOString(), product_id: product.id, ...(v.name !== undefined ? { name: reqStr(v, 'name', p) } : {}),
       custom_fields: stringRecord(v, 'custom_fields', p) ?? {},
       schedule: { credit_type_id: USD_CENTS.id, schedule_items: scheduleItemsInput(s, sp) },
       ...(amendmentId ? { amendment_id: amendmentId } : {}),
@@ -198,7 +198,7 @@ const GRANT_FIELDS = ['product_id', 'access_schedule', 'priority', 'applicable_p
 /** A commit (kind from `type`) or a credit, for a contract (contractId) or the customer (contractId null). */
 export async function grantInput(
   raw: unknown, p: string, kind: 'COMMIT' | 'CREDIT',
-  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean },
+  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean; amendmentId?: string },
 ): Promise<BalanceGrant> {
   const allowed = [...GRANT_FIELDS, ...(kind === 'COMMIT' ? ['type', 'invoice_schedule', 'amount', 'temporary_id'] : []),
     ...(ctx.customerLevel ? ['customer_id', 'applicable_contract_ids', ...(kind === 'COMMIT' ? ['invoice_contract_id'] : [])] : [])];
@@ -261,7 +261,7 @@ export async function grantInput(
     specifiers, accessSchedule, invoiceSchedule, invoiceContractId, rolloverFraction: rollover ?? null,
     rateType: oneOf(v, 'rate_type', ['COMMIT_RATE', 'LIST_RATE'] as const, p, { optional: true }) ?? null,
     customFields: stringRecord(v, 'custom_fields', p) ?? {}, uniquenessKey: str(v, 'uniqueness_key', p, { optional: true, max: 128 }) ?? null,
-    createdAt: new Date(), archivedAt: null,
+    amendmentId: ctx.amendmentId ?? null, createdAt: new Date(), archivedAt: null,
   };
 }
 

@@ -100,6 +100,7 @@ export interface StoredOverride {
   entitled?: boolean;
   priority?: number;
   amendment_id?: string;
+  created_at?: string;
 }
 
 export function overrideOf(o: StoredOverride): ContractOverride {
@@ -125,6 +126,7 @@ export interface StoredCharge {
   custom_fields?: Record<string, string>;
   schedule: { credit_type_id: string; schedule_items: StoredScheduleItem[] };
   amendment_id?: string;
+  created_at?: string;
 }
 
 export interface ContractTerms {

@@ -247,6 +247,7 @@ export const BalanceGrant = defineEntity({
     rateType: p.text().nullable(),
     customFields: p.json<Record<string, string>>(),
     uniquenessKey: p.text().nullable(),
+    amendmentId: p.uuid().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     archivedAt: p.datetime().nullable(),
   },

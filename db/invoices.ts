@@ -111,15 +111,17 @@ export async function grantsForContract(em: EntityManager, contract: Contract): 
 }
 
 /** Per grant segment, what frozen, non-void invoices other than `exceptInvoiceId` drew from it (positive). */
-export async function drawnBySegment(em: EntityManager, grantIds: string[], exceptInvoiceId?: string): Promise<Map<string, Decimal>> {
+export async function drawnBySegment(em: EntityManager, grantIds: string[], exceptInvoiceId?: string, asOf?: Date): Promise<Map<string, Decimal>> {
   const out = new Map<string, Decimal>();
   if (!grantIds.length) return out;
   const rows = await em.execute<{ grant_id: string; segment_id: string; drawn: string }[]>(
     `select l.grant_id::text as grant_id, l.segment_id, (-sum(l.amount))::text as drawn
        from balance_ledger l join invoice i on i.id = l.invoice_id
-      where l.grant_id::text = any(?::text[]) and i.status <> 'VOID' and l.invoice_id::text <> ?
+      where l.grant_id::text = any(?::text[]) and l.invoice_id::text <> ?
+        and l.created_at <= ? and (i.status <> 'VOID' or i.voided_at > ?)
       group by 1, 2`,
-    [pgTextArray(grantIds), exceptInvoiceId ?? ''],
+    // As of a moment: entries written by then, of invoices not voided by then.
+    [pgTextArray(grantIds), exceptInvoiceId ?? '', ...Array(2).fill((asOf ?? new Date('9999-01-01T00:00:00Z')).toISOString())],
   );
   for (const r of rows) out.set(`${r.grant_id}|${r.segment_id}`, dec(r.drawn));
   return out;
@@ -134,6 +136,12 @@ export interface ComputeOptions {
   carriedCorrections?: Map<string, Decimal>;
   /** Leave corrections out (used when re-deriving a finalized period itself). */
   skipCorrections?: boolean;
+  /**
+   * Price as things stood at this moment: rates, product updates, contract terms, commits and
+   * credits created later are left out. Re-deriving a frozen invoice uses the moment it was frozen,
+   * so only usage (late events) can change it, never a later price change or amendment.
+   */
+  asOf?: Date;
   pricing?: PricingData;
   grants?: BalanceGrant[];
   drawn?: Map<string, Decimal>;
@@ -154,10 +162,23 @@ function project(group: Record<string, string | null>, keys: readonly string[]):
 export async function computeInvoice(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, opts: ComputeOptions = {}): Promise<AssembledInvoice> {
   const pStart = Date.parse(period.start);
   const pEnd = Date.parse(period.end);
-  const terms = contract.terms ?? {};
-  const grants = opts.grants ?? await grantsForContract(em, contract);
+  const asOf = opts.asOf?.getTime();
+  const known = (createdAt: string | number | Date | undefined) => asOf === undefined || createdAt === undefined || new Date(createdAt).getTime() <= asOf;
+  const allTerms = contract.terms ?? {};
+  const terms = asOf === undefined ? allTerms : {
+    ...allTerms,
+    overrides: allTerms.overrides?.filter((o) => known(o.created_at)),
+    scheduled_charges: allTerms.scheduled_charges?.filter((c) => known(c.created_at)),
+    discounts: allTerms.discounts?.filter((c) => known(c.created_at)),
+  };
+  const grants = (opts.grants ?? await grantsForContract(em, contract)).filter((g) => known(g.createdAt));
   const chargeProductIds = [...(terms.scheduled_charges ?? []), ...(terms.discounts ?? [])].map((c) => c.product_id);
-  const pricing = opts.pricing ?? await loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]);
+  const loaded = opts.pricing ?? await loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]);
+  const pricing: PricingData = asOf === undefined ? loaded : {
+    rates: loaded.rates.filter((r) => known(r.createdAt)),
+    products: new Map([...loaded.products].map(([id, p]) => [id, { ...p, updates: p.updates.filter((u) => known(u.created_at)) }])),
+    metrics: loaded.metrics,
+  };
   const infoAt = new Map<string, ProductInfo>();
   for (const p of pricing.products.values()) infoAt.set(p.id, productInfo(p, pStart));
   const schedule = contractSchedule(contract);
@@ -239,7 +260,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   }
   const grantStates: GrantState[] = [];
   const trueUps: { grantId: string; name: string; productId?: string; segmentId: string; remainingBeforeInvoice: string }[] = [];
-  const drawn = opts.drawn ?? await drawnBySegment(em, grants.map((g) => g.id), opts.invoiceId);
+  const drawn = opts.drawn ?? await drawnBySegment(em, grants.map((g) => g.id), opts.invoiceId, opts.asOf);
   for (const g of grants) {
     const name = g.name ?? pricing.products.get(g.productId)?.name ?? (g.kind === 'CREDIT' ? 'Credit' : 'Commit');
     const billedOn = g.invoiceContractId ?? g.contractId;
@@ -298,7 +319,7 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
   const out: CorrectionInput[] = [];
   for (const f of finalized) {
     const again = await computeInvoice(em, contract, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
-      invoiceId: f.id, skipCorrections: true, pricing: opts.pricing, grants: opts.grants, usageReader: opts.usageReader,
+      invoiceId: f.id, skipCorrections: true, pricing: opts.pricing, grants: opts.grants, usageReader: opts.usageReader, asOf: f.frozenAt,
     });
     const already = earlier.flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id).reduce((a, l) => a.plus(l.total), dec(0))
       .plus(opts.carriedCorrections?.get(f.id) ?? 0);

@@ -97,7 +97,7 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     const stored = await em.find(Invoice, { contractId: contract.id }, { orderBy: { periodStart: 'asc' } });
     for (const inv of stored) {
       if (inv.status === 'VOID') continue;
-      const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts });
+      const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts, asOf: inv.frozenAt });
       checked.push({ report: reportOf(inv.id, contract.id, inv.status, inv.periodStart.toISOString(), inv.total, inv.lineItems), billed: inv.lineItems, rederived: storedLines(again), finalized: inv.status === 'FINALIZED' });
     }
     if (!contract.archivedAt) {

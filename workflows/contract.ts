@@ -1,5 +1,5 @@
 import {
-  continueAsNew, defineQuery, ParentClosePolicy, proxyActivities, setHandler, sleep, startChild,
+  condition, continueAsNew, defineQuery, defineSignal, ParentClosePolicy, proxyActivities, setHandler, startChild,
   upsertSearchAttributes, workflowInfo, WorkflowIdReusePolicy,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
@@ -24,10 +24,12 @@ export interface ContractWorkflowInput {
 export interface ContractWorkflowState {
   nextPeriodIndex: number;
   nextCloseAt: string | null;
-  state: 'ACTIVE' | 'ENDED';
+  state: 'ACTIVE' | 'ENDED' | 'ARCHIVED';
 }
 
 export const contractStateQuery = defineQuery<ContractWorkflowState>('contractState');
+/** The contract's end date changed or it was archived: reload the plan (sent by the API). */
+export const contractChangedSignal = defineSignal('contractChanged');
 
 const acts = proxyActivities<Activities>({
   startToCloseTimeout: '10 seconds',
@@ -37,18 +39,27 @@ const acts = proxyActivities<Activities>({
 const PERIODS_PER_RUN = 24;
 
 export async function contractWorkflow(input: ContractWorkflowInput): Promise<void> {
-  const plan = await acts.loadContractPlan({ contractId: input.contractId });
+  let plan = await acts.loadContractPlan({ contractId: input.contractId });
   const state: ContractWorkflowState = { nextPeriodIndex: input.nextPeriodIndex ?? 0, nextCloseAt: null, state: 'ACTIVE' };
+  let changed = false;
   setHandler(contractStateQuery, () => state);
+  setHandler(contractChangedSignal, () => { changed = true; });
   upsertSearchAttributes([{ key: LifecycleStateKey, value: 'ACTIVE' }]);
 
   for (let closedThisRun = 0; ; closedThisRun++) {
+    if (plan.archived) break;
     const period = periodAt(plan.schedule, state.nextPeriodIndex);
     if (!period) break;
     const closeAt = Date.parse(period.end) + plan.invoiceGracePeriodMs;
     state.nextCloseAt = new Date(closeAt).toISOString();
     const wait = closeAt - Date.now();
-    if (wait > 0) await sleep(wait);
+    if (wait > 0 && await condition(() => changed, wait)) {
+      // The end date moved or the contract was archived: plan again from the same period.
+      changed = false;
+      plan = await acts.loadContractPlan({ contractId: input.contractId });
+      closedThisRun--;
+      continue;
+    }
 
     const invoiceId = await acts.invoiceIdForPeriod({ contractId: input.contractId, periodStart: period.start });
     try {
@@ -73,7 +84,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       await continueAsNew<typeof contractWorkflow>({ contractId: input.contractId, nextPeriodIndex: state.nextPeriodIndex });
     }
   }
-  state.state = 'ENDED';
+  state.state = plan.archived ? 'ARCHIVED' : 'ENDED';
   state.nextCloseAt = null;
-  upsertSearchAttributes([{ key: LifecycleStateKey, value: 'ENDED' }]);
+  upsertSearchAttributes([{ key: LifecycleStateKey, value: state.state }]);
 }

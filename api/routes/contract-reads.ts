@@ -54,33 +54,38 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     ...(terms.scheduled_charges ?? []).map((x) => x.product_id), ...(terms.discounts ?? []).map((x) => x.product_id)]);
   const products = new Map((await em.find(Product, { id: { $in: [...productIds] } })).map((p) => [p.id, p]));
   const created = c.createdAt.toISOString();
-  const grantOut = (kind: 'COMMIT' | 'CREDIT') => grants.filter((g) => (kind === 'CREDIT') === (g.kind === 'CREDIT')).map((g) => {
+  const grantOut = (list: BalanceGrant[], kind: 'COMMIT' | 'CREDIT') => list.filter((g) => (kind === 'CREDIT') === (g.kind === 'CREDIT')).map((g) => {
     const b = balances?.get(g.id);
     return grantJson(g, products.get(g.productId), b ? { balance: b.balance, ...(opts.ledgers ? { ledger: b.ledger } : {}) } : {});
   });
   const sched = contractSchedule(c);
-  const body = {
+  // `initial` is the contract as created, `current` with every amendment, `amendments` each one.
+  const termsOf = (pick: (amendmentId: string | null | undefined) => boolean) => ({
+    commits: grantOut(grants.filter((g) => pick(g.amendmentId)), 'COMMIT'),
+    credits: grantOut(grants.filter((g) => pick(g.amendmentId)), 'CREDIT'),
+    overrides: (terms.overrides ?? []).filter((o) => pick(o.amendment_id)).map((o) => overrideJson(o, products, o.created_at ?? created)),
+    scheduled_charges: (terms.scheduled_charges ?? []).filter((x) => pick(x.amendment_id)).map((x) => chargeJson(x, products)),
+    discounts: (terms.discounts ?? []).filter((x) => pick(x.amendment_id)).map((x) => chargeJson(x, products)),
+  });
+  const body = (items: ReturnType<typeof termsOf>) => ({
     created_at: created, created_by: 'accrue', starting_at: c.startingAt.toISOString(),
     ...(c.endingBefore ? { ending_before: c.endingBefore.toISOString() } : {}),
     ...(c.name ? { name: c.name } : {}),
     rate_card_id: c.rateCardId,
     usage_statement_schedule: { frequency: c.usageStatementFrequency, billing_anchor_date: gridPeriodContaining(sched, sched.startingAt).start },
     transitions: [],
-    commits: grantOut('COMMIT'),
-    credits: grantOut('CREDIT'),
-    overrides: (terms.overrides ?? []).map((o) => overrideJson(o, products, created)),
-    scheduled_charges: (terms.scheduled_charges ?? []).map((x) => chargeJson(x, products)),
-    discounts: (terms.discounts ?? []).map((x) => chargeJson(x, products)),
+    ...items,
     ...(terms.net_payment_terms_days !== undefined ? { net_payment_terms_days: terms.net_payment_terms_days } : {}),
     ...(terms.total_contract_value !== undefined ? { total_contract_value: Number(terms.total_contract_value) } : {}),
     ...(terms.multiplier_override_prioritization ? { multiplier_override_prioritization: terms.multiplier_override_prioritization } : {}),
-  };
+  });
+  const amendments = (terms.amendments ?? []).map((a) => ({ id: a.id, starting_at: a.starting_at, created_at: a.created_at, created_by: a.created_by, ...termsOf((id) => id === a.id) }));
   return {
     id: c.id,
     customer_id: c.customerId,
-    initial: body,
-    current: body,
-    amendments: [],
+    initial: body(termsOf((id) => !id)),
+    current: body(termsOf(() => true)),
+    amendments,
     custom_fields: c.customFields ?? {},
     ...(c.uniquenessKey ? { uniqueness_key: c.uniquenessKey } : {}),
     ...(c.archivedAt ? { archived_at: c.archivedAt.toISOString() } : {}),

@@ -1,0 +1,198 @@
+import { Router } from 'express';
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
+import type { Client } from '@temporalio/client';
+import { ConflictError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import type { ContractTerms } from '../../billing/contract-terms.js';
+import { periodsStartedBefore } from '../../billing/periods.js';
+import { customerBalances } from '../../db/balances.js';
+import { findCustomer } from '../../db/customers.js';
+import { BalanceGrant, Contract, Invoice } from '../../db/entities.js';
+import { invoiceIdFor, newId } from '../../db/ids.js';
+import { contractSchedule } from '../../db/invoices.js';
+import { contractChangedSignal, contractWorkflow } from '../../workflows/contract.js';
+import { contractWorkflowId, invoiceWorkflowId } from '../../workflows/search-attributes.js';
+import { allow } from '../auth.js';
+import { chargesInput, grantInput, overridesInput, ProductLookup } from '../contract-input.js';
+import { bool, decimal, hourTimestamp, objectAt, reqUuid, stringRecord, timestamp, type Obj } from '../validate.js';
+import { contractJson, findContract } from './contract-reads.js';
+
+/**
+ * Changing contracts: end date, archive, amendments (v1) and edits (v2). Terms are data: drafts of
+ * open periods are computed from them on every read, so a change — even backdated — re-rates the
+ * open periods at once; frozen and finalized invoices never change (late changes to finalized
+ * periods are not re-billed). The contract workflow is told to re-plan when its dates change.
+ */
+async function tellWorkflow(temporal: Client, taskQueue: string, em: EntityManager, contract: Contract): Promise<void> {
+  // A run that already ended (its last period closed) is started again from the first period
+  // without an invoice; a running one is signalled to re-plan.
+  const periods = periodsStartedBefore(contractSchedule(contract), new Date().toISOString());
+  const stored = new Set((await em.find(Invoice, { contractId: contract.id }, { fields: ['id'] })).map((i) => i.id));
+  let next = 0;
+  while (next < periods.length && stored.has(invoiceIdFor(contract.id, periods[next]!.start))) next++;
+  try {
+    await temporal.workflow.signalWithStart(contractWorkflow, {
+      workflowId: contractWorkflowId(contract.id),
+      taskQueue,
+      args: [{ contractId: contract.id, nextPeriodIndex: next }],
+      signal: contractChangedSignal,
+    });
+  } catch (err) {
+    throw new UnavailableError(`the change is stored, but the contract workflow could not be told; retry the same request: ${(err as Error).message}`);
+  }
+}
+
+export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
+  const r = Router();
+
+  r.post('/v1/contracts/updateEndDate', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'ending_before', 'allow_ending_before_finalized_invoice']);
+    const em = orm.em.fork();
+    const contract = await findContract(em, body);
+    if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
+    const endingBefore = hourTimestamp(body, 'ending_before', '', { optional: true });
+    const allowBefore = bool(body, 'allow_ending_before_finalized_invoice', '', { optional: true }) ?? true;
+    if (endingBefore && Date.parse(endingBefore) <= contract.startingAt.getTime()) throw new ValidationError('ending_before', 'must be after the contract starting_at');
+    if (endingBefore && !allowBefore) {
+      const last = await em.findOne(Invoice, { contractId: contract.id, status: 'FINALIZED' }, { orderBy: { periodEnd: 'desc' } });
+      if (last && last.periodEnd.getTime() > Date.parse(endingBefore)) throw new ValidationError('ending_before', `is before the end of finalized invoice ${last.id} (${last.periodEnd.toISOString()})`);
+    }
+    contract.endingBefore = endingBefore ? new Date(endingBefore) : null;
+    await em.flush();
+    await tellWorkflow(temporal, taskQueue, em, contract);
+    res.json({ data: { id: contract.id } });
+  });
+
+  r.post('/v1/contracts/archive', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'void_invoices']);
+    const voidInvoices = bool(body, 'void_invoices')!;
+    const em = orm.em.fork();
+    const contract = await findContract(em, body);
+    const pending: string[] = [];
+    if (!contract.archivedAt) {
+      await em.transactional(async (tx) => {
+        const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
+        const now = new Date();
+        c.archivedAt = now;
+        await tx.nativeUpdate(BalanceGrant, { contractId: c.id, archivedAt: null }, { archivedAt: now });
+        // Invoices waiting for approval are cancelled; finalized ones are voided on request.
+        for (const inv of await tx.find(Invoice, { contractId: c.id, status: { $ne: 'VOID' } })) {
+          if (inv.status === 'DRAFT' || voidInvoices) {
+            if (inv.status === 'DRAFT') pending.push(inv.id);
+            inv.status = 'VOID';
+            inv.voidedAt = now;
+          }
+        }
+      });
+    }
+    for (const id of pending) await temporal.workflow.getHandle(invoiceWorkflowId(id)).cancel().catch(() => undefined);
+    await tellWorkflow(temporal, taskQueue, em, contract);
+    res.json({ data: { id: contract.id } });
+  });
+
+  r.post('/v1/contracts/amend', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'starting_at', 'commits', 'credits', 'discounts', 'overrides', 'scheduled_charges', 'custom_fields', 'total_contract_value', 'netsuite_sales_order_id', 'salesforce_opportunity_id']);
+    const em = orm.em.fork();
+    const contract = await findContract(em, body);
+    if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
+    const startingAt = timestamp(body, 'starting_at')!;
+    const id = newId();
+    const added = await addTerms(em, contract, body, { amendmentId: id, commits: 'commits', credits: 'credits', overrides: 'overrides', discounts: 'discounts', scheduled_charges: 'scheduled_charges' });
+    const terms: ContractTerms = {
+      ...added.terms,
+      amendments: [...(contract.terms?.amendments ?? []), { id, starting_at: startingAt, created_at: new Date().toISOString(), created_by: 'accrue' }],
+    };
+    const tcv = decimal(body, 'total_contract_value', '', { optional: true, min: 0 });
+    if (tcv) terms.total_contract_value = tcv;
+    const custom = stringRecord(body, 'custom_fields');
+    await em.transactional(async (tx) => {
+      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
+      c.terms = terms;
+      if (custom) c.customFields = { ...c.customFields, ...custom };
+      for (const g of added.grants) tx.create(BalanceGrant, g);
+    });
+    res.json({ data: { id } });
+  });
+
+  r.post('/v2/contracts/edit', allow(), async (req, res) => {
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key']);
+    const em = orm.em.fork();
+    const contract = await findContract(em, body);
+    if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
+    const editId = newId();
+    const added = await addTerms(em, contract, body, { amendmentId: editId, commits: 'add_commits', credits: 'add_credits', overrides: 'add_overrides', discounts: 'add_discounts', scheduled_charges: 'add_scheduled_charges' });
+    let endChanged = false;
+    if (body.update_contract_end_date !== undefined) {
+      const end = body.update_contract_end_date === null ? null : hourTimestamp(body, 'update_contract_end_date')!;
+      if (end && Date.parse(end) <= contract.startingAt.getTime()) throw new ValidationError('update_contract_end_date', 'must be after the contract starting_at');
+      endChanged = true;
+      contract.endingBefore = end ? new Date(end) : null;
+    }
+    const name = body.update_contract_name;
+    if (name !== undefined && (typeof name !== 'string' || !name.trim())) throw new ValidationError('update_contract_name', 'must be a non-empty string');
+    await em.transactional(async (tx) => {
+      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
+      c.terms = added.terms;
+      if (endChanged) c.endingBefore = contract.endingBefore;
+      if (typeof name === 'string') c.name = name;
+      for (const g of added.grants) tx.create(BalanceGrant, g);
+    });
+    if (endChanged) await tellWorkflow(temporal, taskQueue, em, contract);
+    res.json({ data: { id: contract.id, edit: { id: editId } } });
+  });
+
+  for (const path of ['/v2/contracts/get', '/v2/contracts/list'] as const) {
+    r.post(path, allow('read', 'finance'), async (req, res) => {
+      const single = path.endsWith('get');
+      const body = objectAt(req.body, '', single ? ['contract_id', 'customer_id', 'as_of_date', 'include_balance', 'include_ledgers'] : ['customer_id', 'covering_date', 'starting_at', 'include_archived', 'include_balance', 'include_ledgers']);
+      const em = orm.em.fork();
+      const withBalance = bool(body, 'include_balance', '', { optional: true }) || bool(body, 'include_ledgers', '', { optional: true });
+      const customer = await findCustomer(em, reqUuid(body, 'customer_id'));
+      const balances = withBalance ? new Map((await customerBalances(em, customer.id, { includeArchived: true })).map((b) => [b.grant.id, b])) : undefined;
+      const v2 = async (c: Contract) => {
+        const v1 = await contractJson(em, c, balances, { ledgers: !!body.include_ledgers });
+        return { id: v1.id, customer_id: v1.customer_id, ...v1.current, custom_fields: v1.custom_fields, ...(c.uniquenessKey ? { uniqueness_key: c.uniquenessKey } : {}), ...(c.archivedAt ? { archived_at: c.archivedAt.toISOString() } : {}) };
+      };
+      if (single) {
+        res.json({ data: await v2(await findContract(em, body)) });
+        return;
+      }
+      const archived = bool(body, 'include_archived', '', { optional: true });
+      const covering = timestamp(body, 'covering_date', '', { optional: true });
+      const startingAt = timestamp(body, 'starting_at', '', { optional: true });
+      let contracts = await em.find(Contract, { customerId: customer.id, ...(archived ? {} : { archivedAt: null }) }, { orderBy: { startingAt: 'asc', id: 'asc' } });
+      if (covering) contracts = contracts.filter((c) => c.startingAt.getTime() <= Date.parse(covering) && (!c.endingBefore || c.endingBefore.getTime() > Date.parse(covering)));
+      if (startingAt) contracts = contracts.filter((c) => c.startingAt.getTime() >= Date.parse(startingAt));
+      const data = [];
+      for (const c of contracts) data.push(await v2(c));
+      res.json({ data });
+    });
+  }
+
+  return r;
+}
+
+/** New overrides, charges, discounts, commits and credits for an amendment or edit, validated together. */
+async function addTerms(em: EntityManager, contract: Contract, body: Obj, keys: { amendmentId: string; commits: string; credits: string; overrides: string; discounts: string; scheduled_charges: string }) {
+  const products = new ProductLookup(em);
+  const current = contract.terms ?? {};
+  const overrides = await overridesInput(body, keys.overrides, '', products, keys.amendmentId);
+  const scheduled = await chargesInput(body, keys.scheduled_charges as 'scheduled_charges', '', products, keys.amendmentId);
+  const discounts = await chargesInput(body, keys.discounts as 'discounts', '', products, keys.amendmentId);
+  if (current.multiplier_override_prioritization === 'EXPLICIT') {
+    overrides.forEach((o, i) => { if (o.type === 'MULTIPLIER' && o.priority === undefined) throw new ValidationError(`${keys.overrides}[${i}].priority`, 'is required under EXPLICIT multiplier_override_prioritization'); });
+  }
+  const grants: BalanceGrant[] = [];
+  for (const [key, kind] of [[keys.commits, 'COMMIT'], [keys.credits, 'CREDIT']] as const) {
+    const list = body[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) throw new ValidationError(key, 'must be an array');
+    for (let i = 0; i < list.length; i++) grants.push(await grantInput(list[i], `${key}[${i}]`, kind, { customerId: contract.customerId, contractId: contract.id, products, amendmentId: keys.amendmentId }));
+  }
+  const terms: ContractTerms = {
+    ...current,
+    overrides: [...(current.overrides ?? []), ...overrides],
+    scheduled_charges: [...(current.scheduled_charges ?? []), ...scheduled],
+    discounts: [...(current.discounts ?? []), ...discounts],
+  };
+  return { terms, grants };
+}

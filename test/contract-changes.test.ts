@@ -1,0 +1,99 @@
+import Metronome from '@metronome/sdk';
+import { Client, Connection } from '@temporalio/client';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { contractStateQuery } from '../workflows/contract.js';
+import { createTestDatabase, eventually, http, monthStart, startApp, testStack, uniqueName, type RunningApp } from './stack.js';
+
+/**
+ * Changing a running contract through @metronome/sdk: a backdated amendment re-rates the open
+ * period (the frozen one stays as frozen), the end date moves and the contract workflow re-plans,
+ * a v2 edit adds a credit, v2 get/list show the contract, and archiving ends the workflow and
+ * cancels the invoice waiting for approval.
+ */
+describe('contract changes: amend, end date, edit, archive', () => {
+  let app: RunningApp;
+  let orm: MikroORM;
+  let client: Metronome;
+  let temporal: Client;
+  let connection: Connection;
+
+  beforeAll(async () => {
+    const db = await createTestDatabase('changes');
+    orm = db.orm;
+    app = await startApp({ databaseUrl: db.url, gracePeriod: '1s' });
+    client = new Metronome({ bearerToken: app.adminToken, baseURL: app.baseURL, maxRetries: 0 });
+    connection = await Connection.connect({ address: testStack().temporalAddress });
+    temporal = new Client({ connection });
+  });
+
+  afterAll(async () => {
+    await app?.stop();
+    await connection?.close();
+    await orm?.close();
+  });
+
+  test('amend re-rates open periods, end date re-plans the workflow, archive ends it', async () => {
+    const prev = monthStart(-1);
+    const cur = monthStart(0);
+    const at = (base: string, hours: number) => new Date(Date.parse(base) + hours * 3_600_000).toISOString();
+    const alias = uniqueName('chg');
+    const customer = await client.v1.customers.create({ name: 'Changing Co', ingest_aliases: [alias] });
+    const metric = await client.v1.billableMetrics.create({ name: 'calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const calls = await client.v1.contracts.products.create({ name: 'Calls', type: 'USAGE', billable_metric_id: metric.data.id });
+    const fixed = await client.v1.contracts.products.create({ name: 'Credits', type: 'FIXED' });
+    const card = await client.v1.contracts.rateCards.create({ name: 'card' });
+    await client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 10, starting_at: prev });
+    await client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-p${i}`, customer_id: alias, event_type: 'call', timestamp: at(prev, i + 1) })) });
+    await client.v1.usage.ingest({ usage: [0, 1].map((i) => ({ transaction_id: `${alias}-c${i}`, customer_id: alias, event_type: 'call', timestamp: at(cur, 0.1 + i * 0.01) })) });
+    const contract = await client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const ids = { customer_id: customer.data.id, contract_id: contract.data.id };
+
+    const list = async () => (await client.v1.customers.invoices.list({ customer_id: customer.data.id })).data;
+    const [frozenPrev, draftCur] = await eventually('last month frozen, this month drafted with usage', async () => {
+      const invs = await list();
+      if ((invs[0] as unknown as { approval_status: string })?.approval_status !== 'PENDING_APPROVAL' || invs[1]?.total !== 20) throw new Error(JSON.stringify(invs.map((i) => [i.status, i.total])));
+      return invs as [Metronome.V1.Customers.Invoice, Metronome.V1.Customers.Invoice];
+    });
+    expect([frozenPrev.total, draftCur.total]).toEqual([30, 20]);
+
+    // A backdated amendment (from last month): half price. The open draft is re-rated at once;
+    // the frozen invoice keeps what it was frozen with.
+    const amendment = await client.v1.contracts.amend({ ...ids, starting_at: prev, overrides: [{ starting_at: prev, type: 'MULTIPLIER', multiplier: 0.5, product_id: calls.data.id }] });
+    const after = await list();
+    expect(after.map((i) => i.total)).toEqual([30, 10]);
+    const got = await client.v1.contracts.retrieve(ids);
+    expect([got.data.initial.overrides.length, got.data.current.overrides.length, got.data.amendments.map((a) => [a.id, a.overrides.length])]).toEqual([0, 1, [[amendment.data.id, 1]]]);
+
+    // The end date moves to the 11th: this month's period ends there and the workflow re-plans.
+    const end = at(cur, 10 * 24);
+    await client.v1.contracts.updateEndDate({ ...ids, ending_before: end });
+    expect((await list())[1]!.end_timestamp).toBe(end);
+    const handle = temporal.workflow.getHandle(`contract/${contract.data.id}`);
+    await eventually('the workflow to re-plan', async () => {
+      const state = await handle.query(contractStateQuery);
+      if (state.nextCloseAt !== new Date(Date.parse(end) + 1000).toISOString()) throw new Error(JSON.stringify(state));
+    });
+    await expect(client.v1.contracts.updateEndDate({ ...ids, ending_before: at(prev, -5) })).rejects.toThrow(/ending_before/);
+
+    // A v2 edit adds a credit: the open draft draws it.
+    const edit = await client.v2.contracts.edit({ ...ids, add_credits: [{ product_id: fixed.data.id, priority: 1, access_schedule: { schedule_items: [{ amount: 4, starting_at: cur, ending_before: end }] } }] } as Metronome.V2.ContractEditParams);
+    expect(edit.data.id).toBe(contract.data.id);
+    expect((await list())[1]!.total).toBe(6);
+    const v2 = await client.v2.contracts.retrieve(ids);
+    expect([v2.data.id, v2.data.ending_before, v2.data.credits?.length, v2.data.overrides.length]).toEqual([contract.data.id, end, 1, 1]);
+    expect((await client.v2.contracts.list({ customer_id: customer.data.id })).data.map((c) => c.id)).toEqual([contract.data.id]);
+
+    // Archive: the invoice waiting for approval is cancelled (VOID), the workflow ends.
+    await client.v1.contracts.archive({ ...ids, void_invoices: false });
+    await eventually('the contract workflow to end', async () => {
+      const d = await handle.describe();
+      if (d.status.name !== 'COMPLETED') throw new Error(d.status.name);
+    });
+    expect((await handle.query(contractStateQuery)).state).toBe('ARCHIVED');
+    const prevAfter = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: frozenPrev.id });
+    expect(prevAfter.data.status).toBe('VOID');
+    expect((await client.v1.contracts.list({ customer_id: customer.data.id })).data).toEqual([]);
+    expect((await client.v1.contracts.list({ customer_id: customer.data.id, include_archived: true })).data.map((c) => [c.id, !!c.archived_at])).toEqual([[contract.data.id, true]]);
+    expect((await http(app, 'POST', '/v1/contracts/amend', { token: app.adminToken, body: { ...ids, starting_at: cur } })).status).toBe(409);
+  });
+});
