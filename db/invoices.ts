@@ -142,6 +142,8 @@ export interface ComputeOptions {
    * so only usage (late events) can change it, never a later price change or amendment.
    */
   asOf?: Date;
+  /** Usage and subscriptions only (invoice breakdowns): no charges, commits, credits or corrections. */
+  usageOnly?: boolean;
   pricing?: PricingData;
   grants?: BalanceGrant[];
   drawn?: Map<string, Decimal>;
@@ -171,7 +173,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     scheduled_charges: allTerms.scheduled_charges?.filter((c) => known(c.created_at)),
     discounts: allTerms.discounts?.filter((c) => known(c.created_at)),
   };
-  const grants = (opts.grants ?? await grantsForContract(em, contract)).filter((g) => known(g.createdAt));
+  const grants = opts.usageOnly ? [] : (opts.grants ?? await grantsForContract(em, contract)).filter((g) => known(g.createdAt));
   const chargeProductIds = [...(terms.scheduled_charges ?? []), ...(terms.discounts ?? [])].map((c) => c.product_id);
   const loaded = opts.pricing ?? await loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]);
   const pricing: PricingData = asOf === undefined ? loaded : {
@@ -250,7 +252,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
 
   const inPeriod = (ts: string) => Date.parse(ts) >= pStart && Date.parse(ts) < pEnd;
   const fixedCharges: FixedCharge[] = [];
-  for (const [kind, list] of [['scheduled', terms.scheduled_charges ?? []], ['discount', terms.discounts ?? []]] as const) {
+  for (const [kind, list] of opts.usageOnly ? [] : [['scheduled', terms.scheduled_charges ?? []], ['discount', terms.discounts ?? []]] as const) {
     for (const c of list) {
       for (const item of c.schedule.schedule_items) {
         if (!inPeriod(item.timestamp)) continue;
@@ -290,7 +292,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     });
   }
 
-  const corrections = opts.skipCorrections ? [] : await lateUsageCorrections(em, contract, pStart, opts);
+  const corrections = opts.skipCorrections || opts.usageOnly ? [] : await lateUsageCorrections(em, contract, pStart, opts);
   return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections });
 }
 

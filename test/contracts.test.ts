@@ -204,6 +204,17 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     expect(corrected.total).toBe(5070);
     expect((await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id })).data.total).toBe(18780); // finalized: unchanged
 
+    // Breakdowns: period 1 by UTC day, each day's usage on its own (the price change shows on its day).
+    const days = await client.v1.customers.invoices.listBreakdowns({ customer_id: customer.data.id, starting_on: p1, ending_before: p2, window_size: 'DAY' });
+    const tokenDays = days.data.filter((d) => d.start_timestamp === p1).map((d) => [d.breakdown_start_timestamp, (d.line_items as Line[]).filter((l) => l.name === 'Tokens' && l.quantity).map((l) => [l.pricing_group_values?.model, l.total])])
+      .filter(([, ls]) => (ls as unknown[]).length);
+    expect(tokenDays).toEqual([[p1, [['large', 1100], ['small', 100]]], [at(p1, 20 * 24), [['small', 200]]]]);
+    expect(days.data.filter((d) => d.start_timestamp === p1)).toHaveLength((Date.parse(p2) - Date.parse(p1)) / 86_400_000);
+    // The PDF of the regenerated invoice.
+    const pdf = await client.v1.customers.invoices.retrievePdf({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
+    const pdfText = Buffer.from(await pdf.arrayBuffer()).toString('latin1');
+    expect([pdf.headers.get('content-type'), pdfText.slice(0, 5), pdfText.includes('(Total: $187.80) Tj')]).toEqual(['application/pdf', '%PDF-', true]);
+
     // Reconciliation re-derives every line of the three live invoices from raw events: no drift
     // (the finalized invoice's changed lines are exactly covered by the correction).
     const clean = await reconcile(orm.em.fork(), { customerId: customer.data.id });

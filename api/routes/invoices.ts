@@ -9,14 +9,16 @@ import { uuidV5 } from '../../db/ids.js';
 import { invoiceCloseWorkflow } from '../../workflows/invoice-close.js';
 import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey } from '../../workflows/search-attributes.js';
 import { dec, toJsonNumber } from '../../billing/money.js';
-import { Invoice, type StoredInvoiceLine } from '../../db/entities.js';
+import { Contract, Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
-import { findInvoiceView, listCustomerInvoices, viewOfStored, type InvoiceView } from '../../db/invoices.js';
+import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, viewOfStored, type InvoiceView } from '../../db/invoices.js';
 import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { objectAt, reqStr, reqUuid, str } from '../validate.js';
+import { objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
+import { offsetPage } from '../paging.js';
+import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 
 const num = (v: string | undefined | null) => (v === undefined || v === null ? undefined : toJsonNumber(dec(v)));
 
@@ -119,6 +121,55 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     if (req.query.sort === 'date_desc') views.reverse();
     const skipZeroQty = req.query.skip_zero_qty_line_items === 'true';
     res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty })), next_page: null });
+  });
+
+  // Breakdowns: each invoice overlapping [starting_on, ending_before) split into UTC days (or
+  // hours), each window's usage and subscriptions priced on their own. Registered before
+  // /:invoice_id so "breakdowns" is not taken for an id.
+  r.get('/v1/customers/:customer_id/invoices/breakdowns', allow('read', 'finance'), async (req, res) => {
+    const em = orm.em.fork();
+    const customer = await findCustomer(em, String(req.params.customer_id));
+    const q = req.query as Record<string, unknown>;
+    const from = timestamp(q, 'starting_on')!;
+    const to = timestamp(q, 'ending_before')!;
+    if (Date.parse(to) <= Date.parse(from)) throw new ValidationError('ending_before', 'must be after starting_on');
+    const window = oneOf(q, 'window_size', ['HOUR', 'DAY'] as const, '', { optional: true }) ?? 'DAY';
+    const step = window === 'DAY' ? 86_400_000 : 3_600_000;
+    const max = window === 'DAY' ? 35 : 24;
+    const status = typeof q.status === 'string' ? q.status.toUpperCase() : undefined;
+    const views = (await listCustomerInvoices(em, customer.id)).filter((v) => v.status !== 'VOID' && (!status || v.status === status)
+      && Date.parse(v.periodStart) < Date.parse(to) && Date.parse(v.periodEnd) > Date.parse(from));
+    if (q.sort === 'date_desc') views.reverse();
+    const windows: { view: InvoiceView; start: number; end: number }[] = [];
+    for (const v of views) {
+      const lo = Math.max(Date.parse(v.periodStart), Date.parse(from));
+      const hi = Math.min(Date.parse(v.periodEnd), Date.parse(to));
+      for (let t = Math.floor(lo / step) * step; t < hi; t += step) windows.push({ view: v, start: Math.max(t, lo), end: Math.min(t + step, hi) });
+    }
+    const pageOf = offsetPage(windows, q, max);
+    const contracts = new Map<string, Contract>();
+    const data = [];
+    for (const w of pageOf.data) {
+      const contract = contracts.get(w.view.contractId) ?? (await em.findOne(Contract, { id: w.view.contractId }))!;
+      contracts.set(contract.id, contract);
+      const inv = await computeInvoice(em, contract, { start: new Date(w.start).toISOString(), end: new Date(w.end).toISOString() }, { usageOnly: true });
+      const lines = storedLines(inv);
+      data.push({
+        ...invoiceJson({ ...w.view, lines, total: inv.total.toString(), subtotal: inv.subtotal.toString() }, { skipZeroQty: q.skip_zero_qty_line_items === 'true' }),
+        breakdown_start_timestamp: new Date(w.start).toISOString(),
+        breakdown_end_timestamp: new Date(w.end).toISOString(),
+      });
+    }
+    res.json({ data, next_page: pageOf.next_page });
+  });
+
+  r.get('/v1/customers/:customer_id/invoices/:invoice_id/pdf', allow('read', 'finance'), async (req, res) => {
+    const em = orm.em.fork();
+    const customer = await findCustomer(em, String(req.params.customer_id));
+    const id = String(req.params.invoice_id).toLowerCase();
+    const view = UUID_RE.test(id) ? await findInvoiceView(em, customer.id, id) : undefined;
+    if (!view) throw new NotFoundError('invoice', id, 'invoice_id');
+    res.type('application/pdf').set('content-disposition', `inline; filename="invoice-${view.id}.pdf"`).send(renderInvoicePdf(view, customer));
   });
 
   r.get('/v1/customers/:customer_id/invoices/:invoice_id', allow('read', 'finance'), async (req, res) => {
