@@ -3,6 +3,7 @@ import { NotFoundError } from '../billing/errors.js';
 import { Contract } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { contractSchedule } from '../db/invoices.js';
+import { rollOverToSuccessor } from '../db/rollover.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
 
@@ -23,6 +24,14 @@ export function createContractActivities({ orm, invoiceGracePeriodMs }: Activity
         if (!contract) throw new NotFoundError('contract', contractId);
         return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, archived: contract.archivedAt !== null && contract.archivedAt !== undefined };
       });
+    },
+
+    /**
+     * At the contract's end: its commits and credits with a rollover_fraction roll over to the
+     * contract that renews or supersedes it. Idempotent (a done rollover is recorded on the grants).
+     */
+    async rollOverAtContractEnd({ contractId }: { contractId: string }): Promise<{ rolled: number }> {
+      return classified(() => rollOverToSuccessor(orm.em.fork(), contractId));
     },
 
     /** Pure: the period's invoice id, the same one its live draft shows. */

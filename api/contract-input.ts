@@ -261,7 +261,7 @@ export async function grantInput(
     specifiers, accessSchedule, invoiceSchedule, invoiceContractId, rolloverFraction: rollover ?? null,
     rateType: oneOf(v, 'rate_type', ['COMMIT_RATE', 'LIST_RATE'] as const, p, { optional: true }) ?? null,
     customFields: stringRecord(v, 'custom_fields', p) ?? {}, uniquenessKey: str(v, 'uniqueness_key', p, { optional: true, max: 128 }) ?? null,
-    amendmentId: ctx.amendmentId ?? null, createdAt: new Date(), archivedAt: null,
+    amendmentId: ctx.amendmentId ?? null, rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
   };
 }
 

@@ -137,6 +137,8 @@ export interface ContractTerms {
   net_payment_terms_days?: number;
   total_contract_value?: string;
   amendments?: { id: string; starting_at: string; created_at: string; created_by: string }[];
+  /** This contract renews or supersedes another, from its starting_at. */
+  transition?: { from_contract_id: string; type: 'RENEWAL' | 'SUPERSEDE' };
 }
 
 export interface AccessSegment {

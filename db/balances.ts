@@ -24,6 +24,8 @@ export interface GrantBalance {
   grant: BalanceGrant;
   ledger: LedgerEntry[];
   balance: Decimal;
+  /** Per segment: what is left of it (after draw-downs and rollover, before expiry). */
+  segments: { id: string; startingAt: number; endingBefore: number; left: Decimal }[];
 }
 
 export async function customerBalances(em: EntityManager, customerId: string, opts: { now?: Date; includeDrafts?: boolean; includeArchived?: boolean } = {}): Promise<GrantBalance[]> {
@@ -61,21 +63,30 @@ export async function customerBalances(em: EntityManager, customerId: string, op
     const ledger: LedgerEntry[] = [];
     let balance = dec(0);
     const prefix = g.kind === 'CREDIT' ? 'CREDIT' : g.kind === 'PREPAID' ? 'PREPAID_COMMIT' : 'POSTPAID_COMMIT';
+    const segments: GrantBalance['segments'] = [];
     for (const s of g.accessSchedule.schedule_items) {
       const start = Date.parse(s.starting_at);
-      const end = Date.parse(s.ending_before);
+      let end = Date.parse(s.ending_before);
       ledger.push(g.kind === 'POSTPAID'
         ? { type: 'POSTPAID_COMMIT_INITIAL_BALANCE', amount: dec(s.amount), timestamp: s.starting_at }
         : { type: `${prefix}_SEGMENT_START`, amount: dec(s.amount), timestamp: s.starting_at, segmentId: s.id });
       const segEntries = entries.get(g.id)!.filter((e) => e.segmentId === s.id);
       ledger.push(...segEntries);
-      const left = segEntries.reduce((acc, e) => acc.plus(e.amount), dec(s.amount));
-      if (end <= t && left.gt(0) && g.kind !== 'POSTPAID') ledger.push({ type: `${prefix}_EXPIRATION`, amount: left.negated(), timestamp: s.ending_before, segmentId: s.id });
+      let left = segEntries.reduce((acc, e) => acc.plus(e.amount), dec(s.amount));
+      // Rolled over to a renewal: that part leaves at the transition, and the segment ends there.
+      const rolled = g.rolledOver?.find((r) => r.segment_id === s.id);
+      if (rolled) {
+        ledger.push({ type: `${prefix}_ROLLOVER`, amount: dec(rolled.amount).negated(), timestamp: rolled.timestamp, segmentId: s.id, contractId: rolled.new_contract_id });
+        left = left.minus(rolled.amount);
+        end = Math.min(end, Date.parse(rolled.timestamp));
+      }
+      segments.push({ id: s.id, startingAt: start, endingBefore: end, left });
+      if (end <= t && left.gt(0) && g.kind !== 'POSTPAID') ledger.push({ type: `${prefix}_EXPIRATION`, amount: left.negated(), timestamp: new Date(end).toISOString(), segmentId: s.id });
       if (start <= t && t < end) balance = balance.plus(Dec.max(left, 0));
     }
     ledger.push(...entries.get(g.id)!.filter((e) => e.segmentId === undefined));
     ledger.sort((a, b) => a.timestamp.localeCompare(b.timestamp));
-    return { grant: g, ledger, balance };
+    return { grant: g, ledger, balance, segments };
   });
 }
 
@@ -122,6 +133,7 @@ export function grantJson(g: BalanceGrant, product: Product | undefined, extra: 
     ...(g.rateType ? { rate_type: g.rateType } : {}),
     custom_fields: g.customFields ?? {},
     ...(g.uniquenessKey ? { uniqueness_key: g.uniquenessKey } : {}),
+    ...(g.rolledOverFrom ? { rolled_over_from: g.kind === 'CREDIT' ? { credit_id: g.rolledOverFrom.grant_id, contract_id: g.rolledOverFrom.contract_id } : { commit_id: g.rolledOverFrom.grant_id, contract_id: g.rolledOverFrom.contract_id } } : {}),
     ...(g.archivedAt ? { archived_at: g.archivedAt.toISOString() } : {}),
     created_at: g.createdAt.toISOString(),
     ...(extra.balance !== undefined ? { balance: toJsonNumber(extra.balance) } : {}),

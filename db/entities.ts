@@ -248,6 +248,9 @@ export const BalanceGrant = defineEntity({
     customFields: p.json<Record<string, string>>(),
     uniquenessKey: p.text().nullable(),
     amendmentId: p.uuid().nullable(),
+    /** What rolled over to a renewal, per segment. */
+    rolledOver: p.json<{ segment_id: string; amount: string; timestamp: string; new_contract_id: string; new_grant_id: string }[]>().nullable(),
+    rolledOverFrom: p.json<{ grant_id: string; contract_id: string }>().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     archivedAt: p.datetime().nullable(),
   },

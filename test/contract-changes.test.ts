@@ -64,14 +64,16 @@ describe('contract changes: amend, end date, edit, archive', () => {
     const got = await client.v1.contracts.retrieve(ids);
     expect([got.data.initial.overrides.length, got.data.current.overrides.length, got.data.amendments.map((a) => [a.id, a.overrides.length])]).toEqual([0, 1, [[amendment.data.id, 1]]]);
 
-    // The end date moves to the 11th: this month's period ends there and the workflow re-plans.
-    const end = at(cur, 10 * 24);
+    // The end date moves to two days from now: this month's period ends there (or at the month's
+    // end, if sooner) and the workflow re-plans.
+    const end = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 48 * 3_600_000).toISOString();
+    const periodEnd = new Date(Math.min(Date.parse(end), Date.parse(monthStart(1)))).toISOString();
     await client.v1.contracts.updateEndDate({ ...ids, ending_before: end });
-    expect((await list())[1]!.end_timestamp).toBe(end);
+    expect((await list())[1]!.end_timestamp).toBe(periodEnd);
     const handle = temporal.workflow.getHandle(`contract/${contract.data.id}`);
     await eventually('the workflow to re-plan', async () => {
       const state = await handle.query(contractStateQuery);
-      if (state.nextCloseAt !== new Date(Date.parse(end) + 1000).toISOString()) throw new Error(JSON.stringify(state));
+      if (state.nextCloseAt !== new Date(Date.parse(periodEnd) + 1000).toISOString()) throw new Error(JSON.stringify(state));
     });
     await expect(client.v1.contracts.updateEndDate({ ...ids, ending_before: at(prev, -5) })).rejects.toThrow(/ending_before/);
 
@@ -95,5 +97,45 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect((await client.v1.contracts.list({ customer_id: customer.data.id })).data).toEqual([]);
     expect((await client.v1.contracts.list({ customer_id: customer.data.id, include_archived: true })).data.map((c) => [c.id, !!c.archived_at])).toEqual([[contract.data.id, true]]);
     expect((await http(app, 'POST', '/v1/contracts/amend', { token: app.adminToken, body: { ...ids, starting_at: cur } })).status).toBe(409);
+  });
+
+  test('a renewal rolls half of what is left of a commit over to the new contract', async () => {
+    const p0 = monthStart(-2);
+    const p1 = monthStart(-1);
+    const at = (base: string, hours: number) => new Date(Date.parse(base) + hours * 3_600_000).toISOString();
+    const alias = uniqueName('roll');
+    const customer = await client.v1.customers.create({ name: 'Renewing Co', ingest_aliases: [alias] });
+    const metric = await client.v1.billableMetrics.create({ name: 'jobs', aggregation_type: 'COUNT', event_type_filter: { in_values: ['job'] } });
+    const jobs = await client.v1.contracts.products.create({ name: 'Jobs', type: 'USAGE', billable_metric_id: metric.data.id });
+    const fixed = await client.v1.contracts.products.create({ name: 'Commit', type: 'FIXED' });
+    const card = await client.v1.contracts.rateCards.create({ name: 'card' });
+    await client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: jobs.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: p0 });
+    await client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-${i}`, customer_id: alias, event_type: 'job', timestamp: at(p0, i + 1) })) });
+    const old = await client.v1.contracts.create({
+      customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, ending_before: p1,
+      commits: [{ type: 'PREPAID', name: 'Annual commit', product_id: fixed.data.id, rollover_fraction: 0.5, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p0, ending_before: p1 }] } }],
+    });
+    // SUPERSEDE needs a start inside the old contract; a RENEWAL must start when it ends.
+    const badStart = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: at(p1, 24), transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
+    expect([badStart.status, badStart.json.field]).toEqual([400, 'starting_at']);
+    const renewal = await client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } });
+
+    // Used 300 of 1000 by the end: half of the 700 left, 350, rolls over; the rest expires.
+    const balances = await eventually('the rollover', async () => {
+      const list = await client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true });
+      if (list.data.length !== 2) throw new Error(`${list.data.length} commits`);
+      return list.data;
+    });
+    const oldCommit = balances.find((b) => (b as { contract?: { id: string } }).contract?.id === old.data.id)!;
+    const newCommit = balances.find((b) => (b as { contract?: { id: string } }).contract?.id === renewal.data.id)!;
+    expect((oldCommit.ledger as { type: string; amount: number }[]).map((e) => [e.type, e.amount])).toEqual([
+      ['PREPAID_COMMIT_SEGMENT_START', 1000], ['PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', -300], ['PREPAID_COMMIT_ROLLOVER', -350], ['PREPAID_COMMIT_EXPIRATION', -350],
+    ]);
+    expect([newCommit.access_schedule?.schedule_items.map((s) => [s.amount, s.starting_at]), (newCommit as { rolled_over_from?: unknown }).rolled_over_from]).toEqual([[[350, p1]], { commit_id: oldCommit.id, contract_id: old.data.id }]);
+    const got = await client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: renewal.data.id });
+    expect(got.data.current.transitions).toEqual([{ from_contract_id: old.data.id, to_contract_id: renewal.data.id, type: 'RENEWAL' }]);
+    // A second transition from the same contract is refused.
+    const again = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
+    expect(again.status).toBe(409);
   });
 });

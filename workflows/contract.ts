@@ -84,6 +84,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       await continueAsNew<typeof contractWorkflow>({ contractId: input.contractId, nextPeriodIndex: state.nextPeriodIndex });
     }
   }
+  if (!plan.archived) await acts.rollOverAtContractEnd({ contractId: input.contractId });
   state.state = plan.archived ? 'ARCHIVED' : 'ENDED';
   state.nextCloseAt = null;
   upsertSearchAttributes([{ key: LifecycleStateKey, value: state.state }]);

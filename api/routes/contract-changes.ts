@@ -22,7 +22,7 @@ import { contractJson, findContract } from './contract-reads.js';
  * open periods at once; frozen and finalized invoices never change (late changes to finalized
  * periods are not re-billed). The contract workflow is told to re-plan when its dates change.
  */
-async function tellWorkflow(temporal: Client, taskQueue: string, em: EntityManager, contract: Contract): Promise<void> {
+export async function tellWorkflow(temporal: Client, taskQueue: string, em: EntityManager, contract: Contract): Promise<void> {
   // A run that already ended (its last period closed) is started again from the first period
   // without an invoice; a running one is signalled to re-plan.
   const periods = periodsStartedBefore(contractSchedule(contract), new Date().toISOString());

@@ -10,6 +10,7 @@ import { customerBalances, grantJson, type GrantBalance } from '../../db/balance
 import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Product, Rate } from '../../db/entities.js';
 import { contractSchedule, productRecordOf, rateRowOf } from '../../db/invoices.js';
+import { successorOf } from '../../db/rollover.js';
 import { allow } from '../auth.js';
 import { offsetPage } from '../paging.js';
 import { rateJson } from '../pricing-input.js';
@@ -73,12 +74,17 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     ...(c.name ? { name: c.name } : {}),
     rate_card_id: c.rateCardId,
     usage_statement_schedule: { frequency: c.usageStatementFrequency, billing_anchor_date: gridPeriodContaining(sched, sched.startingAt).start },
-    transitions: [],
+    transitions,
     ...items,
     ...(terms.net_payment_terms_days !== undefined ? { net_payment_terms_days: terms.net_payment_terms_days } : {}),
     ...(terms.total_contract_value !== undefined ? { total_contract_value: Number(terms.total_contract_value) } : {}),
     ...(terms.multiplier_override_prioritization ? { multiplier_override_prioritization: terms.multiplier_override_prioritization } : {}),
   });
+  const successor = await successorOf(em, c.id);
+  const transitions = [
+    ...(terms.transition ? [{ from_contract_id: terms.transition.from_contract_id, to_contract_id: c.id, type: terms.transition.type }] : []),
+    ...(successor?.terms?.transition ? [{ from_contract_id: c.id, to_contract_id: successor.id, type: successor.terms.transition.type }] : []),
+  ];
   const amendments = (terms.amendments ?? []).map((a) => ({ id: a.id, starting_at: a.starting_at, created_at: a.created_at, created_by: a.created_by, ...termsOf((id) => id === a.id) }));
   return {
     id: c.id,

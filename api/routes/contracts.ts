@@ -8,6 +8,8 @@ import { ConflictError, NotFoundError, UnavailableError, ValidationError } from 
 import { ANCHOR_DAYS, FREQUENCIES, periodAt } from '../../billing/periods.js';
 import { BalanceGrant, Contract, RateCard } from '../../db/entities.js';
 import { grantInput, ProductLookup, termsInput } from '../contract-input.js';
+import type { ContractTerms } from '../../billing/contract-terms.js';
+import { tellWorkflow } from './contract-changes.js';
 import { findCustomer } from '../../db/customers.js';
 import { newId } from '../../db/ids.js';
 import { contractSchedule } from '../../db/invoices.js';
@@ -17,7 +19,7 @@ import { allow } from '../auth.js';
 import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
 
 const CREATE_FIELDS = ['customer_id', 'starting_at', 'ending_before', 'rate_card_id', 'rate_card_alias', 'name', 'uniqueness_key', 'custom_fields', 'usage_statement_schedule',
-  'overrides', 'commits', 'credits', 'discounts', 'scheduled_charges', 'multiplier_override_prioritization', 'net_payment_terms_days', 'total_contract_value'];
+  'overrides', 'commits', 'credits', 'discounts', 'scheduled_charges', 'multiplier_override_prioritization', 'net_payment_terms_days', 'total_contract_value', 'transition'];
 const SCHEDULE_FIELDS = ['frequency', 'day', 'billing_anchor_date'];
 
 function schedule(body: Obj) {
@@ -54,6 +56,32 @@ async function rateCardFor(em: EntityManager, body: Obj, startingAt: string): Pr
   }
   if (card.archivedAt) throw new ValidationError(id ? 'rate_card_id' : 'rate_card_alias', 'refers to an archived rate card');
   return card;
+}
+
+function transitionInput(body: Obj): ContractTerms['transition'] | undefined {
+  if (body.transition === undefined || body.transition === null) return undefined;
+  const t = objectAt(body.transition, 'transition', ['from_contract_id', 'type']);
+  return { from_contract_id: reqUuid(t, 'from_contract_id', 'transition'), type: oneOf(t, 'type', ['RENEWAL', 'SUPERSEDE'] as const, 'transition')! };
+}
+
+/**
+ * The new contract takes over from the old one at its starting_at: a RENEWAL starts exactly when
+ * the old contract ends; SUPERSEDE ends the old contract there.
+ */
+async function applyTransition(tx: EntityManager, t: NonNullable<ContractTerms['transition']>, next: Contract): Promise<Contract> {
+  const from = await tx.findOne(Contract, { id: t.from_contract_id, customerId: next.customerId }, { lockMode: 4 });
+  if (!from) throw new NotFoundError('contract of this customer', t.from_contract_id, 'transition.from_contract_id');
+  if (from.archivedAt) throw new ValidationError('transition.from_contract_id', 'refers to an archived contract');
+  const existing = await tx.execute<{ id: string }[]>(`select id::text as id from contract where terms -> 'transition' ->> 'from_contract_id' = ?`, [from.id]);
+  if (existing.length) throw new ConflictError(`contract ${from.id} already transitioned to ${existing[0]!.id}`);
+  const at = next.startingAt.getTime();
+  if (t.type === 'RENEWAL' && from.endingBefore?.getTime() !== at) {
+    throw new ValidationError('starting_at', `a RENEWAL starts when the contract it renews ends (${from.endingBefore?.toISOString() ?? 'it has no end date'}); use SUPERSEDE to end it here`);
+  }
+  if (at <= from.startingAt.getTime()) throw new ValidationError('starting_at', 'must be after the starting_at of the contract it takes over from');
+  from.endingBefore = next.startingAt;
+  await tx.flush();
+  return from;
 }
 
 export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
@@ -93,12 +121,16 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
       createdAt: new Date(), archivedAt: null,
     };
     periodAt(contractSchedule(contract), 0); // rejects an impossible schedule before anything is written
+    const transition = transitionInput(body);
+    if (transition) contract.terms = { ...contract.terms, transition };
     try {
       // The contract and its commits and credits commit together, or not at all.
       await em.transactional(async (tx) => {
+        const from = transition ? await applyTransition(tx, transition, contract) : undefined;
         tx.create(Contract, contract);
         await tx.flush();
         for (const g of grants) tx.create(BalanceGrant, g);
+        void from; // the old contract's workflow rolls its commits over once its last period closes
       });
     } catch (err) {
       if (err instanceof UniqueConstraintViolationException) throw new ConflictError(`uniqueness_key: ${/balance_grant/.test(err.message) ? 'a commit or credit uniqueness_key' : contract.uniquenessKey} was already used`);
@@ -127,6 +159,10 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
         });
         throw new UnavailableError(`could not start the contract workflow (nothing was stored, retry): ${(err as Error).message}`);
       }
+    }
+    if (transition) {
+      const from = await orm.em.fork().findOne(Contract, { id: transition.from_contract_id });
+      if (from) await tellWorkflow(temporal, taskQueue, orm.em.fork(), from);
     }
     res.json({ data: { id: contract.id } });
   });

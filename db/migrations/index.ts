@@ -7,6 +7,7 @@ import { Migration20261121050000_pricing_contracts } from './Migration2026112105
 import { Migration20261121060000_usage_daily } from './Migration20261121060000_usage_daily.js';
 import { Migration20261121070000_invoice_void } from './Migration20261121070000_invoice_void.js';
 import { Migration20261121080000_grant_amendment } from './Migration20261121080000_grant_amendment.js';
+import { Migration20261121090000_rollover } from './Migration20261121090000_rollover.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -19,4 +20,5 @@ export const migrationsList = [
   { name: 'Migration20261121060000_usage_daily', class: Migration20261121060000_usage_daily },
   { name: 'Migration20261121070000_invoice_void', class: Migration20261121070000_invoice_void },
   { name: 'Migration20261121080000_grant_amendment', class: Migration20261121080000_grant_amendment },
+  { name: 'Migration20261121090000_rollover', class: Migration20261121090000_rollover },
 ];
