@@ -144,6 +144,21 @@ describe('invoice scenarios (exact cents)', () => {
     expect(inv.total.toString()).toBe(cents);
   });
 
+  test('proration with an amendment mid-period: a seat price overwritten from Jan 16 splits the period', () => {
+    const schedule: Schedule = { startingAt: '2026-01-01T00:00:00Z', frequency: 'MONTHLY', day: 'FIRST_OF_MONTH' };
+    const segs = applyOverrides(rateSchedule([rate('seat', { rateType: 'SUBSCRIPTION', price: '3100', quantity: '2', isProrated: true })], JAN, FEB),
+      [{ id: 'amend', startingAt: P('2026-01-16T00:00:00Z'), endingBefore: null, type: 'OVERWRITE', productId: 'seat', overwriteRate: { rateType: 'SUBSCRIPTION', price: '6200', quantity: '2', isProrated: true } }], () => []);
+    const inv = assembleInvoice({
+      periodStart: JAN, periodEnd: FEB, products: products(product('seat', 'SUBSCRIPTION')),
+      slices: segs.map((s) => {
+        const f = prorationFraction(schedule, new Date(s.startingAt).toISOString(), new Date(s.endingBefore!).toISOString());
+        return { productId: 'seat', startingAt: s.startingAt, endingBefore: s.endingBefore!, rate: s.effective, prorationFactor: dec(f.numerator).div(f.denominator).toString() };
+      }),
+    });
+    // 2 seats × 3100 × 15/31 = 3000, then 2 × 6200 × 16/31 = 6400.
+    expect(totals(inv)).toEqual(['subscription:seat:3000', 'subscription:seat:6400']);
+  });
+
   test('composite product: 10 % of the spend on products tagged ai, after rounding each line', () => {
     const inv = assembleInvoice({
       periodStart: JAN, periodEnd: FEB,

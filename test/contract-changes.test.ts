@@ -113,7 +113,11 @@ describe('contract changes: amend, end date, edit, archive', () => {
     await client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-${i}`, customer_id: alias, event_type: 'job', timestamp: at(p0, i + 1) })) });
     const old = await client.v1.contracts.create({
       customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, ending_before: p1,
-      commits: [{ type: 'PREPAID', name: 'Annual commit', product_id: fixed.data.id, rollover_fraction: 0.5, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p0, ending_before: p1 }] } }],
+      commits: [
+        { type: 'PREPAID', name: 'Annual commit', product_id: fixed.data.id, priority: 1, rollover_fraction: 0.5, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p0, ending_before: p1 }] } },
+        // A minimum: what usage does not reach by the end is trued up on the last invoice.
+        { type: 'POSTPAID', name: 'Minimum', product_id: fixed.data.id, priority: 2, access_schedule: { schedule_items: [{ amount: 5000, starting_at: p0, ending_before: p1 }] }, invoice_schedule: { schedule_items: [{ timestamp: p1, amount: 5000 }] } },
+      ],
     });
     // SUPERSEDE needs a start inside the old contract; a RENEWAL must start when it ends.
     const badStart = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: at(p1, 24), transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
@@ -123,10 +127,16 @@ describe('contract changes: amend, end date, edit, archive', () => {
     // Used 300 of 1000 by the end: half of the 700 left, 350, rolls over; the rest expires.
     const balances = await eventually('the rollover', async () => {
       const list = await client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true });
-      if (list.data.length !== 2) throw new Error(`${list.data.length} commits`);
+      if (list.data.length !== 3 || !list.data.some((b) => (b as { rolled_over_from?: unknown }).rolled_over_from)) throw new Error(`${list.data.length} commits`);
       return list.data;
     });
-    const oldCommit = balances.find((b) => (b as { contract?: { id: string } }).contract?.id === old.data.id)!;
+    const oldCommit = balances.find((b) => (b as { contract?: { id: string } }).contract?.id === old.data.id && b.type === 'PREPAID')!;
+    const minimum = balances.find((b) => b.type === 'POSTPAID')!;
+    expect((minimum.ledger as { type: string; amount: number }[]).map((e) => [e.type, e.amount])).toEqual([['POSTPAID_COMMIT_INITIAL_BALANCE', 5000], ['POSTPAID_COMMIT_TRUEUP', -5000]]);
+    const [oldInvoice] = (await client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: old.data.id })).data;
+    expect((oldInvoice!.line_items as { type: string; name: string; total: number }[]).map((l) => [l.type, l.name, l.total])).toEqual([
+      ['usage', 'Jobs', 300], ['applied_commit_or_credit', 'Annual commit', -300], ['postpaid_trueup', 'Minimum (true-up)', 5000],
+    ]);
     const newCommit = balances.find((b) => (b as { contract?: { id: string } }).contract?.id === renewal.data.id)!;
     expect((oldCommit.ledger as { type: string; amount: number }[]).map((e) => [e.type, e.amount])).toEqual([
       ['PREPAID_COMMIT_SEGMENT_START', 1000], ['PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', -300], ['PREPAID_COMMIT_ROLLOVER', -350], ['PREPAID_COMMIT_EXPIRATION', -350],
