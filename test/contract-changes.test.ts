@@ -1,8 +1,7 @@
 import Metronome from '@metronome/sdk';
-import { Client, Connection } from '@temporalio/client';
-import type { MikroORM } from '@mikro-orm/postgresql';
 import { contractStateQuery } from '../workflows/contract.js';
-import { createTestDatabase, eventually, http, monthStart, startApp, testStack, uniqueName, type RunningApp } from './stack.js';
+import { useSdkApp } from './sdk-app.js';
+import { eventually, http, monthStart, uniqueName } from './stack.js';
 
 /**
  * Changing a running contract through @metronome/sdk: a backdated amendment re-rates the open
@@ -11,44 +10,25 @@ import { createTestDatabase, eventually, http, monthStart, startApp, testStack, 
  * cancels the invoice waiting for approval.
  */
 describe('contract changes: amend, end date, edit, archive', () => {
-  let app: RunningApp;
-  let orm: MikroORM;
-  let client: Metronome;
-  let temporal: Client;
-  let connection: Connection;
-
-  beforeAll(async () => {
-    const db = await createTestDatabase('changes');
-    orm = db.orm;
-    app = await startApp({ databaseUrl: db.url, gracePeriod: '1s' });
-    client = new Metronome({ bearerToken: app.adminToken, baseURL: app.baseURL, maxRetries: 0 });
-    connection = await Connection.connect({ address: testStack().temporalAddress });
-    temporal = new Client({ connection });
-  });
-
-  afterAll(async () => {
-    await app?.stop();
-    await connection?.close();
-    await orm?.close();
-  });
+  const h = useSdkApp('changes');
 
   test('amend re-rates open periods, end date re-plans the workflow, archive ends it', async () => {
     const prev = monthStart(-1);
     const cur = monthStart(0);
     const at = (base: string, hours: number) => new Date(Date.parse(base) + hours * 3_600_000).toISOString();
     const alias = uniqueName('chg');
-    const customer = await client.v1.customers.create({ name: 'Changing Co', ingest_aliases: [alias] });
-    const metric = await client.v1.billableMetrics.create({ name: 'calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
-    const calls = await client.v1.contracts.products.create({ name: 'Calls', type: 'USAGE', billable_metric_id: metric.data.id });
-    const fixed = await client.v1.contracts.products.create({ name: 'Credits', type: 'FIXED' });
-    const card = await client.v1.contracts.rateCards.create({ name: 'card' });
-    await client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 10, starting_at: prev });
-    await client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-p${i}`, customer_id: alias, event_type: 'call', timestamp: at(prev, i + 1) })) });
-    await client.v1.usage.ingest({ usage: [0, 1].map((i) => ({ transaction_id: `${alias}-c${i}`, customer_id: alias, event_type: 'call', timestamp: at(cur, 0.1 + i * 0.01) })) });
-    const contract = await client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const customer = await h.client.v1.customers.create({ name: 'Changing Co', ingest_aliases: [alias] });
+    const metric = await h.client.v1.billableMetrics.create({ name: 'calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const calls = await h.client.v1.contracts.products.create({ name: 'Calls', type: 'USAGE', billable_metric_id: metric.data.id });
+    const fixed = await h.client.v1.contracts.products.create({ name: 'Credits', type: 'FIXED' });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 10, starting_at: prev });
+    await h.client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-p${i}`, customer_id: alias, event_type: 'call', timestamp: at(prev, i + 1) })) });
+    await h.client.v1.usage.ingest({ usage: [0, 1].map((i) => ({ transaction_id: `${alias}-c${i}`, customer_id: alias, event_type: 'call', timestamp: at(cur, 0.1 + i * 0.01) })) });
+    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
     const ids = { customer_id: customer.data.id, contract_id: contract.data.id };
 
-    const list = async () => (await client.v1.customers.invoices.list({ customer_id: customer.data.id })).data;
+    const list = async () => (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id })).data;
     const [frozenPrev, draftCur] = await eventually('last month frozen, this month drafted with usage', async () => {
       const invs = await list();
       if ((invs[0] as unknown as { approval_status: string })?.approval_status !== 'PENDING_APPROVAL' || invs[1]?.total !== 20) throw new Error(JSON.stringify(invs.map((i) => [i.status, i.total])));
@@ -58,45 +38,45 @@ describe('contract changes: amend, end date, edit, archive', () => {
 
     // A backdated amendment (from last month): half price. The open draft is re-rated at once;
     // the frozen invoice keeps what it was frozen with.
-    const amendment = await client.v1.contracts.amend({ ...ids, starting_at: prev, overrides: [{ starting_at: prev, type: 'MULTIPLIER', multiplier: 0.5, product_id: calls.data.id }] });
+    const amendment = await h.client.v1.contracts.amend({ ...ids, starting_at: prev, overrides: [{ starting_at: prev, type: 'MULTIPLIER', multiplier: 0.5, product_id: calls.data.id }] });
     const after = await list();
     expect(after.map((i) => i.total)).toEqual([30, 10]);
-    const got = await client.v1.contracts.retrieve(ids);
+    const got = await h.client.v1.contracts.retrieve(ids);
     expect([got.data.initial.overrides.length, got.data.current.overrides.length, got.data.amendments.map((a) => [a.id, a.overrides.length])]).toEqual([0, 1, [[amendment.data.id, 1]]]);
 
     // The end date moves to two days from now: this month's period ends there (or at the month's
     // end, if sooner) and the workflow re-plans.
     const end = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 48 * 3_600_000).toISOString();
     const periodEnd = new Date(Math.min(Date.parse(end), Date.parse(monthStart(1)))).toISOString();
-    await client.v1.contracts.updateEndDate({ ...ids, ending_before: end });
+    await h.client.v1.contracts.updateEndDate({ ...ids, ending_before: end });
     expect((await list())[1]!.end_timestamp).toBe(periodEnd);
-    const handle = temporal.workflow.getHandle(`contract/${contract.data.id}`);
+    const handle = h.temporal.workflow.getHandle(`contract/${contract.data.id}`);
     await eventually('the workflow to re-plan', async () => {
       const state = await handle.query(contractStateQuery);
       if (state.nextCloseAt !== new Date(Date.parse(periodEnd) + 1000).toISOString()) throw new Error(JSON.stringify(state));
     });
-    await expect(client.v1.contracts.updateEndDate({ ...ids, ending_before: at(prev, -5) })).rejects.toThrow(/ending_before/);
+    await expect(h.client.v1.contracts.updateEndDate({ ...ids, ending_before: at(prev, -5) })).rejects.toThrow(/ending_before/);
 
     // A v2 edit adds a credit: the open draft draws it.
-    const edit = await client.v2.contracts.edit({ ...ids, add_credits: [{ product_id: fixed.data.id, priority: 1, access_schedule: { schedule_items: [{ amount: 4, starting_at: cur, ending_before: end }] } }] } as Metronome.V2.ContractEditParams);
+    const edit = await h.client.v2.contracts.edit({ ...ids, add_credits: [{ product_id: fixed.data.id, priority: 1, access_schedule: { schedule_items: [{ amount: 4, starting_at: cur, ending_before: end }] } }] } as Metronome.V2.ContractEditParams);
     expect(edit.data.id).toBe(contract.data.id);
     expect((await list())[1]!.total).toBe(6);
-    const v2 = await client.v2.contracts.retrieve(ids);
+    const v2 = await h.client.v2.contracts.retrieve(ids);
     expect([v2.data.id, v2.data.ending_before, v2.data.credits?.length, v2.data.overrides.length]).toEqual([contract.data.id, end, 1, 1]);
-    expect((await client.v2.contracts.list({ customer_id: customer.data.id })).data.map((c) => c.id)).toEqual([contract.data.id]);
+    expect((await h.client.v2.contracts.list({ customer_id: customer.data.id })).data.map((c) => c.id)).toEqual([contract.data.id]);
 
     // Archive: the invoice waiting for approval is cancelled (VOID), the workflow ends.
-    await client.v1.contracts.archive({ ...ids, void_invoices: false });
+    await h.client.v1.contracts.archive({ ...ids, void_invoices: false });
     await eventually('the contract workflow to end', async () => {
       const d = await handle.describe();
       if (d.status.name !== 'COMPLETED') throw new Error(d.status.name);
     });
     expect((await handle.query(contractStateQuery)).state).toBe('ARCHIVED');
-    const prevAfter = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: frozenPrev.id });
+    const prevAfter = await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: frozenPrev.id });
     expect(prevAfter.data.status).toBe('VOID');
-    expect((await client.v1.contracts.list({ customer_id: customer.data.id })).data).toEqual([]);
-    expect((await client.v1.contracts.list({ customer_id: customer.data.id, include_archived: true })).data.map((c) => [c.id, !!c.archived_at])).toEqual([[contract.data.id, true]]);
-    expect((await http(app, 'POST', '/v1/contracts/amend', { token: app.adminToken, body: { ...ids, starting_at: cur } })).status).toBe(409);
+    expect((await h.client.v1.contracts.list({ customer_id: customer.data.id })).data).toEqual([]);
+    expect((await h.client.v1.contracts.list({ customer_id: customer.data.id, include_archived: true })).data.map((c) => [c.id, !!c.archived_at])).toEqual([[contract.data.id, true]]);
+    expect((await http(h.app, 'POST', '/v1/contracts/amend', { token: h.app.adminToken, body: { ...ids, starting_at: cur } })).status).toBe(409);
   });
 
   test('a renewal rolls half of what is left of a commit over to the new contract', async () => {
@@ -104,14 +84,14 @@ describe('contract changes: amend, end date, edit, archive', () => {
     const p1 = monthStart(-1);
     const at = (base: string, hours: number) => new Date(Date.parse(base) + hours * 3_600_000).toISOString();
     const alias = uniqueName('roll');
-    const customer = await client.v1.customers.create({ name: 'Renewing Co', ingest_aliases: [alias] });
-    const metric = await client.v1.billableMetrics.create({ name: 'jobs', aggregation_type: 'COUNT', event_type_filter: { in_values: ['job'] } });
-    const jobs = await client.v1.contracts.products.create({ name: 'Jobs', type: 'USAGE', billable_metric_id: metric.data.id });
-    const fixed = await client.v1.contracts.products.create({ name: 'Commit', type: 'FIXED' });
-    const card = await client.v1.contracts.rateCards.create({ name: 'card' });
-    await client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: jobs.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: p0 });
-    await client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-${i}`, customer_id: alias, event_type: 'job', timestamp: at(p0, i + 1) })) });
-    const old = await client.v1.contracts.create({
+    const customer = await h.client.v1.customers.create({ name: 'Renewing Co', ingest_aliases: [alias] });
+    const metric = await h.client.v1.billableMetrics.create({ name: 'jobs', aggregation_type: 'COUNT', event_type_filter: { in_values: ['job'] } });
+    const jobs = await h.client.v1.contracts.products.create({ name: 'Jobs', type: 'USAGE', billable_metric_id: metric.data.id });
+    const fixed = await h.client.v1.contracts.products.create({ name: 'Commit', type: 'FIXED' });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: jobs.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: p0 });
+    await h.client.v1.usage.ingest({ usage: [0, 1, 2].map((i) => ({ transaction_id: `${alias}-${i}`, customer_id: alias, event_type: 'job', timestamp: at(p0, i + 1) })) });
+    const old = await h.client.v1.contracts.create({
       customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, ending_before: p1,
       commits: [
         { type: 'PREPAID', name: 'Annual commit', product_id: fixed.data.id, priority: 1, rollover_fraction: 0.5, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p0, ending_before: p1 }] } },
@@ -120,20 +100,20 @@ describe('contract changes: amend, end date, edit, archive', () => {
       ],
     });
     // SUPERSEDE needs a start inside the old contract; a RENEWAL must start when it ends.
-    const badStart = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: at(p1, 24), transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
+    const badStart = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: at(p1, 24), transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
     expect([badStart.status, badStart.json.field]).toEqual([400, 'starting_at']);
-    const renewal = await client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } });
+    const renewal = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } });
 
     // Used 300 of 1000 by the end: half of the 700 left, 350, rolls over; the rest expires.
     const balances = await eventually('the rollover', async () => {
-      const list = await client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true });
+      const list = await h.client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true });
       if (list.data.length !== 3 || !list.data.some((b) => (b as { rolled_over_from?: unknown }).rolled_over_from)) throw new Error(`${list.data.length} commits`);
       return list.data;
     });
     const oldCommit = balances.find((b) => (b as { contract?: { id: string } }).contract?.id === old.data.id && b.type === 'PREPAID')!;
     const minimum = balances.find((b) => b.type === 'POSTPAID')!;
     expect((minimum.ledger as { type: string; amount: number }[]).map((e) => [e.type, e.amount])).toEqual([['POSTPAID_COMMIT_INITIAL_BALANCE', 5000], ['POSTPAID_COMMIT_TRUEUP', -5000]]);
-    const [oldInvoice] = (await client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: old.data.id })).data;
+    const [oldInvoice] = (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: old.data.id })).data;
     expect((oldInvoice!.line_items as { type: string; name: string; total: number }[]).map((l) => [l.type, l.name, l.total])).toEqual([
       ['usage', 'Jobs', 300], ['applied_commit_or_credit', 'Annual commit', -300], ['postpaid_trueup', 'Minimum (true-up)', 5000],
     ]);
@@ -142,10 +122,10 @@ describe('contract changes: amend, end date, edit, archive', () => {
       ['PREPAID_COMMIT_SEGMENT_START', 1000], ['PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', -300], ['PREPAID_COMMIT_ROLLOVER', -350], ['PREPAID_COMMIT_EXPIRATION', -350],
     ]);
     expect([newCommit.access_schedule?.schedule_items.map((s) => [s.amount, s.starting_at]), (newCommit as { rolled_over_from?: unknown }).rolled_over_from]).toEqual([[[350, p1]], { commit_id: oldCommit.id, contract_id: old.data.id }]);
-    const got = await client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: renewal.data.id });
+    const got = await h.client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: renewal.data.id });
     expect(got.data.current.transitions).toEqual([{ from_contract_id: old.data.id, to_contract_id: renewal.data.id, type: 'RENEWAL' }]);
     // A second transition from the same contract is refused.
-    const again = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
+    const again = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
     expect(again.status).toBe(409);
   });
 });

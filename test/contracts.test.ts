@@ -1,10 +1,10 @@
 import Metronome from '@metronome/sdk';
-import type { MikroORM } from '@mikro-orm/postgresql';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { reconcile } from '../db/reconcile.js';
 import { ROOT } from '../stack/config.js';
-import { createTestDatabase, eventually, http, monthStart, startApp, uniqueName, type RunningApp } from './stack.js';
+import { useSdkApp } from './sdk-app.js';
+import { eventually, http, monthStart, uniqueName } from './stack.js';
 
 /**
  * Pricing and contracts end to end through @metronome/sdk: a rate card with pricing groups, a
@@ -15,23 +15,7 @@ import { createTestDatabase, eventually, http, monthStart, startApp, uniqueName,
  * balance ledger and net balance, with a customer-level credit drawn by the live draft.
  */
 describe('contracts: rate card + contract terms + commits and credits, to the cent', () => {
-  let app: RunningApp;
-  let orm: MikroORM;
-  let client: Metronome;
-  let dbUrl: string;
-
-  beforeAll(async () => {
-    const db = await createTestDatabase('contracts');
-    orm = db.orm;
-    dbUrl = db.url;
-    app = await startApp({ databaseUrl: db.url, gracePeriod: '1s' });
-    client = new Metronome({ bearerToken: app.adminToken, baseURL: app.baseURL, maxRetries: 0 });
-  });
-
-  afterAll(async () => {
-    await app?.stop();
-    await orm?.close();
-  });
+  const h = useSdkApp('contracts');
 
   test('draft lines, frozen invoices and the ledger agree to the cent', async () => {
     const p0 = monthStart(-2);
@@ -40,19 +24,19 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     const p3 = monthStart(1);
     const at = (base: string, hours: number) => new Date(Date.parse(base) + hours * 3_600_000).toISOString();
     const alias = uniqueName('lab');
-    const customer = await client.v1.customers.create({ name: 'Lab Inc', ingest_aliases: [alias] });
-    const metric = await client.v1.billableMetrics.create({ name: 'tokens', aggregation_type: 'SUM', aggregation_key: 'tokens', event_type_filter: { in_values: ['llm'] }, group_keys: [['model']] });
+    const customer = await h.client.v1.customers.create({ name: 'Lab Inc', ingest_aliases: [alias] });
+    const metric = await h.client.v1.billableMetrics.create({ name: 'tokens', aggregation_type: 'SUM', aggregation_key: 'tokens', event_type_filter: { in_values: ['llm'] }, group_keys: [['model']] });
 
     // Products: usage priced per model, seats, a composite support fee, a fixed product for commits and charges.
-    const tokens = await client.v1.contracts.products.create({ name: 'Tokens', type: 'USAGE', billable_metric_id: metric.data.id, pricing_group_key: ['model'], tags: ['ai'] });
-    const seats = await client.v1.contracts.products.create({ name: 'Seats', type: 'SUBSCRIPTION' });
-    const support = await client.v1.contracts.products.create({ name: 'Support', type: 'COMPOSITE', composite_tags: ['ai'] });
-    const fixed = await client.v1.contracts.products.create({ name: 'Platform', type: 'FIXED' });
-    const product = await client.v1.contracts.products.retrieve({ id: tokens.data.id });
+    const tokens = await h.client.v1.contracts.products.create({ name: 'Tokens', type: 'USAGE', billable_metric_id: metric.data.id, pricing_group_key: ['model'], tags: ['ai'] });
+    const seats = await h.client.v1.contracts.products.create({ name: 'Seats', type: 'SUBSCRIPTION' });
+    const support = await h.client.v1.contracts.products.create({ name: 'Support', type: 'COMPOSITE', composite_tags: ['ai'] });
+    const fixed = await h.client.v1.contracts.products.create({ name: 'Platform', type: 'FIXED' });
+    const product = await h.client.v1.contracts.products.retrieve({ id: tokens.data.id });
     expect(product.data).toMatchObject({ id: tokens.data.id, type: 'USAGE', current: { name: 'Tokens', pricing_group_key: ['model'], tags: ['ai'] }, updates: [] });
 
-    const card = await client.v1.contracts.rateCards.create({ name: 'AI list prices', aliases: [{ name: uniqueName('list') }] });
-    await client.v1.contracts.rateCards.rates.addMany({
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'AI list prices', aliases: [{ name: uniqueName('list') }] });
+    await h.client.v1.contracts.rateCards.rates.addMany({
       rate_card_id: card.data.id,
       rates: [
         { product_id: tokens.data.id, entitled: true, rate_type: 'FLAT', price: 1, starting_at: p0, pricing_group_values: { model: 'small' } },
@@ -63,13 +47,13 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     });
     // A price change for small models, half-way through period 1 (a new rate from that moment).
     const change = at(p1, 14 * 24);
-    await client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: tokens.data.id, entitled: true, rate_type: 'FLAT', price: 2, starting_at: change, pricing_group_values: { model: 'small' } });
-    const schedule = await client.v1.contracts.rateCards.retrieveRateSchedule({ rate_card_id: card.data.id, starting_at: p1, ending_before: p2, selectors: [{ product_id: tokens.data.id, pricing_group_values: { model: 'small' } }] });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: tokens.data.id, entitled: true, rate_type: 'FLAT', price: 2, starting_at: change, pricing_group_values: { model: 'small' } });
+    const schedule = await h.client.v1.contracts.rateCards.retrieveRateSchedule({ rate_card_id: card.data.id, starting_at: p1, ending_before: p2, selectors: [{ product_id: tokens.data.id, pricing_group_values: { model: 'small' } }] });
     expect(schedule.data.map((e) => [e.starting_at, e.ending_before, e.rate.price])).toEqual([[p1, change, 1], [change, p2, 2]]);
-    const atRates = await client.v1.contracts.rateCards.rates.list({ rate_card_id: card.data.id, at: at(p1, 1), selectors: [{ product_tags: ['ai'] }] });
+    const atRates = await h.client.v1.contracts.rateCards.rates.list({ rate_card_id: card.data.id, at: at(p1, 1), selectors: [{ product_tags: ['ai'] }] });
     expect(atRates.data.map((e) => [e.pricing_group_values?.model, e.rate.rate_type]).sort()).toEqual([['large', 'TIERED'], ['small', 'FLAT']]);
 
-    const contract = await client.v1.contracts.create({
+    const contract = await h.client.v1.contracts.create({
       customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, name: 'Lab 2026',
       uniqueness_key: uniqueName('deal'),
       commits: [{
@@ -82,16 +66,16 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
       scheduled_charges: [{ name: 'Onboarding', product_id: fixed.data.id, schedule: { schedule_items: [{ timestamp: p0, amount: 10000 }] } }],
     });
     // uniqueness_key: reuse is a 409 and creates nothing.
-    const got = await client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: contract.data.id });
+    const got = await h.client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: contract.data.id });
     expect(got.data.current).toMatchObject({ name: 'Lab 2026', rate_card_id: card.data.id, starting_at: p0 });
     expect(got.data.current.commits.map((c) => [c.type, c.name, c.access_schedule?.schedule_items[0]?.amount])).toEqual([['PREPAID', 'Prepaid tokens', 3500]]);
-    const dup = await http(app, 'POST', '/v1/contracts/create', { token: app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, uniqueness_key: got.data.uniqueness_key } });
+    const dup = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p0, uniqueness_key: got.data.uniqueness_key } });
     expect(dup.status).toBe(409);
-    const rateNow = await client.v1.contracts.retrieveRateSchedule({ customer_id: customer.data.id, contract_id: contract.data.id, at: at(p1, 1), selectors: [{ product_id: tokens.data.id, pricing_group_values: { model: 'large' } }] });
+    const rateNow = await h.client.v1.contracts.retrieveRateSchedule({ customer_id: customer.data.id, contract_id: contract.data.id, at: at(p1, 1), selectors: [{ product_id: tokens.data.id, pricing_group_values: { model: 'large' } }] });
     expect(rateNow.data.map((e) => [e.list_rate.tiers, e.override_rate?.tiers])).toEqual([[[{ size: 1000, price: 2 }, { price: 1 }], [{ size: 1000, price: 1 }, { price: 0.5 }]]]);
 
     const ev = (id: string, ts: string, model: string, n: number) => ({ transaction_id: `${alias}-${id}`, customer_id: alias, event_type: 'llm', timestamp: ts, properties: { tokens: n, model } });
-    await client.v1.usage.ingest({
+    await h.client.v1.usage.ingest({
       usage: [
         ev('a', at(p0, 3), 'small', 300), ev('b', at(p0, 4), 'large', 1500),
         ev('c', at(p1, 1), 'small', 100), ev('d', at(p1, 2), 'large', 1200), ev('e', at(p1, 20 * 24), 'small', 100),
@@ -120,7 +104,7 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
       ['applied_commit_or_credit', 'Prepaid tokens', '', -700], // what is left of 3500 runs out on the first Tokens line
     ];
     const drafts = await eventually('usage rated into the drafts', async () => {
-      const page = await client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: contract.data.id });
+      const page = await h.client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: contract.data.id });
       const invs = page.data;
       if (invs.length !== 3 || JSON.stringify(lines(invs[0]!)) !== JSON.stringify(expected0) || JSON.stringify(lines(invs[1]!)) !== JSON.stringify(expected1)) {
         throw new Error(`not yet: ${JSON.stringify(invs.map(lines))}`);
@@ -131,28 +115,28 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     for (const inv of drafts) expect(inv.total).toBe((inv.line_items as Line[]).reduce((a, l) => a + l.total, 0));
 
     // A customer-level credit for the current period is drawn by the live draft.
-    const credit = await client.v1.customers.credits.create({ customer_id: customer.data.id, name: 'Goodwill', priority: 5, product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p2, ending_before: p3 }] } });
-    const current = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[2]!.id });
+    const credit = await h.client.v1.customers.credits.create({ customer_id: customer.data.id, name: 'Goodwill', priority: 5, product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p2, ending_before: p3 }] } });
+    const current = await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[2]!.id });
     expect(current.data.total).toBe(5015);
     expect(lines(current.data).at(-1)).toEqual(['applied_commit_or_credit', 'Goodwill', '', -1000]);
-    const net = await client.v1.contracts.getNetBalance({ customer_id: customer.data.id });
+    const net = await h.client.v1.contracts.getNetBalance({ customer_id: customer.data.id });
     expect(net.data.balance).toBe(0); // the draft drew it all
-    const netFinal = await client.v1.contracts.getNetBalance({ customer_id: customer.data.id, invoice_inclusion_mode: 'FINALIZED' });
+    const netFinal = await h.client.v1.contracts.getNetBalance({ customer_id: customer.data.id, invoice_inclusion_mode: 'FINALIZED' });
     expect(netFinal.data.balance).toBe(1000);
 
     // The past periods close (1 s grace) and freeze exactly what the drafts showed.
     const frozen = await eventually('both past periods frozen', async () => {
-      const page = await client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: contract.data.id });
+      const page = await h.client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: contract.data.id });
       const f = page.data.filter((i) => (i as unknown as { approval_status: string }).approval_status === 'PENDING_APPROVAL');
       if (f.length !== 2) throw new Error(`${f.length} frozen`);
       return f;
     });
     expect(frozen.map((i) => [i.id, lines(i), i.total])).toEqual([[drafts[0]!.id, expected0, 18780], [drafts[1]!.id, expected1, 6840]]);
-    const approved = await http(app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: app.adminToken, body: {} });
+    const approved = await http(h.app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: h.app.adminToken, body: {} });
     expect(approved.json.data).toMatchObject({ status: "FINALIZED", total: 18780 });
 
     // The ledger: each commit and credit, with one entry per invoice that drew from it.
-    const balances = await client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true, include_balance: true });
+    const balances = await h.client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true, include_balance: true });
     const byName = new Map(balances.data.map((b) => [b.name, b]));
     const ledger = (name: string) => (byName.get(name)!.ledger as { type: string; amount: number; invoice_id?: string }[]).map((e) => [e.type, e.amount, e.invoice_id ?? null]);
     expect(ledger('Prepaid tokens')).toEqual([
@@ -163,26 +147,26 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     expect(ledger('Trial credit')).toEqual([['CREDIT_SEGMENT_START', 500, null], ['CREDIT_AUTOMATED_INVOICE_DEDUCTION', -500, drafts[0]!.id]]);
     expect(ledger('Goodwill')).toEqual([['CREDIT_SEGMENT_START', 1000, null], ['CREDIT_AUTOMATED_INVOICE_DEDUCTION', -1000, drafts[2]!.id]]);
     expect([...byName.values()].map((b) => [b.name, b.balance]).sort()).toEqual([['Goodwill', 0], ['Prepaid tokens', 0], ['Trial credit', 0]]);
-    const customerOnly = await client.v1.customers.credits.list({ customer_id: customer.data.id });
+    const customerOnly = await h.client.v1.customers.credits.list({ customer_id: customer.data.id });
     expect(customerOnly.data.map((c) => c.id)).toEqual([credit.data.id]);
 
     // Void the finalized invoice: its draw-downs come back (cancelled in the ledger); regenerate
     // it: a new invoice for the same period, computed now, closed by its own workflow.
-    expect((await http(app, 'POST', '/v1/invoices/void', { token: app.adminToken, body: { id: drafts[1]!.id } })).status).toBe(409); // pending: reject it instead
-    expect((await http(app, 'POST', '/v1/invoices/regenerate', { token: app.adminToken, body: { id: drafts[0]!.id } })).status).toBe(409); // not void
-    const voided = await client.v1.invoices.void({ id: drafts[0]!.id });
+    expect((await http(h.app, 'POST', '/v1/invoices/void', { token: h.app.adminToken, body: { id: drafts[1]!.id } })).status).toBe(409); // pending: reject it instead
+    expect((await http(h.app, 'POST', '/v1/invoices/regenerate', { token: h.app.adminToken, body: { id: drafts[0]!.id } })).status).toBe(409); // not void
+    const voided = await h.client.v1.invoices.void({ id: drafts[0]!.id });
     expect(voided.data?.id).toBe(drafts[0]!.id);
-    const afterVoid = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[0]!.id });
+    const afterVoid = await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[0]!.id });
     expect([afterVoid.data.status, afterVoid.data.total, afterVoid.data.line_items.length]).toEqual(['VOID', 18780, 8]);
-    const commitAfterVoid = (await client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true })).data.find((b) => b.name === 'Prepaid tokens')!;
+    const commitAfterVoid = (await h.client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true })).data.find((b) => b.name === 'Prepaid tokens')!;
     expect((commitAfterVoid.ledger as { type: string; amount: number }[]).filter((e) => e.type === 'PREPAID_COMMIT_CANCELED').map((e) => e.amount)).toEqual([2800]);
-    const regenerated = await client.v1.invoices.regenerate({ id: drafts[0]!.id });
+    const regenerated = await h.client.v1.invoices.regenerate({ id: drafts[0]!.id });
     expect(regenerated.data?.id).not.toBe(drafts[0]!.id);
-    expect((await client.v1.invoices.regenerate({ id: drafts[0]!.id })).data?.id).toBe(regenerated.data!.id); // repeatable
-    const newInv = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
+    expect((await h.client.v1.invoices.regenerate({ id: drafts[0]!.id })).data?.id).toBe(regenerated.data!.id); // repeatable
+    const newInv = await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
     expect([newInv.data.status, newInv.data.regenerated_from_invoice_id, newInv.data.total, lines(newInv.data)]).toEqual(['DRAFT', drafts[0]!.id, 18780, expected0]);
     const approvedAgain = await eventually('the regenerated invoice awaiting approval', async () => {
-      const r = await http(app, 'POST', `/v1/invoices/${regenerated.data!.id}/approve`, { token: app.adminToken, body: {} });
+      const r = await http(h.app, 'POST', `/v1/invoices/${regenerated.data!.id}/approve`, { token: h.app.adminToken, body: {} });
       if (r.status !== 200) throw new Error(`${r.status} ${r.text}`);
       return r.json.data;
     });
@@ -190,9 +174,9 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
 
     // Late usage for the finalized period: it never changes; the difference (50 small tokens at 1,
     // and 10 % more support: 5) is a correction line on the next open invoice, the current draft.
-    await client.v1.usage.ingest({ usage: [ev('late', at(p0, 9), 'small', 50)] });
+    await h.client.v1.usage.ingest({ usage: [ev('late', at(p0, 9), 'small', 50)] });
     const corrected = await eventually('the correction on the open invoice', async () => {
-      const inv = (await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[2]!.id })).data;
+      const inv = (await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: drafts[2]!.id })).data;
       if (!lines(inv).some((l) => l[0] === 'correction')) throw new Error('no correction yet');
       return inv;
     });
@@ -202,33 +186,33 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
       ['applied_commit_or_credit', 'Goodwill', '', -1000],
     ]);
     expect(corrected.total).toBe(5070);
-    expect((await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id })).data.total).toBe(18780); // finalized: unchanged
+    expect((await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id })).data.total).toBe(18780); // finalized: unchanged
 
     // Breakdowns: period 1 by UTC day, each day's usage on its own (the price change shows on its day).
-    const days = await client.v1.customers.invoices.listBreakdowns({ customer_id: customer.data.id, starting_on: p1, ending_before: p2, window_size: 'DAY' });
+    const days = await h.client.v1.customers.invoices.listBreakdowns({ customer_id: customer.data.id, starting_on: p1, ending_before: p2, window_size: 'DAY' });
     const tokenDays = days.data.filter((d) => d.start_timestamp === p1).map((d) => [d.breakdown_start_timestamp, (d.line_items as Line[]).filter((l) => l.name === 'Tokens' && l.quantity).map((l) => [l.pricing_group_values?.model, l.total])])
       .filter(([, ls]) => (ls as unknown[]).length);
     expect(tokenDays).toEqual([[p1, [['large', 1100], ['small', 100]]], [at(p1, 20 * 24), [['small', 200]]]]);
     expect(days.data.filter((d) => d.start_timestamp === p1)).toHaveLength((Date.parse(p2) - Date.parse(p1)) / 86_400_000);
     // The PDF of the regenerated invoice.
-    const pdf = await client.v1.customers.invoices.retrievePdf({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
+    const pdf = await h.client.v1.customers.invoices.retrievePdf({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
     const pdfText = Buffer.from(await pdf.arrayBuffer()).toString('latin1');
     expect([pdf.headers.get('content-type'), pdfText.slice(0, 5), pdfText.includes('(Total: $187.80) Tj')]).toEqual(['application/pdf', '%PDF-', true]);
 
     // Reconciliation re-derives every line of the three live invoices from raw events: no drift
     // (the finalized invoice's changed lines are exactly covered by the correction).
-    const clean = await reconcile(orm.em.fork(), { customerId: customer.data.id });
+    const clean = await reconcile(h.orm.em.fork(), { customerId: customer.data.id });
     expect(clean.invoices.map((i) => [i.status, i.lines, i.drift.length, i.corrected, i.totalVsLines])).toEqual([
       ['FINALIZED', 8, 0, 2, '0'], ['DRAFT', 6, 0, 0, '0'], ['DRAFT', 5, 0, 0, '0'], // the voided one is not billed, so not checked
     ]);
     expect(clean.drifting).toBe(0);
     // A cent of drift in a stored line is found and named, and the command exits 1 on it.
-    await orm.em.fork().execute(`update invoice set line_items = jsonb_set(line_items, '{1,total}', '"1101"') where id = '${drafts[1]!.id}'`);
-    const drifted = await reconcile(orm.em.fork(), { customerId: customer.data.id });
+    await h.orm.em.fork().execute(`update invoice set line_items = jsonb_set(line_items, '{1,total}', '"1101"') where id = '${drafts[1]!.id}'`);
+    const drifted = await reconcile(h.orm.em.fork(), { customerId: customer.data.id });
     expect(drifted.drifting).toBe(1);
     const bad = drifted.invoices.find((i) => i.drift.length)!;
     expect([bad.invoiceId, bad.drift.map((d) => [d.billed?.total, d.rederived?.total]), bad.totalVsLines]).toEqual([drafts[1]!.id, [['1101', '1100']], '-1']);
-    const command = spawnSync(process.execPath, [join(ROOT, 'dist', 'stack', 'reconcile.js'), '--customer', customer.data.id], { env: { ...process.env, DATABASE_URL: dbUrl }, encoding: 'utf8' });
+    const command = spawnSync(process.execPath, [join(ROOT, 'dist', 'stack', 'reconcile.js'), '--customer', customer.data.id], { env: { ...process.env, DATABASE_URL: h.dbUrl }, encoding: 'utf8' });
     expect(command.status).toBe(1);
     expect(command.stdout).toContain(`DRIFT invoice ${drafts[1]!.id}`);
     expect(command.stdout).toContain('3 invoices checked, 1 with drift');
