@@ -1,4 +1,9 @@
-import { pricePackage, pricePercentage, priceFlat, priceSubscription, priceTiered, priceVolume } from './models.js';
+import { priceFlat } from './flat.js';
+import { pricePackage } from './package.js';
+import { pricePercentage } from './percentage.js';
+import { priceSubscription } from './subscription.js';
+import { priceTiered } from './tiered.js';
+import { priceVolume } from './volume.js';
 import type { PricingInput, PricingResult, RateType } from './types.js';
 
 export type { PricingInput, PricingResult, RateSpec, RateType, Tier } from './types.js';
