@@ -2,7 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { Decimal } from 'decimal.js';
 import { Dec, dec, toJsonNumber, USD_CENTS } from '../billing/money.js';
 import { BalanceGrant, BalanceLedgerEntry, Contract, Invoice, Product } from './entities.js';
-import { contractDrafts, LEDGER_DEDUCTION_TYPES } from './invoices.js';
+import { customerDrafts, LEDGER_DEDUCTION_TYPES } from './invoices.js';
 
 /**
  * Commit and credit balances from the ledger: segment starts, every draw-down by a frozen
@@ -48,13 +48,9 @@ export async function customerBalances(em: EntityManager, customerId: string, op
     entries.get(e.grantId)!.push(entry);
   }
   if (opts.includeDrafts !== false) {
-    const frozen = new Set((await em.find(Invoice, { customerId }, { fields: ['id'] })).map((i) => i.id));
-    const kinds = new Map(grants.map((g) => [g.id, g.kind]));
-    for (const contract of await em.find(Contract, { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc' } })) {
-      for (const { view, inv } of await contractDrafts(em, contract, frozen, now)) {
-        for (const d of inv.drawdowns) {
-          entries.get(d.grantId)?.push({ type: LEDGER_DEDUCTION_TYPES[kinds.get(d.grantId)!], amount: d.amount.negated(), timestamp: view.periodEnd, segmentId: d.segmentId, invoiceId: view.id, contractId: contract.id, draft: true });
-        }
+    for (const { view, inv, contract } of await customerDrafts(em, customerId, now)) {
+      for (const d of inv.drawdowns) {
+        entries.get(d.grantId)?.push({ type: LEDGER_DEDUCTION_TYPES[kindOf.get(d.grantId)!], amount: d.amount.negated(), timestamp: view.periodEnd, segmentId: d.segmentId, invoiceId: view.id, contractId: contract.id, draft: true });
       }
     }
   }

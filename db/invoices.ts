@@ -424,12 +424,9 @@ export function viewOfStored(inv: Invoice): InvoiceView {
  * contract are computed in period order, each seeing what the earlier drafts drew from commits
  * and credits.
  */
-export async function listCustomerInvoices(em: EntityManager, customerId: string, now = new Date(), onlyContractId?: string): Promise<InvoiceView[]> {
-  const stored = await em.find(Invoice, onlyContractId ? { customerId, contractId: onlyContractId } : { customerId }, { orderBy: { periodStart: 'asc' } });
-  const frozen = new Set(stored.map((i) => i.id));
-  const views = stored.map(viewOfStored);
-  const contracts = await em.find(Contract, onlyContractId ? { id: onlyContractId, customerId } : { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc' } });
-  for (const contract of contracts) views.push(...(await contractDrafts(em, contract, frozen, now)).map((d) => d.view));
+export async function listCustomerInvoices(em: EntityManager, customerId: string, now = new Date()): Promise<InvoiceView[]> {
+  const stored = await em.find(Invoice, { customerId }, { orderBy: { periodStart: 'asc' } });
+  const views = [...stored.map(viewOfStored), ...(await customerDrafts(em, customerId, now)).map((d) => d.view)];
   return views.sort((a, b) => a.periodStart.localeCompare(b.periodStart) || a.contractId.localeCompare(b.contractId));
 }
 
@@ -437,35 +434,56 @@ export async function listCustomerInvoices(em: EntityManager, customerId: string
 export async function findInvoiceView(em: EntityManager, customerId: string, invoiceId: string, now = new Date()): Promise<InvoiceView | undefined> {
   const stored = await em.findOne(Invoice, { id: invoiceId, customerId });
   if (stored) return viewOfStored(stored);
-  for (const contract of await em.find(Contract, { customerId, archivedAt: null })) {
-    const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString());
-    const index = periods.findIndex((p) => invoiceIdFor(contract.id, p.start) === invoiceId);
-    if (index < 0) continue;
-    const frozen = new Set((await em.find(Invoice, { contractId: contract.id }, { fields: ['id'] })).map((i) => i.id));
-    return (await contractDrafts(em, contract, frozen, now, periods[index]!.start)).at(-1)?.view;
-  }
-  return undefined;
+  return (await customerDrafts(em, customerId, now, { upToInvoiceId: invoiceId })).find((d) => d.view.id === invoiceId)?.view;
 }
 
-export async function contractDrafts(em: EntityManager, contract: Contract, frozen: ReadonlySet<string>, now: Date, upToPeriodStart?: string, usageReader?: typeof usageParts): Promise<{ view: InvoiceView; inv: AssembledInvoice }[]> {
-  const periods = periodsStartedBefore(contractSchedule(contract), now.toISOString())
-    .filter((p) => !frozen.has(invoiceIdFor(contract.id, p.start)) && (!upToPeriodStart || p.start <= upToPeriodStart));
-  if (!periods.length) return [];
-  const grants = await grantsForContract(em, contract);
-  const chargeProductIds = [...(contract.terms?.scheduled_charges ?? []), ...(contract.terms?.discounts ?? [])].map((c) => c.product_id);
-  const [pricing, drawn] = await Promise.all([
-    loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]),
-    drawnBySegment(em, grants.map((g) => g.id)),
-  ]);
+export interface Draft { view: InvoiceView; inv: AssembledInvoice; contract: Contract }
+
+/**
+ * The live drafts of every open (not frozen) period of the customer's contracts, computed in
+ * period order across contracts: each sees what earlier drafts drew from commits and credits,
+ * including a customer-level commit shared by several contracts. With `upToInvoiceId`, stops
+ * after that draft (and computes only the periods that start no later than it).
+ */
+export async function customerDrafts(em: EntityManager, customerId: string, now: Date, opts: { upToInvoiceId?: string; usageReader?: typeof usageParts } = {}): Promise<Draft[]> {
+  const contracts = await em.find(Contract, { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc', id: 'asc' } });
+  if (!contracts.length) return [];
+  const frozen = new Set((await em.find(Invoice, { customerId }, { fields: ['id'] })).map((i) => i.id));
+  const open: { contract: Contract; period: Period; id: string }[] = [];
+  for (const contract of contracts) {
+    for (const period of periodsStartedBefore(contractSchedule(contract), now.toISOString())) {
+      const id = invoiceIdFor(contract.id, period.start);
+      if (!frozen.has(id)) open.push({ contract, period, id });
+    }
+  }
+  open.sort((x, y) => x.period.start.localeCompare(y.period.start) || x.contract.id.localeCompare(y.contract.id));
+  let upTo = open.length;
+  if (opts.upToInvoiceId) {
+    const target = open.findIndex((o) => o.id === opts.upToInvoiceId);
+    if (target < 0) return [];
+    upTo = target + 1;
+  }
+  const needed = open.slice(0, upTo);
+  const context = new Map<string, { grants: BalanceGrant[]; pricing: PricingData; drawn: Map<string, Decimal>; corrections: Map<string, Decimal> }>();
+  await Promise.all([...new Set(needed.map((o) => o.contract))].map(async (contract) => {
+    const grants = await grantsForContract(em, contract);
+    const chargeProductIds = [...(contract.terms?.scheduled_charges ?? []), ...(contract.terms?.discounts ?? [])].map((c) => c.product_id);
+    const [pricing, drawn] = await Promise.all([
+      loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]),
+      drawnBySegment(em, grants.map((g) => g.id)),
+    ]);
+    context.set(contract.id, { grants, pricing, drawn, corrections: new Map() });
+  }));
   const carried = new Map<string, Decimal>();
-  const carriedCorrections = new Map<string, Decimal>();
-  const out: { view: InvoiceView; inv: AssembledInvoice }[] = [];
-  for (const period of periods) {
-    const id = invoiceIdFor(contract.id, period.start);
-    const inv = await computeInvoice(em, contract, period, { invoiceId: id, carried, carriedCorrections, pricing, grants, drawn, usageReader });
+  const out: Draft[] = [];
+  for (const { contract, period, id } of needed) {
+    const c = context.get(contract.id)!;
+    const inv = await computeInvoice(em, contract, period, {
+      invoiceId: id, carried, carriedCorrections: c.corrections, pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader,
+    });
     for (const d of inv.drawdowns) carried.set(`${d.grantId}|${d.segmentId}`, (carried.get(`${d.grantId}|${d.segmentId}`) ?? dec(0)).plus(d.amount));
-    for (const l of inv.lines) if (l.type === 'correction' && l.correctedInvoiceId) carriedCorrections.set(l.correctedInvoiceId, (carriedCorrections.get(l.correctedInvoiceId) ?? dec(0)).plus(l.total));
-    out.push({ view: draftViewOf(inv, contract, period, id, now), inv });
+    for (const l of inv.lines) if (l.type === 'correction' && l.correctedInvoiceId) c.corrections.set(l.correctedInvoiceId, (c.corrections.get(l.correctedInvoiceId) ?? dec(0)).plus(l.total));
+    out.push({ view: draftViewOf(inv, contract, period, id, now), inv, contract });
   }
   return out;
 }

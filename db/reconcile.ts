@@ -2,7 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { dec, sum } from '../billing/money.js';
 import { BillableMetric, Contract, Invoice, type StoredInvoiceLine } from './entities.js';
 import type { Decimal } from 'decimal.js';
-import { BILLED_USAGE_TYPES, computeInvoice, contractDrafts, storedLines, usageTotal } from './invoices.js';
+import { BILLED_USAGE_TYPES, computeInvoice, customerDrafts, storedLines, usageTotal, type Draft, type InvoiceView } from './invoices.js';
 import { metricFilterSql, valueSql } from './metric-sql.js';
 import { ratingBacklog } from './rating.js';
 import type { UsageGroup, UsagePart } from './usage-series.js';
@@ -92,6 +92,18 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
   const ratingBehind = await ratingBacklog(em.fork());
   const contracts = await em.find(Contract, opts.customerId ? { customerId: opts.customerId } : {}, { orderBy: { createdAt: 'asc', id: 'asc' } });
   const invoices: InvoiceReport[] = [];
+  // Drafts are computed per customer (contracts share customer-level commits), once each way.
+  const byCustomer = new Map<string, Promise<{ drafts: Draft[]; raw: Map<string, InvoiceView> }>>();
+  const draftsOf = (customerId: string) => {
+    if (!byCustomer.has(customerId)) {
+      byCustomer.set(customerId, (async () => {
+        const drafts = await customerDrafts(em, customerId, now);
+        const raw = new Map((await customerDrafts(em, customerId, now, { usageReader: rawUsageParts })).map((d) => [d.view.id, d.view]));
+        return { drafts, raw };
+      })());
+    }
+    return byCustomer.get(customerId)!;
+  };
   for (const contract of contracts) {
     const checked: { report: InvoiceReport; billed: StoredInvoiceLine[]; rederived: StoredInvoiceLine[]; finalized: boolean }[] = [];
     const stored = await em.find(Invoice, { contractId: contract.id }, { orderBy: { periodStart: 'asc' } });
@@ -101,12 +113,10 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
       checked.push({ report: reportOf(inv.id, contract.id, inv.status, inv.periodStart.toISOString(), inv.total, inv.lineItems), billed: inv.lineItems, rederived: storedLines(again), finalized: inv.status === 'FINALIZED' });
     }
     if (!contract.archivedAt) {
-      const frozen = new Set(stored.map((i) => i.id));
-      const drafts = await contractDrafts(em, contract, frozen, now);
-      const raw = await contractDrafts(em, contract, frozen, now, undefined, rawUsageParts);
-      drafts.forEach(({ view }, i) => {
-        checked.push({ report: reportOf(view.id, contract.id, 'DRAFT', view.periodStart, view.total, view.lines), billed: view.lines, rederived: raw[i]!.view.lines, finalized: false });
-      });
+      const { drafts, raw } = await draftsOf(contract.customerId);
+      for (const { view } of drafts.filter((d) => d.contract.id === contract.id)) {
+        checked.push({ report: reportOf(view.id, contract.id, 'DRAFT', view.periodStart, view.total, view.lines), billed: view.lines, rederived: raw.get(view.id)!.lines, finalized: false });
+      }
     }
     // Correction lines are checked per corrected invoice: all corrections made for a finalized
     // invoice must add up to exactly how much its usage changed since it was finalized.

@@ -88,5 +88,17 @@ describe('catalog: products, rate cards, customer commits', () => {
       ['usage', 'GPU seconds', 'eu', 22], ['usage', 'GPU seconds', 'us', 10], ['commit_purchase', 'PO 42', '', 8], ['applied_commit_or_credit', 'PO 42', '', -10],
     ]);
     expect(draft.total).toBe(30);
+
+    // A second contract of the same customer: the customer-level commit is drawn once across both
+    // contracts' drafts, never twice.
+    await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: start });
+    const both = await eventually('both drafts', async () => {
+      const invs = (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id })).data;
+      if (invs.length !== 2) throw new Error(`${invs.length} invoices`);
+      return invs;
+    });
+    const applied = both.flatMap((i) => (i.line_items as Line[]).filter((l) => l.type === 'applied_commit_or_credit').map((l) => l.total));
+    expect(applied).toEqual([-10]);
+    expect((await h.client.v1.contracts.getNetBalance({ customer_id: customer.data.id })).data.balance).toBe(0);
   });
 });
