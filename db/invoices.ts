@@ -296,6 +296,15 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections });
 }
 
+async function usageChangedSince(em: EntityManager, customerId: string, from: Date, to: Date, since: Date): Promise<boolean> {
+  const [row] = await em.execute<{ changed: boolean }[]>(
+    `select exists (select 1 from usage_daily where customer_id = ?::uuid and day >= date_trunc('day', ?::timestamptz, 'UTC') and day < ? and rated_at > ?)
+         or exists (select 1 from usage_unique_daily where customer_id = ?::uuid and day >= date_trunc('day', ?::timestamptz, 'UTC') and day < ? and rated_at > ?) as changed`,
+    [customerId, from.toISOString(), to.toISOString(), since.toISOString(), customerId, from.toISOString(), to.toISOString(), since.toISOString()],
+  );
+  return !!row?.changed;
+}
+
 /** How far back finalized periods are watched for late usage (events are accepted up to 34 days late). */
 export const CORRECTION_WINDOW_MS = 40 * 86_400_000;
 
@@ -320,6 +329,10 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
   const earlier = await em.find(Invoice, { contractId: contract.id, status: { $ne: 'VOID' }, periodStart: { $lt: new Date(pStart) } });
   const out: CorrectionInput[] = [];
   for (const f of finalized) {
+    // Nothing of the customer's usage in that period was rated after it was frozen: nothing to correct.
+    // (An hour of margin: a rating transaction that began just before the freeze, and clock skew
+    // between this process and PostgreSQL, can stamp rows slightly earlier than they commit.)
+    if (!opts.usageReader && !(await usageChangedSince(em, contract.customerId, f.periodStart, f.periodEnd, new Date(f.frozenAt.getTime() - 3_600_000)))) continue;
     const again = await computeInvoice(em, contract, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
       invoiceId: f.id, skipCorrections: true, pricing: opts.pricing, grants: opts.grants, usageReader: opts.usageReader, asOf: f.frozenAt,
     });

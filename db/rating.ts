@@ -52,6 +52,7 @@ export async function aggregateMetric(em: EntityManager, metric: BillableMetric,
   // usage_hourly and rolled up into usage_daily (UTC days).
   const newer = (t: string) => `(excluded.latest_ts is not null and (${t}.latest_ts is null or (excluded.latest_ts, excluded.latest_tx) > (${t}.latest_ts, ${t}.latest_tx)))`;
   const merge = (t: string) => `
+       rated_at = now(),
        event_count = ${t}.event_count + excluded.event_count,
        value_sum = case when excluded.value_sum is null then ${t}.value_sum else coalesce(${t}.value_sum, 0) + excluded.value_sum end,
        value_max = greatest(${t}.value_max, excluded.value_max),

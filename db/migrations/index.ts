@@ -8,6 +8,7 @@ import { Migration20261121060000_usage_daily } from './Migration20261121060000_u
 import { Migration20261121070000_invoice_void } from './Migration20261121070000_invoice_void.js';
 import { Migration20261121080000_grant_amendment } from './Migration20261121080000_grant_amendment.js';
 import { Migration20261121090000_rollover } from './Migration20261121090000_rollover.js';
+import { Migration20261121100000_usage_rated_at } from './Migration20261121100000_usage_rated_at.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -21,4 +22,5 @@ export const migrationsList = [
   { name: 'Migration20261121070000_invoice_void', class: Migration20261121070000_invoice_void },
   { name: 'Migration20261121080000_grant_amendment', class: Migration20261121080000_grant_amendment },
   { name: 'Migration20261121090000_rollover', class: Migration20261121090000_rollover },
+  { name: 'Migration20261121100000_usage_rated_at', class: Migration20261121100000_usage_rated_at },
 ];
