@@ -5,7 +5,7 @@ import { Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
 import { seedContract } from '../test/db-fixtures.js';
-import { createTestDatabase, mailTo, testStack, uniqueName } from '../test/stack.js';
+import { createTestDatabase, eventually, mailTo, testStack, uniqueName } from '../test/stack.js';
 import { createActivities } from './index.js';
 
 /** Invoice activities on real PostgreSQL and a real SMTP server: each is idempotent. */
@@ -45,7 +45,12 @@ describe('invoice activities', () => {
 
     expect(await run(acts.emailInvoice, { invoiceId: input.invoiceId })).toEqual({ sent: true });
     expect(await run(acts.emailInvoice, { invoiceId: input.invoiceId })).toEqual({ sent: false, reason: 'already emailed' });
-    const mail = await mailTo(billingEmail);
+    // The catcher acknowledges before it has parsed the message (as an MTA queues first).
+    const mail = await eventually('the invoice email to arrive', async () => {
+      const got = await mailTo(billingEmail);
+      if (!got.length) throw new Error('no mail yet');
+      return got;
+    });
     expect(mail).toHaveLength(1);
     expect(mail[0]!.subject).toBe('Your invoice for 2026-01-01 to 2026-02-01: $0.03');
 

@@ -1,8 +1,10 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, UnavailableError } from '../billing/errors.js';
+import type { Period } from '../billing/periods.js';
+import { lockCustomerBalances } from './balance-lock.js';
 import { customerEventKeys } from './customers.js';
 import { BalanceLedgerEntry, Contract, Invoice } from './entities.js';
-import { computeInvoice, ledgerEntriesOf, storedLines } from './invoices.js';
+import { computeInvoice, ledgerEntriesOf, openPeriods, periodOrder, storedLines } from './invoices.js';
 import { ratingCaughtUp } from './rating.js';
 
 export interface FreezeInput {
@@ -25,18 +27,39 @@ export interface FrozenInvoice {
  * Freezes a period's invoice inside the caller's transaction: computes it from PostgreSQL and
  * stores it with its balance ledger entries, locking the row. Idempotent: an invoice already
  * frozen is returned as it is (unless a rejected DRAFT is recomputed).
+ *
+ * Draw-downs are exactly what the drafts showed, whatever order the close workflows run in:
+ * - the customer's balances are locked for the transaction (two contracts of one customer
+ *   freezing on the same boundary take turns, and the second sees the first's draw-downs);
+ * - periods are frozen in `periodOrder`: freezing a period first freezes every earlier open period
+ *   of the customer (any contract) in the same transaction. Their own close workflows then find
+ *   them frozen and carry on from there.
  */
 export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Promise<FrozenInvoice> {
-  const existing = await em.findOne(Invoice, { id: input.invoiceId }, { lockMode: 4 /* PESSIMISTIC_WRITE */ });
-  if (existing && (!input.recompute || existing.status !== 'DRAFT')) return { status: existing.status, total: existing.total };
   const contract = await em.findOne(Contract, { id: input.contractId });
   if (!contract) throw new NotFoundError('contract', input.contractId);
+  await lockCustomerBalances(em, contract.customerId);
+  const existing = await em.findOne(Invoice, { id: input.invoiceId }, { lockMode: 4 /* PESSIMISTIC_WRITE */ });
+  if (existing && (!input.recompute || existing.status !== 'DRAFT')) return { status: existing.status, total: existing.total };
   // Freeze only what is rated: every event committed before this moment must be in the
   // aggregates (rating runs sub-second behind; the activity retries until it caught up).
   if (!(await ratingCaughtUp(em, await customerEventKeys(em, contract.customerId)))) {
     throw new UnavailableError(`rating has not caught up with customer ${contract.customerId}'s events yet`);
   }
-  const computed = await computeInvoice(em, contract, { start: input.periodStart, end: input.periodEnd }, { invoiceId: input.invoiceId });
+  const period = { start: input.periodStart, end: input.periodEnd };
+  if (!existing) {
+    const target = { contractId: contract.id, period };
+    for (const earlier of await openPeriods(em, contract.customerId, new Date())) {
+      if (earlier.id === input.invoiceId || periodOrder({ contractId: earlier.contract.id, period: earlier.period }, target) >= 0) continue;
+      await storeFrozen(em, earlier.contract, earlier.period, earlier.id, null);
+    }
+  }
+  return storeFrozen(em, contract, period, input.invoiceId, existing, input.regeneratedFromInvoiceId);
+}
+
+/** Computes one period's invoice and writes it and its ledger entries (flushed, so the next computation in this transaction sees them). */
+async function storeFrozen(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, invoiceId: string, existing: Invoice | null, regeneratedFromInvoiceId?: string): Promise<FrozenInvoice> {
+  const computed = await computeInvoice(em, contract, period, { invoiceId });
   const now = new Date();
   if (existing) {
     existing.lineItems = storedLines(computed);
@@ -46,11 +69,11 @@ export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Pr
     existing.frozenAt = now;
   } else {
     em.create(Invoice, {
-      id: input.invoiceId,
+      id: invoiceId,
       customerId: contract.customerId,
       contractId: contract.id,
-      periodStart: new Date(input.periodStart),
-      periodEnd: new Date(input.periodEnd),
+      periodStart: new Date(period.start),
+      periodEnd: new Date(period.end),
       status: 'DRAFT',
       approvalStatus: 'PENDING_APPROVAL',
       creditTypeId: computed.creditType.id,
@@ -60,14 +83,15 @@ export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Pr
       subtotal: computed.subtotal.toString(),
       frozenAt: now,
       createdAt: now,
-      regeneratedFromInvoiceId: input.regeneratedFromInvoiceId ?? null,
+      regeneratedFromInvoiceId: regeneratedFromInvoiceId ?? null,
     });
   }
   // The balance ledger moves with the frozen invoice, in the same transaction.
   await em.flush();
-  await em.nativeDelete(BalanceLedgerEntry, { invoiceId: input.invoiceId });
-  for (const e of ledgerEntriesOf(computed, { id: input.invoiceId, contractId: contract.id, periodEnd: input.periodEnd })) {
-    em.create(BalanceLedgerEntry, { ...e, invoiceId: input.invoiceId, contractId: contract.id, ts: new Date(e.ts), createdAt: now });
+  await em.nativeDelete(BalanceLedgerEntry, { invoiceId });
+  for (const e of ledgerEntriesOf(computed, { id: invoiceId, contractId: contract.id, periodEnd: period.end })) {
+    em.create(BalanceLedgerEntry, { ...e, invoiceId, contractId: contract.id, ts: new Date(e.ts), createdAt: now });
   }
+  await em.flush();
   return { status: 'DRAFT', total: computed.total.toString() };
 }

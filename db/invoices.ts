@@ -450,26 +450,42 @@ export async function findInvoiceView(em: EntityManager, customerId: string, inv
   return (await customerDrafts(em, customerId, now, { upToInvoiceId: invoiceId })).find((d) => d.view.id === invoiceId)?.view;
 }
 
-export interface Draft { view: InvoiceView; inv: AssembledInvoice; contract: Contract }
+export interface OpenPeriod { contract: Contract; period: Period; id: string }
 
 /**
- * The live drafts of every open (not frozen) period of the customer's contracts, computed in
- * period order across contracts: each sees what earlier drafts drew from commits and credits,
- * including a customer-level commit shared by several contracts. With `upToInvoiceId`, stops
- * after that draft (and computes only the periods that start no later than it).
+ * The order in which a customer's periods draw on commits and credits — drafts are computed and
+ * invoices frozen in this order, so a frozen invoice draws exactly what its draft showed: by period
+ * end (so a period never waits for a longer one that ends later), then start, then contract id.
  */
-export async function customerDrafts(em: EntityManager, customerId: string, now: Date, opts: { upToInvoiceId?: string; usageReader?: typeof usageParts } = {}): Promise<Draft[]> {
+export function periodOrder(x: { contractId: string; period: Pick<Period, 'start' | 'end'> }, y: { contractId: string; period: Pick<Period, 'start' | 'end'> }): number {
+  return Date.parse(x.period.end) - Date.parse(y.period.end) || Date.parse(x.period.start) - Date.parse(y.period.start) || x.contractId.localeCompare(y.contractId);
+}
+
+/** Every period of the customer's live contracts that has started by `now` and is not frozen yet, in `periodOrder`. */
+export async function openPeriods(em: EntityManager, customerId: string, now: Date): Promise<OpenPeriod[]> {
   const contracts = await em.find(Contract, { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc', id: 'asc' } });
   if (!contracts.length) return [];
   const frozen = new Set((await em.find(Invoice, { customerId }, { fields: ['id'] })).map((i) => i.id));
-  const open: { contract: Contract; period: Period; id: string }[] = [];
+  const open: OpenPeriod[] = [];
   for (const contract of contracts) {
     for (const period of periodsStartedBefore(contractSchedule(contract), now.toISOString())) {
       const id = invoiceIdFor(contract.id, period.start);
       if (!frozen.has(id)) open.push({ contract, period, id });
     }
   }
-  open.sort((x, y) => x.period.start.localeCompare(y.period.start) || x.contract.id.localeCompare(y.contract.id));
+  return open.sort((x, y) => periodOrder({ contractId: x.contract.id, period: x.period }, { contractId: y.contract.id, period: y.period }));
+}
+
+export interface Draft { view: InvoiceView; inv: AssembledInvoice; contract: Contract }
+
+/**
+ * The live drafts of every open (not frozen) period of the customer's contracts, computed in
+ * `periodOrder` across contracts: each sees what earlier drafts drew from commits and credits,
+ * including a customer-level commit shared by several contracts. With `upToInvoiceId`, stops
+ * after that draft (and computes only the periods before it in `periodOrder`).
+ */
+export async function customerDrafts(em: EntityManager, customerId: string, now: Date, opts: { upToInvoiceId?: string; usageReader?: typeof usageParts } = {}): Promise<Draft[]> {
+  const open = await openPeriods(em, customerId, now);
   let upTo = open.length;
   if (opts.upToInvoiceId) {
     const target = open.findIndex((o) => o.id === opts.upToInvoiceId);

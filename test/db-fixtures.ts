@@ -40,5 +40,5 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
       if ((await ratePass(em.fork(), 10_000)).events === 0) await new Promise((res) => setTimeout(res, 10));
     }
   };
-  return { customerId, alias, contractId, productId, ingest };
+  return { customerId, alias, contractId, productId, rateCardId, ingest };
 }

@@ -1,0 +1,104 @@
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
+import { seedContract } from '../test/db-fixtures.js';
+import { createTestDatabase } from '../test/stack.js';
+import { BalanceGrant, Contract, Invoice } from './entities.js';
+import { invoiceIdFor, newId } from './ids.js';
+import { freezeInvoiceTx } from './invoice-freeze.js';
+import { customerDrafts } from './invoices.js';
+
+/**
+ * Commit draw-down under concurrent and out-of-order freezes (issue 8, item 1), on real PostgreSQL.
+ * The interleavings are forced: one freeze's transaction is held open while the other runs.
+ */
+const JAN = '2026-01-01T00:00:00.000Z';
+const FEB = '2026-02-01T00:00:00.000Z';
+const MAR = '2026-03-01T00:00:00.000Z';
+const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+
+describe('freezing draws each commit once, in the order the drafts showed', () => {
+  let orm: MikroORM;
+  beforeAll(async () => { orm = (await createTestDatabase('freeze')).orm; });
+  afterAll(async () => { await orm?.close(); });
+
+  const commit = (em: EntityManager, s: { customerId: string; productId: string }, contractId: string | null, amount: string) => {
+    const id = newId();
+    em.create(BalanceGrant, {
+      id, customerId: s.customerId, contractId, kind: 'PREPAID', productId: s.productId, name: 'Prepaid commit', description: null, priority: 0,
+      applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
+      accessSchedule: { schedule_items: [{ id: `${id}-s0`, amount, starting_at: JAN, ending_before: '2027-01-01T00:00:00.000Z' }] },
+      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null,
+      amendmentId: null, rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
+    } as never);
+    return id;
+  };
+  const drawn = async (grantId: string) => {
+    const [row] = await orm.em.fork().execute<{ drawn: string }[]>(`select coalesce(-sum(amount), 0)::text as drawn from balance_ledger where grant_id = ?`, [grantId]);
+    return row!.drawn;
+  };
+  const input = (contractId: string, start: string, end: string) => ({ invoiceId: invoiceIdFor(contractId, start), contractId, periodStart: start, periodEnd: end, recompute: false });
+  const draftTotals = async (customerId: string) =>
+    Object.fromEntries((await customerDrafts(orm.em.fork(), customerId, new Date(MAR))).map((d) => [d.view.id, d.view.total]));
+  const frozenTotals = async (ids: string[]) =>
+    Object.fromEntries((await orm.em.fork().find(Invoice, { id: { $in: ids } })).map((i) => [i.id, i.total]));
+
+  test('two contracts of one customer freezing on the same boundary at once draw a shared commit once', async () => {
+    const em = orm.em.fork();
+    const a = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
+    const bId = newId();
+    em.create(Contract, {
+      id: bId, customerId: a.customerId, rateCardId: a.rateCardId, startingAt: new Date(JAN), endingBefore: new Date(FEB),
+      usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: {}, createdAt: new Date(),
+    } as never);
+    const grantId = commit(em, a, null, '1000'); // customer-level: both contracts draw on it
+    await em.flush();
+    await a.ingest([{ id: '1', at: '2026-01-10T00:00:00Z', seconds: 800 }]); // each contract prices it: 800 cents each
+    const drafts = await draftTotals(a.customerId);
+    expect(Object.values(drafts).sort()).toEqual(['0', '600']); // the first draws 800, the second the last 200
+
+    // Freeze A and hold its transaction open; meanwhile B's freeze starts.
+    let release!: () => void;
+    const held = new Promise<void>((res) => { release = res; });
+    let aFrozen!: () => void;
+    const aDone = new Promise<void>((res) => { aFrozen = res; });
+    const txA = orm.em.fork().transactional(async (tx) => { await freezeInvoiceTx(tx, input(a.contractId, JAN, FEB)); aFrozen(); await held; });
+    await aDone;
+    let bFinished = false;
+    const txB = orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(bId, JAN, FEB))).then((r) => { bFinished = true; return r; });
+    await sleep(1500);
+    // B must wait for A's commit: otherwise it reads the commit's balance without A's draw-down.
+    expect(bFinished).toBe(false);
+    release();
+    await Promise.all([txA, txB]);
+
+    expect(await drawn(grantId)).toBe('1000');
+    expect(await frozenTotals(Object.keys(drafts))).toEqual(drafts);
+  });
+
+  test('a backdated contract whose later period freezes first still draws in period order', async () => {
+    const em = orm.em.fork();
+    const s = await seedContract(em, { startingAt: JAN, endingBefore: MAR, price: '1' });
+    const grantId = commit(em, s, s.contractId, '1000');
+    await em.flush();
+    await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 900 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 900 }]);
+    const drafts = await draftTotals(s.customerId);
+    expect(drafts).toEqual({ [invoiceIdFor(s.contractId, JAN)]: '0', [invoiceIdFor(s.contractId, FEB)]: '800' });
+
+    // February's close runs before January's (both were started at once by the contract workflow).
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(s.contractId, FEB, MAR)));
+    expect(await frozenTotals(Object.keys(drafts))).toEqual(drafts);
+    // January's own close then finds its invoice frozen, as drafted.
+    expect(await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(s.contractId, JAN, FEB)))).toEqual({ status: 'DRAFT', total: '0' });
+    expect(await drawn(grantId)).toBe('1000');
+  });
+
+  test('two freezes of the same period at once store one invoice', async () => {
+    const em = orm.em.fork();
+    const s = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
+    const grantId = commit(em, s, s.contractId, '1000');
+    await em.flush();
+    await s.ingest([{ id: '1', at: '2026-01-10T00:00:00Z', seconds: 300 }]);
+    const results = await Promise.all([0, 1].map(() => orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(s.contractId, JAN, FEB)))));
+    expect(results).toEqual([{ status: 'DRAFT', total: '0' }, { status: 'DRAFT', total: '0' }]);
+    expect(await drawn(grantId)).toBe('300');
+  });
+});
