@@ -173,6 +173,21 @@ describe('invoice scenarios (exact cents)', () => {
     expect(totals(inv)).toEqual(['usage:tokens:1851', 'usage:images:333', 'usage:storage:100', 'usage:support:218']); // (1851 + 333) × 0.1 = 218.4
   });
 
+  test('a composite whose rate changes mid-period counts each covered line once', () => {
+    const MID = P('2026-01-16T00:00:00Z');
+    const inv = assembleInvoice({
+      periodStart: JAN, periodEnd: FEB,
+      products: products(product('tokens', 'USAGE', ['ai']), product('support', 'COMPOSITE', [], { compositeTags: ['ai'] })),
+      slices: [
+        usage('tokens', '1000', { rateType: 'FLAT', price: '1' }), // one line over the whole month: 1000
+        { productId: 'support', startingAt: JAN, endingBefore: MID, rate: { rateType: 'PERCENTAGE', price: '0.1' } },
+        { productId: 'support', startingAt: MID, endingBefore: FEB, rate: { rateType: 'PERCENTAGE', price: '0.2' } },
+      ],
+    });
+    // The line starts in the first composite slice and counts there only: 10 % of 1000, not 10 % + 20 %.
+    expect(totals(inv)).toEqual(['usage:tokens:1000', 'usage:support:100', 'usage:support:0']);
+  });
+
   test('scheduled charges, discounts and commit purchases; total is the sum of lines', () => {
     const inv = assembleInvoice({
       periodStart: JAN, periodEnd: FEB, products: products(product('tokens'), product('fee', 'FIXED')),

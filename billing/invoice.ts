@@ -226,11 +226,14 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     lines.push(rateLine(slice, product, creditType, quantity));
   }
 
-  // 2. Composite products: a percentage of the (rounded) spend on the products they cover.
+  // 2. Composite products: a percentage of the (rounded) spend on the products they cover. A
+  //    covered line counts once, towards the composite slice in force at the line's start (a
+  //    composite whose rate changes mid-period has one slice per rate; a line spanning both would
+  //    otherwise be charged in each).
   for (const slice of composites) {
     const product = products.get(slice.productId)!;
     const covered = lines.filter((l) => {
-      if (!l.productId || Date.parse(l.startingAt!) >= slice.endingBefore || Date.parse(l.endingBefore!) <= slice.startingAt) return false;
+      if (!l.productId || Date.parse(l.startingAt!) < slice.startingAt || Date.parse(l.startingAt!) >= slice.endingBefore) return false;
       const p = products.get(l.productId);
       if (!p || p.type === 'COMPOSITE') return false;
       if (product.excludeFreeUsage && l.total.isZero()) return false;

@@ -43,6 +43,19 @@ export function rateKey(r: Pick<RateRow, 'productId' | 'pricingGroupValues' | 'b
   return `${r.productId}|${groupValuesKey(r.pricingGroupValues)}|${r.billingFrequency ?? ''}`;
 }
 
+/**
+ * The rates that price a contract billed at `frequency`. A rate card can price one product (and
+ * pricing group) at several billing frequencies, e.g. MONTHLY and ANNUAL: per product and pricing
+ * group values, a contract uses the rates of its own usage statement frequency when the card has
+ * any, else the rates without a billing frequency. Rates of another frequency never apply (an
+ * annual price billed monthly would be twelve times too high).
+ */
+export function ratesForFrequency(rates: readonly RateRow[], frequency: string): RateRow[] {
+  const key = (r: RateRow) => `${r.productId}|${groupValuesKey(r.pricingGroupValues)}`;
+  const matching = new Set(rates.filter((r) => r.billingFrequency === frequency).map(key));
+  return rates.filter((r) => (matching.has(key(r)) ? r.billingFrequency === frequency : !r.billingFrequency));
+}
+
 const wins = (a: RateRow, b: RateRow) => a.startingAt > b.startingAt || (a.startingAt === b.startingAt && (a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.id > b.id)));
 
 /**

@@ -5,7 +5,7 @@ import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type Fixe
 import { Dec, dec, USD_CENTS } from '../billing/money.js';
 import { applyOverrides, type EffectiveSegment } from '../billing/overrides.js';
 import { periodsStartedBefore, prorationFraction, type Period, type Schedule } from '../billing/periods.js';
-import { groupValuesKey, rateSchedule, type RateRow } from '../billing/rate-schedule.js';
+import { groupValuesKey, rateSchedule, ratesForFrequency, type RateRow } from '../billing/rate-schedule.js';
 import { BalanceGrant, BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
 import { invoiceIdFor } from './ids.js';
 import { pgTextArray } from './sql.js';
@@ -155,6 +155,65 @@ function project(group: Record<string, string | null>, keys: readonly string[]):
   return Object.fromEntries(keys.map((k) => [k, group[k] ?? null]));
 }
 
+/** Aggregations whose value over a period is the sum of their values over its parts. */
+const ADDITIVE = new Set<BillableMetric['aggregationType']>(['COUNT', 'SUM']);
+
+interface UsagePlan {
+  productId: string;
+  from: number;
+  to: number;
+  pricingKeys: string[];
+  presentationKeys: string[];
+  /** The pricing group this plan prices (its `groupValuesKey`), or null: every group without rates of its own. */
+  groupKey: string | null;
+  /** Pricing groups with rates of their own (priced by their own plans, not the product-wide one). */
+  exactKeys: Set<string>;
+  /** The segment whose rate prices the window: the group's own rate first, else the product-wide one. */
+  rateFor(exact: boolean): EffectiveSegment | undefined;
+  part: number;
+}
+
+/**
+ * How a USAGE product's period is cut into priced windows. Usage is cut only where the rate of its
+ * own (product, pricing group) changes: a price change for one group never restarts another
+ * group's graduated tiers. A group with rates of its own falls back to the product-wide rate
+ * wherever its own do not cover, so its windows are cut at both. Non-additive aggregations (MAX,
+ * UNIQUE, LATEST) are never cut: their quantity is taken over the whole service period (a user
+ * seen before and after a price change is one user) and priced at the rate in force at its end.
+ */
+function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, additive: boolean, pricingKeys: string[], presentationKeys: string[]): Omit<UsagePlan, 'part'>[] {
+  const product = segs.filter((s) => Object.keys(s.rate.pricingGroupValues).length === 0);
+  const byGroup = new Map<string, EffectiveSegment[]>();
+  for (const s of segs) {
+    if (!Object.keys(s.rate.pricingGroupValues).length) continue;
+    const k = groupValuesKey(s.rate.pricingGroupValues);
+    (byGroup.get(k) ?? byGroup.set(k, []).get(k)!).push(s);
+  }
+  const exactKeys = new Set(byGroup.keys());
+  const end = (s: EffectiveSegment) => s.endingBefore ?? pEnd;
+  const covering = (list: EffectiveSegment[], t: number) => list.find((s) => s.startingAt <= t && end(s) > t);
+  const lastOf = (list: EffectiveSegment[], to: number) => covering(list, to - 1) ?? [...list].filter((s) => s.startingAt < to).sort((a, b) => end(a) - end(b)).at(-1);
+  const out: Omit<UsagePlan, 'part'>[] = [];
+  for (const [groupKey, own] of [[null, [] as EffectiveSegment[]] as const, ...byGroup.entries()]) {
+    const all = [...own, ...product];
+    if (!all.length) continue;
+    const edges = [...new Set(all.flatMap((s) => [s.startingAt, end(s)]))].sort((a, b) => a - b);
+    const cuts = additive ? edges : [edges[0]!, edges.at(-1)!];
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      const from = cuts[i]!;
+      const to = cuts[i + 1]!;
+      // Additive windows lie inside one segment of each list; a non-additive window is priced at its end.
+      const pick = (list: EffectiveSegment[]) => (additive ? covering(list, from) : lastOf(list, to));
+      if (!pick(all)) continue; // a gap in which nothing is entitled
+      out.push({
+        productId, from, to, pricingKeys, presentationKeys, groupKey, exactKeys,
+        rateFor: (exact) => (exact ? pick(own) ?? pick(product) : pick(product)),
+      });
+    }
+  }
+  return out;
+}
+
 /**
  * Prices one contract period from PostgreSQL: the rate schedule in force (rate card + contract
  * overrides) split at every change, usage per product and pricing group from the hourly
@@ -186,7 +245,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   const schedule = contractSchedule(contract);
 
   const segments = applyOverrides(
-    rateSchedule(pricing.rates, pStart, pEnd),
+    rateSchedule(ratesForFrequency(pricing.rates, contract.usageStatementFrequency), pStart, pEnd),
     (terms.overrides ?? []).map(overrideOf),
     (productId) => infoAt.get(productId)?.tags ?? [],
     terms.multiplier_override_prioritization ?? 'LOWEST_MULTIPLIER',
@@ -197,7 +256,8 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
 
   const slices: RatedSlice[] = [];
   const parts: UsagePart[] = [];
-  const partMeta: { productId: string; from: number; to: number; pricingKeys: string[]; presentationKeys: string[]; segs: EffectiveSegment[] }[] = [];
+  const partIndex = new Map<string, number>();
+  const partMeta: UsagePlan[] = [];
   for (const [productId, segs] of [...byProduct.entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const record = pricing.products.get(productId);
     if (!record) continue;
@@ -208,10 +268,15 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
       const pricingKeys = state.pricing_group_key ?? [];
       const presentationKeys = state.presentation_group_key ?? [];
       const keys = [...new Set([...pricingKeys, ...presentationKeys])];
-      const cuts = [...new Set(segs.flatMap((s) => [s.startingAt, s.endingBefore ?? pEnd]))].sort((a, b) => a - b);
-      for (let i = 0; i + 1 < cuts.length; i++) {
-        parts.push({ metric, from: new Date(cuts[i]!).toISOString(), to: new Date(cuts[i + 1]!).toISOString(), groupKeys: keys });
-        partMeta.push({ productId, from: cuts[i]!, to: cuts[i + 1]!, pricingKeys, presentationKeys, segs });
+      for (const plan of usagePlans(productId, segs, pEnd, ADDITIVE.has(metric.aggregationType), pricingKeys, presentationKeys)) {
+        // Plans with the same window share one part of the usage query.
+        const window = `${plan.from}|${plan.to}|${metric.id}`;
+        let index = partIndex.get(window);
+        if (index === undefined) {
+          index = parts.push({ metric, from: new Date(plan.from).toISOString(), to: new Date(plan.to).toISOString(), groupKeys: keys }) - 1;
+          partIndex.set(window, index);
+        }
+        partMeta.push({ ...plan, part: index });
       }
     } else if (record.type === 'SUBSCRIPTION' || record.type === 'COMPOSITE') {
       for (const s of segs) {
@@ -231,20 +296,20 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   }
 
   const usage = await (opts.usageReader ?? usageParts)(em, contract.customerId, parts);
-  usage.forEach((groups, i) => {
-    const meta = partMeta[i]!;
-    const covering = meta.segs.filter((s) => s.startingAt <= meta.from && (s.endingBefore ?? Infinity) > meta.from);
-    for (const g of groups) {
-      const pgv = project(g.group, meta.pricingKeys);
-      const exact = covering.find((s) => groupValuesKey(s.rate.pricingGroupValues) === groupValuesKey(pgv as Record<string, string>));
-      const seg = exact ?? covering.find((s) => Object.keys(s.rate.pricingGroupValues).length === 0);
+  for (const plan of partMeta) {
+    for (const g of usage[plan.part]!) {
+      const pgv = project(g.group, plan.pricingKeys) as Record<string, string>;
+      const groupKey = groupValuesKey(pgv);
+      // Each group is priced by exactly one plan: its own rates' plan, else the product-wide one.
+      if (plan.groupKey === null ? plan.exactKeys.has(groupKey) : plan.groupKey !== groupKey) continue;
+      const seg = plan.rateFor(plan.groupKey !== null);
       if (!seg) continue; // usage in a pricing group with no rate is not billable on this contract
       slices.push({
-        productId: meta.productId, startingAt: meta.from, endingBefore: meta.to, quantity: g.value, rate: seg.effective,
-        pricingGroupValues: pgv as Record<string, string>, presentationGroupValues: project(g.group, meta.presentationKeys),
+        productId: plan.productId, startingAt: plan.from, endingBefore: plan.to, quantity: g.value, rate: seg.effective,
+        pricingGroupValues: pgv, presentationGroupValues: project(g.group, plan.presentationKeys),
       });
     }
-  });
+  }
   // Stable line order: by product name, then time, then group values.
   slices.sort((a, b) => (infoAt.get(a.productId)?.name ?? '').localeCompare(infoAt.get(b.productId)?.name ?? '') || a.productId.localeCompare(b.productId)
     || a.startingAt - b.startingAt || groupValuesKey(a.pricingGroupValues as Record<string, string>).localeCompare(groupValuesKey(b.pricingGroupValues as Record<string, string>))
