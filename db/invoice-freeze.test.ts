@@ -2,7 +2,7 @@ import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase } from '../test/stack.js';
 import { BalanceGrant, Contract, Invoice } from './entities.js';
-import { invoiceIdFor, newId } from './ids.js';
+import { invoiceIdFor, newId, uuidV5 } from './ids.js';
 import { freezeInvoiceTx } from './invoice-freeze.js';
 import { customerDrafts } from './invoices.js';
 
@@ -100,5 +100,29 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     const results = await Promise.all([0, 1].map(() => orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(s.contractId, JAN, FEB)))));
     expect(results).toEqual([{ status: 'DRAFT', total: '0' }, { status: 'DRAFT', total: '0' }]);
     expect(await drawn(grantId)).toBe('300');
+  });
+
+  test('regenerating a voided invoice does not bill again the late usage a later invoice billed as its correction', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
+    const finalize = (id: string) => orm.em.fork().nativeUpdate(Invoice, { id }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
+    const jan = input(s.contractId, JAN, FEB);
+    await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, jan));
+    await finalize(jan.invoiceId);
+    await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 10 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 50 }]);
+    const feb = input(s.contractId, FEB, MAR);
+    expect(await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, feb))).toEqual({ status: 'DRAFT', total: '60' }); // 50 + the 10 late for January
+    await finalize(feb.invoiceId);
+
+    // January is voided and regenerated: it now prices all 110 of January, 10 of which February billed.
+    await orm.em.fork().nativeUpdate(Invoice, { id: jan.invoiceId }, { status: 'VOID', voidedAt: new Date() });
+    const again = { ...jan, invoiceId: uuidV5(`regenerated:${jan.invoiceId}`), regeneratedFromInvoiceId: jan.invoiceId };
+    expect(await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, again))).toEqual({ status: 'DRAFT', total: '100' });
+    const regenerated = await orm.em.fork().findOneOrFail(Invoice, { id: again.invoiceId });
+    expect(regenerated.lineItems.map((l) => `${l.type}:${l.total}`)).toEqual(['usage:110', 'correction:-10']);
+    await finalize(again.invoiceId);
+    // March sees nothing left to correct for January or February.
+    const march = (await customerDrafts(orm.em.fork(), s.customerId, new Date('2026-03-15T00:00:00Z'))).find((d) => d.view.periodStart === MAR)!;
+    expect(march.view.lines.filter((l) => l.type === 'correction')).toEqual([]);
   });
 });

@@ -59,7 +59,7 @@ export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Pr
 
 /** Computes one period's invoice and writes it and its ledger entries (flushed, so the next computation in this transaction sees them). */
 async function storeFrozen(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, invoiceId: string, existing: Invoice | null, regeneratedFromInvoiceId?: string): Promise<FrozenInvoice> {
-  const computed = await computeInvoice(em, contract, period, { invoiceId });
+  const computed = await computeInvoice(em, contract, period, { invoiceId, regeneratedFromInvoiceId });
   const now = new Date();
   if (existing) {
     existing.lineItems = storedLines(computed);

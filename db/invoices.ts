@@ -142,6 +142,11 @@ export interface ComputeOptions {
    * so only usage (late events) can change it, never a later price change or amendment.
    */
   asOf?: Date;
+  /**
+   * The voided invoice this one regenerates: corrections that later invoices billed for its
+   * period while it stood are subtracted here, so the period's usage is billed once.
+   */
+  regeneratedFromInvoiceId?: string;
   /** Usage and subscriptions only (invoice breakdowns): no charges, commits, credits or corrections. */
   usageOnly?: boolean;
   pricing?: PricingData;
@@ -358,6 +363,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   }
 
   const corrections = opts.skipCorrections || opts.usageOnly ? [] : await lateUsageCorrections(em, contract, pStart, opts);
+  if (opts.regeneratedFromInvoiceId && !opts.usageOnly) corrections.push(...await correctionsBilledElsewhere(em, contract, opts.regeneratedFromInvoiceId, opts.invoiceId));
   return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections });
 }
 
@@ -411,6 +417,30 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     });
   }
   return out;
+}
+
+/**
+ * A regenerated invoice prices its period's usage afresh, late events included. Late usage that
+ * later invoices already billed as corrections of the voided invoice (or of any invoice it in turn
+ * regenerated) is therefore subtracted on the regenerated one, with a line naming where it was
+ * billed: never billed twice. Corrections on voided invoices were voided with them and count for nothing.
+ */
+async function correctionsBilledElsewhere(em: EntityManager, contract: Contract, voidedId: string, invoiceId?: string): Promise<CorrectionInput[]> {
+  const chain = new Set<string>();
+  for (let id: string | null = voidedId; id && !chain.has(id);) {
+    chain.add(id);
+    id = (await em.findOne(Invoice, { id }, { fields: ['regeneratedFromInvoiceId'] }))?.regeneratedFromInvoiceId ?? null;
+  }
+  const billed = new Map<string, Decimal>();
+  for (const inv of await em.find(Invoice, { contractId: contract.id, status: { $ne: 'VOID' } })) {
+    if (inv.id === invoiceId || chain.has(inv.id)) continue;
+    const amount = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id)).reduce((a, l) => a.plus(l.total), dec(0));
+    if (!amount.isZero()) billed.set(inv.id, amount);
+  }
+  return [...billed.entries()].map(([on, amount]) => ({
+    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}`, amount: amount.negated().toString(),
+    reason: `usage of this period was billed as a correction on invoice ${on} while invoice ${voidedId} stood`,
+  }));
 }
 
 const str = (d: Decimal | undefined) => d?.toString();
