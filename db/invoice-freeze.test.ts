@@ -3,7 +3,7 @@ import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase } from '../test/stack.js';
 import { BalanceGrant, Contract, Invoice } from './entities.js';
 import { invoiceIdFor, newId, uuidV5 } from './ids.js';
-import { freezeInvoiceTx } from './invoice-freeze.js';
+import { freezeInvoiceTx, freezeLateUsageInvoiceTx } from './invoice-freeze.js';
 import { customerDrafts } from './invoices.js';
 
 /**
@@ -124,5 +124,61 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     // March sees nothing left to correct for January or February.
     const march = (await customerDrafts(orm.em.fork(), s.customerId, new Date('2026-03-15T00:00:00Z'))).find((d) => d.view.periodStart === MAR)!;
     expect(march.view.lines.filter((l) => l.type === 'correction')).toEqual([]);
+  });
+
+  describe('late usage is billed however late it is and wherever the contract went', () => {
+    const finalize = (id: string) => orm.em.fork().nativeUpdate(Invoice, { id }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
+    const corrections = (lines: { type: string; total: string; corrected_invoice_id?: string }[]) => lines.filter((l) => l.type === 'correction').map((l) => `${l.corrected_invoice_id}:${l.total}`);
+
+    test('usage for a period finalized months ago is corrected on the next open invoice', async () => {
+      const s = await seedContract(orm.em.fork(), { startingAt: JAN, price: '1' });
+      const jan = input(s.contractId, JAN, FEB);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+      // January to May are frozen (May's freeze freezes the earlier ones first) and finalized.
+      await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(s.contractId, '2026-05-01T00:00:00.000Z', '2026-06-01T00:00:00.000Z')));
+      for (const m of ['01', '02', '03', '04', '05']) await finalize(invoiceIdFor(s.contractId, `2026-${m}-01T00:00:00.000Z`));
+      // Then January's usage grows (an alias matched late, a new metric's backfill): no window hides it.
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 7 }]);
+      const drafts = await customerDrafts(orm.em.fork(), s.customerId, new Date('2026-06-15T00:00:00Z'));
+      expect(drafts.map((d) => [d.view.periodStart, corrections(d.view.lines)])).toEqual([['2026-06-01T00:00:00.000Z', [`${jan.invoiceId}:7`]]]);
+    });
+
+    test('a renewal bills the late usage of the contract it renews', async () => {
+      const em = orm.em.fork();
+      const old = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
+      const renewalId = newId();
+      em.create(Contract, {
+        id: renewalId, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
+        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
+        terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
+      } as never);
+      await em.flush();
+      const jan = input(old.contractId, JAN, FEB);
+      await old.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+      await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, jan));
+      await finalize(jan.invoiceId);
+      await old.ingest([{ id: 'jan-late', at: '2026-01-31T00:00:00Z', seconds: 5 }]);
+      const drafts = await customerDrafts(orm.em.fork(), old.customerId, new Date('2026-02-15T00:00:00Z'));
+      expect(drafts.map((d) => [d.contract.id, corrections(d.view.lines)])).toEqual([[renewalId, [`${jan.invoiceId}:5`]]]);
+      // Frozen, it bills it once; the old contract has nothing left to bill on an invoice of its own.
+      await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(renewalId, FEB, MAR)));
+      const feb = await orm.em.fork().findOneOrFail(Invoice, { id: invoiceIdFor(renewalId, FEB) });
+      expect(corrections(feb.lineItems)).toEqual([`${jan.invoiceId}:5`]);
+    });
+
+    test('a contract that ended with no renewal bills late usage on a late-usage invoice of its own, once', async () => {
+      const s = await seedContract(orm.em.fork(), { startingAt: JAN, endingBefore: FEB, price: '1' });
+      const jan = input(s.contractId, JAN, FEB);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+      await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, jan));
+      await finalize(jan.invoiceId);
+      expect(await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId))).toBeNull(); // nothing late yet
+      await s.ingest([{ id: 'jan-late', at: '2026-01-31T23:00:00Z', seconds: 12 }]);
+      const late = await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId));
+      expect(late).toMatchObject({ status: 'DRAFT', total: '12', periodStart: FEB, periodEnd: FEB });
+      expect(await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId))).toEqual(late);
+      const stored = await orm.em.fork().findOneOrFail(Invoice, { id: late!.invoiceId });
+      expect(corrections(stored.lineItems)).toEqual([`${jan.invoiceId}:12`]);
+    });
   });
 });

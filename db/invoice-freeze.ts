@@ -4,7 +4,7 @@ import type { Period } from '../billing/periods.js';
 import { lockCustomerBalances } from './balance-lock.js';
 import { customerEventKeys } from './customers.js';
 import { BalanceLedgerEntry, Contract, Invoice } from './entities.js';
-import { computeInvoice, ledgerEntriesOf, openPeriods, periodOrder, storedLines } from './invoices.js';
+import { computeInvoice, computeLateUsageInvoice, lateUsageInvoiceId, ledgerEntriesOf, openPeriods, periodOrder, storedLines } from './invoices.js';
 import { ratingCaughtUp } from './rating.js';
 
 export interface FreezeInput {
@@ -94,4 +94,33 @@ async function storeFrozen(em: EntityManager, contract: Contract, period: Pick<P
   }
   await em.flush();
   return { status: 'DRAFT', total: computed.total.toString() };
+}
+
+/**
+ * Freezes the late-usage invoice of an ended contract with no successor (see
+ * computeLateUsageInvoice): corrections only, no ledger entries. Idempotent: returns the stored
+ * one when it exists; null when there is nothing to bill.
+ */
+export async function freezeLateUsageInvoiceTx(em: EntityManager, contractId: string): Promise<(FrozenInvoice & { invoiceId: string; periodStart: string; periodEnd: string }) | null> {
+  const contract = await em.findOne(Contract, { id: contractId });
+  if (!contract) throw new NotFoundError('contract', contractId);
+  await lockCustomerBalances(em, contract.customerId);
+  const id = lateUsageInvoiceId(contract.id);
+  const at = contract.endingBefore?.toISOString() ?? '';
+  const existing = await em.findOne(Invoice, { id });
+  if (existing) return { invoiceId: id, status: existing.status, total: existing.total, periodStart: at, periodEnd: at };
+  if (!(await ratingCaughtUp(em, await customerEventKeys(em, contract.customerId)))) {
+    throw new UnavailableError(`rating has not caught up with customer ${contract.customerId}'s events yet`);
+  }
+  const computed = await computeLateUsageInvoice(em, contract);
+  if (!computed) return null;
+  const now = new Date();
+  em.create(Invoice, {
+    id, customerId: contract.customerId, contractId: contract.id, periodStart: contract.endingBefore!, periodEnd: contract.endingBefore!,
+    status: 'DRAFT', approvalStatus: 'PENDING_APPROVAL', creditTypeId: computed.creditType.id, creditTypeName: computed.creditType.name,
+    lineItems: storedLines(computed), total: computed.total.toString(), subtotal: computed.subtotal.toString(), frozenAt: now, createdAt: now,
+    regeneratedFromInvoiceId: null,
+  });
+  await em.flush();
+  return { invoiceId: id, status: 'DRAFT', total: computed.total.toString(), periodStart: at, periodEnd: at };
 }

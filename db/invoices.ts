@@ -7,7 +7,7 @@ import { applyOverrides, type EffectiveSegment } from '../billing/overrides.js';
 import { periodsStartedBefore, prorationFraction, type Period, type Schedule } from '../billing/periods.js';
 import { groupValuesKey, rateSchedule, ratesForFrequency, type RateRow } from '../billing/rate-schedule.js';
 import { BalanceGrant, BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
-import { invoiceIdFor } from './ids.js';
+import { invoiceIdFor, uuidV5 } from './ids.js';
 import { pgTextArray } from './sql.js';
 import { usageParts, type UsagePart } from './usage-series.js';
 
@@ -367,17 +367,36 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections });
 }
 
-async function usageChangedSince(em: EntityManager, customerId: string, from: Date, to: Date, since: Date): Promise<boolean> {
-  const [row] = await em.execute<{ changed: boolean }[]>(
-    `select exists (select 1 from usage_daily where customer_id = ?::uuid and day >= date_trunc('day', ?::timestamptz, 'UTC') and day < ? and rated_at > ?)
-         or exists (select 1 from usage_unique_daily where customer_id = ?::uuid and day >= date_trunc('day', ?::timestamptz, 'UTC') and day < ? and rated_at > ?) as changed`,
-    [customerId, from.toISOString(), to.toISOString(), since.toISOString(), customerId, from.toISOString(), to.toISOString(), since.toISOString()],
+/**
+ * Of the given finalized invoices, those whose customer has usage in their period that was rated
+ * after they were frozen (one query). An hour of margin: a rating transaction that began just
+ * before the freeze, and clock skew between this process and PostgreSQL, can stamp rows slightly
+ * earlier than they commit.
+ */
+async function invoicesWithLateUsage(em: EntityManager, contractIds: string[], until: number): Promise<string[]> {
+  const rows = await em.execute<{ id: string }[]>(
+    `select i.id::text as id from invoice i
+      where i.contract_id = any(?::uuid[]) and i.status = 'FINALIZED' and i.period_end <= ?
+        and (exists (select 1 from usage_daily d where d.customer_id = i.customer_id and d.day >= date_trunc('day', i.period_start, 'UTC') and d.day < i.period_end and d.rated_at > i.frozen_at - interval '1 hour')
+          or exists (select 1 from usage_unique_daily d where d.customer_id = i.customer_id and d.day >= date_trunc('day', i.period_start, 'UTC') and d.day < i.period_end and d.rated_at > i.frozen_at - interval '1 hour'))`,
+    [pgTextArray(contractIds), new Date(until).toISOString()],
   );
-  return !!row?.changed;
+  return rows.map((r) => r.id);
 }
 
-/** How far back finalized periods are watched for late usage (events are accepted up to 34 days late). */
-export const CORRECTION_WINDOW_MS = 40 * 86_400_000;
+/** The contracts this one renewed or superseded, transitively (their late usage is billed here). */
+export async function predecessorsOf(em: EntityManager, contract: Contract): Promise<Contract[]> {
+  const out: Contract[] = [];
+  const seen = new Set([contract.id]);
+  for (let from = contract.terms?.transition?.from_contract_id; from && !seen.has(from);) {
+    seen.add(from);
+    const c = await em.findOne(Contract, { id: from });
+    if (!c) break;
+    out.push(c);
+    from = c.terms?.transition?.from_contract_id;
+  }
+  return out;
+}
 
 export const BILLED_USAGE_TYPES = new Set(['usage', 'subscription']);
 
@@ -387,27 +406,31 @@ export function usageTotal(lines: readonly { type: string; total: string }[]): D
 
 /**
  * Late usage (invariant I3): a finalized invoice never changes, so when usage for its period
- * changes afterwards (late events, an alias matched later), the difference in its usage and
- * subscription lines is billed as a correction line on the next open invoice, once: minus the
- * corrections already made for it on earlier invoices. Commits and credits do not draw on
- * corrections.
+ * changes afterwards (late events, an alias matched later, a new metric's backfill), the
+ * difference in its usage and subscription lines is billed as a correction line on the next open
+ * invoice, once: minus the corrections already made for it on other invoices. However old the
+ * period: finalized periods are watched for as long as the contract has open invoices. A renewal
+ * (or superseding contract) also bills the late usage of the contracts it follows, whose own
+ * periods are all closed; a contract that ended with no successor bills it on a late-usage invoice
+ * of its own (`computeLateUsageInvoice`). Commits and credits do not draw on corrections.
  */
 async function lateUsageCorrections(em: EntityManager, contract: Contract, pStart: number, opts: ComputeOptions): Promise<CorrectionInput[]> {
-  const finalized = await em.find(Invoice, {
-    contractId: contract.id, status: 'FINALIZED', periodEnd: { $lte: new Date(pStart), $gt: new Date(pStart - CORRECTION_WINDOW_MS) },
-  }, { orderBy: { periodStart: 'asc' } });
-  if (!finalized.length) return [];
-  const earlier = await em.find(Invoice, { contractId: contract.id, status: { $ne: 'VOID' }, periodStart: { $lt: new Date(pStart) } });
+  const contracts = new Map([contract, ...await predecessorsOf(em, contract)].map((c) => [c.id, c]));
+  const ids = opts.usageReader
+    // Reconciliation re-derives from raw events: every finalized period is checked.
+    ? (await em.find(Invoice, { contractId: { $in: [...contracts.keys()] }, status: 'FINALIZED', periodEnd: { $lte: new Date(pStart) } }, { fields: ['id'] })).map((i) => i.id)
+    : await invoicesWithLateUsage(em, [...contracts.keys()], pStart);
+  if (!ids.length) return [];
+  const finalized = await em.find(Invoice, { id: { $in: ids } }, { orderBy: { periodStart: 'asc', id: 'asc' } });
+  const others = await em.find(Invoice, { contractId: { $in: [...contracts.keys()] }, status: { $ne: 'VOID' }, periodStart: { $lte: new Date(pStart) } });
   const out: CorrectionInput[] = [];
   for (const f of finalized) {
-    // Nothing of the customer's usage in that period was rated after it was frozen: nothing to correct.
-    // (An hour of margin: a rating transaction that began just before the freeze, and clock skew
-    // between this process and PostgreSQL, can stamp rows slightly earlier than they commit.)
-    if (!opts.usageReader && !(await usageChangedSince(em, contract.customerId, f.periodStart, f.periodEnd, new Date(f.frozenAt.getTime() - 3_600_000)))) continue;
-    const again = await computeInvoice(em, contract, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
-      invoiceId: f.id, skipCorrections: true, pricing: opts.pricing, grants: opts.grants, usageReader: opts.usageReader, asOf: f.frozenAt,
+    const own = f.contractId === contract.id;
+    const again = await computeInvoice(em, contracts.get(f.contractId)!, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
+      invoiceId: f.id, skipCorrections: true, pricing: own ? opts.pricing : undefined, grants: own ? opts.grants : undefined, usageReader: opts.usageReader, asOf: f.frozenAt,
     });
-    const already = earlier.flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id).reduce((a, l) => a.plus(l.total), dec(0))
+    const already = others.filter((i) => i.id !== opts.invoiceId).flatMap((i) => i.lineItems)
+      .filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id).reduce((a, l) => a.plus(l.total), dec(0))
       .plus(opts.carriedCorrections?.get(f.id) ?? 0);
     const delta = usageTotal(storedLines(again)).minus(usageTotal(f.lineItems)).minus(already);
     if (delta.isZero()) continue;
@@ -418,6 +441,21 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
   }
   return out;
 }
+
+/**
+ * The late-usage invoice of a contract that ended with no renewal: only correction lines, for
+ * usage of its finalized periods that arrived after they closed. Its period is the empty interval
+ * at the contract's end. Null when there is nothing to bill (or a successor bills it).
+ */
+export async function computeLateUsageInvoice(em: EntityManager, contract: Contract): Promise<AssembledInvoice | null> {
+  if (!contract.endingBefore) return null;
+  const end = contract.endingBefore.getTime();
+  const corrections = await lateUsageCorrections(em, contract, end, { invoiceId: lateUsageInvoiceId(contract.id) });
+  if (!corrections.length) return null;
+  return assembleInvoice({ creditType: USD_CENTS, periodStart: end, periodEnd: end, products: new Map(), slices: [], corrections });
+}
+
+export const lateUsageInvoiceId = (contractId: string) => uuidV5(`late-usage:${contractId}`);
 
 /**
  * A regenerated invoice prices its period's usage afresh, late events included. Late usage that
@@ -588,7 +626,7 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
     upTo = target + 1;
   }
   const needed = open.slice(0, upTo);
-  const context = new Map<string, { grants: BalanceGrant[]; pricing: PricingData; drawn: Map<string, Decimal>; corrections: Map<string, Decimal> }>();
+  const context = new Map<string, { grants: BalanceGrant[]; pricing: PricingData; drawn: Map<string, Decimal> }>();
   await Promise.all([...new Set(needed.map((o) => o.contract))].map(async (contract) => {
     const grants = await grantsForContract(em, contract);
     const chargeProductIds = [...(contract.terms?.scheduled_charges ?? []), ...(contract.terms?.discounts ?? [])].map((c) => c.product_id);
@@ -596,17 +634,19 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
       loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]),
       drawnBySegment(em, grants.map((g) => g.id)),
     ]);
-    context.set(contract.id, { grants, pricing, drawn, corrections: new Map() });
+    context.set(contract.id, { grants, pricing, drawn });
   }));
   const carried = new Map<string, Decimal>();
+  // Corrections on earlier drafts, by corrected invoice, across contracts (a renewal bills its predecessor's).
+  const corrections = new Map<string, Decimal>();
   const out: Draft[] = [];
   for (const { contract, period, id } of needed) {
     const c = context.get(contract.id)!;
     const inv = await computeInvoice(em, contract, period, {
-      invoiceId: id, carried, carriedCorrections: c.corrections, pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader,
+      invoiceId: id, carried, carriedCorrections: corrections, pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader,
     });
     for (const d of inv.drawdowns) carried.set(`${d.grantId}|${d.segmentId}`, (carried.get(`${d.grantId}|${d.segmentId}`) ?? dec(0)).plus(d.amount));
-    for (const l of inv.lines) if (l.type === 'correction' && l.correctedInvoiceId) c.corrections.set(l.correctedInvoiceId, (c.corrections.get(l.correctedInvoiceId) ?? dec(0)).plus(l.total));
+    for (const l of inv.lines) if (l.type === 'correction' && l.correctedInvoiceId) corrections.set(l.correctedInvoiceId, (corrections.get(l.correctedInvoiceId) ?? dec(0)).plus(l.total));
     out.push({ view: draftViewOf(inv, contract, period, id, now), inv, contract });
   }
   return out;
