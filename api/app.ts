@@ -1,9 +1,11 @@
-import express, { type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
 import { allow, authenticate } from './auth.js';
+import { ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
+import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
 import { balancesRouter } from './routes/balances.js';
 import { contractChangesRouter } from './routes/contract-changes.js';
@@ -41,6 +43,25 @@ function exactNumbers(this: unknown, _key: string, value: unknown, context?: { s
   return value;
 }
 
+/** Body-parser types errors.ts answers itself (malformed JSON, 413, 415). */
+const ANSWERED = new Set(['entity.parse.failed', 'entity.too.large', 'encoding.unsupported', 'charset.unsupported']);
+
+/**
+ * Body failures that are the client's doing become 400s naming the body: nesting that overflows
+ * the parser's reviver (a RangeError, "Maximum call stack size exceeded", is reported as the
+ * limit it breaks), a corrupt or truncated gzip/deflate/br stream (a zlib error, 500 before), and
+ * any other 4xx the body parser raises. The SDK retries 5xx forever; these must not be 5xx.
+ */
+const bodyErrors: ErrorRequestHandler = (err, req, _res, next) => {
+  const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
+  if (e?.type === 'entity.parse.failed' && err instanceof RangeError) return next(new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels`));
+  if (e?.status === 400 && e.type === undefined) {
+    return next(new ValidationError('body', `is not valid ${req.headers['content-encoding'] ?? 'compressed'} data (${e.message})`));
+  }
+  if (e?.expose && e.status === 400 && !ANSWERED.has(e.type!)) return next(new ValidationError('body', `${e.message}`));
+  next(err);
+};
+
 export function createApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
@@ -57,6 +78,12 @@ export function createApp(deps: ApiDeps): Express {
   });
 
   app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
+  app.use(bodyErrors);
+  app.use((req, _res, next) => {
+    checkRequestStrings(req.body);
+    checkRequestStrings(req.query);
+    next();
+  });
   app.use(authenticate(deps.orm, deps.adminToken));
   app.use(tokensRouter(deps.orm));
   app.use(customersRouter(deps.orm));
