@@ -1,8 +1,14 @@
+import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import type { Request, Response } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
+import { authenticate, TokenCache } from '../api/auth.js';
 import { MAX_DUPLICATES_SHOWN } from '../api/routes/usage.js';
 import { MAX_JSON_DEPTH } from '../api/validate.js';
-import { createTestDatabase, http, monthStart, startApp, type RunningApp } from './stack.js';
+import { UnauthorizedError } from '../billing/errors.js';
+import { ApiToken } from '../db/entities.js';
+import { createToken, hashToken } from '../db/tokens.js';
+import { createTestDatabase, eventually, http, monthStart, startApp, type RunningApp } from './stack.js';
 
 /**
  * Bad input gets a 4xx whose message names the field, and nothing is written. Counts are read
@@ -53,6 +59,42 @@ describe('bad input', () => {
     const ok = await http(app, 'POST', '/v1/ingest', { token: ingestToken, body: [{ transaction_id: 'scope-1', customer_id: 'someone', event_type: 'e', timestamp: '2026-01-01T00:00:00Z' }] });
     expect(ok.status).toBe(200);
     await rejected('POST', '/v1/accrue/tokens', { body: { name: 'x', scope: 'superuser' } }, 400, 'scope', /one of admin, ingest, finance, read/);
+  });
+
+  // The API's own middleware, in process against the test database: the cache is observable here.
+  test('the token cache is bounded, keeps no misses, and still refuses unknown and revoked tokens', async () => {
+    const cache = new TokenCache(50, 300);
+    const check = authenticate(orm, undefined, cache);
+    const scopeOf = async (token: string) => {
+      const req = { headers: { authorization: `Bearer ${token}` } } as unknown as Request;
+      let passed = false;
+      try {
+        await check(req, {} as Response, () => { passed = true; });
+      } catch (err) {
+        if (!(err instanceof UnauthorizedError)) throw err;
+      }
+      return passed ? req.scope : undefined;
+    };
+    // 10,000 random tokens: every one refused, none kept.
+    for (let i = 0; i < 10_000; i += 100) {
+      const scopes = await Promise.all(Array.from({ length: 100 }, () => scopeOf(`acr_${randomBytes(24).toString('base64url')}`)));
+      expect(scopes.every((s) => s === undefined)).toBe(true);
+      expect(cache.size).toBe(0);
+    }
+    // 80 valid tokens: every one accepted; the cache holds the 50 most recently used.
+    const tokens: string[] = [];
+    for (let i = 0; i < 80; i++) tokens.push(await createToken(orm.em.fork(), `cache-${i}`, 'read'));
+    for (const t of tokens) expect(await scopeOf(t)).toBe('read');
+    expect(cache.size).toBe(50);
+    expect(await scopeOf(tokens[0]!)).toBe('read'); // evicted, looked up again
+    expect(cache.size).toBe(50);
+    // Revoked: one not cached is refused at once; a cached one once its entry expires (300 ms here, 10 s in the API).
+    await orm.em.fork().nativeUpdate(ApiToken, { tokenHash: { $in: [hashToken(tokens[1]!), hashToken(tokens[79]!)] } }, { revokedAt: new Date() });
+    expect(await scopeOf(tokens[1]!)).toBeUndefined();
+    await eventually('the cached, revoked token to be refused', async () => {
+      if ((await scopeOf(tokens[79]!)) !== undefined) throw new Error('still accepted');
+    }, 5000);
+    expect(await scopeOf(tokens[78]!)).toBe('read');
   });
 
   test('malformed JSON, missing fields, wrong types and unknown fields on customers', async () => {
