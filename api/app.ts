@@ -47,19 +47,20 @@ function exactNumbers(this: unknown, _key: string, value: unknown, context?: { s
 const ANSWERED = new Set(['entity.parse.failed', 'entity.too.large', 'encoding.unsupported', 'charset.unsupported']);
 
 /**
- * Body failures that are the client's doing become 400s naming the body: nesting that overflows
- * the parser's reviver (a RangeError, "Maximum call stack size exceeded", is reported as the
- * limit it breaks), a corrupt or truncated gzip/deflate/br stream (a zlib error, 500 before), and
- * any other 4xx the body parser raises. The SDK retries 5xx forever; these must not be 5xx.
+ * Client errors raised below Accrue's code become 400s naming what was wrong, before errors.ts
+ * (which answers anything it does not know with a 500, and the SDK retries 5xx forever):
+ * nesting that overflows the JSON reviver (a RangeError, "Maximum call stack size exceeded",
+ * reported as the limit it breaks), a corrupt or truncated gzip/deflate/br body (a zlib error),
+ * a path that does not URL-decode, and any other 4xx that body-parser or the router raises.
  */
-const bodyErrors: ErrorRequestHandler = (err, req, _res, next) => {
-  const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
-  if (e?.type === 'entity.parse.failed' && err instanceof RangeError) return next(new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels`));
-  if (e?.status === 400 && e.type === undefined) {
-    return next(new ValidationError('body', `is not valid ${req.headers['content-encoding'] ?? 'compressed'} data (${e.message})`));
-  }
-  if (e?.expose && e.status === 400 && !ANSWERED.has(e.type!)) return next(new ValidationError('body', `${e.message}`));
-  next(err);
+const clientErrors: ErrorRequestHandler = (err, req, _res, next) => {
+  const e = err as { type?: string; status?: number; message?: string };
+  if (err instanceof ValidationError || typeof e?.status !== 'number' || e.status !== 400) return next(err);
+  if (e.type === 'entity.parse.failed' && err instanceof RangeError) return next(new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels`));
+  if (ANSWERED.has(e.type!)) return next(err);
+  if (err instanceof URIError) return next(new ValidationError('path', `is not URL-encoded correctly (${req.path})`));
+  if (e.type === undefined) return next(new ValidationError('body', `is not valid ${req.headers['content-encoding'] ?? 'compressed'} data (${e.message})`));
+  next(new ValidationError('body', String(e.message)));
 };
 
 export function createApp(deps: ApiDeps): Express {
@@ -78,7 +79,6 @@ export function createApp(deps: ApiDeps): Express {
   });
 
   app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
-  app.use(bodyErrors);
   app.use((req, _res, next) => {
     checkRequestStrings(req.body);
     checkRequestStrings(req.query);
@@ -100,6 +100,6 @@ export function createApp(deps: ApiDeps): Express {
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(allow('read'), notFound);
-  app.use(errorHandler);
+  app.use(clientErrors, errorHandler);
   return app;
 }

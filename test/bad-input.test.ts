@@ -198,6 +198,13 @@ describe('bad input', () => {
     await rejected('GET', '/v1/customers?ingest_alias=a%00b', {}, 400, 'ingest_alias', /NUL/);
   });
 
+  test('a page token or a path that does not decode is a 400, not a 500', async () => {
+    const token = Buffer.from('2026-01-01T00:00:00.000Z|not-a-uuid').toString('base64url');
+    await rejected('GET', `/v1/customers?next_page=${token}`, {}, 400, 'next_page', /not a page token/);
+    await rejected('GET', `/v1/billable-metrics?next_page=${token}`, {}, 400, 'next_page', /not a page token/);
+    await rejected('GET', '/v1/billable-metrics/%ZZ', {}, 400, 'path', /not URL-encoded correctly/);
+  });
+
   test('impossible calendar dates and times are refused, not rolled over', async () => {
     const customer = await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Dates Co' } });
     const card = await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'dates card' } });
