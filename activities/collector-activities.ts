@@ -1,7 +1,8 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { UsageCollector } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
-import { rowsToEvents, windowParams, withSource } from '../db/usage-collector.js';
+import { DATABASE_IDENTITY_SQL, rowsToEvents, runCollectorQuery, SOURCE_LIMITS, SourceConnectError, withSource } from '../db/usage-collector.js';
+import { classified } from './failures.js';
 import type { ActivityDeps } from './index.js';
 
 const MAX_WINDOWS_PER_RUN = 100;
@@ -25,7 +26,14 @@ export function createCollectorActivities({ orm }: ActivityDeps) {
       for (let start = c.collectedUntil.getTime(); start + step <= until && windows < MAX_WINDOWS_PER_RUN; start += step) {
         const windowStart = new Date(start);
         const windowEnd = new Date(start + step);
-        const rows = await withSource(c.sourceUrl, async (src) => (await src.query(c.query, windowParams(c.query, windowStart, windowEnd))).rows as Record<string, unknown>[]);
+        const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+        // Refusals (Accrue's own database, a superuser role, several statements, too many rows)
+        // fail the run for good; a source that is down is retried (its reason is logged here only).
+        const rows = await classified(() => withSource(c.sourceUrl, own, async (src) => (await runCollectorQuery(src, c.query, windowStart, windowEnd, SOURCE_LIMITS.maxRows)).rows))
+          .catch((err: unknown) => {
+            if (err instanceof SourceConnectError) log.warn('usage collector source unreachable', { collectorId, reason: err.reason });
+            throw err;
+          });
         let batch;
         try {
           batch = rowsToEvents(c.id, c.eventType, windowStart, rows);

@@ -1,9 +1,11 @@
-import express, { type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
 import { allow, authenticate } from './auth.js';
+import { ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
+import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
 import { balancesRouter } from './routes/balances.js';
 import { contractChangesRouter } from './routes/contract-changes.js';
@@ -41,6 +43,26 @@ function exactNumbers(this: unknown, _key: string, value: unknown, context?: { s
   return value;
 }
 
+/** Body-parser types errors.ts answers itself (malformed JSON, 413, 415). */
+const ANSWERED = new Set(['entity.parse.failed', 'entity.too.large', 'encoding.unsupported', 'charset.unsupported']);
+
+/**
+ * Client errors raised below Accrue's code become 400s naming what was wrong, before errors.ts
+ * (which answers anything it does not know with a 500, and the SDK retries 5xx forever):
+ * nesting that overflows the JSON reviver (a RangeError, "Maximum call stack size exceeded",
+ * reported as the limit it breaks), a corrupt or truncated gzip/deflate/br body (a zlib error),
+ * a path that does not URL-decode, and any other 4xx that body-parser or the router raises.
+ */
+const clientErrors: ErrorRequestHandler = (err, req, _res, next) => {
+  const e = err as { type?: string; status?: number; message?: string };
+  if (err instanceof ValidationError || typeof e?.status !== 'number' || e.status !== 400) return next(err);
+  if (e.type === 'entity.parse.failed' && err instanceof RangeError) return next(new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels`));
+  if (ANSWERED.has(e.type!)) return next(err);
+  if (err instanceof URIError) return next(new ValidationError('path', `is not URL-encoded correctly (${req.path})`));
+  if (e.type === undefined) return next(new ValidationError('body', `is not valid ${req.headers['content-encoding'] ?? 'compressed'} data (${e.message})`));
+  next(new ValidationError('body', String(e.message)));
+};
+
 export function createApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
@@ -57,6 +79,11 @@ export function createApp(deps: ApiDeps): Express {
   });
 
   app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
+  app.use((req, _res, next) => {
+    checkRequestStrings(req.body);
+    checkRequestStrings(req.query);
+    next();
+  });
   app.use(authenticate(deps.orm, deps.adminToken));
   app.use(tokensRouter(deps.orm));
   app.use(customersRouter(deps.orm));
@@ -73,6 +100,6 @@ export function createApp(deps: ApiDeps): Express {
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(allow('read'), notFound);
-  app.use(errorHandler);
+  app.use(clientErrors, errorHandler);
   return app;
 }

@@ -10,11 +10,39 @@ declare module 'express-serve-static-core' {
   }
 }
 
-const CACHE_MS = 10_000;
+/**
+ * Scopes of tokens that were valid when last looked up, by token hash: at most `maxEntries`
+ * (the least recently used is dropped first) for at most `ttlMs` each, so a revocation takes
+ * effect within `ttlMs`. Unknown and revoked tokens are never cached: a stream of random
+ * tokens costs one indexed lookup each and no memory.
+ */
+export class TokenCache {
+  private readonly entries = new Map<string, { scope: TokenScope; at: number }>();
+
+  constructor(readonly maxEntries = 10_000, readonly ttlMs = 10_000) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(key: string, now = Date.now()): TokenScope | undefined {
+    const hit = this.entries.get(key);
+    if (!hit) return undefined;
+    this.entries.delete(key);
+    if (now - hit.at > this.ttlMs) return undefined;
+    this.entries.set(key, hit); // Map order is recency order: re-inserted = most recent
+    return hit.scope;
+  }
+
+  set(key: string, scope: TokenScope, now = Date.now()): void {
+    this.entries.delete(key);
+    this.entries.set(key, { scope, at: now });
+    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+  }
+}
 
 /** Bearer-token authentication: tokens are looked up by hash (cached briefly), or the admin env token. */
-export function authenticate(orm: MikroORM, adminToken?: string): RequestHandler {
-  const cache = new Map<string, { scope: TokenScope | undefined; at: number }>();
+export function authenticate(orm: MikroORM, adminToken?: string, cache = new TokenCache()): RequestHandler {
   return async (req, _res, next) => {
     const header = req.headers.authorization;
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
@@ -25,13 +53,13 @@ export function authenticate(orm: MikroORM, adminToken?: string): RequestHandler
       return next();
     }
     const key = hashToken(token);
-    let hit = cache.get(key);
-    if (!hit || Date.now() - hit.at > CACHE_MS) {
-      hit = { scope: await findTokenScope(orm.em.fork(), token), at: Date.now() };
-      cache.set(key, hit);
+    let scope = cache.get(key);
+    if (!scope) {
+      scope = await findTokenScope(orm.em.fork(), token);
+      if (scope) cache.set(key, scope);
     }
-    if (!hit.scope) throw new UnauthorizedError('Authorization: unknown or revoked token');
-    req.scope = hit.scope;
+    if (!scope) throw new UnauthorizedError('Authorization: unknown or revoked token');
+    req.scope = scope;
     next();
   };
 }

@@ -1,4 +1,5 @@
 import { ValidationError } from '../billing/errors.js';
+import { UUID_RE } from '../db/ids.js';
 
 /** Cursor pages as Metronome's: `limit` and an opaque `next_page` token (keyset on created_at, id). */
 export interface PageQuery {
@@ -18,7 +19,7 @@ export function pageQuery(query: Record<string, unknown>, maxLimit = 100): PageQ
   try {
     const [at, id] = Buffer.from(String(token), 'base64url').toString('utf8').split('|');
     const createdAt = new Date(at!);
-    if (!id || Number.isNaN(createdAt.getTime())) throw new Error('bad token');
+    if (!id || !UUID_RE.test(id) || Number.isNaN(createdAt.getTime())) throw new Error('bad token'); // a non-UUID id failed the query with a 500
     return { limit, after: { createdAt, id } };
   } catch {
     throw new ValidationError('next_page', 'is not a page token this API returned');

@@ -57,13 +57,27 @@ export function bool(o: Obj, key: string, path = '', opts: { optional?: boolean 
   return v;
 }
 
-/** RFC 3339 timestamp with an explicit offset; returned as a canonical UTC ISO string. */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * RFC 3339 timestamp with an explicit offset; returned as a canonical UTC ISO string. Every
+ * component must exist as written: `Date.parse` rolls `2026-11-31` over to 1 December and
+ * `T24:00` to the next day, so the calendar is checked here, not left to it.
+ */
 export function timestamp(o: Obj, key: string, path = '', opts: { optional?: boolean } = {}): string | undefined {
   const v = str(o, key, path, opts);
   if (v === undefined) return undefined;
-  if (!/^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.test(v) || Number.isNaN(Date.parse(v))) {
-    throw new ValidationError(join(path, key), `must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got ${JSON.stringify(v)}`);
-  }
+  const m = RFC3339.exec(v);
+  const bad = (why: string) => new ValidationError(join(path, key), `must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got ${JSON.stringify(v)}${why}`);
+  if (!m) throw bad('');
+  const [year, month, day, hour, minute, second, offH, offM] = [m[1], m[2], m[3], m[4], m[5], m[6], m[8] ?? '0', m[9] ?? '0'].map(Number) as number[];
+  const leap = year! % 4 === 0 && (year! % 100 !== 0 || year! % 400 === 0);
+  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month!) ? 30 : 31;
+  if (month! < 1 || month! > 12) throw bad(` (there is no month ${month})`);
+  if (day! < 1 || day! > daysInMonth) throw bad(` (${m[1]}-${m[2]} has ${daysInMonth} days)`);
+  if (hour! > 23 || minute! > 59 || second! > 59) throw bad(' (the time of day does not exist)');
+  if (offH! > 23 || offM! > 59) throw bad(' (the UTC offset does not exist)');
+  if (Number.isNaN(Date.parse(v))) throw bad('');
   return new Date(v).toISOString();
 }
 
@@ -141,4 +155,64 @@ export function hourTimestamp(o: Obj, key: string, path = '', opts: { optional?:
   const v = timestamp(o, key, path, opts);
   if (v !== undefined && Date.parse(v) % 3_600_000 !== 0) throw new ValidationError(join(path, key), `must be on an hour boundary (UTC), got ${v}`);
   return v;
+}
+
+declare global {
+  interface String {
+    /** ES2024; Node 20+ has it, the project's TypeScript lib (ES2023) does not list it yet. */
+    isWellFormed(): boolean;
+  }
+}
+
+/** How deep a request body may nest (objects and arrays); the parser's own limit is the call stack. */
+export const MAX_JSON_DEPTH = 32;
+const MAX_REPORTED = 20;
+
+/**
+ * Why PostgreSQL cannot store this string, if it cannot: `text` and `jsonb` hold no NUL character,
+ * and `jsonb` refuses an unpaired UTF-16 surrogate (`text` would silently turn it into U+FFFD).
+ */
+export function unstorableString(s: string): string | undefined {
+  if (s.includes('\0')) return 'must not contain the NUL character (\\u0000)';
+  if (!s.isWellFormed()) return 'must not contain an unpaired UTF-16 surrogate (\\ud800-\\udfff)';
+  return undefined;
+}
+
+/**
+ * Every request body and query string passes here before a route sees it (api/app.ts), so every
+ * string field of every route — event properties, their keys and nested values included — is
+ * storable, and nothing nests deeper than MAX_JSON_DEPTH. One bad string rejects the request with
+ * a 400 naming its path (`[3].properties.name`); `details` lists up to 20, with the index of the
+ * top-level array item (the event) each is in.
+ */
+export function checkRequestStrings(root: unknown): void {
+  const problems: { index?: number; field: string; message: string }[] = [];
+  const report = (field: string, why: string, index: number | undefined) => {
+    if (problems.length < MAX_REPORTED) problems.push({ ...(index === undefined ? {} : { index }), field, message: `${field}: ${why}` });
+  };
+  const visit = (v: unknown, path: string, depth: number, index: number | undefined): void => {
+    if (typeof v === 'string') {
+      const why = unstorableString(v);
+      if (why) report(path || 'body', why, index);
+      return;
+    }
+    if (typeof v !== 'object' || v === null) return;
+    if (depth >= MAX_JSON_DEPTH) throw new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels (at ${path})`);
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) visit(v[i], `${path}[${i}]`, depth + 1, index ?? (depth === 0 ? i : undefined));
+      return;
+    }
+    for (const [k, x] of Object.entries(v)) {
+      const field = join(path, k);
+      const why = unstorableString(k);
+      if (why) report(field, `(the key) ${why}`, index);
+      visit(x, field, depth + 1, index);
+    }
+  };
+  visit(root, '', 0, undefined);
+  if (problems.length) {
+    const first = problems[0]!;
+    const more = problems.length > 1 ? ` (${problems.length}${problems.length === MAX_REPORTED ? ' or more' : ''} strings in all, listed in details)` : '';
+    throw new ValidationError(first.field, `${first.message.slice(first.field.length + 2)}${more}`, problems);
+  }
 }

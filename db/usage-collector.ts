@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { ValidationError } from '../billing/errors.js';
+import { AccrueError, ValidationError } from '../billing/errors.js';
 import { isDecimalString } from '../billing/money.js';
 import type { NewEvent } from './events.js';
 
@@ -20,18 +20,93 @@ function dimensions(properties: Record<string, unknown>): [string, unknown][] {
 
 export const REQUIRED_COLUMNS = ['customer_id', 'timestamp'] as const;
 
-export async function withSource<T>(sourceUrl: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: sourceUrl, connectionTimeoutMillis: 10_000, statement_timeout: 60_000 });
-  await client.connect();
+/**
+ * What a collector may cost its source and Accrue per window. The session settings are set by
+ * Accrue after connecting (a connection string cannot lift them), and the query runs inside
+ * `select * from (<query>) limit maxRows + 1`, so more rows than the cap are never fetched.
+ */
+export interface SourceLimits {
+  maxRows: number;
+  statementTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+export const SOURCE_LIMITS: SourceLimits = { maxRows: 100_000, statementTimeoutMs: 60_000, idleInTransactionTimeoutMs: 30_000, connectTimeoutMs: 10_000 };
+
+/** Roles that can read or write the source server's files or run programs there, besides superusers. */
+const SERVER_ROLES = ['pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program'];
+
+/** Identifies one database of one running server: the postmaster's start time and the database's oid. */
+export const DATABASE_IDENTITY_SQL = `select pg_postmaster_start_time()::text || '/' || (select oid from pg_database where datname = current_database())::text as id`;
+
+/**
+ * The source could not be reached or refused the login. The reason (refused, timed out, no such
+ * host, bad password) is logged by the caller, never answered: echoed, it makes the collector a
+ * port scanner of Accrue's network. Retryable: a source that is down comes back.
+ */
+export class SourceConnectError extends AccrueError {
+  readonly status = 400;
+  readonly code = 'invalid_request';
+  override readonly retryable = true;
+  readonly field = 'source_database_url';
+  constructor(readonly reason: string) {
+    super('source_database_url: cannot connect, or the login was refused (check the host, port, database, user and password)');
+  }
+}
+
+/** A plain-text reason for logs: the driver's message, without the connection string. */
+const reasonOf = (err: unknown) => (err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err));
+
+function checkSourceUrl(sourceUrl: string): void {
+  if (!/^postgres(ql)?:\/\//.test(sourceUrl)) throw new ValidationError('source_database_url', 'must be a postgres:// or postgresql:// connection string');
+  let params: URLSearchParams;
   try {
+    params = new URL(sourceUrl).searchParams;
+  } catch {
+    throw new ValidationError('source_database_url', 'is not a valid URL');
+  }
+  for (const p of ['sslcert', 'sslkey', 'sslrootcert']) {
+    // node-postgres reads these files from Accrue's own disk.
+    if (params.has(p)) throw new ValidationError('source_database_url', `must not set ${p} (it names a file on Accrue's host)`);
+  }
+}
+
+/**
+ * Opens the source and runs `fn` in a READ ONLY transaction, after refusing a source that is
+ * Accrue's own database (`ownIdentity` is DATABASE_IDENTITY_SQL's answer there) or whose role
+ * is a superuser, a member of one, or of a role that reaches the server's files or programs.
+ */
+export async function withSource<T>(sourceUrl: string, ownIdentity: string, fn: (c: pg.Client) => Promise<T>, limits: SourceLimits = SOURCE_LIMITS): Promise<T> {
+  checkSourceUrl(sourceUrl);
+  let client: pg.Client;
+  try {
+    client = new pg.Client({ connectionString: sourceUrl, connectionTimeoutMillis: limits.connectTimeoutMs, application_name: 'accrue-usage-collector' });
+    // A source that drops the connection (a restart, idle_in_transaction_session_timeout) emits
+    // 'error' on an idle client; unhandled, that would end the worker process.
+    client.on('error', () => undefined);
+    await client.connect();
+  } catch (err) {
+    throw new SourceConnectError(reasonOf(err));
+  }
+  try {
+    // Our own statements, with our own numbers: the simple protocol is fine here.
+    await client.query(`set statement_timeout = ${Math.trunc(limits.statementTimeoutMs)}; set idle_in_transaction_session_timeout = ${Math.trunc(limits.idleInTransactionTimeoutMs)}; set default_transaction_read_only = on`);
+    const who = (await client.query<{ id: string; privileged: boolean; role: string }>(
+      `select (${DATABASE_IDENTITY_SQL}) as id, session_user::text as role,
+              exists (select 1 from pg_roles r where (r.rolsuper or r.rolname = any($1::text[])) and pg_has_role(session_user, r.oid, 'MEMBER')) as privileged`,
+      [SERVER_ROLES])).rows[0]!;
+    if (who.id === ownIdentity) throw new ValidationError('source_database_url', "is Accrue's own database; a collector reads another database");
+    if (who.privileged) {
+      throw new ValidationError('source_database_url', `connects as ${who.role}, a superuser or a member of one (or of ${SERVER_ROLES.join(', ')}); give the collector a role that can only read what it needs`);
+    }
     await client.query('begin transaction read only');
     try {
       return await fn(client);
     } finally {
-      await client.query('rollback');
+      await client.query('rollback').catch(() => undefined);
     }
   } finally {
-    await client.end();
+    await client.end().catch(() => undefined);
   }
 }
 
@@ -42,19 +117,43 @@ export function windowParams(query: string, start: Date, end: Date): Date[] {
   return [start, end].slice(0, used);
 }
 
+/**
+ * Runs a collector's query for one window, always over the extended protocol: PostgreSQL then
+ * parses exactly one statement ("cannot insert multiple commands into a prepared statement"),
+ * so `...; commit; ...` cannot leave the READ ONLY transaction. (Without bound parameters,
+ * node-postgres would use the simple protocol, which runs every statement it is sent.)
+ * Refusals and the row cap are ValidationErrors naming the field; the query's own errors
+ * (syntax, permissions, statement_timeout) are plain errors carrying PostgreSQL's message.
+ */
+export async function runCollectorQuery(src: pg.Client, query: string, start: Date, end: Date, maxRows: number): Promise<{ columns: string[]; rows: Record<string, unknown>[] }> {
+  // maxRows + 1 tells 'more than the cap' from 'exactly the cap'; 0 (a check) fetches nothing.
+  const limit = maxRows > 0 ? Math.trunc(maxRows) + 1 : 0;
+  const config = { text: `select * from (${query}) as collector_query limit ${limit}`, values: windowParams(query, start, end), queryMode: 'extended' } as pg.QueryConfig;
+  let r: pg.QueryResult;
+  try {
+    r = await src.query(config);
+  } catch (err) {
+    if ((err as { code?: string }).code === '42601' && /multiple commands/.test((err as Error).message)) {
+      throw new ValidationError('query', 'must be a single SELECT statement');
+    }
+    throw err;
+  }
+  if (Array.isArray(r)) throw new ValidationError('query', 'must be a single SELECT statement'); // never with the extended protocol; kept as the guard
+  if (r.rows.length > maxRows) {
+    throw new ValidationError('query', `returns more than ${maxRows} rows for the window ${start.toISOString()}–${end.toISOString()}; aggregate in the query or shorten interval_seconds`);
+  }
+  return { columns: r.fields.map((f) => f.name), rows: r.rows as Record<string, unknown>[] };
+}
+
 /** Checks a query without reading data: it must parse, be read-only, and return the required columns. */
-export async function checkCollectorQuery(sourceUrl: string, query: string): Promise<void> {
+export async function checkCollectorQuery(sourceUrl: string, ownIdentity: string, query: string, limits: SourceLimits = SOURCE_LIMITS): Promise<void> {
   windowParams(query, new Date(0), new Date(0));
   let columns: string[];
   try {
-    columns = await withSource(sourceUrl, async (c) => {
-      const r = await c.query(`select * from (${query}) q limit 0`, windowParams(query, new Date(0), new Date(0)));
-      return r.fields.map((f) => f.name);
-    });
+    columns = await withSource(sourceUrl, ownIdentity, async (c) => (await runCollectorQuery(c, query, new Date(0), new Date(0), 0)).columns, limits);
   } catch (err) {
-    const msg = (err as Error).message;
-    const field = /connect|password|authentication|database .* does not exist|ECONNREFUSED|getaddrinfo/i.test(msg) ? 'source_database_url' : 'query';
-    throw new ValidationError(field, field === 'query' ? `does not run as a read-only SELECT with $1/$2 as the window: ${msg}` : `cannot connect: ${msg}`);
+    if (err instanceof AccrueError) throw err;
+    throw new ValidationError('query', `does not run as a read-only SELECT with $1/$2 as the window: ${(err as Error).message}`);
   }
   for (const c of REQUIRED_COLUMNS) if (!columns.includes(c)) throw new ValidationError('query', `must return a ${c} column (returns ${columns.join(', ') || 'no columns'})`);
 }

@@ -1,5 +1,14 @@
+import { randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import type { Request, Response } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { createTestDatabase, http, monthStart, startApp, type RunningApp } from './stack.js';
+import { authenticate, TokenCache } from '../api/auth.js';
+import { MAX_DUPLICATES_SHOWN } from '../api/routes/usage.js';
+import { MAX_JSON_DEPTH } from '../api/validate.js';
+import { UnauthorizedError } from '../billing/errors.js';
+import { ApiToken } from '../db/entities.js';
+import { createToken, hashToken } from '../db/tokens.js';
+import { createTestDatabase, eventually, http, monthStart, startApp, type RunningApp } from './stack.js';
 
 /**
  * Bad input gets a 4xx whose message names the field, and nothing is written. Counts are read
@@ -50,6 +59,42 @@ describe('bad input', () => {
     const ok = await http(app, 'POST', '/v1/ingest', { token: ingestToken, body: [{ transaction_id: 'scope-1', customer_id: 'someone', event_type: 'e', timestamp: '2026-01-01T00:00:00Z' }] });
     expect(ok.status).toBe(200);
     await rejected('POST', '/v1/accrue/tokens', { body: { name: 'x', scope: 'superuser' } }, 400, 'scope', /one of admin, ingest, finance, read/);
+  });
+
+  // The API's own middleware, in process against the test database: the cache is observable here.
+  test('the token cache is bounded, keeps no misses, and still refuses unknown and revoked tokens', async () => {
+    const cache = new TokenCache(50, 300);
+    const check = authenticate(orm, undefined, cache);
+    const scopeOf = async (token: string) => {
+      const req = { headers: { authorization: `Bearer ${token}` } } as unknown as Request;
+      let passed = false;
+      try {
+        await check(req, {} as Response, () => { passed = true; });
+      } catch (err) {
+        if (!(err instanceof UnauthorizedError)) throw err;
+      }
+      return passed ? req.scope : undefined;
+    };
+    // 10,000 random tokens: every one refused, none kept.
+    for (let i = 0; i < 10_000; i += 100) {
+      const scopes = await Promise.all(Array.from({ length: 100 }, () => scopeOf(`acr_${randomBytes(24).toString('base64url')}`)));
+      expect(scopes.every((s) => s === undefined)).toBe(true);
+      expect(cache.size).toBe(0);
+    }
+    // 80 valid tokens: every one accepted; the cache holds the 50 most recently used.
+    const tokens: string[] = [];
+    for (let i = 0; i < 80; i++) tokens.push(await createToken(orm.em.fork(), `cache-${i}`, 'read'));
+    for (const t of tokens) expect(await scopeOf(t)).toBe('read');
+    expect(cache.size).toBe(50);
+    expect(await scopeOf(tokens[0]!)).toBe('read'); // evicted, looked up again
+    expect(cache.size).toBe(50);
+    // Revoked: one not cached is refused at once; a cached one once its entry expires (300 ms here, 10 s in the API).
+    await orm.em.fork().nativeUpdate(ApiToken, { tokenHash: { $in: [hashToken(tokens[1]!), hashToken(tokens[79]!)] } }, { revokedAt: new Date() });
+    expect(await scopeOf(tokens[1]!)).toBeUndefined();
+    await eventually('the cached, revoked token to be refused', async () => {
+      if ((await scopeOf(tokens[79]!)) !== undefined) throw new Error('still accepted');
+    }, 5000);
+    expect(await scopeOf(tokens[78]!)).toBe('read');
   });
 
   test('malformed JSON, missing fields, wrong types and unknown fields on customers', async () => {
@@ -123,5 +168,109 @@ describe('bad input', () => {
     await rejected('POST', '/v1/ingest', { body: good(1) }, 400, 'body', /JSON array/);
     await rejected('POST', '/v1/ingest', { body: [{ ...good(6), properties: [1, 2] }] }, 400, '[0].properties', /JSON object/);
     await rejected('POST', '/v1/ingest', { rawBody: '[{"transaction_id": ' }, 400, 'body', /malformed JSON/);
+  });
+
+  // PostgreSQL's text and jsonb hold no NUL and jsonb no unpaired surrogate: before the check
+  // these reached the insert and failed it with a 500, which the SDK retries forever.
+  test('NUL characters and unpaired surrogates in any string field are a 400 naming the event and field', async () => {
+    const good = (i: number) => ({ transaction_id: `nul-${i}`, customer_id: 'c1', event_type: 'api_call', timestamp: '2026-01-01T00:00:00Z', properties: { n: 1 } });
+    const res = await rejected('POST', '/v1/ingest', {
+      body: [good(1), { ...good(2), properties: { region: 'eu\u0000west' } }, good(3), { ...good(4), event_type: 'call\ud800' },
+        { ...good(5), properties: { nested: { ['k\u0000']: 1 } } }, { ...good(6), transaction_id: 'nul-\udc00-6' }],
+    }, 400, '[1].properties.region', /NUL character.*4 strings in all/);
+    expect(res.json.details).toEqual([
+      { index: 1, field: '[1].properties.region', message: expect.stringMatching(/NUL/) },
+      { index: 3, field: '[3].event_type', message: expect.stringMatching(/unpaired UTF-16 surrogate/) },
+      { index: 4, field: '[4].properties.nested.k\u0000', message: expect.stringMatching(/the key.*NUL/) },
+      { index: 5, field: '[5].transaction_id', message: expect.stringMatching(/surrogate/) },
+    ]);
+    // A surrogate pair (an emoji) is a well-formed string and is stored as sent.
+    const emoji = await http(app, 'POST', '/v1/ingest', { token: admin, body: [{ ...good(7), properties: { mood: '\u{1F600}' } }] });
+    expect(emoji.status).toBe(200);
+    const stored = await orm.em.fork().execute<{ mood: string }[]>(`select properties->>'mood' as mood from event where transaction_id = 'nul-7'`);
+    expect(stored).toEqual([{ mood: '\u{1F600}' }]);
+
+    await rejected('POST', '/v1/customers', { body: { name: 'Acme\u0000' } }, 400, 'name', /NUL character/);
+    await rejected('POST', '/v1/customers', { body: { name: 'Acme \ud83d' } }, 400, 'name', /unpaired UTF-16 surrogate/);
+    await rejected('POST', '/v1/customers', { body: { name: 'Acme', ingest_aliases: ['ok', 'a\u0000'] } }, 400, 'ingest_aliases[1]', /NUL/);
+    await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'calls\u0000', aggregation_type: 'COUNT' } }, 400, 'name', /NUL/);
+    await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['\udfff'] } } }, 400, 'event_type_filter.in_values[0]', /surrogate/);
+    await rejected('GET', '/v1/customers?ingest_alias=a%00b', {}, 400, 'ingest_alias', /NUL/);
+  });
+
+  test('a page token or a path that does not decode is a 400, not a 500', async () => {
+    const token = Buffer.from('2026-01-01T00:00:00.000Z|not-a-uuid').toString('base64url');
+    await rejected('GET', `/v1/customers?next_page=${token}`, {}, 400, 'next_page', /not a page token/);
+    await rejected('GET', `/v1/billable-metrics?next_page=${token}`, {}, 400, 'next_page', /not a page token/);
+    await rejected('GET', '/v1/billable-metrics/%ZZ', {}, 400, 'path', /not URL-encoded correctly/);
+  });
+
+  test('impossible calendar dates and times are refused, not rolled over', async () => {
+    const customer = await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Dates Co' } });
+    const card = await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'dates card' } });
+    const base = { customer_id: customer.json.data.id, rate_card_id: card.json.data.id, starting_at: '2026-11-01T00:00:00Z' };
+    // Date.parse reads 2026-11-31 as 1 December.
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, starting_at: '2026-11-31T00:00:00Z' } }, 400, 'starting_at', /2026-11 has 30 days/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, ending_before: '2027-02-29T00:00:00Z' } }, 400, 'ending_before', /2027-02 has 28 days/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, starting_at: '2026-11-01T24:00:00Z' } }, 400, 'starting_at', /time of day does not exist/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...base, starting_at: '2026-13-01T00:00:00Z' } }, 400, 'starting_at', /RFC 3339|no month 13/);
+    const ev = { transaction_id: 'date-1', customer_id: 'c1', event_type: 'e', timestamp: '2026-04-31T10:00:00Z' };
+    await rejected('POST', '/v1/ingest', { body: [ev] }, 400, '[0].timestamp', /2026-04 has 30 days/);
+    await rejected('POST', '/v1/ingest', { body: [{ ...ev, timestamp: '2026-04-01T10:00:00+24:00' }] }, 400, '[0].timestamp', /UTC offset/);
+    // A real leap day passes the calendar check (and is then refused only for being in the future).
+    await rejected('POST', '/v1/ingest', { body: [{ ...ev, timestamp: '2028-02-29T10:00:00Z' }] }, 400, '[0].timestamp', /more than 24 hours in the future/);
+  });
+
+  /** Sends raw bytes (already encoded) to /v1/ingest and returns status, JSON and elapsed ms. */
+  async function rawIngest(body: Buffer | string, encoding?: string) {
+    const before = await counts();
+    const started = Date.now();
+    const res = await fetch(`${app.baseURL}/v1/ingest`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', ...(encoding ? { 'content-encoding': encoding } : {}) },
+      body,
+    });
+    const text = await res.text();
+    const ms = Date.now() - started;
+    expect(await counts()).toEqual(before);
+    return { status: res.status, json: JSON.parse(text) as { field?: string; message: string }, ms };
+  }
+
+  test('request limits: corrupt gzip is a 400, a gzip bomb and an oversized body are 413, deep nesting names its limit', async () => {
+    const batch = JSON.stringify([{ transaction_id: 'gz-1', customer_id: 'c1', event_type: 'e', timestamp: '2026-01-01T00:00:00Z' }]);
+    const corrupt = await rawIngest(Buffer.from('this is not gzip at all'), 'gzip');
+    expect([corrupt.status, corrupt.json.field, corrupt.json.message]).toEqual([400, 'body', expect.stringMatching(/not valid gzip data/)]);
+    const truncated = await rawIngest(gzipSync(batch).subarray(0, 20), 'gzip');
+    expect([truncated.status, truncated.json.field]).toEqual([400, 'body']);
+
+    // 64 MB of zeros compress to ~64 KB; the 1 MB limit applies to the inflated bytes.
+    const bomb = await rawIngest(gzipSync(Buffer.alloc(64 * 1024 * 1024, 0x20)), 'gzip');
+    expect([bomb.status, bomb.json.field, bomb.json.message]).toEqual([413, 'body', expect.stringMatching(/1048576 byte limit/)]);
+    expect(bomb.ms).toBeLessThan(5000);
+    const big = await rawIngest(JSON.stringify([{ transaction_id: 'big', customer_id: 'c1', event_type: 'e', timestamp: '2026-01-01T00:00:00Z', properties: { blob: 'x'.repeat(1_100_000) } }]));
+    expect([big.status, big.json.field]).toEqual([413, 'body']);
+
+    // Deep enough to overflow the JSON reviver's recursion, and just past the limit.
+    const deep = await rawIngest('['.repeat(200_000) + ']'.repeat(200_000));
+    expect([deep.status, deep.json.field, deep.json.message]).toEqual([400, 'body', `body: is nested deeper than ${MAX_JSON_DEPTH} levels`]);
+    const nested = (n: number): unknown => (n === 0 ? 1 : { a: nested(n - 1) });
+    const past = await rawIngest(JSON.stringify([{ transaction_id: 'deep', customer_id: 'c1', event_type: 'e', timestamp: '2026-01-01T00:00:00Z', properties: nested(MAX_JSON_DEPTH) }]));
+    expect([past.status, past.json.field, past.json.message]).toEqual([400, 'body', expect.stringMatching(new RegExp(`nested deeper than ${MAX_JSON_DEPTH} levels`))]);
+    // At the limit (array, event, then properties 30 levels deep: 32 in all) is accepted.
+    const within = await http(app, 'POST', '/v1/ingest', { token: admin, body: [{ transaction_id: 'deep-ok', customer_id: 'c1', event_type: 'e', timestamp: new Date().toISOString(), properties: nested(MAX_JSON_DEPTH - 2) }] });
+    expect(within.status).toBe(200);
+  });
+
+  test('events search: not for ingest tokens, and duplicates are listed up to a cap', async () => {
+    const minted = await http(app, 'POST', '/v1/accrue/tokens', { token: admin, body: { name: 'product server', scope: 'ingest' } });
+    const ingestToken = minted.json.data.token as string;
+    const ev = { transaction_id: 'dup-capped', customer_id: 'c1', event_type: 'e', timestamp: new Date().toISOString() };
+    for (let i = 0; i < MAX_DUPLICATES_SHOWN + 5; i++) {
+      expect((await http(app, 'POST', '/v1/ingest', { token: ingestToken, body: [ev, ev] })).status).toBe(200);
+    }
+    await rejected('POST', '/v1/events/search', { body: { transactionIds: ['dup-capped'] }, token: ingestToken }, 403, undefined, /scope admin or read or finance/);
+    const found = await http(app, 'POST', '/v1/events/search', { token: admin, body: { transactionIds: ['dup-capped'] } });
+    expect(found.status).toBe(200);
+    expect((found.json as { is_duplicate: boolean }[]).map((e) => e.is_duplicate)).toEqual([false, ...Array(MAX_DUPLICATES_SHOWN).fill(true)]);
   });
 });

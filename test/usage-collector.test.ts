@@ -2,6 +2,11 @@ import Metronome from '@metronome/sdk';
 import pg from 'pg';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { Client, Connection } from '@temporalio/client';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { createCollectorActivities } from '../activities/collector-activities.js';
+import { newId } from '../db/ids.js';
+import { DATABASE_IDENTITY_SQL, runCollectorQuery, SOURCE_LIMITS, withSource } from '../db/usage-collector.js';
 import { createTestDatabase, eventually, http, startApp, testStack, uniqueName, type RunningApp } from './stack.js';
 
 /**
@@ -9,12 +14,30 @@ import { createTestDatabase, eventually, http, startApp, testStack, uniqueName, 
  * source PostgreSQL (a real database here), turns rows into events with deterministic ids and
  * ingests them — each window once, even when it is run again.
  */
+/** The same server and database as `url`, as another role. */
+function withUser(url: string, user: string, password: string): string {
+  const u = new URL(url);
+  u.username = user;
+  u.password = password;
+  return u.toString();
+}
+
+function withPort(url: string, port: string): string {
+  const u = new URL(url);
+  u.port = port;
+  return u.toString();
+}
+
 describe('usage collector', () => {
   let app: RunningApp;
   let orm: MikroORM;
   let client: Metronome;
   let source: pg.Client;
   let sourceUrl: string;
+  /** The source as a plain role: SELECT on api_calls, and CREATE on its schema, so an escaped write would succeed. */
+  let readerUrl: string;
+  let reader: string;
+  let accrueUrl: string;
   let connection: Connection;
   const hourMs = 3_600_000;
   const thisHour = Math.floor(Date.now() / hourMs) * hourMs;
@@ -22,6 +45,7 @@ describe('usage collector', () => {
   beforeAll(async () => {
     const db = await createTestDatabase('collector');
     orm = db.orm;
+    accrueUrl = db.url;
     app = await startApp({ databaseUrl: db.url });
     client = new Metronome({ bearerToken: app.adminToken, baseURL: app.baseURL, maxRetries: 0 });
     const name = uniqueName('source').toLowerCase();
@@ -38,11 +62,21 @@ describe('usage collector', () => {
         await source.query('insert into api_calls values ($1, $2, $3, $4)', [i % 2 ? 'tenant-a' : 'tenant-b', new Date(thisHour - h * hourMs + i * 60_000), h * 10 + i, i % 3 ? 'large' : 'small']);
       }
     }
+    reader = uniqueName('reader').toLowerCase();
+    await source.query(`create role ${reader} login password 'reader-pw'`);
+    await source.query(`grant select on api_calls to ${reader}`);
+    await source.query(`grant create on schema public to ${reader}`);
+    readerUrl = withUser(sourceUrl, reader, 'reader-pw');
     connection = await Connection.connect({ address: testStack().temporalAddress });
   });
   afterAll(async () => {
     await app?.stop();
+    await source?.query(`drop owned by ${reader}`).catch(() => undefined);
     await source?.end();
+    const admin = new pg.Client({ connectionString: testStack().postgresUrl });
+    await admin.connect();
+    await admin.query(`drop role if exists ${reader}`).catch(() => undefined);
+    await admin.end();
     await connection?.close();
     await orm?.close();
   });
@@ -51,11 +85,11 @@ describe('usage collector', () => {
                    from api_calls where at >= $1 and at < $2 group by tenant, model order by tenant, model`;
 
   test('refuses a query that writes, lacks columns or cannot reach its source; nothing is stored', async () => {
-    const base = { name: 'bad', source_database_url: sourceUrl, query, event_type: 'api_usage', interval_seconds: 3600 };
+    const base = { name: 'bad', source_database_url: readerUrl, query, event_type: 'api_usage', interval_seconds: 3600 };
     const cases: [Record<string, unknown>, string, RegExp][] = [
       [{ ...base, query: 'delete from api_calls' }, 'query', /read-only SELECT/],
       [{ ...base, query: 'select tenant as customer_id from api_calls' }, 'query', /timestamp column/],
-      [{ ...base, source_database_url: sourceUrl.replace(/\/[^/]+$/, '/no_such_db') }, 'source_database_url', /cannot connect/],
+      [{ ...base, source_database_url: readerUrl.replace(/\/[^/?]+$/, '/no_such_db') }, 'source_database_url', /cannot connect/],
       [{ ...base, interval_seconds: 0 }, 'interval_seconds', /whole number/],
       [{ ...base, starting_at: new Date(thisHour + 60_000).toISOString() }, 'starting_at', /window boundary/],
     ];
@@ -69,11 +103,96 @@ describe('usage collector', () => {
     expect((await source.query('select count(*) from api_calls')).rows[0].count).toBe('30');
   });
 
+  const tableExists = async (db: pg.Client | MikroORM, table: string) => {
+    const sql = `select to_regclass('public.${table}') is not null as present`;
+    const rows = 'em' in db ? await db.em.fork().execute<{ present: boolean }[]>(sql) : (await db.query<{ present: boolean }>(sql)).rows;
+    return rows[0]!.present;
+  };
+  /** Closes the wrapping subquery, commits out of the READ ONLY transaction and writes. */
+  const stacked = (table: string) => `select 'x' as customer_id, now() as timestamp) q; commit; create table ${table} (x int); select * from (select 1`;
+
+  test('stacked statements cannot commit out of the READ ONLY transaction, on the source or on Accrue itself', async () => {
+    const base = { name: 'escape', query, event_type: 'api_usage', interval_seconds: 3600 };
+    // A plain role on the source: the simple protocol used to run all four statements.
+    const res = await http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: { ...base, source_database_url: readerUrl, query: stacked('escaped_reader') } });
+    expect({ escaped: await tableExists(source, 'escaped_reader'), status: res.status, field: res.json.field }).toEqual({ escaped: false, status: 400, field: 'query' });
+    expect(res.json.message).toMatch(/single SELECT statement/);
+    // Accrue's own database as the embedded stack's superuser: the escape was a superuser shell (COPY ... TO PROGRAM).
+    const own = await http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: { ...base, source_database_url: accrueUrl, query: stacked('escaped_accrue') } });
+    expect({ escaped: await tableExists(orm, 'escaped_accrue'), status: own.status, field: own.json.field }).toEqual({ escaped: false, status: 400, field: 'source_database_url' });
+
+    // A collector stored before these checks existed is refused by the worker too, not run.
+    const env = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') }); // the activity Context only; the activity is real
+    const acts = createCollectorActivities({ orm, mailer: undefined as never, invoiceGracePeriodMs: 0 });
+    const stored = async (sql: string) => {
+      const id = newId();
+      await orm.em.fork().execute(
+        `insert into usage_collector (id, name, source_url, query, event_type, interval_seconds, collected_until, created_at) values (?, 'old', ?, ?, 'api_usage', 3600, ?, now())`,
+        [id, readerUrl, sql, new Date(thisHour - hourMs)]);
+      return id;
+    };
+    const plain = await stored(`select 'x' as customer_id, now() as timestamp; commit; create table escaped_worker (x int); select 'x' as customer_id, now() as timestamp`);
+    await expect(env.run(acts.collectUsage, { collectorId: plain })).rejects.toThrow(/syntax error/);
+    const closing = await stored(stacked('escaped_worker'));
+    await expect(env.run(acts.collectUsage, { collectorId: closing })).rejects.toThrow(/single SELECT statement/);
+    expect(await tableExists(source, 'escaped_worker')).toBe(false);
+    await orm.em.fork().execute('delete from usage_collector where id in (?, ?)', [plain, closing]);
+  });
+
+  test('refuses superuser sources and Accrue itself; connection failures all read alike', async () => {
+    const base = { name: 'refused', query, event_type: 'api_usage', interval_seconds: 3600 };
+    const post = (url: string) => http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: { ...base, source_database_url: url } });
+    const superuser = await post(sourceUrl);
+    expect([superuser.status, superuser.json.field, superuser.json.message]).toEqual([400, 'source_database_url', expect.stringMatching(/a superuser or a member of one/)]);
+    const fileReader = uniqueName('files').toLowerCase();
+    await source.query(`create role ${fileReader} login password 'pw' in role pg_read_server_files`);
+    try {
+      expect((await post(withUser(sourceUrl, fileReader, 'pw'))).json.message).toMatch(/pg_read_server_files/);
+    } finally {
+      await source.query(`drop role ${fileReader}`);
+    }
+    const ownAsReader = await post(withUser(accrueUrl, reader, 'reader-pw'));
+    expect([ownAsReader.status, ownAsReader.json.field, ownAsReader.json.message]).toEqual([400, 'source_database_url', expect.stringMatching(/Accrue's own database/)]);
+    const ssl = await post(`${readerUrl}?sslrootcert=/etc/passwd`);
+    expect([ssl.status, ssl.json.message]).toEqual([400, expect.stringMatching(/must not set sslrootcert/)]);
+
+    // No database, a closed port, a port that is not PostgreSQL (the API's own HTTP port): one
+    // answer, so the collector cannot tell what listens where.
+    const apiPort = new URL(app.baseURL).port;
+    const unreachable = [readerUrl.replace(/\/[^/?]+$/, '/no_such_db'), withPort(readerUrl, '1'), withPort(readerUrl, apiPort)];
+    const answers = await Promise.all(unreachable.map(post));
+    for (const a of answers) {
+      expect([a.status, a.json.field]).toEqual([400, 'source_database_url']);
+      expect(a.json.message).not.toMatch(/ECONNREFUSED|does not exist|no_such_db|:1\b|127\.0\.0\.1|socket|ended|timeout/i);
+    }
+    expect(new Set(answers.map((a) => a.json.message)).size).toBe(1);
+    expect((await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from usage_collector'))[0]!.n).toBe('0');
+  });
+
+  test('each window is capped in rows and time, with settings a connection string cannot lift', async () => {
+    const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+    const start = new Date(thisHour - hourMs);
+    const end = new Date(thisHour);
+    const run = (sql: string, maxRows: number, url = readerUrl, limits = SOURCE_LIMITS) => withSource(url, own, (c) => runCollectorQuery(c, sql, start, end, maxRows), limits);
+    const six = `select 'c' as customer_id, $1::timestamptz as timestamp, n from generate_series(1, 6) n`;
+    expect((await run(six, 6)).rows).toHaveLength(6);
+    await expect(run(six, 5)).rejects.toThrow(/query: returns more than 5 rows for the window/);
+
+    const settings = `select current_setting('statement_timeout') as statement_timeout, current_setting('idle_in_transaction_session_timeout') as idle,
+                             current_setting('transaction_read_only') as read_only`;
+    const lifted = `${readerUrl}?options=${encodeURIComponent('-c statement_timeout=0 -c idle_in_transaction_session_timeout=0')}`;
+    expect((await run(settings, 1, lifted)).rows).toEqual([{ statement_timeout: '1min', idle: '30s', read_only: 'on' }]);
+
+    const started = Date.now();
+    await expect(run('select pg_sleep(10)', 1, readerUrl, { ...SOURCE_LIMITS, statementTimeoutMs: 300 })).rejects.toThrow(/statement timeout/);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   test('collects each whole window once, on schedule or on demand, and reruns are deduplicated', async () => {
     const a = await client.v1.customers.create({ name: 'Tenant A', ingest_aliases: ['tenant-a'] });
     const metric = await client.v1.billableMetrics.create({ name: 'calls', aggregation_type: 'SUM', aggregation_key: 'calls', event_type_filter: { in_values: ['api_usage'] }, group_keys: [['model']] });
     const created = await http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: {
-      name: 'warehouse calls', source_database_url: sourceUrl, query, event_type: 'api_usage', interval_seconds: 3600, starting_at: new Date(thisHour - 3 * hourMs).toISOString(),
+      name: 'warehouse calls', source_database_url: readerUrl, query, event_type: 'api_usage', interval_seconds: 3600, starting_at: new Date(thisHour - 3 * hourMs).toISOString(),
     } });
     expect(created.status).toBe(200);
     const collector = created.json.data;

@@ -4,7 +4,7 @@ import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { UsageCollector } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
-import { checkCollectorQuery } from '../../db/usage-collector.js';
+import { checkCollectorQuery, DATABASE_IDENTITY_SQL, SourceConnectError } from '../../db/usage-collector.js';
 import { usageCollectorWorkflow } from '../../workflows/usage-collector.js';
 import { usageCollectorScheduleId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
@@ -51,14 +51,17 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
     const body = objectAt(req.body, '', ['name', 'source_database_url', 'query', 'event_type', 'interval_seconds', 'starting_at']);
     const name = reqStr(body, 'name', '', 200);
     const sourceUrl = reqStr(body, 'source_database_url');
-    if (!/^postgres(ql)?:\/\//.test(sourceUrl)) throw new ValidationError('source_database_url', 'must be a postgres:// or postgresql:// connection string');
     const query = reqStr(body, 'query', '', 20_000).trim().replace(/;\s*$/, '');
     const eventType = reqStr(body, 'event_type', '', 256);
     const interval = intervalSeconds(body);
     const step = interval * 1000;
     const startingAt = timestamp(body, 'starting_at', '', { optional: true });
     if (startingAt && Date.parse(startingAt) % step !== 0) throw new ValidationError('starting_at', `must fall on a window boundary (a multiple of interval_seconds since 1970-01-01T00:00Z), got ${startingAt}`);
-    await checkCollectorQuery(sourceUrl, query);
+    const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+    await checkCollectorQuery(sourceUrl, own, query).catch((err: unknown) => {
+      if (err instanceof SourceConnectError) console.warn(`[api] usage collector ${JSON.stringify(name)}: source unreachable: ${err.reason}`);
+      throw err;
+    });
     const c: UsageCollector = {
       id: newId(), name, sourceUrl, query, eventType, intervalSeconds: interval,
       collectedUntil: new Date(startingAt ? Date.parse(startingAt) : Math.floor(Date.now() / step) * step),

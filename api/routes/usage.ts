@@ -14,6 +14,7 @@ import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringArray, timestamp, ty
 
 const WINDOWS: readonly WindowSize[] = ['HOUR', 'DAY', 'NONE'];
 const MAX_WINDOWS = 2000;
+export const MAX_DUPLICATES_SHOWN = 10;
 
 const num = (v: string | null): number | null => (v === null ? null : Number(v));
 /** What "no events" reads as: 0 for counts and sums, null (no value) for MAX and LATEST. */
@@ -141,7 +142,7 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
   });
 
   // v1.usage.search: events by transaction id, with their matched customer and metrics.
-  r.post('/v1/events/search', allow('read', 'finance', 'ingest'), async (req, res) => {
+  r.post('/v1/events/search', allow('read', 'finance'), async (req, res) => {
     const body = objectAt(req.body, '', ['transactionIds']);
     const ids = stringArray(body, 'transactionIds', '', { nonEmpty: true })!;
     if (ids.length > 100) throw new ValidationError('transactionIds', 'must hold at most 100 ids');
@@ -172,8 +173,9 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
           : [],
         rated: row.rated, // Accrue: whether the event is in the usage aggregates yet
       };
-      // Each later submission of the same transaction_id, accepted and not counted.
-      return [event, ...Array.from({ length: Number(row.duplicates) }, () => ({ ...event, is_duplicate: true }))];
+      // Each later submission of the same transaction_id, accepted and not counted (at most
+      // MAX_DUPLICATES_SHOWN per event: a client retrying one id forever must not grow the answer).
+      return [event, ...Array.from({ length: Math.min(Number(row.duplicates), MAX_DUPLICATES_SHOWN) }, () => ({ ...event, is_duplicate: true }))];
     });
     res.json(data);
   });
