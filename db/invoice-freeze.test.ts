@@ -5,6 +5,7 @@ import { BalanceGrant, Contract, Invoice } from './entities.js';
 import { invoiceIdFor, newId, uuidV5 } from './ids.js';
 import { freezeInvoiceTx, freezeLateUsageInvoiceTx } from './invoice-freeze.js';
 import { customerDrafts } from './invoices.js';
+import { reconcile } from './reconcile.js';
 
 /**
  * Commit draw-down under concurrent and out-of-order freezes (issue 8, item 1), on real PostgreSQL.
@@ -124,6 +125,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     // March sees nothing left to correct for January or February.
     const march = (await customerDrafts(orm.em.fork(), s.customerId, new Date('2026-03-15T00:00:00Z'))).find((d) => d.view.periodStart === MAR)!;
     expect(march.view.lines.filter((l) => l.type === 'correction')).toEqual([]);
+    expect((await reconcile(orm.em.fork(), { customerId: s.customerId })).drifting).toBe(0);
   });
 
   describe('late usage is billed however late it is and wherever the contract went', () => {
@@ -164,6 +166,8 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(renewalId, FEB, MAR)));
       const feb = await orm.em.fork().findOneOrFail(Invoice, { id: invoiceIdFor(renewalId, FEB) });
       expect(corrections(feb.lineItems)).toEqual([`${jan.invoiceId}:5`]);
+      // Reconciliation counts a correction wherever the customer was billed it.
+      expect((await reconcile(orm.em.fork(), { customerId: old.customerId })).drifting).toBe(0);
     });
 
     test('a contract that ended with no renewal bills late usage on a late-usage invoice of its own, once', async () => {
@@ -179,6 +183,8 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       expect(await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId))).toEqual(late);
       const stored = await orm.em.fork().findOneOrFail(Invoice, { id: late!.invoiceId });
       expect(corrections(stored.lineItems)).toEqual([`${jan.invoiceId}:12`]);
+      await finalize(late!.invoiceId);
+      expect((await reconcile(orm.em.fork(), { customerId: s.customerId })).drifting).toBe(0);
     });
   });
 });

@@ -228,6 +228,11 @@ function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, a
 export async function computeInvoice(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, opts: ComputeOptions = {}): Promise<AssembledInvoice> {
   const pStart = Date.parse(period.start);
   const pEnd = Date.parse(period.end);
+  if (pEnd <= pStart) {
+    // The empty period at a contract's end is its late-usage invoice: corrections only.
+    const corrections = opts.skipCorrections || opts.usageOnly ? [] : await lateUsageCorrections(em, contract, pStart, opts);
+    return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: new Map(), slices: [], corrections });
+  }
   const asOf = opts.asOf?.getTime();
   const known = (createdAt: string | number | Date | undefined) => asOf === undefined || createdAt === undefined || new Date(createdAt).getTime() <= asOf;
   const allTerms = contract.terms ?? {};
@@ -449,10 +454,9 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
  */
 export async function computeLateUsageInvoice(em: EntityManager, contract: Contract): Promise<AssembledInvoice | null> {
   if (!contract.endingBefore) return null;
-  const end = contract.endingBefore.getTime();
-  const corrections = await lateUsageCorrections(em, contract, end, { invoiceId: lateUsageInvoiceId(contract.id) });
-  if (!corrections.length) return null;
-  return assembleInvoice({ creditType: USD_CENTS, periodStart: end, periodEnd: end, products: new Map(), slices: [], corrections });
+  const end = contract.endingBefore.toISOString();
+  const inv = await computeInvoice(em, contract, { start: end, end }, { invoiceId: lateUsageInvoiceId(contract.id) });
+  return inv.lines.length ? inv : null;
 }
 
 export const lateUsageInvoiceId = (contractId: string) => uuidV5(`late-usage:${contractId}`);

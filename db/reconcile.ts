@@ -104,8 +104,8 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     }
     return byCustomer.get(customerId)!;
   };
+  const checked: { report: InvoiceReport; billed: StoredInvoiceLine[]; rederived: StoredInvoiceLine[]; finalized: boolean }[] = [];
   for (const contract of contracts) {
-    const checked: { report: InvoiceReport; billed: StoredInvoiceLine[]; rederived: StoredInvoiceLine[]; finalized: boolean }[] = [];
     const stored = await em.find(Invoice, { contractId: contract.id }, { orderBy: { periodStart: 'asc' } });
     for (const inv of stored) {
       if (inv.status === 'VOID') continue;
@@ -118,27 +118,28 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
         checked.push({ report: reportOf(view.id, contract.id, 'DRAFT', view.periodStart, view.total, view.lines), billed: view.lines, rederived: raw.get(view.id)!.lines, finalized: false });
       }
     }
-    // Correction lines are checked per corrected invoice: all corrections made for a finalized
-    // invoice must add up to exactly how much its usage changed since it was finalized.
-    const corrections = new Map<string, Decimal>();
-    for (const c of checked) {
-      for (const l of c.billed) if (l.type === 'correction' && l.corrected_invoice_id) corrections.set(l.corrected_invoice_id, (corrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
-    }
-    for (const c of checked) {
-      c.report.drift = compareLines(c.billed.filter((l) => l.type !== 'correction'), c.rederived.filter((l) => l.type !== 'correction'));
-      if (!c.finalized) continue;
-      const changed = usageTotal(c.rederived).minus(usageTotal(c.billed));
-      const corrected = corrections.get(c.report.invoiceId) ?? dec(0);
-      if (changed.eq(corrected)) {
-        const before = c.report.drift.length;
-        c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!));
-        c.report.corrected = before - c.report.drift.length;
-      } else {
-        c.report.drift.push({ line: 'corrections', billed: { total: corrected.toString() }, rederived: { total: changed.toString() } });
-      }
-    }
-    invoices.push(...checked.map((c) => c.report));
   }
+  // Correction lines are checked per corrected invoice: all corrections made for a finalized
+  // invoice — on any contract of the customer (a renewal bills its predecessor's late usage) — must
+  // add up to exactly how much its usage changed since it was finalized.
+  const corrections = new Map<string, Decimal>();
+  for (const c of checked) {
+    for (const l of c.billed) if (l.type === 'correction' && l.corrected_invoice_id) corrections.set(l.corrected_invoice_id, (corrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
+  }
+  for (const c of checked) {
+    c.report.drift = compareLines(c.billed.filter((l) => l.type !== 'correction'), c.rederived.filter((l) => l.type !== 'correction'));
+    if (!c.finalized) continue;
+    const changed = usageTotal(c.rederived).minus(usageTotal(c.billed));
+    const corrected = corrections.get(c.report.invoiceId) ?? dec(0);
+    if (changed.eq(corrected)) {
+      const before = c.report.drift.length;
+      c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!));
+      c.report.corrected = before - c.report.drift.length;
+    } else {
+      c.report.drift.push({ line: 'corrections', billed: { total: corrected.toString() }, rederived: { total: changed.toString() } });
+    }
+  }
+  invoices.push(...checked.map((c) => c.report));
   return { invoices, drifting: invoices.filter((i) => i.drift.length || !dec(i.totalVsLines).isZero()).length, ratingBehind };
 }
 

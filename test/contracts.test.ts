@@ -216,5 +216,8 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     expect(command.status).toBe(1);
     expect(command.stdout).toContain(`DRIFT invoice ${drafts[1]!.id}`);
     expect(command.stdout).toContain('3 invoices checked, 1 with drift');
+    // Undo the tamper: the suite ends with every test database reconciling clean (test/global-teardown.mjs).
+    await h.orm.em.fork().execute(`update invoice set line_items = jsonb_set(line_items, '{1,total}', '"1100"') where id = '${drafts[1]!.id}'`);
+    expect((await reconcile(h.orm.em.fork(), { customerId: customer.data.id })).drifting).toBe(0);
   });
 });
