@@ -6,7 +6,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createCollectorActivities } from '../activities/collector-activities.js';
 import { newId } from '../db/ids.js';
-import { DATABASE_IDENTITY_SQL, runCollectorQuery, SOURCE_LIMITS, withSource } from '../db/usage-collector.js';
+import { ownDatabaseIdentity, runCollectorQuery, SOURCE_LIMITS, withSource } from '../db/usage-collector.js';
 import { createTestDatabase, eventually, http, startApp, testStack, uniqueName, type RunningApp } from './stack.js';
 
 /**
@@ -170,7 +170,7 @@ describe('usage collector', () => {
   });
 
   test('each window is capped in rows and time, with settings a connection string cannot lift', async () => {
-    const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+    const own = await ownDatabaseIdentity(orm.em.fork());
     const start = new Date(thisHour - hourMs);
     const end = new Date(thisHour);
     const run = (sql: string, maxRows: number, url = readerUrl, limits = SOURCE_LIMITS) => withSource(url, own, (c) => runCollectorQuery(c, sql, start, end, maxRows), limits);
