@@ -1,6 +1,7 @@
 import { isDecimalString } from '../billing/money.js';
 import { ValidationError } from '../billing/errors.js';
 import { UUID_RE } from '../db/ids.js';
+import { unstorableString } from '../db/storable-text.js';
 
 /**
  * Request validation. Every failure names the field (as a path like `usage[2].timestamp`) and the
@@ -157,29 +158,9 @@ export function hourTimestamp(o: Obj, key: string, path = '', opts: { optional?:
   return v;
 }
 
-declare global {
-  interface String {
-    /** ES2024; Node 20+ has it, the project's TypeScript lib (ES2023) does not list it yet. */
-    isWellFormed(): boolean;
-  }
-}
-
 /** How deep a request body may nest (objects and arrays); the parser's own limit is the call stack. */
 export const MAX_JSON_DEPTH = 32;
 const MAX_REPORTED = 20;
-
-/**
- * Why PostgreSQL cannot store this string, if it cannot: `text` and `jsonb` hold no NUL character,
- * and `jsonb` refuses an unpaired UTF-16 surrogate (`text` would silently turn it into U+FFFD).
- */
-const SUSPECT = /[\0\ud800-\udfff]/; // one scan; most strings stop here
-
-export function unstorableString(s: string): string | undefined {
-  if (!SUSPECT.test(s)) return undefined;
-  if (s.includes('\0')) return 'must not contain the NUL character (\\u0000)';
-  if (!s.isWellFormed()) return 'must not contain an unpaired UTF-16 surrogate (\\ud800-\\udfff)';
-  return undefined;
-}
 
 /**
  * Every request body and query string passes here before a route sees it (api/app.ts), so every

@@ -4,6 +4,7 @@ import pg from 'pg';
 import { AccrueError, ValidationError } from '../billing/errors.js';
 import { isDecimalString } from '../billing/money.js';
 import type { NewEvent } from './events.js';
+import { firstUnstorable } from './storable-text.js';
 
 /**
  * A usage collector's source side: its SQL runs in a READ ONLY transaction on the source
@@ -188,6 +189,9 @@ export function rowsToEvents(collectorId: string, eventType: string, windowStart
     const ts = timestamp instanceof Date ? timestamp : new Date(String(timestamp));
     if (Number.isNaN(ts.getTime())) throw new Error(`row ${i}: timestamp ${String(timestamp)} is not a time`);
     const properties = Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
+    // A json column can carry "\u0000", which jsonb refuses: the whole window's insert would fail, on every retry.
+    const unstorable = firstUnstorable({ customer_id: customer, transaction_id: txid, ...properties });
+    if (unstorable) throw new Error(`row ${i}: column ${unstorable[0]} ${unstorable[1]}`);
     const id = txid !== undefined && txid !== null
       ? String(txid)
       : `collector:${collectorId}:${createHash('sha256').update(JSON.stringify([windowStart.toISOString(), String(customer), ts.toISOString(), dimensions(properties)])).digest('hex').slice(0, 32)}`;

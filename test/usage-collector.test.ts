@@ -2,6 +2,7 @@ import Metronome from '@metronome/sdk';
 import pg from 'pg';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { Client, Connection } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createCollectorActivities } from '../activities/collector-activities.js';
@@ -137,6 +138,19 @@ describe('usage collector', () => {
     await expect(env.run(acts.collectUsage, { collectorId: closing })).rejects.toThrow(/single SELECT statement/);
     expect(await tableExists(source, 'escaped_worker')).toBe(false);
     await orm.em.fork().execute('delete from usage_collector where id in (?, ?)', [plain, closing]);
+  });
+
+  test('a row PostgreSQL cannot store (NUL inside a json column) fails the run for good instead of on every retry', async () => {
+    const env = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+    const acts = createCollectorActivities({ orm, mailer: undefined as never, invoiceGracePeriodMs: 0 });
+    const id = newId();
+    await orm.em.fork().execute(
+      `insert into usage_collector (id, name, source_url, query, event_type, interval_seconds, collected_until, created_at) values (?, 'json nul', ?, ?, 'api_usage', 3600, ?, now())`,
+      [id, readerUrl, `select 'tenant-a' as customer_id, $1::timestamptz as timestamp, '{"note": "a\\u0000b"}'::json as meta`, new Date(thisHour - hourMs)]);
+    const failure = await env.run(acts.collectUsage, { collectorId: id }).then(() => undefined, (err: unknown) => err as ApplicationFailure);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect([failure!.nonRetryable, failure!.message]).toEqual([true, expect.stringMatching(/row 0: column meta\.note must not contain the NUL character/)]);
+    await orm.em.fork().execute('delete from usage_collector where id = ?', [id]);
   });
 
   test('refuses superuser sources and Accrue itself; connection failures all read alike', async () => {
