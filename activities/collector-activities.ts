@@ -1,7 +1,7 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { UsageCollector } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
-import { DATABASE_IDENTITY_SQL, rowsToEvents, runCollectorQuery, SOURCE_LIMITS, SourceConnectError, withSource } from '../db/usage-collector.js';
+import { ownDatabaseIdentity, rowsToEvents, runCollectorQuery, SOURCE_LIMITS, SourceConnectError, withSource } from '../db/usage-collector.js';
 import { classified } from './failures.js';
 import type { ActivityDeps } from './index.js';
 
@@ -26,7 +26,7 @@ export function createCollectorActivities({ orm }: ActivityDeps) {
       for (let start = c.collectedUntil.getTime(); start + step <= until && windows < MAX_WINDOWS_PER_RUN; start += step) {
         const windowStart = new Date(start);
         const windowEnd = new Date(start + step);
-        const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+        const own = await ownDatabaseIdentity(orm.em.fork());
         // Refusals (Accrue's own database, a superuser role, several statements, too many rows)
         // fail the run for good; a source that is down is retried (its reason is logged here only).
         const rows = await classified(() => withSource(c.sourceUrl, own, async (src) => (await runCollectorQuery(src, c.query, windowStart, windowEnd, SOURCE_LIMITS.maxRows)).rows))

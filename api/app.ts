@@ -3,7 +3,7 @@ import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
 import { allow, authenticate } from './auth.js';
-import { ValidationError } from '../billing/errors.js';
+import { AccrueError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
 import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
@@ -54,12 +54,14 @@ const ANSWERED = new Set(['entity.parse.failed', 'entity.too.large', 'encoding.u
  * a path that does not URL-decode, and any other 4xx that body-parser or the router raises.
  */
 const clientErrors: ErrorRequestHandler = (err, req, _res, next) => {
-  const e = err as { type?: string; status?: number; message?: string };
-  if (err instanceof ValidationError || typeof e?.status !== 'number' || e.status !== 400) return next(err);
+  const e = err as { type?: string; status?: number; message?: string; errno?: unknown; code?: unknown };
+  if (err instanceof AccrueError || e?.status !== 400) return next(err);
   if (e.type === 'entity.parse.failed' && err instanceof RangeError) return next(new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels`));
   if (ANSWERED.has(e.type!)) return next(err);
   if (err instanceof URIError) return next(new ValidationError('path', `is not URL-encoded correctly (${req.path})`));
-  if (e.type === undefined) return next(new ValidationError('body', `is not valid ${req.headers['content-encoding'] ?? 'compressed'} data (${e.message})`));
+  if (typeof e.errno === 'number' && typeof e.code === 'string') { // zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR, brotli's)
+    return next(new ValidationError('body', `is not valid ${req.headers['content-encoding'] ?? 'compressed'} data (${e.message})`));
+  }
   next(new ValidationError('body', String(e.message)));
 };
 

@@ -1,6 +1,7 @@
 import { isDecimalString } from '../billing/money.js';
 import { ValidationError } from '../billing/errors.js';
 import { UUID_RE } from '../db/ids.js';
+import { unstorableString } from '../db/storable-text.js';
 
 /**
  * Request validation. Every failure names the field (as a path like `usage[2].timestamp`) and the
@@ -157,26 +158,9 @@ export function hourTimestamp(o: Obj, key: string, path = '', opts: { optional?:
   return v;
 }
 
-declare global {
-  interface String {
-    /** ES2024; Node 20+ has it, the project's TypeScript lib (ES2023) does not list it yet. */
-    isWellFormed(): boolean;
-  }
-}
-
 /** How deep a request body may nest (objects and arrays); the parser's own limit is the call stack. */
 export const MAX_JSON_DEPTH = 32;
 const MAX_REPORTED = 20;
-
-/**
- * Why PostgreSQL cannot store this string, if it cannot: `text` and `jsonb` hold no NUL character,
- * and `jsonb` refuses an unpaired UTF-16 surrogate (`text` would silently turn it into U+FFFD).
- */
-export function unstorableString(s: string): string | undefined {
-  if (s.includes('\0')) return 'must not contain the NUL character (\\u0000)';
-  if (!s.isWellFormed()) return 'must not contain an unpaired UTF-16 surrogate (\\ud800-\\udfff)';
-  return undefined;
-}
 
 /**
  * Every request body and query string passes here before a route sees it (api/app.ts), so every
@@ -187,29 +171,42 @@ export function unstorableString(s: string): string | undefined {
  */
 export function checkRequestStrings(root: unknown): void {
   const problems: { index?: number; field: string; message: string }[] = [];
-  const report = (field: string, why: string, index: number | undefined) => {
-    if (problems.length < MAX_REPORTED) problems.push({ ...(index === undefined ? {} : { index }), field, message: `${field}: ${why}` });
+  // The path is kept as a stack of keys and only spelled out for a problem: this runs on every
+  // ingest request, and building a path string per value cost more than the checks.
+  const keys: (string | number)[] = [];
+  const pathOf = () => keys.reduce<string>((p, k) => (typeof k === 'number' ? `${p}[${k}]` : join(p, k)), '');
+  const report = (why: string) => {
+    if (problems.length >= MAX_REPORTED) return;
+    const field = pathOf() || 'body';
+    const index = typeof keys[0] === 'number' ? keys[0] : undefined;
+    problems.push({ ...(index === undefined ? {} : { index }), field, message: `${field}: ${why}` });
   };
-  const visit = (v: unknown, path: string, depth: number, index: number | undefined): void => {
+  const visit = (v: unknown, depth: number): void => {
     if (typeof v === 'string') {
       const why = unstorableString(v);
-      if (why) report(path || 'body', why, index);
+      if (why) report(why);
       return;
     }
     if (typeof v !== 'object' || v === null) return;
-    if (depth >= MAX_JSON_DEPTH) throw new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels (at ${path})`);
+    if (depth >= MAX_JSON_DEPTH) throw new ValidationError('body', `is nested deeper than ${MAX_JSON_DEPTH} levels (at ${pathOf()})`);
     if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) visit(v[i], `${path}[${i}]`, depth + 1, index ?? (depth === 0 ? i : undefined));
+      for (let i = 0; i < v.length; i++) {
+        keys.push(i);
+        visit(v[i], depth + 1);
+        keys.pop();
+      }
       return;
     }
-    for (const [k, x] of Object.entries(v)) {
-      const field = join(path, k);
+    for (const k in v) {
+      if (!Object.hasOwn(v, k)) continue;
+      keys.push(k);
       const why = unstorableString(k);
-      if (why) report(field, `(the key) ${why}`, index);
-      visit(x, field, depth + 1, index);
+      if (why) report(`(the key) ${why}`);
+      visit((v as Obj)[k], depth + 1);
+      keys.pop();
     }
   };
-  visit(root, '', 0, undefined);
+  visit(root, 0);
   if (problems.length) {
     const first = problems[0]!;
     const more = problems.length > 1 ? ` (${problems.length}${problems.length === MAX_REPORTED ? ' or more' : ''} strings in all, listed in details)` : '';

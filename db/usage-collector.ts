@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
+import type { EntityManager } from '@mikro-orm/postgresql';
 import pg from 'pg';
 import { AccrueError, ValidationError } from '../billing/errors.js';
 import { isDecimalString } from '../billing/money.js';
 import type { NewEvent } from './events.js';
+import { firstUnstorable } from './storable-text.js';
 
 /**
  * A usage collector's source side: its SQL runs in a READ ONLY transaction on the source
@@ -36,8 +38,29 @@ export const SOURCE_LIMITS: SourceLimits = { maxRows: 100_000, statementTimeoutM
 /** Roles that can read or write the source server's files or run programs there, besides superusers. */
 const SERVER_ROLES = ['pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program'];
 
-/** Identifies one database of one running server: the postmaster's start time and the database's oid. */
-export const DATABASE_IDENTITY_SQL = `select pg_postmaster_start_time()::text || '/' || (select oid from pg_database where datname = current_database())::text as id`;
+/**
+ * Which database a connection reached: its oid, and which cluster — the system identifier from
+ * initdb (shared by a primary and its streaming replicas, so a replica of Accrue's database is
+ * recognised too) where the role may read it, and the postmaster's start time as a fallback.
+ */
+export interface DatabaseIdentity {
+  oid: string;
+  started: string;
+  systemId: string | null;
+}
+
+export async function databaseIdentity(run: (sql: string) => Promise<Record<string, unknown>[]>): Promise<DatabaseIdentity> {
+  const [row] = await run(`select (select oid from pg_database where datname = current_database())::text as oid, pg_postmaster_start_time()::text as started`);
+  // pg_control_system() is open to every role by default; a provider may revoke it.
+  const systemId = await run('select system_identifier::text as id from pg_control_system()').then((r) => String(r[0]!.id), () => null);
+  return { oid: String(row!.oid), started: String(row!.started), systemId };
+}
+
+/** Accrue's own database, to refuse it as a source. */
+export const ownDatabaseIdentity = (em: EntityManager) => databaseIdentity((sql) => em.execute(sql));
+
+const sameDatabase = (a: DatabaseIdentity, b: DatabaseIdentity) =>
+  a.oid === b.oid && ((a.systemId !== null && a.systemId === b.systemId) || a.started === b.started);
 
 /**
  * The source could not be reached or refused the login. The reason (refused, timed out, no such
@@ -73,10 +96,10 @@ function checkSourceUrl(sourceUrl: string): void {
 
 /**
  * Opens the source and runs `fn` in a READ ONLY transaction, after refusing a source that is
- * Accrue's own database (`ownIdentity` is DATABASE_IDENTITY_SQL's answer there) or whose role
+ * Accrue's own database (`own`, from ownDatabaseIdentity) or whose role
  * is a superuser, a member of one, or of a role that reaches the server's files or programs.
  */
-export async function withSource<T>(sourceUrl: string, ownIdentity: string, fn: (c: pg.Client) => Promise<T>, limits: SourceLimits = SOURCE_LIMITS): Promise<T> {
+export async function withSource<T>(sourceUrl: string, own: DatabaseIdentity, fn: (c: pg.Client) => Promise<T>, limits: SourceLimits = SOURCE_LIMITS): Promise<T> {
   checkSourceUrl(sourceUrl);
   let client: pg.Client;
   try {
@@ -91,11 +114,12 @@ export async function withSource<T>(sourceUrl: string, ownIdentity: string, fn: 
   try {
     // Our own statements, with our own numbers: the simple protocol is fine here.
     await client.query(`set statement_timeout = ${Math.trunc(limits.statementTimeoutMs)}; set idle_in_transaction_session_timeout = ${Math.trunc(limits.idleInTransactionTimeoutMs)}; set default_transaction_read_only = on`);
-    const who = (await client.query<{ id: string; privileged: boolean; role: string }>(
-      `select (${DATABASE_IDENTITY_SQL}) as id, session_user::text as role,
+    const identity = await databaseIdentity(async (sql) => (await client.query(sql)).rows as Record<string, unknown>[]);
+    const who = (await client.query<{ privileged: boolean; role: string }>(
+      `select session_user::text as role,
               exists (select 1 from pg_roles r where (r.rolsuper or r.rolname = any($1::text[])) and pg_has_role(session_user, r.oid, 'MEMBER')) as privileged`,
       [SERVER_ROLES])).rows[0]!;
-    if (who.id === ownIdentity) throw new ValidationError('source_database_url', "is Accrue's own database; a collector reads another database");
+    if (sameDatabase(identity, own)) throw new ValidationError('source_database_url', "is Accrue's own database; a collector reads another database");
     if (who.privileged) {
       throw new ValidationError('source_database_url', `connects as ${who.role}, a superuser or a member of one (or of ${SERVER_ROLES.join(', ')}); give the collector a role that can only read what it needs`);
     }
@@ -146,11 +170,11 @@ export async function runCollectorQuery(src: pg.Client, query: string, start: Da
 }
 
 /** Checks a query without reading data: it must parse, be read-only, and return the required columns. */
-export async function checkCollectorQuery(sourceUrl: string, ownIdentity: string, query: string, limits: SourceLimits = SOURCE_LIMITS): Promise<void> {
+export async function checkCollectorQuery(sourceUrl: string, own: DatabaseIdentity, query: string, limits: SourceLimits = SOURCE_LIMITS): Promise<void> {
   windowParams(query, new Date(0), new Date(0));
   let columns: string[];
   try {
-    columns = await withSource(sourceUrl, ownIdentity, async (c) => (await runCollectorQuery(c, query, new Date(0), new Date(0), 0)).columns, limits);
+    columns = await withSource(sourceUrl, own, async (c) => (await runCollectorQuery(c, query, new Date(0), new Date(0), 0)).columns, limits);
   } catch (err) {
     if (err instanceof AccrueError) throw err;
     throw new ValidationError('query', `does not run as a read-only SELECT with $1/$2 as the window: ${(err as Error).message}`);
@@ -165,6 +189,9 @@ export function rowsToEvents(collectorId: string, eventType: string, windowStart
     const ts = timestamp instanceof Date ? timestamp : new Date(String(timestamp));
     if (Number.isNaN(ts.getTime())) throw new Error(`row ${i}: timestamp ${String(timestamp)} is not a time`);
     const properties = Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
+    // A json column can carry "\u0000", which jsonb refuses: the whole window's insert would fail, on every retry.
+    const unstorable = firstUnstorable({ customer_id: customer, transaction_id: txid, ...properties });
+    if (unstorable) throw new Error(`row ${i}: column ${unstorable[0]} ${unstorable[1]}`);
     const id = txid !== undefined && txid !== null
       ? String(txid)
       : `collector:${collectorId}:${createHash('sha256').update(JSON.stringify([windowStart.toISOString(), String(customer), ts.toISOString(), dimensions(properties)])).digest('hex').slice(0, 32)}`;

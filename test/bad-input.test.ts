@@ -242,6 +242,8 @@ describe('bad input', () => {
     expect([corrupt.status, corrupt.json.field, corrupt.json.message]).toEqual([400, 'body', expect.stringMatching(/not valid gzip data/)]);
     const truncated = await rawIngest(gzipSync(batch).subarray(0, 20), 'gzip');
     expect([truncated.status, truncated.json.field]).toEqual([400, 'body']);
+    const brotli = await rawIngest(Buffer.from('this is not brotli either'), 'br');
+    expect([brotli.status, brotli.json.field, brotli.json.message]).toEqual([400, 'body', expect.stringMatching(/not valid br data/)]);
 
     // 64 MB of zeros compress to ~64 KB; the 1 MB limit applies to the inflated bytes.
     const bomb = await rawIngest(gzipSync(Buffer.alloc(64 * 1024 * 1024, 0x20)), 'gzip');

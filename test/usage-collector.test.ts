@@ -2,11 +2,12 @@ import Metronome from '@metronome/sdk';
 import pg from 'pg';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { Client, Connection } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createCollectorActivities } from '../activities/collector-activities.js';
 import { newId } from '../db/ids.js';
-import { DATABASE_IDENTITY_SQL, runCollectorQuery, SOURCE_LIMITS, withSource } from '../db/usage-collector.js';
+import { ownDatabaseIdentity, runCollectorQuery, SOURCE_LIMITS, withSource } from '../db/usage-collector.js';
 import { createTestDatabase, eventually, http, startApp, testStack, uniqueName, type RunningApp } from './stack.js';
 
 /**
@@ -139,6 +140,19 @@ describe('usage collector', () => {
     await orm.em.fork().execute('delete from usage_collector where id in (?, ?)', [plain, closing]);
   });
 
+  test('a row PostgreSQL cannot store (NUL inside a json column) fails the run for good instead of on every retry', async () => {
+    const env = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+    const acts = createCollectorActivities({ orm, mailer: undefined as never, invoiceGracePeriodMs: 0 });
+    const id = newId();
+    await orm.em.fork().execute(
+      `insert into usage_collector (id, name, source_url, query, event_type, interval_seconds, collected_until, created_at) values (?, 'json nul', ?, ?, 'api_usage', 3600, ?, now())`,
+      [id, readerUrl, `select 'tenant-a' as customer_id, $1::timestamptz as timestamp, '{"note": "a\\u0000b"}'::json as meta`, new Date(thisHour - hourMs)]);
+    const failure = await env.run(acts.collectUsage, { collectorId: id }).then(() => undefined, (err: unknown) => err as ApplicationFailure);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect([failure!.nonRetryable, failure!.message]).toEqual([true, expect.stringMatching(/row 0: column meta\.note must not contain the NUL character/)]);
+    await orm.em.fork().execute('delete from usage_collector where id = ?', [id]);
+  });
+
   test('refuses superuser sources and Accrue itself; connection failures all read alike', async () => {
     const base = { name: 'refused', query, event_type: 'api_usage', interval_seconds: 3600 };
     const post = (url: string) => http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: { ...base, source_database_url: url } });
@@ -170,7 +184,7 @@ describe('usage collector', () => {
   });
 
   test('each window is capped in rows and time, with settings a connection string cannot lift', async () => {
-    const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+    const own = await ownDatabaseIdentity(orm.em.fork());
     const start = new Date(thisHour - hourMs);
     const end = new Date(thisHour);
     const run = (sql: string, maxRows: number, url = readerUrl, limits = SOURCE_LIMITS) => withSource(url, own, (c) => runCollectorQuery(c, sql, start, end, maxRows), limits);

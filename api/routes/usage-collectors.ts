@@ -4,7 +4,7 @@ import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { UsageCollector } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
-import { checkCollectorQuery, DATABASE_IDENTITY_SQL, SourceConnectError } from '../../db/usage-collector.js';
+import { checkCollectorQuery, ownDatabaseIdentity, SourceConnectError } from '../../db/usage-collector.js';
 import { usageCollectorWorkflow } from '../../workflows/usage-collector.js';
 import { usageCollectorScheduleId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
@@ -57,7 +57,7 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
     const step = interval * 1000;
     const startingAt = timestamp(body, 'starting_at', '', { optional: true });
     if (startingAt && Date.parse(startingAt) % step !== 0) throw new ValidationError('starting_at', `must fall on a window boundary (a multiple of interval_seconds since 1970-01-01T00:00Z), got ${startingAt}`);
-    const own = (await orm.em.fork().execute<{ id: string }[]>(DATABASE_IDENTITY_SQL))[0]!.id;
+    const own = await ownDatabaseIdentity(orm.em.fork());
     await checkCollectorQuery(sourceUrl, own, query).catch((err: unknown) => {
       if (err instanceof SourceConnectError) console.warn(`[api] usage collector ${JSON.stringify(name)}: source unreachable: ${err.reason}`);
       throw err;
