@@ -263,7 +263,7 @@ describe('bad input', () => {
     expect(within.status).toBe(200);
   });
 
-  test('events search: not for ingest tokens, and duplicates are listed up to a cap', async () => {
+  test('events search and customer reads: not for ingest tokens, and duplicates are listed up to a cap', async () => {
     const minted = await http(app, 'POST', '/v1/accrue/tokens', { token: admin, body: { name: 'product server', scope: 'ingest' } });
     const ingestToken = minted.json.data.token as string;
     const ev = { transaction_id: 'dup-capped', customer_id: 'c1', event_type: 'e', timestamp: new Date().toISOString() };
@@ -271,6 +271,9 @@ describe('bad input', () => {
       expect((await http(app, 'POST', '/v1/ingest', { token: ingestToken, body: [ev, ev] })).status).toBe(200);
     }
     await rejected('POST', '/v1/events/search', { body: { transactionIds: ['dup-capped'] }, token: ingestToken }, 403, undefined, /scope admin or read or finance/);
+    // Nor any other customer data: an ingest token lives in product servers.
+    const customer = await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Private Co' } });
+    await rejected('GET', `/v1/customers/${customer.json.data.id}`, { token: ingestToken }, 403, undefined, /scope admin or read or finance/);
     const found = await http(app, 'POST', '/v1/events/search', { token: admin, body: { transactionIds: ['dup-capped'] } });
     expect(found.status).toBe(200);
     expect((found.json as { is_duplicate: boolean }[]).map((e) => e.is_duplicate)).toEqual([false, ...Array(MAX_DUPLICATES_SHOWN).fill(true)]);

@@ -130,7 +130,7 @@ export function customersRouter(orm: MikroORM): Router {
     res.json(page(rows, q.limit, metricJson));
   });
 
-  r.get('/v1/customers/:customer_id', allow('read', 'finance', 'ingest'), async (req, res) => {
+  r.get('/v1/customers/:customer_id', allow('read', 'finance'), async (req, res) => {
     const em = orm.em.fork();
     const customer = await findCustomer(em, String(req.params.customer_id));
     res.json({ data: customerDetailJson(customer, await customerAliases(em, customer.id)) });
