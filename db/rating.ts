@@ -1,3 +1,4 @@
+import { IsolationLevel } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
 import { groupValuesSql, metricFilterSql, valueSql, type Sql } from './metric-sql.js';
@@ -10,7 +11,8 @@ import { pgTextArray } from './sql.js';
  * below pg_snapshot_xmin — the oldest transaction still running — so every event below the
  * cursor has committed and none can appear there later. Aggregates and the cursor change in the
  * same transaction: a pass that fails or is killed leaves nothing, a pass that committed is never
- * repeated. The cursor row is locked, so concurrent raters take turns.
+ * repeated. Every writer of aggregates (and metric creation) runs through `asRatingWriter`: they
+ * take turns, and each sees one snapshot taken after its turn began.
  */
 export interface RatePassResult {
   events: number;
@@ -127,11 +129,35 @@ async function activeMetrics(em: EntityManager): Promise<BillableMetric[]> {
   ) as Promise<BillableMetric[]>;
 }
 
+/**
+ * Runs `work` as the only writer of aggregates: one REPEATABLE READ transaction that first locks
+ * the rating cursor table, then reads. The lock makes raters, backfill chunks and metric creation
+ * take turns; LOCK TABLE takes no snapshot, so the transaction's one snapshot is taken after the
+ * lock is granted and sees everything the previous writer committed. One snapshot for the whole
+ * pass means every statement sees the same customers, aliases and metrics: an event is counted
+ * for every metric or parked as unmatched, never half. A serialization failure (another session
+ * changed a row this one updates, e.g. a metric archived mid-chunk) retries the whole transaction.
+ */
+export async function asRatingWriter<T>(em: EntityManager, work: (tx: EntityManager) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await em.fork().transactional(async (tx) => {
+        await tx.execute('lock table rating_cursor in exclusive mode');
+        return work(tx);
+      }, { isolationLevel: IsolationLevel.REPEATABLE_READ });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (attempt < 5 && (code === '40001' || code === '40P01')) continue;
+      throw err;
+    }
+  }
+}
+
 /** One rating pass over at most `maxEvents` new events (plus any unmatched events now matched). */
 export async function ratePass(em: EntityManager, maxEvents: number): Promise<RatePassResult> {
-  return em.transactional(async (tx) => {
+  return asRatingWriter(em, async (tx) => {
     const [cur] = await tx.execute<{ xid: string; xmin: string }[]>(
-      `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events' for update`,
+      `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events'`,
     );
     const lo = cur!.xid;
     let hi = cur!.xmin;
@@ -176,13 +202,14 @@ async function rematchPass(tx: EntityManager): Promise<number> {
 
 /**
  * One chunk of a new metric's backfill: events older than the metric (xid below its
- * rating_from_xid), in xid order from its backfill cursor. Returns whether the backfill is done.
+ * rating_from_xid, which the live rater had already passed), in xid order from its backfill
+ * cursor. Events parked in event_unmatched are left to the rematch, which counts them for this
+ * metric once the backfill cursor has passed them: counting them here too would count them twice
+ * when their customer appears before the rematch runs. Returns whether the backfill is done.
  */
 export async function backfillChunk(em: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
-  return em.transactional(async (tx) => {
-    // Aggregate writers take turns on the rating cursor row first (the rater does too), so a
-    // backfill chunk and a rating pass never interleave their upserts and deadlock.
-    await tx.execute(`select 1 from rating_cursor where id = 'events' for update`);
+  // A turn as aggregate writer (like the rater), so a chunk and a pass never interleave their upserts.
+  return asRatingWriter(em, async (tx) => {
     const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
       `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
               backfill_events_processed::text as processed, backfill_events_total::text as total
@@ -191,7 +218,12 @@ export async function backfillChunk(em: EntityManager, metricId: string, maxEven
     if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
     const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
     const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
-    if (metric) await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [m.cursor, hi] });
+    if (metric) {
+      await aggregateMetric(tx, metric, {
+        sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8 and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)',
+        params: [m.cursor, hi],
+      });
+    }
     const processed = Number(m.processed) + events;
     const done = hi === m.until;
     await tx.execute(
