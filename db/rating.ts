@@ -2,6 +2,7 @@ import { IsolationLevel } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
 import { groupValuesSql, metricFilterSql, valueSql, type Sql } from './metric-sql.js';
+import { isEventDataError, quarantinePoisonEvents } from './quarantine.js';
 import { pgTextArray } from './sql.js';
 
 /**
@@ -18,6 +19,8 @@ export interface RatePassResult {
   events: number;
   rematched: number;
   cursor: string;
+  /** Events moved to event_quarantine because aggregating them failed (db/quarantine.ts). */
+  quarantined: number;
 }
 
 const big = (x: string) => BigInt(x);
@@ -153,35 +156,73 @@ export async function asRatingWriter<T>(em: EntityManager, work: (tx: EntityMana
   }
 }
 
+/**
+ * Runs one aggregate writer's transaction; when it fails on the events themselves, quarantines
+ * the events that fail on their own (found in a transaction of their own over `candidates`) and
+ * runs it again. Each retry has moved at least one event out, so this ends.
+ */
+async function isolatingPoison<T>(em: EntityManager, run: (tx: EntityManager) => Promise<T>,
+  candidates: (tx: EntityManager) => Promise<{ metrics: BillableMetric[]; ids: string[] }>): Promise<{ result: T; quarantined: number }> {
+  let quarantined = 0;
+  for (;;) {
+    try {
+      return { result: await asRatingWriter(em, run), quarantined };
+    } catch (err) {
+      if (!isEventDataError(err)) throw err;
+      const moved = await asRatingWriter(em, async (tx) => {
+        const { metrics, ids } = await candidates(tx);
+        return quarantinePoisonEvents(tx, aggregateMetric, metrics, ids);
+      });
+      if (moved === 0) throw err;
+      quarantined += moved;
+    }
+  }
+}
+
+async function passStart(tx: EntityManager): Promise<{ lo: string; xmin: string }> {
+  const [cur] = await tx.execute<{ xid: string; xmin: string }[]>(
+    `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events'`,
+  );
+  return { lo: cur!.xid, xmin: cur!.xmin };
+}
+
 /** One rating pass over at most `maxEvents` new events (plus any unmatched events now matched). */
 export async function ratePass(em: EntityManager, maxEvents: number): Promise<RatePassResult> {
-  return asRatingWriter(em, async (tx) => {
-    const [cur] = await tx.execute<{ xid: string; xmin: string }[]>(
-      `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events'`,
-    );
-    const lo = cur!.xid;
-    let hi = cur!.xmin;
-    let events = 0;
-    if (big(lo) < big(hi)) {
-      ({ hi, events } = await xidWindow(tx, lo, hi, maxEvents));
-      if (events > 0) {
-        for (const metric of await activeMetrics(tx)) {
-          const from = maxXid(lo, metric.ratingFromXid);
-          if (big(from) >= big(hi)) continue;
-          await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [from, hi] });
-        }
-        await tx.execute(
-          `insert into event_unmatched (transaction_id, customer_key, xid)
-           select e.transaction_id, e.customer_id, e.xid from event e
-             left join customer_event_key k on k.key = e.customer_id
-            where e.xid >= ?::xid8 and e.xid < ?::xid8 and k.key is null
-           on conflict do nothing`, [lo, hi]);
-      }
-      await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);
-    }
-    const rematched = await rematchPass(tx);
-    return { events, rematched, cursor: big(lo) < big(hi) ? hi : lo };
+  const { result, quarantined } = await isolatingPoison(em, (tx) => ratePassOnce(tx, maxEvents), async (tx) => {
+    // What the pass would read: its slice of new events and the unmatched events it would rematch.
+    const { lo, xmin } = await passStart(tx);
+    const { hi } = big(lo) < big(xmin) ? await xidWindow(tx, lo, xmin, maxEvents) : { hi: lo };
+    const rows = await tx.execute<{ transaction_id: string }[]>(
+      `select transaction_id from event where xid >= ?::xid8 and xid < ?::xid8
+       union select u.transaction_id from event_unmatched u join customer_event_key k on k.key = u.customer_key`, [lo, hi]);
+    return { metrics: await activeMetrics(tx), ids: rows.map((r) => r.transaction_id) };
   });
+  return { ...result, quarantined };
+}
+
+async function ratePassOnce(tx: EntityManager, maxEvents: number): Promise<Omit<RatePassResult, 'quarantined'>> {
+  const { lo, xmin } = await passStart(tx);
+  let hi = xmin;
+  let events = 0;
+  if (big(lo) < big(hi)) {
+    ({ hi, events } = await xidWindow(tx, lo, hi, maxEvents));
+    if (events > 0) {
+      for (const metric of await activeMetrics(tx)) {
+        const from = maxXid(lo, metric.ratingFromXid);
+        if (big(from) >= big(hi)) continue;
+        await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [from, hi] });
+      }
+      await tx.execute(
+        `insert into event_unmatched (transaction_id, customer_key, xid)
+         select e.transaction_id, e.customer_id, e.xid from event e
+           left join customer_event_key k on k.key = e.customer_id
+          where e.xid >= ?::xid8 and e.xid < ?::xid8 and k.key is null
+         on conflict do nothing`, [lo, hi]);
+    }
+    await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);
+  }
+  const rematched = await rematchPass(tx);
+  return { events, rematched, cursor: big(lo) < big(hi) ? hi : lo };
 }
 
 /** Events that matched no customer when rated, whose id or alias now exists: rated now, once. */
@@ -209,28 +250,40 @@ async function rematchPass(tx: EntityManager): Promise<number> {
  */
 export async function backfillChunk(em: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
   // A turn as aggregate writer (like the rater), so a chunk and a pass never interleave their upserts.
-  return asRatingWriter(em, async (tx) => {
-    const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
-      `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
-              backfill_events_processed::text as processed, backfill_events_total::text as total
-         from billable_metric where id = ? for update`, [metricId]);
-    if (!m) throw new Error(`billable metric ${metricId} not found`);
-    if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
-    const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
-    const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
-    if (metric) {
-      await aggregateMetric(tx, metric, {
-        sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8 and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)',
-        params: [m.cursor, hi],
-      });
-    }
-    const processed = Number(m.processed) + events;
-    const done = hi === m.until;
-    await tx.execute(
-      `update billable_metric set backfill_cursor_xid = ?::xid8, backfill_events_processed = ?, backfill_status = ? where id = ?`,
-      [hi, processed, done ? 'DONE' : 'RUNNING', metricId]);
-    return { done, processed, total: Number(m.total) };
+  const { result } = await isolatingPoison(em, (tx) => backfillChunkOnce(tx, metricId, maxEvents), async (tx) => {
+    const m = await backfillState(tx, metricId);
+    const { hi } = await xidWindow(tx, m.cursor, m.until, maxEvents);
+    const rows = await tx.execute<{ transaction_id: string }[]>(`select e.transaction_id from event e where ${backfillSource.sql}`, [m.cursor, hi]);
+    return { metrics: (await activeMetrics(tx)).filter((x) => x.id === metricId), ids: rows.map((r) => r.transaction_id) };
   });
+  return result;
+}
+
+const backfillSource = {
+  sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8 and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)',
+};
+
+async function backfillState(tx: EntityManager, metricId: string) {
+  const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
+    `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
+            backfill_events_processed::text as processed, backfill_events_total::text as total
+       from billable_metric where id = ? for update`, [metricId]);
+  if (!m) throw new Error(`billable metric ${metricId} not found`);
+  return m;
+}
+
+async function backfillChunkOnce(tx: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
+  const m = await backfillState(tx, metricId);
+  if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
+  const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
+  const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
+  if (metric) await aggregateMetric(tx, metric, { sql: backfillSource.sql, params: [m.cursor, hi] });
+  const processed = Number(m.processed) + events;
+  const done = hi === m.until;
+  await tx.execute(
+    `update billable_metric set backfill_cursor_xid = ?::xid8, backfill_events_processed = ?, backfill_status = ? where id = ?`,
+    [hi, processed, done ? 'DONE' : 'RUNNING', metricId]);
+  return { done, processed, total: Number(m.total) };
 }
 
 /**

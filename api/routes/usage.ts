@@ -15,7 +15,12 @@ import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringArray, timestamp, ty
 const WINDOWS: readonly WindowSize[] = ['HOUR', 'DAY', 'NONE'];
 const MAX_WINDOWS = 2000;
 
-const num = (v: string | null): number | null => (v === null ? null : Number(v));
+/**
+ * A usage value exactly as PostgreSQL summed it, as a JSON number: JSON.rawJSON writes the
+ * decimal's own digits (a JS number would round past 2^53 and turn 1e400 into null).
+ */
+const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON;
+const num = (v: string | null): unknown => (v === null ? null : rawJSON(v));
 /** What "no events" reads as: 0 for counts and sums, null (no value) for MAX and LATEST. */
 const empty = (m: BillableMetric) => (m.aggregationType === 'MAX' || m.aggregationType === 'LATEST' ? null : '0');
 
@@ -90,7 +95,7 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
             value: num(byWindow.get(k) ?? empty(metric)),
           };
           if (groupBy) {
-            const groups: Record<string, number | null> = {};
+            const groups: Record<string, unknown> = {};
             for (const v of groupBy.values ?? []) groups[v] = null;
             for (const g of groupsByWindow.get(k) ?? []) groups[g.group![groupBy.key] ?? 'null'] = num(g.value);
             row.groups = groups;
@@ -155,7 +160,7 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
          from event e where e.transaction_id = any(?::text[])`, [pgTextArray(ids)]);
     const customers = new Map((await em.find(Customer, { id: { $in: rows.map((r) => r.matched).filter((x): x is string => !!x) } })).map((c) => [c.id, c]));
     const active = await metrics.get();
-    const data = rows.flatMap((row) => {
+    const data: Record<string, unknown>[] = rows.flatMap((row) => {
       const properties = JSON.parse(row.props) as Record<string, unknown>;
       const matchedCustomer = row.matched ? customers.get(row.matched) : undefined;
       const event = {
@@ -175,6 +180,18 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
       // Each later submission of the same transaction_id, accepted and not counted.
       return [event, ...Array.from({ length: Number(row.duplicates) }, () => ({ ...event, is_duplicate: true }))];
     });
+    // Accrue: events the rater could not aggregate, moved out of rating (counted nowhere), with why.
+    const quarantined = await em.execute<{ transaction_id: string; customer_id: string; event_type: string; ts: Date; props: string; reason: string; at: Date }[]>(
+      `select transaction_id, customer_id, event_type, ts, properties::text as props, reason, quarantined_at as at
+         from event_quarantine where transaction_id = any(?::text[])`, [pgTextArray(ids)]);
+    for (const q of quarantined) {
+      data.push({
+        id: q.transaction_id, transaction_id: q.transaction_id, customer_id: q.customer_id, event_type: q.event_type,
+        timestamp: new Date(q.ts).toISOString(), properties: JSON.parse(q.props) as Record<string, unknown>,
+        is_duplicate: false, matched_billable_metrics: [], rated: false,
+        quarantined: { reason: q.reason, quarantined_at: new Date(q.at).toISOString() },
+      });
+    }
     res.json(data);
   });
 
