@@ -94,6 +94,19 @@ describe('poison events', () => {
     for (const m of await orm.em.fork().find(BillableMetric, {})) await expectAggregatesMatchRecount(orm.em, m);
   });
 
+  test('a transaction_id reused with a different payload is reported, a plain retry is not', async () => {
+    const send = (props: Record<string, unknown>, ts = at) => http(app, 'POST', '/v1/ingest', {
+      token: app.adminToken, body: [{ transaction_id: 'reused', customer_id: 'nobody', event_type: 'llm', timestamp: ts, properties: props }],
+    });
+    expect((await send({ tokens: 3, region: 'eu' })).status).toBe(200);
+    expect((await send({ region: 'eu', tokens: 3 })).status).toBe(200); // a retry: same payload, keys in another order
+    expect((await send({ tokens: 4, region: 'eu' })).status).toBe(200); // a different payload under the same id
+    expect((await send({ tokens: 3, region: 'eu' }, new Date(Date.parse(at) - 1000).toISOString())).status).toBe(200); // a different time
+    const search = await http(app, 'POST', '/v1/events/search', { token: app.adminToken, body: { transactionIds: ['reused'] } });
+    expect(search.json.map((e: { is_duplicate: boolean; conflicting_duplicates: number; properties: unknown }) => [e.is_duplicate, e.conflicting_duplicates, e.properties]))
+      .toEqual([[false, 2, { tokens: 3, region: 'eu' }], [true, 2, { tokens: 3, region: 'eu' }], [true, 2, { tokens: 3, region: 'eu' }], [true, 2, { tokens: 3, region: 'eu' }]]);
+  });
+
   test('usage values come back exactly, however large', async () => {
     expect((await ingest([
       { id: 'big-c1', customer: 'pc', props: { tokens: '123456789012345678901234567890.5' } },

@@ -158,6 +158,11 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
                  and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)) as rated,
               (select count(*)::text from event_duplicate d where d.transaction_id = e.transaction_id) as duplicates
          from event e where e.transaction_id = any(?::text[])`, [pgTextArray(ids)]);
+    // Accrue: duplicates whose payload differs from the stored event's (a reused transaction_id, not a retry).
+    const conflicting = new Map((await em.execute<{ transaction_id: string; n: string }[]>(
+      `select d.transaction_id, count(*)::text as n from event_duplicate d join event e using (transaction_id)
+        where d.transaction_id = any(?::text[]) and d.payload_hash <> event_payload_hash(e.customer_id, e.event_type, e.ts, e.properties)
+        group by d.transaction_id`, [pgTextArray(ids)])).map((c) => [c.transaction_id, Number(c.n)]));
     const customers = new Map((await em.find(Customer, { id: { $in: rows.map((r) => r.matched).filter((x): x is string => !!x) } })).map((c) => [c.id, c]));
     const active = await metrics.get();
     const data: Record<string, unknown>[] = rows.flatMap((row) => {
@@ -176,6 +181,7 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
           ? active.filter((m) => matchesMetric(m, { eventType: row.event_type, properties })).map(metricJson)
           : [],
         rated: row.rated, // Accrue: whether the event is in the usage aggregates yet
+        conflicting_duplicates: conflicting.get(row.transaction_id) ?? 0, // Accrue: later submissions with a different payload
       };
       // Each later submission of the same transaction_id, accepted and not counted.
       return [event, ...Array.from({ length: Number(row.duplicates) }, () => ({ ...event, is_duplicate: true }))];
