@@ -7,9 +7,11 @@ import { pgTextArray } from './sql.js';
  * Poison events: no single event may stop the rater. When a rating statement fails on the data
  * itself (SQLSTATE class 22, data exception: a value numeric cannot hold; class 54, program limit:
  * a key too large for an index), the events of the failed pass are tried metric by metric under
- * savepoints, halving the set until the events that fail on their own are found. Those are moved
- * from `event` to `event_quarantine` with the error as the reason (counted nowhere, shown by
- * /v1/events/search and /health), and the pass runs again without them.
+ * savepoints, halving the set until the events that fail on their own are found, and recorded in
+ * `event_quarantine` with the error as the reason (shown by /v1/events/search and /health); the
+ * pass then runs again without them. New events (a rating pass, a rematch: counted nowhere yet)
+ * are moved out of `event`; an older event failing one metric's backfill stays where the other
+ * metrics counted it, and that metric's backfill skips it.
  */
 export function isEventDataError(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
@@ -49,7 +51,8 @@ async function failing(tx: EntityManager, aggregate: Aggregate, metric: Billable
  * Finds and quarantines the candidate events that fail `aggregate` on their own for one of
  * `metrics`; returns how many were moved (0: the failure is not one event's, nothing moved).
  */
-export async function quarantinePoisonEvents(tx: EntityManager, aggregate: Aggregate, metrics: BillableMetric[], candidates: string[]): Promise<number> {
+export async function quarantinePoisonEvents(tx: EntityManager, aggregate: Aggregate, metrics: BillableMetric[], candidates: string[],
+  opts: { backfillOf?: string } = {}): Promise<number> {
   const found = new Map<string, string>();
   if (!candidates.length) return 0;
   for (const metric of metrics) {
@@ -60,12 +63,20 @@ export async function quarantinePoisonEvents(tx: EntityManager, aggregate: Aggre
   if (!found.size) return 0;
   const rows = JSON.stringify([...found].map(([transaction_id, reason]) => ({ transaction_id, reason })));
   const bad = 'select * from jsonb_to_recordset(?::jsonb) as t(transaction_id text, reason text)';
+  if (opts.backfillOf) {
+    await tx.execute(
+      `with bad as (${bad})
+       insert into event_quarantine (transaction_id, metric_id, customer_id, event_type, ts, properties, xid, reason)
+       select e.transaction_id, ?::uuid, e.customer_id, e.event_type, e.ts, e.properties, e.xid, bad.reason from event e join bad using (transaction_id)
+       on conflict do nothing`, [rows, opts.backfillOf]);
+    return found.size;
+  }
   await tx.execute(`with bad as (${bad}) delete from event_unmatched u using bad where u.transaction_id = bad.transaction_id`, [rows]);
   await tx.execute(
     `with bad as (${bad}),
           moved as (delete from event e using bad where e.transaction_id = bad.transaction_id
                     returning e.transaction_id, e.customer_id, e.event_type, e.ts, e.properties, e.xid, bad.reason)
      insert into event_quarantine (transaction_id, customer_id, event_type, ts, properties, xid, reason)
-     select * from moved on conflict (transaction_id) do nothing`, [rows]);
+     select * from moved on conflict do nothing`, [rows]);
   return found.size;
 }

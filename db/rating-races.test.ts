@@ -138,6 +138,24 @@ describe('rating races', () => {
     expect(left!.n).toBe('0');
   });
 
+  test('an older event that fails a new metric\'s backfill is skipped by that metric alone, and the backfill completes', async () => {
+    const c = await customer('m16-old');
+    await ingest('m16-old', 2);
+    // Accepted before any metric read `gpus` (straight into `event` here): counted by the COUNT metrics.
+    await orm.em.fork().execute(`insert into event (transaction_id, customer_id, event_type, ts, properties) values ('m16-poison', 'm16-old', 'api', ?, '{"gpus": "1e1000000"}')`,
+      [new Date(base).toISOString()]);
+    await orm.em.fork().execute(`insert into event (transaction_id, customer_id, event_type, ts, properties) values ('m16-fine', 'm16-old', 'api', ?, '{"gpus": "3"}')`,
+      [new Date(base).toISOString()]);
+    await rateUntilIdle();
+    const gpus = await metric('m16-gpus', { aggregationType: 'SUM', aggregationKey: 'gpus' });
+    await backfill(gpus.id);
+    const [sum] = await orm.em.fork().execute<{ s: string }[]>('select sum(value_sum)::text as s from usage_hourly where metric_id = ? and customer_id = ?', [gpus.id, c]);
+    expect(sum!.s).toBe('3');
+    const q = await orm.em.fork().execute<{ transaction_id: string; metric_id: string; reason: string }[]>('select transaction_id, metric_id, reason from event_quarantine');
+    expect(q).toEqual([{ transaction_id: 'm16-poison', metric_id: gpus.id, reason: expect.stringContaining('out of range: 1e1000000') }]);
+    for (const m of await orm.em.fork().find(BillableMetric, {})) await expectAggregatesMatchRecount(orm.em, m as BillableMetric & NewMetric);
+  });
+
   test('an unmatched event whose customer appears during a backfill is counted once', async () => {
     await ingest('m13-ghost', 3);
     await rateUntilIdle(); // parked in event_unmatched

@@ -162,7 +162,7 @@ export async function asRatingWriter<T>(em: EntityManager, work: (tx: EntityMana
  * runs it again. Each retry has moved at least one event out, so this ends.
  */
 async function isolatingPoison<T>(em: EntityManager, run: (tx: EntityManager) => Promise<T>,
-  candidates: (tx: EntityManager) => Promise<{ metrics: BillableMetric[]; ids: string[] }>): Promise<{ result: T; quarantined: number }> {
+  candidates: (tx: EntityManager) => Promise<{ metrics: BillableMetric[]; ids: string[] }>, opts: { backfillOf?: string } = {}): Promise<{ result: T; quarantined: number }> {
   let quarantined = 0;
   for (;;) {
     try {
@@ -171,7 +171,7 @@ async function isolatingPoison<T>(em: EntityManager, run: (tx: EntityManager) =>
       if (!isEventDataError(err)) throw err;
       const moved = await asRatingWriter(em, async (tx) => {
         const { metrics, ids } = await candidates(tx);
-        return quarantinePoisonEvents(tx, aggregateMetric, metrics, ids);
+        return quarantinePoisonEvents(tx, aggregateMetric, metrics, ids, opts);
       });
       if (moved === 0) throw err;
       quarantined += moved;
@@ -253,15 +253,16 @@ export async function backfillChunk(em: EntityManager, metricId: string, maxEven
   const { result } = await isolatingPoison(em, (tx) => backfillChunkOnce(tx, metricId, maxEvents), async (tx) => {
     const m = await backfillState(tx, metricId);
     const { hi } = await xidWindow(tx, m.cursor, m.until, maxEvents);
-    const rows = await tx.execute<{ transaction_id: string }[]>(`select e.transaction_id from event e where ${backfillSource.sql}`, [m.cursor, hi]);
+    const rows = await tx.execute<{ transaction_id: string }[]>(`select e.transaction_id from event e where ${backfillSource}`, [m.cursor, hi, metricId]);
     return { metrics: (await activeMetrics(tx)).filter((x) => x.id === metricId), ids: rows.map((r) => r.transaction_id) };
-  });
+  }, { backfillOf: metricId });
   return result;
 }
 
-const backfillSource = {
-  sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8 and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)',
-};
+/** A backfill chunk's events (params: from xid, to xid, metric id): parked ones and ones quarantined for this metric are not its to count. */
+const backfillSource = `e.xid >= ?::xid8 and e.xid < ?::xid8
+  and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)
+  and not exists (select 1 from event_quarantine q where q.transaction_id = e.transaction_id and q.metric_id = ?::uuid)`;
 
 async function backfillState(tx: EntityManager, metricId: string) {
   const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
@@ -277,7 +278,7 @@ async function backfillChunkOnce(tx: EntityManager, metricId: string, maxEvents:
   if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
   const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
   const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
-  if (metric) await aggregateMetric(tx, metric, { sql: backfillSource.sql, params: [m.cursor, hi] });
+  if (metric) await aggregateMetric(tx, metric, { sql: backfillSource, params: [m.cursor, hi, metricId] });
   const processed = Number(m.processed) + events;
   const done = hi === m.until;
   await tx.execute(

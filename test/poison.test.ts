@@ -82,12 +82,12 @@ describe('poison events', () => {
 
     const search = await http(app, 'POST', '/v1/events/search', { token: app.adminToken, body: { transactionIds: ['poison-number', 'poison-unique', 'ok-a'] } });
     expect(search.status).toBe(200);
-    const byId = Object.fromEntries((search.json as { transaction_id: string; rated: boolean; quarantined?: { reason: string } }[]).map((e) => [e.transaction_id, e]));
+    const byId = Object.fromEntries((search.json as { transaction_id: string; rated: boolean; quarantined?: { reason: string; billable_metric_id: string | null }[] }[]).map((e) => [e.transaction_id, e]));
     expect(byId['ok-a']).toMatchObject({ rated: true });
     expect(byId['ok-a']!.quarantined).toBeUndefined();
     expect(byId['poison-number']).toMatchObject({ rated: false, customer_id: 'pa', properties: { tokens: '1e1000000' } });
-    expect(byId['poison-number']!.quarantined!.reason).toMatch(/billable metric tokens .*out of range: 1e1000000/);
-    expect(byId['poison-unique']!.quarantined!.reason).toMatch(/billable metric users .*index row/);
+    expect(byId['poison-number']!.quarantined![0]!.reason).toMatch(/billable metric tokens .*out of range: 1e1000000/);
+    expect(byId['poison-unique']!.quarantined![0]!.reason).toMatch(/billable metric users .*index row/);
 
     const health = await http(app, 'GET', '/health');
     expect(health.json).toMatchObject({ status: 'ok', quarantined_events: 2 });

@@ -186,16 +186,22 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
       // Each later submission of the same transaction_id, accepted and not counted.
       return [event, ...Array.from({ length: Number(row.duplicates) }, () => ({ ...event, is_duplicate: true }))];
     });
-    // Accrue: events the rater could not aggregate, moved out of rating (counted nowhere), with why.
-    const quarantined = await em.execute<{ transaction_id: string; customer_id: string; event_type: string; ts: Date; props: string; reason: string; at: Date }[]>(
-      `select transaction_id, customer_id, event_type, ts, properties::text as props, reason, quarantined_at as at
-         from event_quarantine where transaction_id = any(?::text[])`, [pgTextArray(ids)]);
+    // Accrue: events the rater could not aggregate (db/quarantine.ts), with why. One moved out of
+    // rating (no billable metric) is its own entry, counted nowhere; one that only a metric's
+    // backfill skipped is noted on the event, which the other metrics count.
+    const quarantined = await em.execute<{ transaction_id: string; metric_id: string | null; customer_id: string; event_type: string; ts: Date; props: string; reason: string; at: Date }[]>(
+      `select transaction_id, metric_id, customer_id, event_type, ts, properties::text as props, reason, quarantined_at as at
+         from event_quarantine where transaction_id = any(?::text[]) order by quarantined_at`, [pgTextArray(ids)]);
     for (const q of quarantined) {
+      const note = { billable_metric_id: q.metric_id, reason: q.reason, quarantined_at: new Date(q.at).toISOString() };
+      if (q.metric_id) {
+        for (const e of data) if (e.transaction_id === q.transaction_id) e.quarantined = [...((e.quarantined as unknown[] | undefined) ?? []), note];
+        continue;
+      }
       data.push({
         id: q.transaction_id, transaction_id: q.transaction_id, customer_id: q.customer_id, event_type: q.event_type,
         timestamp: new Date(q.ts).toISOString(), properties: JSON.parse(q.props) as Record<string, unknown>,
-        is_duplicate: false, matched_billable_metrics: [], rated: false,
-        quarantined: { reason: q.reason, quarantined_at: new Date(q.at).toISOString() },
+        is_duplicate: false, matched_billable_metrics: [], rated: false, quarantined: [note],
       });
     }
     res.json(data);
