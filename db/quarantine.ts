@@ -20,11 +20,18 @@ export function isEventDataError(err: unknown): boolean {
 
 type Aggregate = (tx: EntityManager, metric: BillableMetric, source: Sql) => Promise<void>;
 
-/** Runs `aggregate` for these events in a savepoint that is always rolled back: the error, or null. */
-async function tryAggregate(tx: EntityManager, aggregate: Aggregate, metric: BillableMetric, ids: string[]): Promise<string | null> {
+/**
+ * Runs `aggregate` for these events in a savepoint that is always rolled back: the error, or null.
+ * Outside a backfill, only events the metric rates live or its backfill has passed (what a pass
+ * or a rematch would aggregate for it), so an event is not moved out for a metric that would not
+ * have read it yet.
+ */
+async function tryAggregate(tx: EntityManager, aggregate: Aggregate, metric: BillableMetric, ids: string[], backfill: boolean): Promise<string | null> {
   await tx.execute('savepoint accrue_probe');
   try {
-    await aggregate(tx, metric, { sql: 'e.transaction_id = any(?::text[])', params: [pgTextArray(ids)] });
+    await aggregate(tx, metric, backfill
+      ? { sql: 'e.transaction_id = any(?::text[])', params: [pgTextArray(ids)] }
+      : { sql: 'e.transaction_id = any(?::text[]) and (e.xid >= ?::xid8 or e.xid < ?::xid8)', params: [pgTextArray(ids), metric.ratingFromXid, metric.backfillCursorXid] });
     return null;
   } catch (err) {
     if (!isEventDataError(err)) throw err;
@@ -35,15 +42,15 @@ async function tryAggregate(tx: EntityManager, aggregate: Aggregate, metric: Bil
 }
 
 /** The events among `ids` that fail on their own, with the error each one raised. */
-async function failing(tx: EntityManager, aggregate: Aggregate, metric: BillableMetric, ids: string[], error: string, found: Map<string, string>): Promise<void> {
+async function failing(tx: EntityManager, aggregate: Aggregate, metric: BillableMetric, ids: string[], error: string, found: Map<string, string>, backfill: boolean): Promise<void> {
   if (ids.length === 1) {
     found.set(ids[0]!, `billable metric ${metric.name} (${metric.id}): ${error}`);
     return;
   }
   const half = Math.ceil(ids.length / 2);
   for (const part of [ids.slice(0, half), ids.slice(half)]) {
-    const e = await tryAggregate(tx, aggregate, metric, part);
-    if (e !== null) await failing(tx, aggregate, metric, part, e, found);
+    const e = await tryAggregate(tx, aggregate, metric, part, backfill);
+    if (e !== null) await failing(tx, aggregate, metric, part, e, found, backfill);
   }
 }
 
@@ -57,8 +64,9 @@ export async function quarantinePoisonEvents(tx: EntityManager, aggregate: Aggre
   if (!candidates.length) return 0;
   for (const metric of metrics) {
     const left = candidates.filter((id) => !found.has(id));
-    const error = left.length ? await tryAggregate(tx, aggregate, metric, left) : null;
-    if (error !== null) await failing(tx, aggregate, metric, left, error, found);
+    const backfill = opts.backfillOf !== undefined;
+    const error = left.length ? await tryAggregate(tx, aggregate, metric, left, backfill) : null;
+    if (error !== null) await failing(tx, aggregate, metric, left, error, found, backfill);
   }
   if (!found.size) return 0;
   const rows = JSON.stringify([...found].map(([transaction_id, reason]) => ({ transaction_id, reason })));
