@@ -37,8 +37,9 @@ export function createRatingActivities({ orm }: ActivityDeps) {
       return { passes, events };
     },
 
-    async backfillMetric({ metricId }: { metricId: string }): Promise<{ done: boolean; processed: number; total: number }> {
-      return backfillChunk(orm.em.fork(), metricId, BACKFILL_CHUNK_EVENTS);
+    async backfillMetric({ metricId, maxEvents }: { metricId: string; maxEvents?: number }): Promise<{ done: boolean; processed: number; total: number }> {
+      const chunk = Number.isSafeInteger(maxEvents) && maxEvents! > 0 ? Math.min(maxEvents!, BACKFILL_CHUNK_EVENTS) : BACKFILL_CHUNK_EVENTS;
+      return backfillChunk(orm.em.fork(), metricId, chunk);
     },
   };
 }

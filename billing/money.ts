@@ -10,7 +10,13 @@ export type Dec = Decimal;
 
 export type DecimalInput = string | number | Decimal;
 
-const DECIMAL_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+/**
+ * A plain decimal within what Accrue stores and sums in PostgreSQL `numeric` with room to spare: at
+ * most 100 digits before and 100 after the point, an exponent of at most 3 digits. (numeric
+ * refuses exponents beyond ±1000 and overflows near 131,072 digits; a sum of 2^63 such values
+ * still fits.) db/metric-sql.ts NUMERIC_RE is the same rule in SQL.
+ */
+const DECIMAL_RE = /^[+-]?(\d{1,100}(\.\d{0,100})?|\.\d{1,100})([eE][+-]?\d{1,3})?$/;
 
 export function isDecimalString(value: string): boolean {
   return DECIMAL_RE.test(value.trim());

@@ -20,7 +20,9 @@ export async function insertEvents(db: EntityManager | pg.Pool, events: NewEvent
   if (events.length === 0) return 0;
   const rows = events.map((e) => ({ transaction_id: e.transactionId, customer_id: e.customerId, event_type: e.eventType, ts: e.timestamp, properties: e.properties }));
   // One statement: the new events are inserted, and every submission whose transaction_id was
-  // already stored (earlier, concurrently, or twice in this batch) is logged as a duplicate.
+  // already stored (earlier, concurrently, or twice in this batch) is logged as a duplicate with
+  // its payload's hash (only duplicates pay for hashing: /v1/events/search compares it with the
+  // stored event's, to report a transaction_id reused for a different payload).
   // Rows go in transaction_id order, so concurrent batches sharing ids wait for each other in
   // one order and never deadlock; within a batch the first occurrence wins.
   const sql =
@@ -35,8 +37,8 @@ export async function insertEvents(db: EntityManager | pg.Pool, events: NewEvent
      ), firsts as (
        select distinct on (i.transaction_id) i.n from input i join inserted s using (transaction_id) order by i.transaction_id, i.n
      ), dups as (
-       insert into event_duplicate (transaction_id)
-       select i.transaction_id from input i where i.n not in (select n from firsts)
+       insert into event_duplicate (transaction_id, payload_hash)
+       select i.transaction_id, event_payload_hash(i.customer_id, i.event_type, i.ts, i.properties) from input i where i.n not in (select n from firsts)
      )
      select count(*)::text as inserted from inserted`;
   const param = JSON.stringify(rows);

@@ -8,10 +8,14 @@ import { pgTextArray } from './sql.js';
  * - filters: event_type_filter in/not-in, and every property filter (exists, in_values,
  *   not_in_values) must pass; a property compared to values is compared as text.
  * - value: SUM, MAX and LATEST read aggregation_key as a decimal (a value that is not a number
- *   is rejected at ingest, and ignored here); UNIQUE reads it as text; COUNT needs none.
+ *   is rejected at ingest, and ignored here); a number out of Accrue's range (billing/money.ts
+ *   isDecimalString, also rejected at ingest) stops the statement, so the rater quarantines the
+ *   event instead of counting it with no value; UNIQUE reads it as text; COUNT needs none.
  * - group values: the union of the metric's group keys, as {key: text value or null}.
  */
-export const NUMERIC_RE = '^\\s*[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?\\s*$';
+export const NUMERIC_RE = '^\\s*[+-]?([0-9]{1,100}(\\.[0-9]{0,100})?|\\.[0-9]{1,100})([eE][+-]?[0-9]{1,3})?\\s*$';
+/** Anything number-shaped, however long: matched but not NUMERIC_RE means out of range. */
+const NUMBER_SHAPED_RE = '^\\s*[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?\\s*$';
 
 export interface Sql {
   sql: string;
@@ -67,6 +71,11 @@ export function valueSql(metric: BillableMetric): Sql {
     case 'UNIQUE':
       return { sql: '(e.properties ->> ?)', params: [metric.aggregationKey] };
     default:
-      return { sql: 'case when (e.properties ->> ?) ~ ? then (e.properties ->> ?)::numeric end', params: [metric.aggregationKey, NUMERIC_RE, metric.aggregationKey] };
+      // The second branch raises on purpose ("invalid input syntax for type numeric: out of range …").
+      return {
+        sql: `case when (e.properties ->> ?) ~ ? then (e.properties ->> ?)::numeric
+                   when (e.properties ->> ?) ~ ? then ('out of range: ' || left(e.properties ->> ?, 40))::numeric end`,
+        params: [metric.aggregationKey, NUMERIC_RE, metric.aggregationKey, metric.aggregationKey, NUMBER_SHAPED_RE, metric.aggregationKey],
+      };
   }
 }

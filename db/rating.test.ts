@@ -4,6 +4,8 @@ import { insertEvents, type NewEvent } from './events.js';
 import { newId } from './ids.js';
 import { insertMetric, type NewMetric } from './metrics.js';
 import { backfillChunk, ratePass, ratingBacklog } from './rating.js';
+import { NUMERIC_RE } from './metric-sql.js';
+import { isDecimalString } from '../billing/money.js';
 import { createTestDatabase } from '../test/stack.js';
 import { expectAggregatesMatchRecount } from '../test/recount.js';
 
@@ -85,6 +87,17 @@ describe('rating exactly once', () => {
       }
     }));
   }
+
+  test('PostgreSQL and TypeScript agree on what is a number, and numeric holds every one of them', async () => {
+    const cases = ['1', ' 2.5 ', '-.5', '+3.', '1e999', '-1E-999', '9'.repeat(100), `${'1'.repeat(100)}.${'2'.repeat(100)}e-999`,
+      '1e1000', '1e1000000', '1'.repeat(101), `.${'1'.repeat(101)}`, 'many', '1e', '0x10', 'NaN', 'Infinity', ''];
+    const em = orm.em.fork();
+    for (const v of cases) {
+      const [r] = await em.execute<{ sql: boolean }[]>('select ? ~ ? as sql', [v, NUMERIC_RE]);
+      expect([v, r!.sql]).toEqual([v, isDecimalString(v)]);
+      if (r!.sql) await em.execute('select (?::numeric * 9223372036854775807)::text', [v]); // a sum of 2^63 of them still fits
+    }
+  });
 
   test('aggregates equal the recount for every metric type, concurrently rated', async () => {
     const a = await customer(['alpha', 'alpha-2']);

@@ -1,6 +1,8 @@
+import { IsolationLevel } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
 import { groupValuesSql, metricFilterSql, valueSql, type Sql } from './metric-sql.js';
+import { isEventDataError, quarantinePoisonEvents } from './quarantine.js';
 import { pgTextArray } from './sql.js';
 
 /**
@@ -10,12 +12,15 @@ import { pgTextArray } from './sql.js';
  * below pg_snapshot_xmin — the oldest transaction still running — so every event below the
  * cursor has committed and none can appear there later. Aggregates and the cursor change in the
  * same transaction: a pass that fails or is killed leaves nothing, a pass that committed is never
- * repeated. The cursor row is locked, so concurrent raters take turns.
+ * repeated. Every writer of aggregates (and metric creation) runs through `asRatingWriter`: they
+ * take turns, and each sees one snapshot taken after its turn began.
  */
 export interface RatePassResult {
   events: number;
   rematched: number;
   cursor: string;
+  /** Events moved to event_quarantine because aggregating them failed (db/quarantine.ts). */
+  quarantined: number;
 }
 
 const big = (x: string) => BigInt(x);
@@ -127,35 +132,97 @@ async function activeMetrics(em: EntityManager): Promise<BillableMetric[]> {
   ) as Promise<BillableMetric[]>;
 }
 
+/**
+ * Runs `work` as the only writer of aggregates: one REPEATABLE READ transaction that first locks
+ * the rating cursor table, then reads. The lock makes raters, backfill chunks and metric creation
+ * take turns; LOCK TABLE takes no snapshot, so the transaction's one snapshot is taken after the
+ * lock is granted and sees everything the previous writer committed. One snapshot for the whole
+ * pass means every statement sees the same customers, aliases and metrics: an event is counted
+ * for every metric or parked as unmatched, never half. A serialization failure (another session
+ * changed a row this one updates, e.g. a metric archived mid-chunk) retries the whole transaction.
+ */
+export async function asRatingWriter<T>(em: EntityManager, work: (tx: EntityManager) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await em.fork().transactional(async (tx) => {
+        await tx.execute('lock table rating_cursor in exclusive mode');
+        return work(tx);
+      }, { isolationLevel: IsolationLevel.REPEATABLE_READ });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (attempt < 5 && (code === '40001' || code === '40P01')) continue;
+      throw err;
+    }
+  }
+}
+
+/**
+ * Runs one aggregate writer's transaction; when it fails on the events themselves, quarantines
+ * the events that fail on their own (found in a transaction of their own over `candidates`) and
+ * runs it again. Each retry has moved at least one event out, so this ends.
+ */
+async function isolatingPoison<T>(em: EntityManager, run: (tx: EntityManager) => Promise<T>,
+  candidates: (tx: EntityManager) => Promise<{ metrics: BillableMetric[]; ids: string[] }>, opts: { backfillOf?: string } = {}): Promise<{ result: T; quarantined: number }> {
+  let quarantined = 0;
+  for (;;) {
+    try {
+      return { result: await asRatingWriter(em, run), quarantined };
+    } catch (err) {
+      if (!isEventDataError(err)) throw err;
+      const moved = await asRatingWriter(em, async (tx) => {
+        const { metrics, ids } = await candidates(tx);
+        return quarantinePoisonEvents(tx, aggregateMetric, metrics, ids, opts);
+      });
+      if (moved === 0) throw err;
+      quarantined += moved;
+    }
+  }
+}
+
+async function passStart(tx: EntityManager): Promise<{ lo: string; xmin: string }> {
+  const [cur] = await tx.execute<{ xid: string; xmin: string }[]>(
+    `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events'`,
+  );
+  return { lo: cur!.xid, xmin: cur!.xmin };
+}
+
 /** One rating pass over at most `maxEvents` new events (plus any unmatched events now matched). */
 export async function ratePass(em: EntityManager, maxEvents: number): Promise<RatePassResult> {
-  return em.transactional(async (tx) => {
-    const [cur] = await tx.execute<{ xid: string; xmin: string }[]>(
-      `select xid::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin from rating_cursor where id = 'events' for update`,
-    );
-    const lo = cur!.xid;
-    let hi = cur!.xmin;
-    let events = 0;
-    if (big(lo) < big(hi)) {
-      ({ hi, events } = await xidWindow(tx, lo, hi, maxEvents));
-      if (events > 0) {
-        for (const metric of await activeMetrics(tx)) {
-          const from = maxXid(lo, metric.ratingFromXid);
-          if (big(from) >= big(hi)) continue;
-          await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [from, hi] });
-        }
-        await tx.execute(
-          `insert into event_unmatched (transaction_id, customer_key, xid)
-           select e.transaction_id, e.customer_id, e.xid from event e
-             left join customer_event_key k on k.key = e.customer_id
-            where e.xid >= ?::xid8 and e.xid < ?::xid8 and k.key is null
-           on conflict do nothing`, [lo, hi]);
-      }
-      await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);
-    }
-    const rematched = await rematchPass(tx);
-    return { events, rematched, cursor: big(lo) < big(hi) ? hi : lo };
+  const { result, quarantined } = await isolatingPoison(em, (tx) => ratePassOnce(tx, maxEvents), async (tx) => {
+    // What the pass would read: its slice of new events and the unmatched events it would rematch.
+    const { lo, xmin } = await passStart(tx);
+    const { hi } = big(lo) < big(xmin) ? await xidWindow(tx, lo, xmin, maxEvents) : { hi: lo };
+    const rows = await tx.execute<{ transaction_id: string }[]>(
+      `select transaction_id from event where xid >= ?::xid8 and xid < ?::xid8
+       union select u.transaction_id from event_unmatched u join customer_event_key k on k.key = u.customer_key`, [lo, hi]);
+    return { metrics: await activeMetrics(tx), ids: rows.map((r) => r.transaction_id) };
   });
+  return { ...result, quarantined };
+}
+
+async function ratePassOnce(tx: EntityManager, maxEvents: number): Promise<Omit<RatePassResult, 'quarantined'>> {
+  const { lo, xmin } = await passStart(tx);
+  let hi = xmin;
+  let events = 0;
+  if (big(lo) < big(hi)) {
+    ({ hi, events } = await xidWindow(tx, lo, hi, maxEvents));
+    if (events > 0) {
+      for (const metric of await activeMetrics(tx)) {
+        const from = maxXid(lo, metric.ratingFromXid);
+        if (big(from) >= big(hi)) continue;
+        await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [from, hi] });
+      }
+      await tx.execute(
+        `insert into event_unmatched (transaction_id, customer_key, xid)
+         select e.transaction_id, e.customer_id, e.xid from event e
+           left join customer_event_key k on k.key = e.customer_id
+          where e.xid >= ?::xid8 and e.xid < ?::xid8 and k.key is null
+         on conflict do nothing`, [lo, hi]);
+    }
+    await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);
+  }
+  const rematched = await rematchPass(tx);
+  return { events, rematched, cursor: big(lo) < big(hi) ? hi : lo };
 }
 
 /** Events that matched no customer when rated, whose id or alias now exists: rated now, once. */
@@ -176,29 +243,48 @@ async function rematchPass(tx: EntityManager): Promise<number> {
 
 /**
  * One chunk of a new metric's backfill: events older than the metric (xid below its
- * rating_from_xid), in xid order from its backfill cursor. Returns whether the backfill is done.
+ * rating_from_xid, which the live rater had already passed), in xid order from its backfill
+ * cursor. Events parked in event_unmatched are left to the rematch, which counts them for this
+ * metric once the backfill cursor has passed them: counting them here too would count them twice
+ * when their customer appears before the rematch runs. Returns whether the backfill is done.
  */
 export async function backfillChunk(em: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
-  return em.transactional(async (tx) => {
-    // Aggregate writers take turns on the rating cursor row first (the rater does too), so a
-    // backfill chunk and a rating pass never interleave their upserts and deadlock.
-    await tx.execute(`select 1 from rating_cursor where id = 'events' for update`);
-    const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
-      `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
-              backfill_events_processed::text as processed, backfill_events_total::text as total
-         from billable_metric where id = ? for update`, [metricId]);
-    if (!m) throw new Error(`billable metric ${metricId} not found`);
-    if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
-    const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
-    const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
-    if (metric) await aggregateMetric(tx, metric, { sql: 'e.xid >= ?::xid8 and e.xid < ?::xid8', params: [m.cursor, hi] });
-    const processed = Number(m.processed) + events;
-    const done = hi === m.until;
-    await tx.execute(
-      `update billable_metric set backfill_cursor_xid = ?::xid8, backfill_events_processed = ?, backfill_status = ? where id = ?`,
-      [hi, processed, done ? 'DONE' : 'RUNNING', metricId]);
-    return { done, processed, total: Number(m.total) };
-  });
+  // A turn as aggregate writer (like the rater), so a chunk and a pass never interleave their upserts.
+  const { result } = await isolatingPoison(em, (tx) => backfillChunkOnce(tx, metricId, maxEvents), async (tx) => {
+    const m = await backfillState(tx, metricId);
+    const { hi } = await xidWindow(tx, m.cursor, m.until, maxEvents);
+    const rows = await tx.execute<{ transaction_id: string }[]>(`select e.transaction_id from event e where ${backfillSource}`, [m.cursor, hi, metricId]);
+    return { metrics: (await activeMetrics(tx)).filter((x) => x.id === metricId), ids: rows.map((r) => r.transaction_id) };
+  }, { backfillOf: metricId });
+  return result;
+}
+
+/** A backfill chunk's events (params: from xid, to xid, metric id): parked ones and ones quarantined for this metric are not its to count. */
+const backfillSource = `e.xid >= ?::xid8 and e.xid < ?::xid8
+  and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)
+  and not exists (select 1 from event_quarantine q where q.transaction_id = e.transaction_id and q.metric_id = ?::uuid)`;
+
+async function backfillState(tx: EntityManager, metricId: string) {
+  const [m] = await tx.execute<{ status: string; cursor: string; until: string; processed: string; total: string }[]>(
+    `select backfill_status as status, backfill_cursor_xid::text as cursor, rating_from_xid::text as until,
+            backfill_events_processed::text as processed, backfill_events_total::text as total
+       from billable_metric where id = ? for update`, [metricId]);
+  if (!m) throw new Error(`billable metric ${metricId} not found`);
+  return m;
+}
+
+async function backfillChunkOnce(tx: EntityManager, metricId: string, maxEvents: number): Promise<{ done: boolean; processed: number; total: number }> {
+  const m = await backfillState(tx, metricId);
+  if (m.status === 'DONE') return { done: true, processed: Number(m.processed), total: Number(m.total) };
+  const { hi, events } = await xidWindow(tx, m.cursor, m.until, maxEvents);
+  const [metric] = (await activeMetrics(tx)).filter((x) => x.id === metricId);
+  if (metric) await aggregateMetric(tx, metric, { sql: backfillSource, params: [m.cursor, hi, metricId] });
+  const processed = Number(m.processed) + events;
+  const done = hi === m.until;
+  await tx.execute(
+    `update billable_metric set backfill_cursor_xid = ?::xid8, backfill_events_processed = ?, backfill_status = ? where id = ?`,
+    [hi, processed, done ? 'DONE' : 'RUNNING', metricId]);
+  return { done, processed, total: Number(m.total) };
 }
 
 /**

@@ -19,8 +19,11 @@ export async function recount(em: EntityManager, metric: MetricRule & { id: stri
   const keys = new Map((await em.execute<{ key: string; customer_id: string }[]>('select key, customer_id from customer_event_key')).map((k) => [k.key, k.customer_id]));
   const events = await em.execute<{ transaction_id: string; customer_id: string; event_type: string; ts: Date; props: string }[]>(
     'select transaction_id, customer_id, event_type, ts, properties::text as props from event');
+  // Events quarantined for this metric alone (its backfill could not aggregate them) are not its to count.
+  const skipped = new Set((await em.execute<{ transaction_id: string }[]>('select transaction_id from event_quarantine where metric_id = ?', [metric.id])).map((q) => q.transaction_id));
   const out = new Map<string, Row & { latestAt?: [number, string] }>();
   for (const e of events) {
+    if (skipped.has(e.transaction_id)) continue;
     const customer = keys.get(e.customer_id);
     const ev = { eventType: e.event_type, properties: exactJson(e.props) };
     if (!customer || !matchesMetric(metric, ev)) continue;

@@ -16,7 +16,12 @@ const WINDOWS: readonly WindowSize[] = ['HOUR', 'DAY', 'NONE'];
 const MAX_WINDOWS = 2000;
 export const MAX_DUPLICATES_SHOWN = 10;
 
-const num = (v: string | null): number | null => (v === null ? null : Number(v));
+/**
+ * A usage value exactly as PostgreSQL summed it, as a JSON number: JSON.rawJSON writes the
+ * decimal's own digits (a JS number would round past 2^53 and turn 1e400 into null).
+ */
+const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON;
+const num = (v: string | null): unknown => (v === null ? null : rawJSON(v));
 /** What "no events" reads as: 0 for counts and sums, null (no value) for MAX and LATEST. */
 const empty = (m: BillableMetric) => (m.aggregationType === 'MAX' || m.aggregationType === 'LATEST' ? null : '0');
 
@@ -91,7 +96,7 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
             value: num(byWindow.get(k) ?? empty(metric)),
           };
           if (groupBy) {
-            const groups: Record<string, number | null> = {};
+            const groups: Record<string, unknown> = {};
             for (const v of groupBy.values ?? []) groups[v] = null;
             for (const g of groupsByWindow.get(k) ?? []) groups[g.group![groupBy.key] ?? 'null'] = num(g.value);
             row.groups = groups;
@@ -154,9 +159,14 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
                  and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)) as rated,
               (select count(*)::text from event_duplicate d where d.transaction_id = e.transaction_id) as duplicates
          from event e where e.transaction_id = any(?::text[])`, [pgTextArray(ids)]);
+    // Accrue: duplicates whose payload differs from the stored event's (a reused transaction_id, not a retry).
+    const conflicting = new Map((await em.execute<{ transaction_id: string; n: string }[]>(
+      `select d.transaction_id, count(*)::text as n from event_duplicate d join event e using (transaction_id)
+        where d.transaction_id = any(?::text[]) and d.payload_hash <> event_payload_hash(e.customer_id, e.event_type, e.ts, e.properties)
+        group by d.transaction_id`, [pgTextArray(ids)])).map((c) => [c.transaction_id, Number(c.n)]));
     const customers = new Map((await em.find(Customer, { id: { $in: rows.map((r) => r.matched).filter((x): x is string => !!x) } })).map((c) => [c.id, c]));
     const active = await metrics.get();
-    const data = rows.flatMap((row) => {
+    const data: Record<string, unknown>[] = rows.flatMap((row) => {
       const properties = JSON.parse(row.props) as Record<string, unknown>;
       const matchedCustomer = row.matched ? customers.get(row.matched) : undefined;
       const event = {
@@ -172,11 +182,30 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
           ? active.filter((m) => matchesMetric(m, { eventType: row.event_type, properties })).map(metricJson)
           : [],
         rated: row.rated, // Accrue: whether the event is in the usage aggregates yet
+        conflicting_duplicates: conflicting.get(row.transaction_id) ?? 0, // Accrue: later submissions with a different payload
       };
       // Each later submission of the same transaction_id, accepted and not counted (at most
       // MAX_DUPLICATES_SHOWN per event: a client retrying one id forever must not grow the answer).
       return [event, ...Array.from({ length: Math.min(Number(row.duplicates), MAX_DUPLICATES_SHOWN) }, () => ({ ...event, is_duplicate: true }))];
     });
+    // Accrue: events the rater could not aggregate (db/quarantine.ts), with why. One moved out of
+    // rating (no billable metric) is its own entry, counted nowhere; one that only a metric's
+    // backfill skipped is noted on the event, which the other metrics count.
+    const quarantined = await em.execute<{ transaction_id: string; metric_id: string | null; customer_id: string; event_type: string; ts: Date; props: string; reason: string; at: Date }[]>(
+      `select transaction_id, metric_id, customer_id, event_type, ts, properties::text as props, reason, quarantined_at as at
+         from event_quarantine where transaction_id = any(?::text[]) order by quarantined_at`, [pgTextArray(ids)]);
+    for (const q of quarantined) {
+      const note = { billable_metric_id: q.metric_id, reason: q.reason, quarantined_at: new Date(q.at).toISOString() };
+      if (q.metric_id) {
+        for (const e of data) if (e.transaction_id === q.transaction_id) e.quarantined = [...((e.quarantined as unknown[] | undefined) ?? []), note];
+        continue;
+      }
+      data.push({
+        id: q.transaction_id, transaction_id: q.transaction_id, customer_id: q.customer_id, event_type: q.event_type,
+        timestamp: new Date(q.ts).toISOString(), properties: JSON.parse(q.props) as Record<string, unknown>,
+        is_duplicate: false, matched_billable_metrics: [], rated: false, quarantined: [note],
+      });
+    }
     res.json(data);
   });
 

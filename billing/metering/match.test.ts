@@ -45,6 +45,18 @@ describe('metric matching', () => {
     expect(aggregationProblem(unique, ev('x', { user: { nested: 1 } }))).toBeUndefined();
   });
 
+  test('numbers beyond what Accrue stores in numeric are refused as out of range', () => {
+    const sum: MetricRule = { aggregationType: 'SUM', aggregationKey: 'tokens' };
+    for (const ok of ['1e999', '-1E-999', '9'.repeat(100), `0.${'9'.repeat(100)}`, `${'1'.repeat(100)}.${'2'.repeat(100)}e-5`]) {
+      expect(aggregationProblem(sum, ev('x', { tokens: ok }))).toBeUndefined();
+      expect(aggregationValue(sum, ev('x', { tokens: ok }))).toBe(ok);
+    }
+    for (const bad of ['1e1000000', '1e1000', '1'.repeat(101), `.${'1'.repeat(101)}`]) {
+      expect(aggregationProblem(sum, ev('x', { tokens: bad }))).toMatch(/^is out of range for SUM metrics/);
+      expect(aggregationValue(sum, ev('x', { tokens: bad }))).toBeNull();
+    }
+  });
+
   test('group values cover the union of compound group keys', () => {
     const rule: MetricRule = { aggregationType: 'COUNT', groupKeys: [['region'], ['region', 'model']] };
     expect(groupValues(rule, ev('x', { region: 'eu', model: 'l', other: 1 }))).toEqual({ model: 'l', region: 'eu' });

@@ -50,6 +50,8 @@ export function aggregationValue(rule: MetricRule, event: MeteredEvent): string 
   return isDecimalString(text) ? text.trim() : null;
 }
 
+const NUMBER_SHAPED = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
 /**
  * Why an event cannot be accepted for this metric, if it matches it: a SUM, MAX or LATEST metric
  * needs its aggregation key to hold a number (a JSON number or a numeric string) when present.
@@ -58,6 +60,9 @@ export function aggregationProblem(rule: MetricRule, event: MeteredEvent): strin
   if (rule.aggregationType === 'COUNT' || rule.aggregationType === 'UNIQUE' || !rule.aggregationKey) return undefined;
   const text = propertyText(event.properties, rule.aggregationKey);
   if (text === null || isDecimalString(text)) return undefined;
+  if (NUMBER_SHAPED.test(text.trim())) {
+    return `is out of range for ${rule.aggregationType} metrics (at most 100 digits before and after the point, exponent at most 3 digits), got ${JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}…` : text)}`;
+  }
   return `must be a number for ${rule.aggregationType} metrics, got ${JSON.stringify(event.properties[rule.aggregationKey])}`;
 }
 

@@ -9,6 +9,8 @@ import { Migration20261121070000_invoice_void } from './Migration20261121070000_
 import { Migration20261121080000_grant_amendment } from './Migration20261121080000_grant_amendment.js';
 import { Migration20261121090000_rollover } from './Migration20261121090000_rollover.js';
 import { Migration20261121100000_usage_rated_at } from './Migration20261121100000_usage_rated_at.js';
+import { Migration20261202110000_event_quarantine } from './Migration20261202110000_event_quarantine.js';
+import { Migration20261202111000_duplicate_payload_hash } from './Migration20261202111000_duplicate_payload_hash.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -23,4 +25,6 @@ export const migrationsList = [
   { name: 'Migration20261121080000_grant_amendment', class: Migration20261121080000_grant_amendment },
   { name: 'Migration20261121090000_rollover', class: Migration20261121090000_rollover },
   { name: 'Migration20261121100000_usage_rated_at', class: Migration20261121100000_usage_rated_at },
+  { name: 'Migration20261202110000_event_quarantine', class: Migration20261202110000_event_quarantine },
+  { name: 'Migration20261202111000_duplicate_payload_hash', class: Migration20261202111000_duplicate_payload_hash },
 ];
