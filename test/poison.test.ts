@@ -64,6 +64,14 @@ describe('poison events', () => {
     expect((await orm.em.fork().execute<{ n: string }[]>(`select count(*)::text as n from event where transaction_id like 'bad-%'`))[0]!.n).toBe('0');
   });
 
+  test('ingest refuses a UNIQUE value too long to count, naming the field, instead of accepting it for quarantine', async () => {
+    const r = await ingest([{ id: 'long-user', customer: 'pa', props: { tokens: 1, user: 'u'.repeat(1025) } }]);
+    expect(r.status).toBe(400);
+    expect(r.text).toContain('[0].properties.user');
+    expect(r.text).toContain('longer than 1024 bytes');
+    expect((await ingest([{ id: 'long-ok', customer: 'pa', props: { tokens: 0, user: 'é'.repeat(512) } }])).status).toBe(200); // 1,024 bytes
+  });
+
   test('an event that fails rating is quarantined and every other customer keeps being rated', async () => {
     // Written straight into `event`, as ingest would never accept them: a value numeric cannot
     // hold, and a UNIQUE value too large for the index of distinct values.

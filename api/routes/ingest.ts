@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type pg from 'pg';
 import { ValidationError } from '../../billing/errors.js';
-import { aggregationProblem, matchesMetric } from '../../billing/metering/match.js';
+import { aggregationProblem, keySizeProblem, matchesMetric } from '../../billing/metering/match.js';
 import { insertEvents, type NewEvent } from '../../db/events.js';
 import { allow } from '../auth.js';
 import type { MetricsCache } from '../metrics-cache.js';
@@ -59,6 +59,8 @@ export function ingestRouter(pool: pg.Pool, metrics: MetricsCache, opts: IngestO
           if (!matchesMetric(m, { eventType, properties })) continue;
           const problem = aggregationProblem(m, { eventType, properties });
           if (problem) throw new ValidationError(`${path}.properties.${m.aggregationKey}`, `${problem} (billable metric ${m.name}, ${m.id})`);
+          const size = keySizeProblem(m, { eventType, properties });
+          if (size) throw new ValidationError(`${path}.properties.${size.property}`, `${size.message} (billable metric ${m.name}, ${m.id})`);
         }
         events.push({ transactionId, customerId, eventType, timestamp, properties });
       } catch (err) {

@@ -66,6 +66,32 @@ export function aggregationProblem(rule: MetricRule, event: MeteredEvent): strin
   return `must be a number for ${rule.aggregationType} metrics, got ${JSON.stringify(event.properties[rule.aggregationKey])}`;
 }
 
+/**
+ * Values that become part of an aggregate's key (UNIQUE values, group values) must fit a
+ * PostgreSQL index entry (~2.7 kB per row of usage_unique_hourly, which holds both): Accrue
+ * allows 1,024 bytes (UTF-8) for the UNIQUE value and 1,024 for all group values together.
+ * Larger ones are refused at ingest instead of being accepted and then quarantined by the rater.
+ */
+export const MAX_KEY_VALUE_BYTES = 1024;
+
+/** Why an event's UNIQUE value or group values cannot be aggregated for this metric, naming the property. */
+export function keySizeProblem(rule: MetricRule, event: MeteredEvent): { property: string; message: string } | undefined {
+  if (rule.aggregationType === 'UNIQUE' && rule.aggregationKey) {
+    const text = propertyText(event.properties, rule.aggregationKey);
+    if (text !== null && Buffer.byteLength(text, 'utf8') > MAX_KEY_VALUE_BYTES) {
+      return { property: rule.aggregationKey, message: `is longer than ${MAX_KEY_VALUE_BYTES} bytes, the most a UNIQUE metric counts` };
+    }
+  }
+  let total = 0;
+  for (const key of groupKeyUnion(rule)) {
+    const text = propertyText(event.properties, key);
+    if (text === null) continue;
+    total += Buffer.byteLength(text, 'utf8');
+    if (total > MAX_KEY_VALUE_BYTES) return { property: key, message: `makes the group values longer than ${MAX_KEY_VALUE_BYTES} bytes in all, the most a metric groups by` };
+  }
+  return undefined;
+}
+
 export function groupKeyUnion(rule: MetricRule): string[] {
   return [...new Set((rule.groupKeys ?? []).flat())].sort();
 }
