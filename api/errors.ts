@@ -1,8 +1,14 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { AccrueError, ValidationError } from '../billing/errors.js';
+import { AccrueError, UnavailableError, ValidationError } from '../billing/errors.js';
+import { isDatabaseUnavailable } from '../db/pool.js';
 
 /** The one place errors become HTTP responses: `{ message, code, field? }`, Metronome-style. */
 export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
+  // PostgreSQL restarting or unreachable: the client retries later (the SDK retries 503s).
+  if (!(err instanceof AccrueError) && isDatabaseUnavailable(err)) {
+    res.setHeader('retry-after', '1');
+    err = new UnavailableError('PostgreSQL is unavailable; retry later');
+  }
   if (err instanceof AccrueError) {
     const body: Record<string, unknown> = { message: err.message, code: err.code };
     if (err instanceof ValidationError) {

@@ -1,13 +1,13 @@
 import { Client, Connection } from '@temporalio/client';
-import pg from 'pg';
 import { openOrm } from '../db/orm.js';
+import { createPool } from '../db/pool.js';
 import { loadConfig } from '../stack/config.js';
 import { createApp } from './app.js';
 
 /** The API process: stateless, run as many replicas as needed behind a load balancer. */
 const config = loadConfig();
 const orm = await openOrm(config.databaseUrl);
-const ingestPool = new pg.Pool({ connectionString: config.databaseUrl, max: Number(process.env.ACCRUE_INGEST_POOL ?? 4) });
+const ingestPool = createPool(config.databaseUrl, { max: Number(process.env.ACCRUE_INGEST_POOL ?? 4), name: 'api' });
 // Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
 const connection = Connection.lazy({ address: config.temporalAddress });
 const temporal = new Client({ connection, namespace: config.temporalNamespace });

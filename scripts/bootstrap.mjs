@@ -137,9 +137,14 @@ function build(node, env) {
 
 function handOver(node, args, env) {
   const child = spawn(node, args, { stdio: 'inherit', cwd: ROOT, env });
-  // The terminal sends Ctrl-C to the whole process group; the child shuts its parts down and we
-  // wait for it, so a Ctrl-C never leaves servers running behind us.
+  // Signals are passed on and we wait for the child, which shuts its parts down: a Ctrl-C (the
+  // terminal signals the whole group) or a process manager's SIGTERM (to `npm start`'s pid only;
+  // npm passes it on to us, package.json `exec`s so no shell sits in between) never leaves
+  // servers running behind us. A parent that dies without passing anything on (SIGKILL) makes us
+  // an orphan: stop the child too.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+  const parent = process.ppid;
+  setInterval(() => { if (process.ppid !== parent) child.kill('SIGTERM'); }, 1000).unref();
   child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 }
 
@@ -161,7 +166,8 @@ switch (command) {
     break;
   case 'start': {
     const temporal = process.env.TEMPORAL_ADDRESS ? {} : ensureTemporal(false);
-    build(node, env);
+    // ACCRUE_SKIP_BUILD=1: run dist/ as it is (the supervisor's test, right after `npm test` built it).
+    if (process.env.ACCRUE_SKIP_BUILD !== '1') build(node, env);
     handOver(node, [join(ROOT, 'dist', 'stack', 'start.js'), ...rest], { ...env, ACCRUE_TEMPORAL_BIN: temporal.cli ?? '' });
     break;
   }

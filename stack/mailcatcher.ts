@@ -3,6 +3,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
+import { assertPortFree } from './net.js';
 
 /**
  * A local mail catcher: a real SMTP server that keeps every message, plus a small web page (and
@@ -31,6 +32,8 @@ export interface RunningMailCatcher {
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 export async function startMailCatcher(opts: { smtpPort: number; webPort: number; dir?: string }): Promise<RunningMailCatcher> {
+  await assertPortFree(opts.smtpPort, 'the mail catcher (SMTP)', 'ACCRUE_SMTP_PORT');
+  await assertPortFree(opts.webPort, 'the mail catcher (web)', 'ACCRUE_MAIL_UI_PORT');
   const mail: CaughtMail[] = [];
   let nextId = 1;
 

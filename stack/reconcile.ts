@@ -1,6 +1,9 @@
 import { dec } from '../billing/money.js';
 import { openOrm } from '../db/orm.js';
 import { reconcile } from '../db/reconcile.js';
+import { join } from 'node:path';
+import { ROOT } from './config.js';
+import { embeddedAppUrl } from './postgres.js';
 
 /**
  * `npm run reconcile [-- --customer <id>] [-- --json]`: re-derives every invoice line from raw
@@ -9,7 +12,8 @@ import { reconcile } from '../db/reconcile.js';
  */
 const args = process.argv.slice(2);
 const customerId = args.includes('--customer') ? args[args.indexOf('--customer') + 1] : undefined;
-const url = process.env.DATABASE_URL ?? `postgresql://accrue@127.0.0.1:${process.env.ACCRUE_PG_PORT ?? 54329}/accrue`;
+// Default: the embedded stack's database, as Accrue's app role (read-only work; passwords in .data/).
+const url = process.env.DATABASE_URL ?? embeddedAppUrl(join(process.env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'), 'postgres'), Number(process.env.ACCRUE_PG_PORT ?? 54329));
 const orm = await openOrm(url, { poolMax: 2 });
 try {
   const report = await reconcile(orm.em.fork(), { customerId });

@@ -15,11 +15,18 @@ export interface ServerProcessOptions {
   stopSignal: NodeJS.Signals;
 }
 
+export interface ServerProcess {
+  pid: number | undefined;
+  /** Settles when the process exits, with how it ended ("exit code 1", "SIGKILL"). */
+  exited: Promise<string>;
+  stop(): Promise<void>;
+}
+
 /**
  * Starts a server as a child process and waits until it answers. If it exits or never becomes
  * ready, start-up fails with the tail of its output; `stop()` shuts it down (SIGKILL after 20 s).
  */
-export async function startServerProcess(opts: ServerProcessOptions): Promise<{ stop(): Promise<void> }> {
+export async function startServerProcess(opts: ServerProcessOptions): Promise<ServerProcess> {
   const child = spawn(opts.command, opts.args, { ...opts.spawn, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const collect = (b: Buffer) => {
@@ -30,14 +37,17 @@ export async function startServerProcess(opts: ServerProcessOptions): Promise<{ 
   child.stderr?.on('data', collect);
   let spawnError: Error | undefined;
   child.on('error', (err) => { spawnError = err; });
+  const exited = new Promise<string>((resolveExit) => {
+    child.once('exit', (code, signal) => resolveExit(signal ?? `exit code ${code}`));
+  });
 
   await waitFor(`${opts.name} to accept connections`, async () => {
     if (spawnError) throw spawnError;
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${opts.name} exited during start-up:\n${output}`);
     await opts.ready();
-  }, opts.readyTimeoutMs, 100).catch((err) => {
+  }, opts.readyTimeoutMs, 100).catch(async (err) => {
     child.kill('SIGKILL');
     throw err;
   });
-  return { stop: () => stopChild(child, opts.stopSignal, 20_000) };
+  return { pid: child.pid, exited, stop: () => stopChild(child, opts.stopSignal, 20_000) };
 }

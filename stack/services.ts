@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { ROOT } from './config.js';
 
 /** Starts an Accrue process (api or worker) from the build, prefixing its output lines. */
-export function spawnService(name: 'api' | 'worker', env: NodeJS.ProcessEnv, opts: { quiet?: boolean } = {}): ChildProcess {
+export function spawnService(name: 'api' | 'worker', env: NodeJS.ProcessEnv, opts: { quiet?: boolean; detached?: boolean } = {}): ChildProcess {
   const entry = join(ROOT, 'dist', name === 'api' ? 'api/main.js' : 'workers/main.js');
-  const child = spawn(process.execPath, ['--enable-source-maps', entry], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--enable-source-maps', entry], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached });
   const prefix = (stream: NodeJS.WritableStream) => (b: Buffer) => {
     if (opts.quiet) return;
     for (const line of b.toString().split('\n')) if (line.trim()) stream.write(`[${name}] ${line.replace(/^\[(api|worker)\] /, '')}\n`);

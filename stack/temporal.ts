@@ -1,5 +1,6 @@
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTES } from './config.js';
+import { assertPortFree } from './net.js';
 import { startServerProcess } from './server-process.js';
 
 /**
@@ -9,6 +10,9 @@ import { startServerProcess } from './server-process.js';
 export interface RunningTemporal {
   address: string;
   uiUrl?: string;
+  pid: number | undefined;
+  /** Settles when the server process exits on its own or is stopped. */
+  exited: Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -18,11 +22,15 @@ export interface TemporalOptions {
   uiPort?: number;
   dbFile?: string;
   namespace?: string;
+  /** Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops it in order. */
+  detached?: boolean;
   log?: (line: string) => void;
 }
 
 export async function startTemporal(opts: TemporalOptions): Promise<RunningTemporal> {
   const namespace = opts.namespace ?? 'default';
+  await assertPortFree(opts.port, 'Temporal', 'ACCRUE_TEMPORAL_PORT');
+  if (opts.uiPort) await assertPortFree(opts.uiPort, 'the Temporal Web UI', 'ACCRUE_TEMPORAL_UI_PORT');
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--namespace', namespace, '--log-level', 'warn'];
   if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
   else args.push('--headless');
@@ -34,6 +42,7 @@ export async function startTemporal(opts: TemporalOptions): Promise<RunningTempo
     name: 'Temporal',
     command: opts.bin,
     args,
+    spawn: { detached: opts.detached },
     log: opts.log,
     ready: async () => {
       const connection = await Connection.connect({ address, connectTimeout: 2000 });
@@ -50,6 +59,8 @@ export async function startTemporal(opts: TemporalOptions): Promise<RunningTempo
   return {
     address,
     uiUrl: opts.uiPort ? `http://127.0.0.1:${opts.uiPort}` : undefined,
+    pid: server.pid,
+    exited: server.exited,
     stop: server.stop,
   };
 }

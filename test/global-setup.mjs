@@ -18,7 +18,7 @@ export default async function globalSetup() {
   chmodSync(work, 0o755); // under root, PostgreSQL runs as an unprivileged user that must reach its folder
   const [pgPort, temporalPort, smtpPort, mailWebPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
   const [postgres, temporal, mail] = await Promise.all([
-    startPostgres({ dataDir: join(work, 'postgres'), port: pgPort, database: 'postgres', unsafeFast: true }),
+    startPostgres({ dataDir: join(work, 'postgres'), port: pgPort, database: 'postgres', unsafeFast: true, trust: true }),
     startTemporal({ bin: temporalBin, port: temporalPort }),
     startMailCatcher({ smtpPort, webPort: mailWebPort }),
   ]);
