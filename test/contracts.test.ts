@@ -132,7 +132,7 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
       return f;
     });
     expect(frozen.map((i) => [i.id, lines(i), i.total])).toEqual([[drafts[0]!.id, expected0, 18780], [drafts[1]!.id, expected1, 6840]]);
-    const approved = await http(h.app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: h.app.adminToken, body: {} });
+    const approved = await http(h.app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: h.app.adminToken, body: { total: 18780 } });
     expect(approved.json.data).toMatchObject({ status: "FINALIZED", total: 18780 });
 
     // The ledger: each commit and credit, with one entry per invoice that drew from it.
@@ -166,7 +166,7 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     const newInv = await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
     expect([newInv.data.status, newInv.data.regenerated_from_invoice_id, newInv.data.total, lines(newInv.data)]).toEqual(['DRAFT', drafts[0]!.id, 18780, expected0]);
     const approvedAgain = await eventually('the regenerated invoice awaiting approval', async () => {
-      const r = await http(h.app, 'POST', `/v1/invoices/${regenerated.data!.id}/approve`, { token: h.app.adminToken, body: {} });
+      const r = await http(h.app, 'POST', `/v1/invoices/${regenerated.data!.id}/approve`, { token: h.app.adminToken, body: { total: 18780 } });
       if (r.status !== 200) throw new Error(`${r.status} ${r.text}`);
       return r.json.data;
     });

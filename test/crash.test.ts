@@ -46,20 +46,20 @@ describe('crash: the worker is SIGKILLed while invoices close', () => {
     // 1. Killed while the close workflows wait for approval; approval sent while no worker runs.
     app.worker.kill('SIGKILL');
     await stopChild(app.worker);
-    const pendingApproval = http(app, 'POST', `/v1/invoices/${frozen[0]!.id}/approve`, { token: app.adminToken, body: {} });
+    const pendingApproval = http(app, 'POST', `/v1/invoices/${frozen[0]!.id}/approve`, { token: app.adminToken, body: { total: frozen[0]!.total } });
     await new Promise((r) => setTimeout(r, 1500));
     await app.startWorker();
     expect((await pendingApproval).status).toBe(200);
 
     // 2. Killed right after approval returns, while emailing is in flight.
-    const approved = await http(app, 'POST', `/v1/invoices/${frozen[1]!.id}/approve`, { token: app.adminToken, body: {} });
+    const approved = await http(app, 'POST', `/v1/invoices/${frozen[1]!.id}/approve`, { token: app.adminToken, body: { total: frozen[1]!.total } });
     expect(approved.status).toBe(200);
     app.worker.kill('SIGKILL');
     await stopChild(app.worker);
     await app.startWorker();
 
     // 3. Killed right as approval is sent: the update is delivered to the restarted worker.
-    const third = http(app, 'POST', `/v1/invoices/${frozen[2]!.id}/approve`, { token: app.adminToken, body: {} });
+    const third = http(app, 'POST', `/v1/invoices/${frozen[2]!.id}/approve`, { token: app.adminToken, body: { total: frozen[2]!.total } });
     await new Promise((r) => setTimeout(r, 50));
     app.worker.kill('SIGKILL');
     await stopChild(app.worker);

@@ -16,7 +16,7 @@ import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, vie
 import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
+import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 
@@ -182,13 +182,18 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
   });
 
   // Finance approval: a Temporal Update on the invoice's close workflow, answered once finalized.
+  // `total` (required) is the total finance approves, as the invoice shows it: 409 when the
+  // invoice's total is no longer that (re-frozen after a rejection), so nobody finalizes a total
+  // they have not seen.
   r.post('/v1/invoices/:invoice_id/approve', allow('finance'), async (req, res) => {
-    const body = objectAt(req.body ?? {}, '', ['approved_by']);
+    const body = objectAt(req.body ?? {}, '', ['approved_by', 'total']);
     const approvedBy = str(body, 'approved_by', '', { optional: true, max: 256 });
+    if (body.total === undefined) throw new ValidationError('total', 'is required: the invoice total you approve, as the invoice shows it');
+    const total = decimal(body, 'total')!;
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
     if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${inv.id} is already ${inv.status}`);
     await temporal.workflow.getHandle(invoiceWorkflowId(inv.id))
-      .executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy }] })
+      .executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] })
       .catch(decisionError);
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
