@@ -4,6 +4,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { dec } from '../billing/money.js';
+import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import { contractWorkflowId, LifecycleStateKey } from './search-attributes.js';
 
 /**
@@ -47,7 +48,8 @@ export const invoiceSettledSignal = defineSignal('invoiceSettled');
 // and retried elsewhere. Each call is one PostgreSQL transaction or one SMTP send.
 const retry = { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 };
 const acts = proxyActivities<Activities>({ startToCloseTimeout: '10 seconds', retry });
-const mail = proxyActivities<Activities>({ startToCloseTimeout: '20 seconds', retry });
+// The email activity outlives nodemailer's own limits, so no retry overlaps a send in flight (I4).
+const mail = proxyActivities<Activities>({ startToCloseTimeout: EMAIL_ACTIVITY_TIMEOUT_MS, retry });
 
 type Decision = { seq: number } & ({ approve: true; by?: string; total?: string } | { approve: false; reason: string; by?: string });
 

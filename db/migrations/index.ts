@@ -10,6 +10,7 @@ import { Migration20261121080000_grant_amendment } from './Migration202611210800
 import { Migration20261121090000_rollover } from './Migration20261121090000_rollover.js';
 import { Migration20261121100000_usage_rated_at } from './Migration20261121100000_usage_rated_at.js';
 
+import { Migration20261202130000_invoice_email } from './Migration20261202130000_invoice_email.js';
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
   { name: 'Migration20261121000000_foundation', class: Migration20261121000000_foundation },
@@ -23,4 +24,5 @@ export const migrationsList = [
   { name: 'Migration20261121080000_grant_amendment', class: Migration20261121080000_grant_amendment },
   { name: 'Migration20261121090000_rollover', class: Migration20261121090000_rollover },
   { name: 'Migration20261121100000_usage_rated_at', class: Migration20261121100000_usage_rated_at },
+  { name: 'Migration20261202130000_invoice_email', class: Migration20261202130000_invoice_email },
 ];
