@@ -18,7 +18,8 @@ import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey, invoiceW
  *
  * No period is ever skipped: a close that failed, was terminated or timed out is started again
  * (ALLOW_DUPLICATE_FAILED_ONLY; a running or completed close is left alone). The workflow notices
- * a failed close of its own run at once (the child's result), and sweeps every earlier period
+ * a failed close of its own run at once (the child's result; restarted after 10 s, doubling up to
+ * an hour while closes keep failing), and sweeps every earlier period
  * from PostgreSQL (`unclosedPeriods`) at each period close, after a failure, at the start of each
  * run and once a day while one is open. After the last period it waits until every
  * period's invoice is finalized and emailed (or voided), and only then rolls the commits and
@@ -50,8 +51,8 @@ const acts = proxyActivities<Activities>({
 });
 
 const PERIODS_PER_RUN = 24;
-/** A failed close is started again after this pause (a close failing at once cannot spin). */
-const RESTART_AFTER_FAILURE = '1 minute';
+/** A failed close is started again after a pause that doubles while closes keep failing (no spin). */
+const RESTART_BACKOFF_MS = { first: 10_000, max: 3_600_000 };
 /**
  * While an earlier period is open, PostgreSQL is swept this often: a close started by an earlier
  * run is not watched, and a terminated child is not always reported to its parent (Temporal's
@@ -65,6 +66,11 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   let changed = false;
   let settled = false;
   let closeFailed = false;
+  let failuresInARow = 0;
+  const pauseAfterFailure = async () => {
+    await sleep(Math.min(RESTART_BACKOFF_MS.first * 2 ** failuresInARow, RESTART_BACKOFF_MS.max));
+    failuresInARow++;
+  };
   setHandler(contractStateQuery, () => state);
   setHandler(contractChangedSignal, () => { changed = true; });
   setHandler(invoiceSettledSignal, () => { settled = true; });
@@ -103,6 +109,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     settled = false;
     const open = await acts.unclosedPeriods({ contractId: input.contractId, beforeIndex: state.nextPeriodIndex });
     state.unclosedPeriods = open.map((p) => p.start);
+    if (!open.length) failuresInARow = 0;
     for (const p of open) await startClose(p, true);
     return open.length;
   };
@@ -132,7 +139,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
             changed = false;
             plan = await acts.loadContractPlan({ contractId: input.contractId });
           } else {
-            if (woke) await sleep(RESTART_AFTER_FAILURE);
+            if (woke) await pauseAfterFailure();
             await sweep();
           }
           closedThisRun--;
@@ -150,7 +157,8 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     state.nextCloseAt = null;
     if (await sweep() === 0) break;
     const woke = await condition(() => changed || settled || closeFailed, SWEEP_MS);
-    if (woke && closeFailed) await sleep(RESTART_AFTER_FAILURE);
+    if (woke && closeFailed) await pauseAfterFailure();
+    else if (woke) failuresInARow = 0;
     if (changed) {
       changed = false;
       plan = await acts.loadContractPlan({ contractId: input.contractId });
