@@ -1,6 +1,6 @@
-import type { Schedule } from '../billing/periods.js';
+import { periodAt, type Period, type Schedule } from '../billing/periods.js';
 import { NotFoundError } from '../billing/errors.js';
-import { Contract } from '../db/entities.js';
+import { Contract, Customer, Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { contractSchedule } from '../db/invoices.js';
 import { rollOverToSuccessor } from '../db/rollover.js';
@@ -32,6 +32,35 @@ export function createContractActivities({ orm, invoiceGracePeriodMs }: Activity
      */
     async rollOverAtContractEnd({ contractId }: { contractId: string }): Promise<{ rolled: number }> {
       return classified(() => rollOverToSuccessor(orm.em.fork(), contractId));
+    },
+
+    /**
+     * Read-only: the contract's periods before `beforeIndex` whose invoice is not closed yet —
+     * not frozen, awaiting approval, or finalized but not emailed to a customer who has a billing
+     * email. A voided invoice is closed.
+     */
+    async unclosedPeriods({ contractId, beforeIndex }: { contractId: string; beforeIndex: number }): Promise<Period[]> {
+      return classified(async () => {
+        const em = orm.em.fork();
+        const contract = await em.findOne(Contract, { id: contractId });
+        if (!contract) throw new NotFoundError('contract', contractId);
+        const schedule = contractSchedule(contract);
+        const periods: Period[] = [];
+        for (let i = 0; i < beforeIndex; i++) {
+          const p = periodAt(schedule, i);
+          if (p) periods.push(p);
+        }
+        if (!periods.length) return [];
+        const invoices = new Map((await em.find(Invoice, { id: { $in: periods.map((p) => invoiceIdFor(contractId, p.start)) } })).map((i) => [i.id, i]));
+        const customer = await em.findOne(Customer, { id: contract.customerId });
+        return periods.filter((p) => {
+          const inv = invoices.get(invoiceIdFor(contractId, p.start));
+          if (!inv) return true;
+          if (inv.status === 'VOID') return false;
+          if (inv.status !== 'FINALIZED') return true;
+          return !inv.emailedAt && !!customer?.billingEmail;
+        });
+      });
     },
 
     /** Pure: the period's invoice id, the same one its live draft shows. */

@@ -4,6 +4,7 @@ import type { MikroORM } from '@mikro-orm/postgresql';
 import { Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
+import { EMAIL_ACTIVITY_TIMEOUT_MS, SMTP_SEND_LIMIT_MS } from '../integrations/email/limits.js';
 import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase, eventually, mailTo, testStack, uniqueName } from '../test/stack.js';
 import { createActivities } from './index.js';
@@ -63,5 +64,50 @@ describe('invoice activities', () => {
     const input = { invoiceId: invoiceIdFor(s.contractId, '2026-03-01T00:00:00.000Z'), contractId: s.contractId, periodStart: '2026-03-01T00:00:00.000Z', periodEnd: '2026-04-01T00:00:00.000Z', recompute: false };
     await run(acts.freezeInvoice, input);
     await expect(run(acts.emailInvoice, { invoiceId: input.invoiceId })).rejects.toThrow(/only finalized invoices are emailed/);
+  });
+
+  /** A period frozen and finalized, ready to email. */
+  async function finalized(month: string, billingEmail: string): Promise<string> {
+    const start = `2026-${month}-01T00:00:00.000Z`;
+    const s = await seedContract(orm.em.fork(), { startingAt: start, price: '1', billingEmail });
+    const input = { invoiceId: invoiceIdFor(s.contractId, start), contractId: s.contractId, periodStart: start, periodEnd: new Date(Date.UTC(2026, Number(month), 1)).toISOString(), recompute: false };
+    await run(acts.freezeInvoice, input);
+    await run(acts.finalizeInvoice, { invoiceId: input.invoiceId, approvedBy: 'cfo' });
+    return input.invoiceId;
+  }
+
+  test('a retry that overlaps a send still in flight sends nothing (I4)', async () => {
+    expect(EMAIL_ACTIVITY_TIMEOUT_MS).toBeGreaterThan(SMTP_SEND_LIMIT_MS); // no retry before nodemailer gives up
+    const billingEmail = `${uniqueName('overlap')}@seeded.test`;
+    const invoiceId = await finalized('05', billingEmail);
+    // The first attempt's send is held at the SMTP call (a slow server); the real SMTP send follows.
+    let entered!: () => void;
+    const inFlight = new Promise<void>((r) => { entered = r; });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const slow: Mailer = { send: async (m) => { entered(); await gate; return mailer.send(m); }, close: () => undefined };
+    const slowActs = createActivities({ orm, mailer: slow, invoiceGracePeriodMs: 0 });
+    const first = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') }).run(slowActs.emailInvoice, { invoiceId });
+    await inFlight;
+    // Temporal's retry of the same activity (its timeout passed) while the first send is in flight.
+    await expect(run(acts.emailInvoice, { invoiceId })).rejects.toThrow(/in flight/);
+    release();
+    expect(await first).toEqual({ sent: true });
+    expect(await run(acts.emailInvoice, { invoiceId })).toEqual({ sent: false, reason: 'already emailed' });
+    expect(await mailTo(billingEmail)).toHaveLength(1);
+    const [row] = await orm.em.fork().execute('select status, attempts from invoice_email where invoice_id = ?', [invoiceId]);
+    expect(row).toEqual({ status: 'SENT', attempts: 1 });
+  });
+
+  test('a send recorded as SENDING for longer than the activity timeout is sent again: the at-least-once boundary', async () => {
+    const billingEmail = `${uniqueName('stale')}@seeded.test`;
+    const invoiceId = await finalized('06', billingEmail);
+    // A worker was SIGKILLed mid-send long enough ago that its attempt has timed out.
+    await orm.em.fork().execute(`insert into invoice_email (invoice_id, message_id, status, started_at) values (?, ?, 'SENDING', now() - make_interval(secs => ?))`, [invoiceId, `<invoice-${invoiceId}@accrue.local>`, EMAIL_ACTIVITY_TIMEOUT_MS / 1000 + 1]);
+    expect(await run(acts.emailInvoice, { invoiceId })).toEqual({ sent: true });
+    const mail = await mailTo(billingEmail);
+    expect(mail.map((m) => m.messageId)).toEqual([`<invoice-${invoiceId}@accrue.local>`]); // the same Message-ID a duplicate would carry
+    const [row] = await orm.em.fork().execute('select status, attempts from invoice_email where invoice_id = ?', [invoiceId]);
+    expect(row).toEqual({ status: 'SENT', attempts: 2 });
   });
 });

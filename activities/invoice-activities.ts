@@ -1,5 +1,6 @@
 import { log } from '@temporalio/activity';
-import { NotFoundError, ConflictError } from '../billing/errors.js';
+import { NotFoundError, ConflictError, UnavailableError } from '../billing/errors.js';
+import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import { Customer, Invoice } from '../db/entities.js';
 import { viewOfStored } from '../db/invoices.js';
 import { freezeInvoiceTx, type FreezeInput, type FrozenInvoice } from '../db/invoice-freeze.js';
@@ -46,9 +47,17 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
     },
 
     /**
-     * Emails a finalized invoice to the customer's billing contact. Checks the record first, sends
-     * with a Message-ID derived from the invoice id, then records the send: no transaction is held
-     * across the SMTP call (a crash between send and record resends the same Message-ID).
+     * Emails a finalized invoice to the customer's billing contact (invariant I4). The send is
+     * recorded before and after, in `invoice_email`, and no transaction is held across the SMTP
+     * call:
+     * - no row: claim it (SENDING), send, then record SENT (and `emailed_at` on the invoice);
+     * - SENT: done, nothing is sent again;
+     * - SENDING younger than the activity's timeout: a send may still be in flight (a retry that
+     *   overlaps it) — refuse, retryably, and send nothing;
+     * - SENDING older than that: the earlier send has ended (nodemailer's limits are shorter), but
+     *   whether the server accepted it is unknown (killed between the server's 250 and the
+     *   record): send again, with the same Message-ID. That is the at-least-once boundary: a crash
+     *   in that window is the one way a customer gets the same invoice twice.
      */
     async emailInvoice({ invoiceId }: { invoiceId: string }): Promise<{ sent: boolean; reason?: string }> {
       return classified(async () => {
@@ -63,8 +72,30 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
           return { sent: false, reason: 'customer has no billing_email' };
         }
         const mail = renderInvoiceEmail(viewOfStored(inv), { name: customer.name, billingEmail: customer.billingEmail });
+
+        // Before: claim the send (one statement, so two attempts cannot both claim it).
+        const [claim] = await em.execute<{ status: string; attempts: number; claimed: boolean }[]>(`
+          insert into invoice_email as e (invoice_id, message_id, status, attempts, started_at) values (?, ?, 'SENDING', 1, now())
+          on conflict (invoice_id) do update set attempts = e.attempts + 1, started_at = now()
+            where e.status = 'SENDING' and e.started_at < now() - make_interval(secs => ?)
+          returning status, attempts, true as claimed`, [invoiceId, mail.messageId, EMAIL_ACTIVITY_TIMEOUT_MS / 1000]);
+        if (!claim) {
+          const [row] = await em.execute<{ status: string; started_at: Date }[]>('select status, started_at from invoice_email where invoice_id = ?', [invoiceId]);
+          if (row?.status === 'SENT') {
+            await em.nativeUpdate(Invoice, { id: invoiceId, emailedAt: null }, { emailedAt: new Date(), emailMessageId: mail.messageId });
+            return { sent: false, reason: 'already emailed' };
+          }
+          throw new UnavailableError(`invoice ${invoiceId}'s email may still be in flight (started ${String(row?.started_at)}); it is sent again only once that attempt has timed out`);
+        }
+        if (claim.attempts > 1) log.warn('resending an invoice email whose earlier send was not recorded (at-least-once)', { invoiceId, attempts: claim.attempts });
+
         await mailer.send(mail);
-        await em.nativeUpdate(Invoice, { id: invoiceId, emailedAt: null }, { emailedAt: new Date(), emailMessageId: mail.messageId });
+
+        // After: the server accepted it.
+        await em.transactional(async (tx) => {
+          await tx.execute(`update invoice_email set status = 'SENT', sent_at = now() where invoice_id = ?`, [invoiceId]);
+          await tx.nativeUpdate(Invoice, { id: invoiceId, emailedAt: null }, { emailedAt: new Date(), emailMessageId: mail.messageId });
+        });
         return { sent: true };
       });
     },

@@ -1,7 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../billing/errors.js';
 import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem } from '../billing/contract-terms.js';
-import { dec, roundAmount, USD_CENTS } from '../billing/money.js';
+import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '../billing/money.js';
 import { addMonthsClamped } from '../billing/periods.js';
 import { BalanceGrant, Product } from '../db/entities.js';
 import { newId } from '../db/ids.js';
@@ -75,13 +75,11 @@ export function scheduleItemsInput(s: Obj, path: string): StoredScheduleItem[] {
     }
     const base = itemAmounts(r, p, new Date(start).toISOString());
     const total = dec(base.amount);
+    // The parts always sum to the total (billing/money.ts): DIVIDED spreads the remainder cents.
+    const parts = distribution === 'DIVIDED' ? divideAmount(total, stamps.length)
+      : distribution === 'DIVIDED_ROUNDED' ? divideAmountRounded(total, stamps.length) : undefined;
     stamps.forEach((t, i) => {
-      let amount = total;
-      if (distribution === 'DIVIDED') amount = total.div(stamps.length);
-      if (distribution === 'DIVIDED_ROUNDED') {
-        const each = roundAmount(total.div(stamps.length));
-        amount = i === stamps.length - 1 ? total.minus(each.times(stamps.length - 1)) : each;
-      }
+      const amount = parts ? parts[i]! : total;
       const quantity = distribution === 'EACH' ? base.quantity : '1';
       const unit = distribution === 'EACH' ? base.unit_price : amount.toString();
       items.push({ id: newId(), timestamp: new Date(t).toISOString(), amount: amount.toString(), quantity, unit_price: unit });

@@ -1,5 +1,5 @@
 import { ValidationError } from '../billing/errors.js';
-import { dec } from '../billing/money.js';
+import { dec, jsonDecimal } from '../billing/money.js';
 import { RATE_TYPES, type RateType } from '../billing/pricing/index.js';
 import type { StoredRate } from '../billing/contract-terms.js';
 import { bool, decimal, objectAt, oneOf, stringRecord, type Obj } from './validate.js';
@@ -75,15 +75,15 @@ export function groupValuesInput(o: Obj, key: string, path = ''): Record<string,
   return stringRecord(o, key, path);
 }
 
-/** A rate as Metronome's `Rate` JSON (numbers are exact for the decimals Accrue accepts). */
+/** A rate as Metronome's `Rate` JSON: prices and sizes as exact decimals (billing/money.ts `jsonDecimal`). */
 export function rateJson(r: StoredRate, extra: { pricing_group_values?: Record<string, string>; credit_type?: { id: string; name: string } } = {}) {
   return {
     rate_type: r.rate_type,
-    ...(r.price !== undefined ? { price: Number(r.price) } : {}),
-    ...(r.tiers ? { tiers: r.tiers.map((t) => (t.size !== undefined ? { size: Number(t.size), price: Number(t.price) } : { price: Number(t.price) })) } : {}),
-    ...(r.quantity !== undefined ? { quantity: Number(r.quantity) } : {}),
+    ...(r.price !== undefined ? { price: jsonDecimal(r.price) } : {}),
+    ...(r.tiers ? { tiers: r.tiers.map((t) => (t.size !== undefined ? { size: jsonDecimal(t.size), price: jsonDecimal(t.price) } : { price: jsonDecimal(t.price) })) } : {}),
+    ...(r.quantity !== undefined ? { quantity: jsonDecimal(r.quantity) } : {}),
     ...(r.is_prorated !== undefined ? { is_prorated: r.is_prorated } : {}),
-    ...(r.package_size !== undefined ? { package_size: Number(r.package_size), package_rounding: r.package_rounding } : {}),
+    ...(r.package_size !== undefined ? { package_size: jsonDecimal(r.package_size), package_rounding: r.package_rounding } : {}),
     ...(extra.pricing_group_values && Object.keys(extra.pricing_group_values).length ? { pricing_group_values: extra.pricing_group_values } : {}),
     ...(extra.credit_type ? { credit_type: extra.credit_type } : {}),
   };

@@ -1,4 +1,4 @@
-import { dec, roundAmount, sum, toJsonNumber, USD_CENTS } from './money.js';
+import { dec, divideAmount, divideAmountRounded, formatUsdCents, jsonDecimal, roundAmount, sum, toJsonNumber, USD_CENTS } from './money.js';
 import { assembleInvoice } from './invoice.js';
 
 describe('money', () => {
@@ -23,6 +23,34 @@ describe('money', () => {
   test('JSON numbers only for exactly representable amounts', () => {
     expect(toJsonNumber(dec('2503'))).toBe(2503);
     expect(() => toJsonNumber(dec('9007199254740993'))).toThrow(/exactly/);
+  });
+});
+
+describe('one rounding point', () => {
+  test('DIVIDED parts sum to the total: the remainder goes out a cent at a time', () => {
+    const parts = (t: string, n: number) => divideAmount(dec(t), n).map(String);
+    expect(parts('1000', 3)).toEqual(['334', '333', '333']);
+    expect(parts('1001', 3)).toEqual(['334', '334', '333']);
+    expect(parts('-1000', 3)).toEqual(['-334', '-333', '-333']);
+    expect(parts('10.5', 4)).toEqual(['3', '3', '2', '2.5']);
+    for (const [t, n] of [['1000', 3], ['99999', 7], ['1', 12], ['10.5', 4]] as const) {
+      const p = divideAmount(dec(t), n);
+      expect(sum(p).toString()).toBe(dec(t).toString());
+      expect(sum(p.map((x) => roundAmount(x))).toString()).toBe(roundAmount(dec(t)).toString());
+    }
+    expect(divideAmountRounded(dec('1000'), 3).map(String)).toEqual(['333', '333', '334']);
+  });
+
+  test('the email formats whole cents without rounding of its own', () => {
+    expect(formatUsdCents('123456789012345678901')).toBe('$1,234,567,890,123,456,789.01');
+    expect(formatUsdCents('-5')).toBe('-$0.05');
+    expect(formatUsdCents('2503')).toBe('$25.03');
+    expect(() => formatUsdCents('0.5')).toThrow(/whole cents/);
+  });
+
+  test('decimals go out in JSON exactly as stored', () => {
+    expect(JSON.stringify({ a: jsonDecimal('0.12345678901234567891'), b: jsonDecimal('9007199254740993'), c: jsonDecimal(dec('1e-7')) }))
+      .toBe('{"a":0.12345678901234567891,"b":9007199254740993,"c":0.0000001}');
   });
 });
 

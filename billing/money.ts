@@ -60,6 +60,74 @@ export function sum(values: Iterable<Decimal>): Decimal {
 }
 
 /**
+ * Splits `total` into `parts` amounts that sum to it exactly (Metronome's DIVIDED): each part is
+ * the total divided and rounded down to the credit type's precision, and the remainder goes out
+ * one smallest unit (one cent) at a time to the first parts. 1000 in 3 is 334, 333, 333 — never
+ * three 333.33… that bill 999 once each is rounded. A total finer than the precision keeps its
+ * sub-cent rest on the last part.
+ */
+export function divideAmount(total: Decimal, parts: number, creditType: CreditType = USD_CENTS): Decimal[] {
+  if (!Number.isInteger(parts) || parts < 1) throw new RangeError(`cannot divide into ${parts} parts`);
+  const unit = new Dec(10).pow(-creditType.precision);
+  const each = total.div(parts).toDecimalPlaces(creditType.precision, Decimal.ROUND_DOWN);
+  let rest = total.minus(each.times(parts));
+  const out: Decimal[] = [];
+  for (let i = 0; i < parts; i++) {
+    let part = each;
+    if (rest.abs().gte(unit)) {
+      const step = rest.isNegative() ? unit.neg() : unit;
+      part = part.plus(step);
+      rest = rest.minus(step);
+    }
+    out.push(part);
+  }
+  out[parts - 1] = out[parts - 1]!.plus(rest);
+  return out;
+}
+
+/**
+ * Metronome's DIVIDED_ROUNDED: each part rounded (at the rounding point), the last part takes
+ * what is left so the parts sum to the total.
+ */
+export function divideAmountRounded(total: Decimal, parts: number, creditType: CreditType = USD_CENTS): Decimal[] {
+  if (!Number.isInteger(parts) || parts < 1) throw new RangeError(`cannot divide into ${parts} parts`);
+  const each = roundAmount(total.div(parts), creditType);
+  return Array.from({ length: parts }, (_, i) => (i === parts - 1 ? total.minus(each.times(parts - 1)) : each));
+}
+
+/**
+ * Whole cents as dollars for people (`$1,234.05`), with no rounding of its own: an amount that
+ * is not whole cents was not rounded at the rounding point and is refused, not silently rounded.
+ */
+export function formatUsdCents(cents: DecimalInput): string {
+  const d = dec(cents);
+  if (!d.isInteger()) throw new RangeError(`amount ${d.toString()} is not whole cents; round it with roundAmount first`);
+  const abs = d.abs();
+  const whole = abs.divToInt(100).toFixed();
+  const frac = abs.mod(100).toFixed().padStart(2, '0');
+  return `${d.isNegative() ? '-' : ''}$${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${frac}`;
+}
+
+/** A decimal as it goes out in JSON: an exact JSON number (see `jsonDecimal`), opaque in code. */
+export interface JsonDecimal { readonly rawJSON: string }
+
+const rawJSON = (JSON as unknown as { rawJSON(text: string): JsonDecimal }).rawJSON;
+
+/**
+ * Decimals to the edge: a stored decimal (amount, quantity, price) as an exact JSON number —
+ * the digits PostgreSQL holds, not the nearest double (`JSON.rawJSON`, serialized verbatim by
+ * `JSON.stringify`). No rounding here: amounts were rounded once, by `roundAmount`.
+ */
+export function jsonDecimal(value: DecimalInput): JsonDecimal {
+  return rawJSON(dec(value).toFixed());
+}
+
+/** `jsonDecimal` for an optional value. */
+export function jsonDecimalOpt(value: DecimalInput | null | undefined): JsonDecimal | undefined {
+  return value === undefined || value === null ? undefined : jsonDecimal(value);
+}
+
+/**
  * A rounded amount as a JSON number, for Metronome-shaped responses. Only called on values
  * already rounded by `roundAmount` (or on quantities), which JSON numbers carry exactly up to
  * 2^53; anything larger is refused rather than silently approximated.

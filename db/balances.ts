@@ -1,6 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { Decimal } from 'decimal.js';
-import { Dec, dec, toJsonNumber, USD_CENTS } from '../billing/money.js';
+import { Dec, dec, jsonDecimal, USD_CENTS } from '../billing/money.js';
 import { BalanceGrant, BalanceLedgerEntry, Contract, Invoice, Product } from './entities.js';
 import { customerDrafts, LEDGER_DEDUCTION_TYPES } from './invoices.js';
 
@@ -91,7 +91,7 @@ const CREDIT_TYPE = { id: USD_CENTS.id, name: USD_CENTS.name };
 export function ledgerJson(e: LedgerEntry) {
   return {
     type: e.type,
-    amount: toJsonNumber(e.amount),
+    amount: jsonDecimal(e.amount),
     timestamp: e.timestamp,
     ...(e.segmentId ? { segment_id: e.segmentId } : {}),
     ...(e.invoiceId ? { invoice_id: e.invoiceId } : {}),
@@ -111,12 +111,12 @@ export function grantJson(g: BalanceGrant, product: Product | undefined, extra: 
     priority: Number(g.priority),
     access_schedule: {
       credit_type: CREDIT_TYPE,
-      schedule_items: g.accessSchedule.schedule_items.map((s) => ({ id: s.id, amount: toJsonNumber(dec(s.amount)), starting_at: s.starting_at, ending_before: s.ending_before })),
+      schedule_items: g.accessSchedule.schedule_items.map((s) => ({ id: s.id, amount: jsonDecimal(s.amount), starting_at: s.starting_at, ending_before: s.ending_before })),
     },
     ...(g.invoiceSchedule ? {
       invoice_schedule: {
         credit_type: CREDIT_TYPE, do_not_invoice: !!g.invoiceSchedule.do_not_invoice,
-        schedule_items: g.invoiceSchedule.schedule_items.map((s) => ({ id: s.id, timestamp: s.timestamp, amount: Number(s.amount), quantity: Number(s.quantity), unit_price: Number(s.unit_price) })),
+        schedule_items: g.invoiceSchedule.schedule_items.map((s) => ({ id: s.id, timestamp: s.timestamp, amount: jsonDecimal(s.amount), quantity: jsonDecimal(s.quantity), unit_price: jsonDecimal(s.unit_price) })),
       },
     } : {}),
     ...(g.applicableProductIds ? { applicable_product_ids: g.applicableProductIds } : {}),
@@ -125,14 +125,14 @@ export function grantJson(g: BalanceGrant, product: Product | undefined, extra: 
     ...(g.specifiers ? { specifiers: g.specifiers } : {}),
     ...(g.contractId ? { contract: { id: g.contractId } } : {}),
     ...(g.invoiceContractId ? { invoice_contract: { id: g.invoiceContractId } } : {}),
-    ...(g.rolloverFraction !== null && g.rolloverFraction !== undefined ? { rollover_fraction: Number(g.rolloverFraction) } : {}),
+    ...(g.rolloverFraction !== null && g.rolloverFraction !== undefined ? { rollover_fraction: jsonDecimal(g.rolloverFraction) } : {}),
     ...(g.rateType ? { rate_type: g.rateType } : {}),
     custom_fields: g.customFields ?? {},
     ...(g.uniquenessKey ? { uniqueness_key: g.uniquenessKey } : {}),
     ...(g.rolledOverFrom ? { rolled_over_from: g.kind === 'CREDIT' ? { credit_id: g.rolledOverFrom.grant_id, contract_id: g.rolledOverFrom.contract_id } : { commit_id: g.rolledOverFrom.grant_id, contract_id: g.rolledOverFrom.contract_id } } : {}),
     ...(g.archivedAt ? { archived_at: g.archivedAt.toISOString() } : {}),
     created_at: g.createdAt.toISOString(),
-    ...(extra.balance !== undefined ? { balance: toJsonNumber(extra.balance) } : {}),
+    ...(extra.balance !== undefined ? { balance: jsonDecimal(extra.balance) } : {}),
     ...(extra.ledger ? { ledger: extra.ledger.map(ledgerJson) } : {}),
   };
   return base;

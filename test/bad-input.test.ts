@@ -121,7 +121,7 @@ describe('bad input', () => {
     await rejected('POST', '/v1/contracts/create', {
       body: { customer_id: '6b0c6e34-5c8d-4d5e-9a4f-000000000000', rate_card_id: '6b0c6e34-5c8d-4d5e-9a4f-000000000001', starting_at: monthStart(0) },
     }, 404, 'customer_id', /customer/);
-    await rejected('POST', '/v1/invoices/6b0c6e34-5c8d-4d5e-9a4f-000000000000/approve', { body: {} }, 404, 'invoice_id', /closed invoice/);
+    await rejected('POST', '/v1/invoices/6b0c6e34-5c8d-4d5e-9a4f-000000000000/approve', { body: { total: 1 } }, 404, 'invoice_id', /closed invoice/);
   });
 
   test('metrics, rates and contracts validate every field', async () => {

@@ -104,6 +104,22 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect([badStart.status, badStart.json.field]).toEqual([400, 'starting_at']);
     const renewal = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } });
 
+    // The rollover waits for the old contract's last invoice to be final: none while it is pending.
+    const pending = await eventually('the old contract\'s last invoice frozen', async () => {
+      const [inv] = (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id, contract_id: old.data.id })).data;
+      if ((inv as unknown as { approval_status?: string } | undefined)?.approval_status !== 'PENDING_APPROVAL') throw new Error('not frozen yet');
+      return inv!;
+    });
+    const oldWorkflow = h.temporal.workflow.getHandle(`contract/${old.data.id}`);
+    await eventually('the old contract\'s workflow waiting for its last invoice', async () => {
+      const st = await oldWorkflow.query(contractStateQuery);
+      if (st.unclosedPeriods.length !== 1) throw new Error(JSON.stringify(st));
+    });
+    const beforeApproval = await h.client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true });
+    expect(beforeApproval.data.some((b) => (b as { rolled_over_from?: unknown }).rolled_over_from)).toBe(false);
+    expect((await oldWorkflow.describe()).status.name).toBe('RUNNING');
+    expect((await http(h.app, 'POST', `/v1/invoices/${pending.id}/approve`, { token: h.app.adminToken, body: { total: pending.total } })).status).toBe(200);
+
     // Used 300 of 1000 by the end: half of the 700 left, 350, rolls over; the rest expires.
     const balances = await eventually('the rollover', async () => {
       const list = await h.client.v1.contracts.listBalances({ customer_id: customer.data.id, include_contract_balances: true, include_ledgers: true });

@@ -132,7 +132,7 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
       return f;
     });
     expect(frozen.map((i) => [i.id, lines(i), i.total])).toEqual([[drafts[0]!.id, expected0, 18780], [drafts[1]!.id, expected1, 6840]]);
-    const approved = await http(h.app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: h.app.adminToken, body: {} });
+    const approved = await http(h.app, 'POST', `/v1/invoices/${drafts[0]!.id}/approve`, { token: h.app.adminToken, body: { total: 18780 } });
     expect(approved.json.data).toMatchObject({ status: "FINALIZED", total: 18780 });
 
     // The ledger: each commit and credit, with one entry per invoice that drew from it.
@@ -166,7 +166,7 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     const newInv = await h.client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: regenerated.data!.id });
     expect([newInv.data.status, newInv.data.regenerated_from_invoice_id, newInv.data.total, lines(newInv.data)]).toEqual(['DRAFT', drafts[0]!.id, 18780, expected0]);
     const approvedAgain = await eventually('the regenerated invoice awaiting approval', async () => {
-      const r = await http(h.app, 'POST', `/v1/invoices/${regenerated.data!.id}/approve`, { token: h.app.adminToken, body: {} });
+      const r = await http(h.app, 'POST', `/v1/invoices/${regenerated.data!.id}/approve`, { token: h.app.adminToken, body: { total: 18780 } });
       if (r.status !== 200) throw new Error(`${r.status} ${r.text}`);
       return r.json.data;
     });
@@ -219,5 +219,30 @@ describe('contracts: rate card + contract terms + commits and credits, to the ce
     // Undo the tamper: the suite ends with every test database reconciling clean (test/global-teardown.mjs).
     await h.orm.em.fork().execute(`update invoice set line_items = jsonb_set(line_items, '{1,total}', '"1100"') where id = '${drafts[1]!.id}'`);
     expect((await reconcile(h.orm.em.fork(), { customerId: customer.data.id })).drifting).toBe(0);
+  });
+
+  test('a DIVIDED scheduled charge splits to the cent, and decimals go out exact', async () => {
+    const customer = await h.client.v1.customers.create({ name: 'Divided Co' });
+    const fixed = await h.client.v1.contracts.products.create({ name: 'Platform fee', type: 'FIXED' });
+    const metric = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const usage = await h.client.v1.contracts.products.create({ name: 'Calls', type: 'USAGE', billable_metric_id: metric.data.id });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'fine prices' });
+    const price = '0.12345678901234567891'; // more digits than a double carries
+    const added = await http(h.app, 'POST', '/v1/contract-pricing/rate-cards/addRate', { token: h.app.adminToken, body: { rate_card_id: card.data.id, product_id: usage.data.id, entitled: true, rate_type: 'FLAT', price, starting_at: monthStart(0) } });
+    expect(added.status).toBe(200);
+    const p1 = monthStart(1);
+    const contract = await h.client.v1.contracts.create({
+      customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1,
+      scheduled_charges: [{ name: 'Fee', product_id: fixed.data.id, schedule: { recurring_schedule: { amount_distribution: 'DIVIDED', frequency: 'MONTHLY', starting_at: p1, ending_before: monthStart(4), amount: 1000 } } }],
+    } as Metronome.V1.ContractCreateParams);
+    const got = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: customer.data.id, contract_id: contract.data.id } });
+    const items = (got.json.data.current.scheduled_charges[0].schedule.schedule_items as { amount: number; unit_price: number }[]);
+    // 1000 in three: the remainder cent goes to the first part; the parts bill exactly 1000.
+    expect(items.map((i) => i.amount)).toEqual([334, 333, 333]);
+    expect(items.map((i) => i.unit_price)).toEqual([334, 333, 333]);
+    // Decimals to the edge: the price goes out with every digit it was stored with.
+    const rates = await http(h.app, 'POST', '/v1/contract-pricing/rate-cards/getRates', { token: h.app.adminToken, body: { rate_card_id: card.data.id, at: p1 } });
+    expect(rates.status).toBe(200);
+    expect(rates.text).toContain(`"price":${price}`);
   });
 });

@@ -104,8 +104,12 @@ describe('end to end: one contract billed through every layer', () => {
     expect((current as unknown as { approval_status: string }).approval_status).toBe('OPEN');
 
     // Approving an open period is refused; approving a closed one finalizes it.
-    expect((await http(app, 'POST', `/v1/invoices/${current.id}/approve`, { token: app.adminToken, body: {} })).status).toBe(404);
-    const approved = await http(app, 'POST', `/v1/invoices/${inv0.id}/approve`, { token: app.adminToken, body: { approved_by: 'finance@vendor.test' } });
+    expect((await http(app, 'POST', `/v1/invoices/${current.id}/approve`, { token: app.adminToken, body: { total: 20 } })).status).toBe(404);
+    // The approval names the total it approves: required, and refused when it is not the invoice's.
+    const noTotal = await http(app, 'POST', `/v1/invoices/${inv0.id}/approve`, { token: app.adminToken, body: {} });
+    expect([noTotal.status, noTotal.json.field]).toEqual([400, 'total']);
+    expect((await http(app, 'POST', `/v1/invoices/${inv0.id}/approve`, { token: app.adminToken, body: { total: 2502 } })).status).toBe(409);
+    const approved = await http(app, 'POST', `/v1/invoices/${inv0.id}/approve`, { token: app.adminToken, body: { approved_by: 'finance@vendor.test', total: 2503 } });
     expect(approved.status).toBe(200);
     expect(approved.json.data).toMatchObject({ id: inv0.id, status: 'FINALIZED', total: 2503, approval_status: 'APPROVED' });
 
@@ -123,14 +127,20 @@ describe('end to end: one contract billed through every layer', () => {
     expect(final0.data.status).toBe('FINALIZED');
     expect(final0.data.total).toBe(2503);
     // Approving twice is a clear conflict, not a second email.
-    expect((await http(app, 'POST', `/v1/invoices/${inv0.id}/approve`, { token: app.adminToken, body: {} })).status).toBe(409);
+    expect((await http(app, 'POST', `/v1/invoices/${inv0.id}/approve`, { token: app.adminToken, body: { total: 2503 } })).status).toBe(409);
 
-    // Finance rejects period 1 with a reason; late usage arrives; the next approval re-freezes it.
+    // Finance rejects period 1 with a reason: it is re-frozen at once (no change yet: 100). Late
+    // usage arrives; approving the 100 finance saw is refused, because the approval re-freezes it
+    // and the total is now 105 — shown on the pending invoice; approving 105 finalizes it.
     const rejected = await http(app, 'POST', `/v1/invoices/${inv1.id}/reject`, { token: app.adminToken, body: { reason: 'usage for the 3rd is missing' } });
     expect(rejected.status).toBe(200);
-    expect(rejected.json.data).toMatchObject({ status: 'DRAFT', approval_status: 'REJECTED', rejection_reason: 'usage for the 3rd is missing' });
+    expect(rejected.json.data).toMatchObject({ status: 'DRAFT', approval_status: 'REJECTED', rejection_reason: 'usage for the 3rd is missing', total: 100 });
     await client.v1.usage.ingest({ usage: [ev('late', at(p1, 50), 2)] });
-    const approved1 = await http(app, 'POST', `/v1/invoices/${inv1.id}/approve`, { token: app.adminToken, body: {} });
+    const stale = await http(app, 'POST', `/v1/invoices/${inv1.id}/approve`, { token: app.adminToken, body: { total: 100 } });
+    expect([stale.status, stale.json.message]).toEqual([409, expect.stringContaining('now 105')]);
+    const shown = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: inv1.id });
+    expect([shown.data.status, shown.data.total]).toEqual(['DRAFT', 105]);
+    const approved1 = await http(app, 'POST', `/v1/invoices/${inv1.id}/approve`, { token: app.adminToken, body: { total: 105 } });
     expect(approved1.status).toBe(200);
     expect(approved1.json.data).toMatchObject({ status: 'FINALIZED', total: 105 });
     await eventually('the second invoice email', async () => {

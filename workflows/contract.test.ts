@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { createActivities } from '../activities/index.js';
 import { Invoice } from '../db/entities.js';
@@ -10,7 +11,7 @@ import { ROOT, SEARCH_ATTRIBUTES } from '../stack/config.js';
 import { temporal } from '@temporalio/proto';
 import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase, mailTo, testStack, uniqueName } from '../test/stack.js';
-import { contractWorkflow } from './contract.js';
+import { contractStateQuery, contractWorkflow } from './contract.js';
 import { approveInvoiceUpdate, invoiceCloseStageQuery, invoiceCloseWorkflow } from './invoice-close.js';
 import { contractWorkflowId, invoiceWorkflowId } from './search-attributes.js';
 
@@ -65,23 +66,26 @@ describe('contract workflow (time-skipping)', () => {
       const contract = await env.client.workflow.start(contractWorkflow, {
         workflowId: contractWorkflowId(s.contractId), taskQueue, args: [{ contractId: s.contractId }],
       });
-      await contract.result(); // the contract's only period is closed: time skipped a month and a day
-      expect(await env.currentTimeMs()).toBeGreaterThanOrEqual(Date.parse(end) + graceMs);
-
       const close = env.client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceId));
-      for (let i = 0; i < 100 && (await close.query(invoiceCloseStageQuery)) !== 'AWAITING_APPROVAL'; i++) await new Promise((r) => setTimeout(r, 100));
-      expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL');
+      await skipToClose(close, Date.parse(end) + graceMs); // time skips a month and a day
       const frozen = await orm.em.fork().findOneOrFail(Invoice, { id: invoiceId });
       expect([frozen.status, frozen.approvalStatus, frozen.total]).toEqual(['DRAFT', 'PENDING_APPROVAL', '302']); // 100.5 × 3 = 301.5 → 302
 
-      // Finance takes a week: nothing is finalized or sent meanwhile.
+      // Finance takes a week: nothing is finalized or sent meanwhile, and the contract's workflow
+      // waits for its last invoice (the rollover comes after it is final).
       await env.sleep('7 days');
       expect((await orm.em.fork().findOneOrFail(Invoice, { id: invoiceId })).status).toBe('DRAFT');
       expect(await mailTo(billingEmail)).toHaveLength(0);
+      expect((await contract.describe()).status.name).toBe('RUNNING');
+      expect(await contract.query(contractStateQuery)).toMatchObject({ state: 'ACTIVE', unclosedPeriods: [start] });
 
-      const result = await close.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance' }] });
+      // The approval names the total it approves: another total is refused.
+      await expect(close.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '301' }] })).rejects.toThrow(WorkflowUpdateFailedError);
+      const result = await close.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '302' }] });
       expect(result).toEqual({ invoiceId, status: 'FINALIZED', approvalStatus: 'APPROVED', total: '302' });
       expect(await close.result()).toMatchObject({ status: 'FINALIZED', total: '302' });
+      await contract.result(); // ends once its only invoice is final
+      expect(await contract.query(contractStateQuery)).toMatchObject({ state: 'ENDED', unclosedPeriods: [] });
     });
 
     const finalized = await orm.em.fork().findOneOrFail(Invoice, { id: invoiceId });
@@ -89,4 +93,61 @@ describe('contract workflow (time-skipping)', () => {
     const mail = await mailTo(billingEmail);
     expect(mail.map((m) => m.subject)).toEqual([`Your invoice for ${start.slice(0, 10)} to ${end.slice(0, 10)}: $3.02`]);
   });
+
+  test('a terminated invoice close is started again: its period is never skipped', async () => {
+    const now = new Date(await env.currentTimeMs());
+    const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
+    const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
+    const billingEmail = `${uniqueName('term')}@skipping.test`;
+    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '2', billingEmail });
+    await s.ingest([{ id: '1', at: start, seconds: 7 }]);
+    const invoiceId = invoiceIdFor(s.contractId, start);
+    const graceMs = 3_600_000;
+    const taskQueue = uniqueName('wf');
+    const worker = await Worker.create({
+      connection: env.nativeConnection, taskQueue, workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'),
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: graceMs }),
+    });
+    await worker.runUntil(async () => {
+      const contract = await env.client.workflow.start(contractWorkflow, { workflowId: contractWorkflowId(s.contractId), taskQueue, args: [{ contractId: s.contractId }] });
+      const close = env.client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceId));
+      await skipToClose(close, Date.parse(end) + graceMs);
+      const firstRun = (await close.describe()).runId;
+      await close.terminate('operator mistake');
+
+      // The contract's workflow finds the period open and its close not running: it starts it
+      // again (at the latest by its daily sweep; a real server also reports the termination to the
+      // parent, which restarts it a minute later — the time-skipping server does not).
+      await env.sleep('25 hours');
+      const again = await waitFor(async () => {
+        const d = await env.client.workflow.getHandle(invoiceWorkflowId(invoiceId)).describe();
+        return d.runId !== firstRun && d.status.name === 'RUNNING' && (await close.query(invoiceCloseStageQuery)) === 'AWAITING_APPROVAL' ? d : undefined;
+      });
+      expect(again.runId).not.toBe(firstRun);
+      expect(await contract.query(contractStateQuery)).toMatchObject({ state: 'ACTIVE', restartedCloses: 1, unclosedPeriods: [start] });
+      await close.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '14' }] });
+      await contract.result();
+    });
+    const inv = await orm.em.fork().findOneOrFail(Invoice, { id: invoiceId });
+    expect([inv.status, inv.total, !!inv.emailedAt]).toEqual(['FINALIZED', '14', true]);
+    expect(await mailTo(billingEmail)).toHaveLength(1);
+  });
+
+  /** Skips time to the close and waits until the period's invoice awaits approval. */
+  async function skipToClose(close: { query: (q: typeof invoiceCloseStageQuery) => Promise<string> }, closeAtMs: number): Promise<void> {
+    await env.sleep(closeAtMs - (await env.currentTimeMs()) + 1000);
+    await waitFor(async () => (await close.query(invoiceCloseStageQuery).catch(() => undefined)) === 'AWAITING_APPROVAL' || undefined);
+  }
+
+  async function waitFor<T>(probe: () => Promise<T | undefined>): Promise<T> {
+    let last: unknown;
+    for (let i = 0; i < 200; i++) {
+      try {
+        const v = await probe();
+        if (v) return v;
+      } catch (err) { last = err; }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`condition not reached: ${String(last)}`);
+  }
 });

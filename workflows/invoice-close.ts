@@ -1,12 +1,23 @@
-import { condition, defineQuery, defineUpdate, proxyActivities, setHandler, upsertSearchAttributes, allHandlersFinished, ApplicationFailure } from '@temporalio/workflow';
+import {
+  condition, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, proxyActivities, setHandler, upsertSearchAttributes,
+  allHandlersFinished, ApplicationFailure,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import { LifecycleStateKey } from './search-attributes.js';
+import { dec } from '../billing/money.js';
+import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
+import { contractWorkflowId, LifecycleStateKey } from './search-attributes.js';
 
 /**
  * Closes one contract period's invoice: freeze it from PostgreSQL (the grace period has already
  * passed), wait for finance to approve or reject it, finalize it (immutable from then on) and
  * email it to the customer's billing contact. Every step is an idempotent activity, so a worker
  * killed at any point resumes here without double-finalizing or double-sending.
+ *
+ * Finance approves a total it has seen: the approval names it, and a total that no longer matches
+ * is refused (`TotalMismatch`, a 409). A rejection re-freezes the invoice at once, so the pending
+ * invoice shows what the data says now; an approval after a rejection re-freezes once more (data
+ * fixed since the rejection counts) and finalizes only when the total is still the one named —
+ * otherwise the new total is stored, pending, and the approval is refused.
  */
 export interface InvoiceCloseInput {
   invoiceId: string;
@@ -26,23 +37,30 @@ export interface InvoiceDecisionResult {
   total: string;
 }
 
-export const approveInvoiceUpdate = defineUpdate<InvoiceDecisionResult, [{ approvedBy?: string }]>('approveInvoice');
+/** `total`: the invoice total finance approves (a decimal string); refused when it is not the invoice's total. */
+export const approveInvoiceUpdate = defineUpdate<InvoiceDecisionResult, [{ approvedBy?: string; total?: string }]>('approveInvoice');
 export const rejectInvoiceUpdate = defineUpdate<InvoiceDecisionResult, [{ reason: string; rejectedBy?: string }]>('rejectInvoice');
 export const invoiceCloseStageQuery = defineQuery<InvoiceCloseStage>('invoiceCloseStage');
+/** Sent by a close to its contract's workflow when the invoice is final (finalized and emailed). */
+export const invoiceSettledSignal = defineSignal('invoiceSettled');
 
 // Short start-to-close timeouts: they are also how a crashed worker's in-flight activity is noticed
 // and retried elsewhere. Each call is one PostgreSQL transaction or one SMTP send.
 const retry = { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 };
 const acts = proxyActivities<Activities>({ startToCloseTimeout: '10 seconds', retry });
-const mail = proxyActivities<Activities>({ startToCloseTimeout: '20 seconds', retry });
+// The email activity outlives nodemailer's own limits, so no retry overlaps a send in flight (I4).
+const mail = proxyActivities<Activities>({ startToCloseTimeout: EMAIL_ACTIVITY_TIMEOUT_MS, retry });
 
-type Decision = { approve: true; by?: string } | { approve: false; reason: string; by?: string };
+type Decision = { seq: number } & ({ approve: true; by?: string; total?: string } | { approve: false; reason: string; by?: string });
 
 export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<InvoiceDecisionResult> {
   let stage: InvoiceCloseStage = 'FREEZING';
   let decision: Decision | undefined;
   let rejections = 0;
   let total = '0';
+  let decisions = 0;
+  /** The approval (by decision number) refused because the re-frozen total differs from the one it named. */
+  let refused: number | undefined;
 
   const setStage = (s: InvoiceCloseStage) => {
     stage = s;
@@ -50,14 +68,21 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
   };
 
   setHandler(invoiceCloseStageQuery, () => stage);
-  setHandler(approveInvoiceUpdate, async ({ approvedBy }) => {
-    decision = { approve: true, by: approvedBy };
-    await condition(() => stage === 'EMAILING' || stage === 'DONE');
+  setHandler(approveInvoiceUpdate, async ({ approvedBy, total: named }) => {
+    const seq = ++decisions;
+    decision = { seq, approve: true, by: approvedBy, total: named };
+    await condition(() => stage === 'EMAILING' || stage === 'DONE' || refused === seq);
+    if (refused === seq) throw totalMismatch(total, named!);
     return { invoiceId: input.invoiceId, status: 'FINALIZED', approvalStatus: 'APPROVED', total };
-  }, { validator: (_arg) => assertAwaitingDecision(stage, decision) });
+  }, {
+    validator: (arg) => {
+      assertAwaitingDecision(stage, decision);
+      if (arg?.total !== undefined && !sameTotal(arg.total, total)) throw totalMismatch(total, arg.total);
+    },
+  });
   setHandler(rejectInvoiceUpdate, async ({ reason, rejectedBy }) => {
     const before = rejections;
-    decision = { approve: false, reason, by: rejectedBy };
+    decision = { seq: ++decisions, approve: false, reason, by: rejectedBy };
     await condition(() => rejections > before);
     return { invoiceId: input.invoiceId, status: 'DRAFT', approvalStatus: 'REJECTED', total };
   }, {
@@ -78,14 +103,24 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
       const d = decision as unknown as Decision;
       if (d.approve) {
         if (rejections > 0) {
-          // Finance rejected an earlier version: approve what the data says now, not the stale copy.
+          // Finance rejected an earlier version: approve what the data says now, not the stale copy,
+          // and only if that is still the total finance named.
           frozen = await acts.freezeInvoice({ ...input, recompute: true });
           total = frozen.total;
+          if (d.total !== undefined && !sameTotal(d.total, total)) {
+            refused = d.seq;
+            decision = undefined;
+            continue;
+          }
         }
         setStage('FINALIZING');
         await acts.finalizeInvoice({ invoiceId: input.invoiceId, approvedBy: d.by ?? null });
         break;
       }
+      // Re-freeze right away, so the rejected invoice shows what an approval would now finalize;
+      // then record the rejection on it (a re-freeze marks the invoice pending again).
+      frozen = await acts.freezeInvoice({ ...input, recompute: true });
+      total = frozen.total;
       await acts.rejectInvoice({ invoiceId: input.invoiceId, reason: d.reason, rejectedBy: d.by ?? null });
       decision = undefined;
       rejections++;
@@ -95,8 +130,26 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
   setStage('EMAILING');
   await mail.emailInvoice({ invoiceId: input.invoiceId });
   setStage('DONE');
+  if (!input.regeneratedFromInvoiceId) {
+    // Wakes the contract's workflow, which waits for its last invoices before rolling over. It
+    // may have ended already (or never run, for a close started by hand): nothing to wake then.
+    await getExternalWorkflowHandle(contractWorkflowId(input.contractId))
+      .signal(invoiceSettledSignal).catch(() => undefined);
+  }
   await condition(allHandlersFinished);
   return { invoiceId: input.invoiceId, status: 'FINALIZED', approvalStatus: 'APPROVED', total };
+}
+
+function sameTotal(a: string, b: string): boolean {
+  try {
+    return dec(a).eq(dec(b));
+  } catch {
+    return false;
+  }
+}
+
+function totalMismatch(current: string, named: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(`total: the invoice's total is now ${current}, not ${named}; review it and approve that total`, 'TotalMismatch');
 }
 
 function assertAwaitingDecision(stage: InvoiceCloseStage, decision: Decision | undefined): void {

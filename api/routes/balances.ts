@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import { ConflictError, NotFoundError, ValidationError } from '../../billing/errors.js';
-import { dec, toJsonNumber, USD_CENTS } from '../../billing/money.js';
+import { dec, jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import { customerBalances, grantJson, type GrantBalance } from '../../db/balances.js';
 import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Product } from '../../db/entities.js';
@@ -76,7 +76,7 @@ export function balancesRouter(orm: MikroORM): Router {
     const balances = await customerBalances(em, customer.id, { includeDrafts: mode === 'FINALIZED_AND_DRAFT' });
     let total = dec(0);
     for (const b of balances) if (!filters.length || filters.some((f) => matches(f, b))) total = total.plus(b.balance);
-    res.json({ data: { balance: toJsonNumber(total), credit_type_id: USD_CENTS.id } });
+    res.json({ data: { balance: jsonDecimal(total), credit_type_id: USD_CENTS.id } });
   });
 
   return r;

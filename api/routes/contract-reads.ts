@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { overrideOf, productStateAt, type StoredCharge, type StoredOverride } from '../../billing/contract-terms.js';
-import { USD_CENTS } from '../../billing/money.js';
+import { jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import { applyOverrides } from '../../billing/overrides.js';
 import { gridPeriodContaining } from '../../billing/periods.js';
 import { rateSchedule } from '../../billing/rate-schedule.js';
@@ -28,7 +28,7 @@ function chargeJson(c: StoredCharge, products: Map<string, Product>) {
     custom_fields: c.custom_fields ?? {},
     schedule: {
       credit_type: CREDIT,
-      schedule_items: c.schedule.schedule_items.map((i) => ({ id: i.id, timestamp: i.timestamp, amount: Number(i.amount), quantity: Number(i.quantity), unit_price: Number(i.unit_price) })),
+      schedule_items: c.schedule.schedule_items.map((i) => ({ id: i.id, timestamp: i.timestamp, amount: jsonDecimal(i.amount), quantity: jsonDecimal(i.quantity), unit_price: jsonDecimal(i.unit_price) })),
     },
   };
 }
@@ -41,7 +41,7 @@ function overrideJson(o: StoredOverride, products: Map<string, Product>, created
     ...(o.product_id ? { product: { id: o.product_id, name: products.get(o.product_id)?.name ?? '' } } : {}),
     ...(o.applicable_product_tags ? { applicable_product_tags: o.applicable_product_tags } : {}),
     ...(o.override_specifiers ? { override_specifiers: o.override_specifiers } : {}),
-    ...(o.multiplier !== undefined ? { multiplier: Number(o.multiplier) } : {}),
+    ...(o.multiplier !== undefined ? { multiplier: jsonDecimal(o.multiplier) } : {}),
     ...(o.overwrite_rate ? { overwrite_rate: rateJson(o.overwrite_rate, { credit_type: CREDIT }) } : {}),
     ...(o.entitled !== undefined ? { entitled: o.entitled } : {}),
     ...(o.priority !== undefined ? { priority: o.priority } : {}),
@@ -77,7 +77,7 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     transitions,
     ...items,
     ...(terms.net_payment_terms_days !== undefined ? { net_payment_terms_days: terms.net_payment_terms_days } : {}),
-    ...(terms.total_contract_value !== undefined ? { total_contract_value: Number(terms.total_contract_value) } : {}),
+    ...(terms.total_contract_value !== undefined ? { total_contract_value: jsonDecimal(terms.total_contract_value) } : {}),
     ...(terms.multiplier_override_prioritization ? { multiplier_override_prioritization: terms.multiplier_override_prioritization } : {}),
   });
   const successor = await successorOf(em, c.id);

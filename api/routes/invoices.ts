@@ -8,7 +8,7 @@ import { freezeInvoiceTx } from '../../db/invoice-freeze.js';
 import { uuidV5 } from '../../db/ids.js';
 import { invoiceCloseWorkflow } from '../../workflows/invoice-close.js';
 import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey } from '../../workflows/search-attributes.js';
-import { dec, toJsonNumber } from '../../billing/money.js';
+import { dec, jsonDecimal, jsonDecimalOpt } from '../../billing/money.js';
 import { Contract, Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
@@ -16,11 +16,11 @@ import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, vie
 import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
+import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 
-const num = (v: string | undefined | null) => (v === undefined || v === null ? undefined : toJsonNumber(dec(v)));
+const num = jsonDecimalOpt;
 
 /**
  * A line as Metronome shapes it. Amounts are already rounded cents; quantities and unit prices
@@ -36,8 +36,8 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
     total: num(l.total),
     product_id: l.product_id,
     product_type: productType,
-    quantity: l.quantity !== undefined ? Number(l.quantity) : undefined,
-    unit_price: l.unit_price !== undefined && l.unit_price !== null ? Number(l.unit_price) : undefined,
+    quantity: num(l.quantity),
+    unit_price: num(l.unit_price),
     starting_at: l.starting_at,
     ending_before: l.ending_before,
     pricing_group_values: l.pricing_group_values,
@@ -53,8 +53,8 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
     corrected_invoice_id: l.corrected_invoice_id,
     reason: l.reason,
     sub_line_items: l.tiers ? [{
-      name: l.name, custom_fields: {}, quantity: Number(l.quantity ?? 0), subtotal: num(l.total),
-      tiers: l.tiers.map((t) => ({ price: Number(t.price), quantity: Number(t.quantity), starting_at: Number(t.starting_at), subtotal: Number(t.subtotal) })),
+      name: l.name, custom_fields: {}, quantity: jsonDecimal(l.quantity ?? 0), subtotal: num(l.total),
+      tiers: l.tiers.map((t) => ({ price: jsonDecimal(t.price), quantity: jsonDecimal(t.quantity), starting_at: jsonDecimal(t.starting_at), subtotal: jsonDecimal(t.subtotal) })),
     }] : undefined,
   };
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined));
@@ -71,8 +71,8 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean } = {}
     type: 'USAGE',
     status: v.status,
     credit_type: creditType,
-    total: toJsonNumber(dec(v.total)),
-    subtotal: toJsonNumber(dec(v.subtotal)),
+    total: jsonDecimal(v.total),
+    subtotal: jsonDecimal(v.subtotal),
     start_timestamp: v.periodStart,
     end_timestamp: v.periodEnd,
     issued_at: v.periodEnd,
@@ -182,13 +182,18 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
   });
 
   // Finance approval: a Temporal Update on the invoice's close workflow, answered once finalized.
+  // `total` (required) is the total finance approves, as the invoice shows it: 409 when the
+  // invoice's total is no longer that (re-frozen after a rejection), so nobody finalizes a total
+  // they have not seen.
   r.post('/v1/invoices/:invoice_id/approve', allow('finance'), async (req, res) => {
-    const body = objectAt(req.body ?? {}, '', ['approved_by']);
+    const body = objectAt(req.body ?? {}, '', ['approved_by', 'total']);
     const approvedBy = str(body, 'approved_by', '', { optional: true, max: 256 });
+    if (body.total === undefined) throw new ValidationError('total', 'is required: the invoice total you approve, as the invoice shows it');
+    const total = decimal(body, 'total')!;
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
     if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${inv.id} is already ${inv.status}`);
     await temporal.workflow.getHandle(invoiceWorkflowId(inv.id))
-      .executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy }] })
+      .executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] })
       .catch(decisionError);
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { productStateAt, type StoredRate } from '../../billing/contract-terms.js';
-import { USD_CENTS } from '../../billing/money.js';
+import { jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import type { RateType } from '../../billing/pricing/index.js';
 import { rateSchedule, type ScheduleSegment } from '../../billing/rate-schedule.js';
 import { FREQUENCIES } from '../../billing/periods.js';
@@ -151,7 +151,7 @@ export function scheduleEntryJson(seg: ScheduleSegment, rate: Rate, product: Pro
     ...(seg.endingBefore !== null ? { ending_before: new Date(seg.endingBefore).toISOString() } : {}),
     ...(Object.keys(rate.pricingGroupValues ?? {}).length ? { pricing_group_values: rate.pricingGroupValues } : {}),
     ...(rate.billingFrequency ? { billing_frequency: rate.billingFrequency } : {}),
-    ...(rate.commitRate ? { commit_rate: { rate_type: rate.commitRate.rate_type, ...(rate.commitRate.price !== undefined ? { price: Number(rate.commitRate.price) } : {}) } } : {}),
+    ...(rate.commitRate ? { commit_rate: { rate_type: rate.commitRate.rate_type, ...(rate.commitRate.price !== undefined ? { price: jsonDecimal(rate.commitRate.price) } : {}) } } : {}),
   };
 }
 
@@ -233,7 +233,7 @@ export function pricingRouter(orm: MikroORM): Router {
     res.json({
       data: {
         ...rateJson(storedRateOf(rate), { pricing_group_values: rate.pricingGroupValues, credit_type: CREDIT }),
-        ...(rate.commitRate ? { commit_rate: { rate_type: rate.commitRate.rate_type, ...(rate.commitRate.price !== undefined ? { price: Number(rate.commitRate.price) } : {}) } } : {}),
+        ...(rate.commitRate ? { commit_rate: { rate_type: rate.commitRate.rate_type, ...(rate.commitRate.price !== undefined ? { price: jsonDecimal(rate.commitRate.price) } : {}) } } : {}),
       },
     });
   });

@@ -11,6 +11,7 @@ import { Migration20261121090000_rollover } from './Migration20261121090000_roll
 import { Migration20261121100000_usage_rated_at } from './Migration20261121100000_usage_rated_at.js';
 import { Migration20261202110000_event_quarantine } from './Migration20261202110000_event_quarantine.js';
 import { Migration20261202111000_duplicate_payload_hash } from './Migration20261202111000_duplicate_payload_hash.js';
+import { Migration20261202130000_invoice_email } from './Migration20261202130000_invoice_email.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -27,4 +28,5 @@ export const migrationsList = [
   { name: 'Migration20261121100000_usage_rated_at', class: Migration20261121100000_usage_rated_at },
   { name: 'Migration20261202110000_event_quarantine', class: Migration20261202110000_event_quarantine },
   { name: 'Migration20261202111000_duplicate_payload_hash', class: Migration20261202111000_duplicate_payload_hash },
+  { name: 'Migration20261202130000_invoice_email', class: Migration20261202130000_invoice_email },
 ];

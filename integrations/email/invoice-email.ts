@@ -1,13 +1,9 @@
-import { dec } from '../../billing/money.js';
+import { formatUsdCents } from '../../billing/money.js';
 import type { InvoiceView } from '../../db/invoices.js';
 import type { OutgoingMail } from './mailer.js';
 
-/** Formats whole cents as dollars, with decimal arithmetic only. */
-export function formatUsdCents(cents: string): string {
-  const d = dec(cents).dividedBy(100);
-  const [whole, frac = ''] = d.abs().toFixed(2).split('.');
-  return `${d.isNegative() ? '-' : ''}$${whole!.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${frac}`;
-}
+/** Formats whole cents as dollars: the one formatter, in billing/money.ts (no rounding here). */
+export { formatUsdCents } from '../../billing/money.js';
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 

@@ -1,4 +1,7 @@
 import nodemailer from 'nodemailer';
+import { SMTP_TIMEOUTS } from './limits.js';
+
+export { SMTP_TIMEOUTS, SMTP_SEND_LIMIT_MS } from './limits.js';
 
 /** The small interface activities send mail through; nodemailer over SMTP behind it. */
 export interface OutgoingMail {
@@ -16,7 +19,7 @@ export interface Mailer {
 }
 
 export function createSmtpMailer(smtpUrl: string, from: string): Mailer {
-  const transport = nodemailer.createTransport(smtpUrl);
+  const transport = nodemailer.createTransport({ url: smtpUrl, ...SMTP_TIMEOUTS } as Parameters<typeof nodemailer.createTransport>[0]);
   return {
     async send(mail) {
       const info = await transport.sendMail({ from, to: mail.to, subject: mail.subject, text: mail.text, html: mail.html, messageId: mail.messageId });
