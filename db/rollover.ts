@@ -1,6 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { AccessSegment } from '../billing/contract-terms.js';
 import { dec, roundAmount } from '../billing/money.js';
+import { lockCustomerBalances } from './balance-lock.js';
 import { customerBalances } from './balances.js';
 import { BalanceGrant, Contract } from './entities.js';
 import { newId } from './ids.js';
@@ -14,7 +15,10 @@ export async function successorOf(em: EntityManager, contractId: string): Promis
 /** Rolls the old contract's commits and credits over to its successor, once (idempotent). */
 export async function rollOverToSuccessor(em: EntityManager, contractId: string): Promise<{ rolled: number }> {
   return em.transactional(async (tx) => {
-    const from = await tx.findOne(Contract, { id: contractId }, { lockMode: 4 });
+    // Rollover reads balances and writes grants: it takes its turn with freezes and voids.
+    const customer = await tx.findOne(Contract, { id: contractId }, { fields: ['customerId'] });
+    if (customer) await lockCustomerBalances(tx, customer.customerId);
+    const from = await tx.findOne(Contract, { id: contractId }, { lockMode: 4, refresh: true });
     const next = from ? await successorOf(tx, contractId) : null;
     if (!from || !next) return { rolled: 0 };
     const grants = await tx.find(BalanceGrant, { contractId: from.id });

@@ -4,6 +4,7 @@ import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { lockCustomerBalances } from '../../db/balance-lock.js';
 import { freezeInvoiceTx } from '../../db/invoice-freeze.js';
 import { uuidV5 } from '../../db/ids.js';
 import { invoiceCloseWorkflow } from '../../workflows/invoice-close.js';
@@ -103,6 +104,24 @@ function decisionError(err: unknown): never {
   throw err;
 }
 
+/**
+ * A decision waits briefly for the close workflow to reach approval: an invoice can be frozen
+ * (PENDING_APPROVAL in PostgreSQL) a moment before its own workflow knows, when a later period's
+ * freeze froze it first (periods freeze in order) or its freeze activity is between retries.
+ */
+async function decide<T>(run: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      return await run();
+    } catch (err) {
+      const notReady = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'NotReady';
+      if (!notReady || Date.now() > deadline) decisionError(err);
+      await new Promise((res) => setTimeout(res, 250));
+    }
+  }
+}
+
 export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
   const r = Router();
 
@@ -192,9 +211,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const total = decimal(body, 'total')!;
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
     if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${inv.id} is already ${inv.status}`);
-    await temporal.workflow.getHandle(invoiceWorkflowId(inv.id))
-      .executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] })
-      .catch(decisionError);
+    await decide(() => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] }));
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
 
@@ -205,9 +222,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const rejectedBy = str(body, 'rejected_by', '', { optional: true, max: 256 });
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
     if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${inv.id} is already ${inv.status}`);
-    await temporal.workflow.getHandle(invoiceWorkflowId(inv.id))
-      .executeUpdate(rejectInvoiceUpdate, { args: [{ reason, rejectedBy }] })
-      .catch(decisionError);
+    await decide(() => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(rejectInvoiceUpdate, { args: [{ reason, rejectedBy }] }));
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
 
@@ -217,7 +232,11 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const body = objectAt(req.body, '', ['id']);
     const id = reqUuid(body, 'id');
     await orm.em.fork().transactional(async (em) => {
-      const inv = await em.findOne(Invoice, { id }, { lockMode: 4 });
+      const found = await em.findOne(Invoice, { id }, { fields: ['customerId'] });
+      if (!found) throw new NotFoundError('closed invoice', id, 'id');
+      // Voiding releases draw-downs: it takes its turn with freezes on the customer's balances.
+      await lockCustomerBalances(em, found.customerId);
+      const inv = await em.findOne(Invoice, { id }, { lockMode: 4, refresh: true });
       if (!inv) throw new NotFoundError('closed invoice', id, 'id');
       if (inv.status === 'VOID') return;
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
