@@ -188,6 +188,19 @@ describe('invoice scenarios (exact cents)', () => {
     expect(totals(inv)).toEqual(['usage:tokens:1000', 'usage:support:100', 'usage:support:0']);
   });
 
+  test('a composite whose rate starts mid-period still covers a line that started before it', () => {
+    const MID = P('2026-01-16T00:00:00Z');
+    const inv = assembleInvoice({
+      periodStart: JAN, periodEnd: FEB,
+      products: products(product('tokens', 'USAGE', ['ai']), product('support', 'COMPOSITE', [], { compositeTags: ['ai'] })),
+      slices: [
+        usage('tokens', '1000', { rateType: 'FLAT', price: '1' }),
+        { productId: 'support', startingAt: MID, endingBefore: FEB, rate: { rateType: 'PERCENTAGE', price: '0.1' } },
+      ],
+    });
+    expect(totals(inv)).toEqual(['usage:tokens:1000', 'usage:support:100']);
+  });
+
   test('scheduled charges, discounts and commit purchases; total is the sum of lines', () => {
     const inv = assembleInvoice({
       periodStart: JAN, periodEnd: FEB, products: products(product('tokens'), product('fee', 'FIXED')),

@@ -227,18 +227,21 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   }
 
   // 2. Composite products: a percentage of the (rounded) spend on the products they cover. A
-  //    covered line counts once, towards the composite slice in force at the line's start (a
+  //    covered line counts once, towards the first slice of the composite that overlaps it (a
   //    composite whose rate changes mid-period has one slice per rate; a line spanning both would
   //    otherwise be charged in each).
-  for (const slice of composites) {
+  const counted = new Map<string, Set<InvoiceLine>>();
+  for (const slice of composites) { // in time order per product (the caller sorts slices)
     const product = products.get(slice.productId)!;
+    const seen = counted.get(slice.productId) ?? counted.set(slice.productId, new Set()).get(slice.productId)!;
     const covered = lines.filter((l) => {
-      if (!l.productId || Date.parse(l.startingAt!) < slice.startingAt || Date.parse(l.startingAt!) >= slice.endingBefore) return false;
+      if (!l.productId || seen.has(l) || Date.parse(l.startingAt!) >= slice.endingBefore || Date.parse(l.endingBefore!) <= slice.startingAt) return false;
       const p = products.get(l.productId);
       if (!p || p.type === 'COMPOSITE') return false;
       if (product.excludeFreeUsage && l.total.isZero()) return false;
       return (product.compositeProductIds ?? []).includes(l.productId) || (product.compositeTags ?? []).some((t) => p.tags.includes(t));
     });
+    for (const l of covered) seen.add(l);
     lines.push(rateLine(slice, product, creditType, sum(covered.map((l) => l.total))));
   }
 

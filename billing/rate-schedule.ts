@@ -24,6 +24,12 @@ export interface RateRow {
   spec: RateSpec;
   billingFrequency?: string | null;
   commitRate?: RateSpec | null;
+  /**
+   * Set by `ratesForFrequency` for one contract: the rate is on that contract's single timeline
+   * per product and pricing group, and `true` when its billing frequency is the contract's (such
+   * a rate wins over one without a frequency wherever both are in force).
+   */
+  ofContractFrequency?: boolean;
 }
 
 export interface ScheduleSegment {
@@ -39,24 +45,24 @@ export function groupValuesKey(values: Record<string, string> | null | undefined
   return JSON.stringify(Object.keys(values).sort().map((k) => [k, values[k]]));
 }
 
-export function rateKey(r: Pick<RateRow, 'productId' | 'pricingGroupValues' | 'billingFrequency'>): string {
-  return `${r.productId}|${groupValuesKey(r.pricingGroupValues)}|${r.billingFrequency ?? ''}`;
+export function rateKey(r: Pick<RateRow, 'productId' | 'pricingGroupValues' | 'billingFrequency' | 'ofContractFrequency'>): string {
+  const frequency = r.ofContractFrequency === undefined ? r.billingFrequency ?? '' : '*';
+  return `${r.productId}|${groupValuesKey(r.pricingGroupValues)}|${frequency}`;
 }
 
 /**
  * The rates that price a contract billed at `frequency`. A rate card can price one product (and
- * pricing group) at several billing frequencies, e.g. MONTHLY and ANNUAL: per product and pricing
- * group values, a contract uses the rates of its own usage statement frequency when the card has
- * any, else the rates without a billing frequency. Rates of another frequency never apply (an
- * annual price billed monthly would be twelve times too high).
+ * pricing group) at several billing frequencies, e.g. MONTHLY and ANNUAL: for a contract, rates of
+ * its own usage statement frequency and rates without a frequency form one timeline per product
+ * and pricing group, in which a rate of the contract's frequency wins wherever it is in force and
+ * a rate without one applies elsewhere. Rates of another frequency never apply (an annual price
+ * billed monthly would be twelve times too high).
  */
 export function ratesForFrequency(rates: readonly RateRow[], frequency: string): RateRow[] {
-  const key = (r: RateRow) => `${r.productId}|${groupValuesKey(r.pricingGroupValues)}`;
-  const matching = new Set(rates.filter((r) => r.billingFrequency === frequency).map(key));
-  return rates.filter((r) => (matching.has(key(r)) ? r.billingFrequency === frequency : !r.billingFrequency));
+  return rates.filter((r) => !r.billingFrequency || r.billingFrequency === frequency).map((r) => ({ ...r, ofContractFrequency: !!r.billingFrequency }));
 }
 
-const wins = (a: RateRow, b: RateRow) => a.startingAt > b.startingAt || (a.startingAt === b.startingAt && (a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.id > b.id)));
+const wins = (a: RateRow, b: RateRow) => (!!a.ofContractFrequency !== !!b.ofContractFrequency ? !!a.ofContractFrequency : a.startingAt > b.startingAt || (a.startingAt === b.startingAt && (a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.id > b.id))));
 
 /**
  * The segments of every rate timeline that overlap [from, to) (to = null: open-ended), clipped to

@@ -56,6 +56,12 @@ describe('pricing a period', () => {
       rate(r: Partial<Rate> & Pick<Rate, 'rateType'>) {
         em.create(Rate, { id: newId(), rateCardId, productId, pricingGroupValues: {}, entitled: true, startingAt: EPOCH, createdAt: new Date(now.getTime() + n++), ...r } as Rate);
       },
+      /** A second product on the same metric and card. */
+      product(name: string, groupKey?: string[]) {
+        const id = newId();
+        em.create(Product, { id, name, type: 'USAGE', billableMetricId: metricId, tags: [], customFields: {}, attributes: groupKey ? { pricing_group_key: groupKey } : {}, updates: [], createdAt: now });
+        return id;
+      },
       async ingest(events: { at: string; properties: Record<string, unknown> }[]) {
         await em.flush();
         await insertEvents(em, events.map((e) => ({ transactionId: `${alias}-${n++}`, customerId: alias, eventType: 'use', timestamp: e.at, properties: e.properties })));
@@ -66,7 +72,7 @@ describe('pricing a period', () => {
       async lines() {
         const contract = await orm.em.fork().findOneOrFail(Contract, { id: contractId });
         const inv = await computeInvoice(orm.em.fork(), contract, { start: JAN, end: FEB });
-        return inv.lines.map((l) => `${JSON.stringify(l.pricingGroupValues ?? {})} ${l.startingAt?.slice(0, 10)}..${l.endingBefore?.slice(0, 10)} q=${l.quantity?.toString()} ${l.total.toString()}`);
+        return inv.lines.map((l) => `${l.name === 'Tokens' ? '' : `${l.name} `}${JSON.stringify(l.pricingGroupValues ?? {})} ${l.startingAt?.slice(0, 10)}..${l.endingBefore?.slice(0, 10)} q=${l.quantity?.toString()} ${l.total.toString()}`);
       },
     };
   }
@@ -135,5 +141,35 @@ describe('pricing a period', () => {
       { at: '2026-01-21T00:00:00Z', properties: { user: 'u3' } },
     ]);
     expect(await s.lines()).toEqual(['{} 2026-01-01..2026-02-01 q=3 450']); // not 2 + 2 users
+  });
+
+  test('a MONTHLY rate added mid-period takes over from the rate without a frequency only from its start', async () => {
+    const s = await seed(orm.em.fork(), { type: 'SUM', key: 'n' });
+    s.rate({ rateType: 'FLAT', price: '2' });
+    s.rate({ rateType: 'FLAT', price: '1', billingFrequency: 'MONTHLY', startingAt: new Date(MID) });
+    s.rate({ rateType: 'FLAT', price: '10', billingFrequency: 'ANNUAL' });
+    await s.ingest([{ at: '2026-01-05T00:00:00Z', properties: { n: 10 } }, { at: '2026-01-20T00:00:00Z', properties: { n: 10 } }]);
+    expect(await s.lines()).toEqual(['{} 2026-01-01..2026-01-16 q=10 20', '{} 2026-01-16..2026-02-01 q=10 10']);
+  });
+
+  test('a product-wide price change does not restart the tiers of a group whose own rate covers the period', async () => {
+    const s = await seed(orm.em.fork(), { type: 'SUM', key: 'n', groupKeys: ['region'] }, ['region']);
+    s.rate({ rateType: 'FLAT', price: '1' });
+    s.rate({ rateType: 'FLAT', price: '2', startingAt: new Date(MID) });
+    s.rate({ rateType: 'TIERED', tiers: [{ size: '100', price: '1' }, { price: '0.5' }], pricingGroupValues: { region: 'us' } });
+    await s.ingest([
+      { at: '2026-01-05T00:00:00Z', properties: { n: 80, region: 'us' } },
+      { at: '2026-01-20T00:00:00Z', properties: { n: 70, region: 'us' } },
+    ]);
+    expect(await s.lines()).toEqual(['{"region":"us"} 2026-01-01..2026-02-01 q=150 125']);
+  });
+
+  test('two products on one metric each group its usage by their own pricing keys', async () => {
+    const s = await seed(orm.em.fork(), { type: 'SUM', key: 'n', groupKeys: ['region'] });
+    s.rate({ rateType: 'FLAT', price: '1' }); // Tokens: no pricing group key
+    const regional = s.product('Regional', ['region']);
+    s.rate({ rateType: 'FLAT', price: '3', productId: regional, pricingGroupValues: { region: 'us' } });
+    await s.ingest([{ at: '2026-01-05T00:00:00Z', properties: { n: 10, region: 'us' } }, { at: '2026-01-06T00:00:00Z', properties: { n: 4, region: 'eu' } }]);
+    expect(await s.lines()).toEqual(['Regional {"region":"us"} 2026-01-01..2026-02-01 q=10 30', '{} 2026-01-01..2026-02-01 q=14 14']);
   });
 });

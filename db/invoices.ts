@@ -184,7 +184,8 @@ interface UsagePlan {
  * group's graduated tiers. A group with rates of its own falls back to the product-wide rate
  * wherever its own do not cover, so its windows are cut at both. Non-additive aggregations (MAX,
  * UNIQUE, LATEST) are never cut: their quantity is taken over the whole service period (a user
- * seen before and after a price change is one user) and priced at the rate in force at its end.
+ * seen before and after a price change is one user; usage in a gap where nothing is entitled in
+ * between counts too) and priced at the rate in force at its end.
  */
 function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, additive: boolean, pricingKeys: string[], presentationKeys: string[]): Omit<UsagePlan, 'part'>[] {
   const product = segs.filter((s) => Object.keys(s.rate.pricingGroupValues).length === 0);
@@ -202,17 +203,22 @@ function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, a
   for (const [groupKey, own] of [[null, [] as EffectiveSegment[]] as const, ...byGroup.entries()]) {
     const all = [...own, ...product];
     if (!all.length) continue;
-    const edges = [...new Set(all.flatMap((s) => [s.startingAt, end(s)]))].sort((a, b) => a - b);
+    // Cut at the group's own rate edges, and at product-wide edges only where its own rates do not cover.
+    const insideOwn = (t: number) => own.some((s) => s.startingAt < t && end(s) > t);
+    const edges = [...new Set([...own.flatMap((s) => [s.startingAt, end(s)]), ...product.flatMap((s) => [s.startingAt, end(s)]).filter((t) => !insideOwn(t))])]
+      .sort((a, b) => a - b);
     const cuts = additive ? edges : [edges[0]!, edges.at(-1)!];
     for (let i = 0; i + 1 < cuts.length; i++) {
       const from = cuts[i]!;
       const to = cuts[i + 1]!;
-      // Additive windows lie inside one segment of each list; a non-additive window is priced at its end.
-      const pick = (list: EffectiveSegment[]) => (additive ? covering(list, from) : lastOf(list, to));
-      if (!pick(all)) continue; // a gap in which nothing is entitled
+      // An additive window lies inside one segment of each list, priced by the one at its start; a
+      // non-additive window is priced by the rate in force at its end (the last one before it, if none is).
+      const at = (list: EffectiveSegment[]) => (additive ? covering(list, from) : covering(list, to - 1));
+      const last = (list: EffectiveSegment[]) => (additive ? undefined : lastOf(list, to));
+      if (!at(all) && !last(all)) continue; // a gap in which nothing is entitled
       out.push({
         productId, from, to, pricingKeys, presentationKeys, groupKey, exactKeys,
-        rateFor: (exact) => (exact ? pick(own) ?? pick(product) : pick(product)),
+        rateFor: (exact) => (exact ? at(own) ?? at(product) ?? last(own) ?? last(product) : at(product) ?? last(product)),
       });
     }
   }
@@ -279,8 +285,8 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
       const presentationKeys = state.presentation_group_key ?? [];
       const keys = [...new Set([...pricingKeys, ...presentationKeys])];
       for (const plan of usagePlans(productId, segs, pEnd, ADDITIVE.has(metric.aggregationType), pricingKeys, presentationKeys)) {
-        // Plans with the same window share one part of the usage query.
-        const window = `${plan.from}|${plan.to}|${metric.id}`;
+        // Plans with the same window (and grouping) share one part of the usage query.
+        const window = `${plan.from}|${plan.to}|${metric.id}|${JSON.stringify(keys)}`;
         let index = partIndex.get(window);
         if (index === undefined) {
           index = parts.push({ metric, from: new Date(plan.from).toISOString(), to: new Date(plan.to).toISOString(), groupKeys: keys }) - 1;

@@ -5,7 +5,7 @@ import { overrideOf, productStateAt, type StoredCharge, type StoredOverride } fr
 import { jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import { applyOverrides } from '../../billing/overrides.js';
 import { gridPeriodContaining } from '../../billing/periods.js';
-import { rateSchedule } from '../../billing/rate-schedule.js';
+import { rateSchedule, ratesForFrequency } from '../../billing/rate-schedule.js';
 import { customerBalances, grantJson, type GrantBalance } from '../../db/balances.js';
 import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Product, Rate } from '../../db/entities.js';
@@ -146,7 +146,7 @@ export function contractReadsRouter(orm: MikroORM): Router {
     const byId = new Map(rates.map((x) => [x.id, x]));
     const products = new Map((await em.find(Product, { id: { $in: [...new Set(rates.map((x) => x.productId))] } })).map((p) => [p.id, p]));
     const tags = (id: string) => productStateAt(productRecordOf(products.get(id)!), at).tags;
-    const segs = applyOverrides(rateSchedule(rates.map(rateRowOf), at, at + 1), (c.terms?.overrides ?? []).map(overrideOf), tags, c.terms?.multiplier_override_prioritization)
+    const segs = applyOverrides(rateSchedule(ratesForFrequency(rates.map(rateRowOf), c.usageStatementFrequency), at, at + 1), (c.terms?.overrides ?? []).map(overrideOf), tags, c.terms?.multiplier_override_prioritization)
       .filter((s) => s.entitled && selected(selectors, s.rate, tags(s.rate.productId)));
     const data = segs.map((s) => {
       const rate = byId.get(s.rate.id)!;
