@@ -128,6 +128,38 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     expect((await reconcile(orm.em.fork(), { customerId: s.customerId })).drifting).toBe(0);
   });
 
+  test('regenerating a middle period does not bill again an earlier period\'s correction that a later invoice billed', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
+    const finalize = (id: string) => orm.em.fork().nativeUpdate(Invoice, { id }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
+    const feb = input(s.contractId, FEB, MAR);
+    await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 20 }]);
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, feb)); // freezes January first
+    await finalize(invoiceIdFor(s.contractId, JAN));
+    await finalize(feb.invoiceId);
+    await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 9 }]);
+    const mar = input(s.contractId, MAR, '2026-04-01T00:00:00.000Z');
+    expect(await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, mar))).toEqual({ status: 'DRAFT', total: '9' }); // January's correction
+    await finalize(mar.invoiceId);
+    // February is voided and regenerated: January's late usage is already billed on March.
+    await orm.em.fork().nativeUpdate(Invoice, { id: feb.invoiceId }, { status: 'VOID', voidedAt: new Date() });
+    const again = { ...feb, invoiceId: uuidV5(`regenerated:${feb.invoiceId}`), regeneratedFromInvoiceId: feb.invoiceId };
+    expect(await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, again))).toEqual({ status: 'DRAFT', total: '20' });
+  });
+
+  test('regenerating waits while an invoice that bills the voided period\'s late usage awaits approval', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: JAN, endingBefore: MAR, price: '1' });
+    const jan = input(s.contractId, JAN, FEB);
+    await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, jan));
+    await orm.em.fork().nativeUpdate(Invoice, { id: jan.invoiceId }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
+    await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 3 }]);
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(s.contractId, FEB, MAR))); // pending, with January's correction
+    await orm.em.fork().nativeUpdate(Invoice, { id: jan.invoiceId }, { status: 'VOID', voidedAt: new Date() });
+    const again = { ...jan, invoiceId: uuidV5(`regenerated:${jan.invoiceId}`), regeneratedFromInvoiceId: jan.invoiceId };
+    await expect(orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, again))).rejects.toThrow(/awaiting approval: approve or reject it before regenerating/);
+    expect(await orm.em.fork().findOne(Invoice, { id: again.invoiceId })).toBeNull();
+  });
+
   describe('late usage is billed however late it is and wherever the contract went', () => {
     const finalize = (id: string) => orm.em.fork().nativeUpdate(Invoice, { id }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
     const corrections = (lines: { type: string; total: string; corrected_invoice_id?: string }[]) => lines.filter((l) => l.type === 'correction').map((l) => `${l.corrected_invoice_id}:${l.total}`);

@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { ConflictError } from '../billing/errors.js';
 import { Decimal } from 'decimal.js';
 import { productInfo, productStateAt, overrideOf, type ProductRecord } from '../billing/contract-terms.js';
 import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
@@ -385,11 +386,20 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
  * earlier than they commit.
  */
 async function invoicesWithLateUsage(em: EntityManager, contractIds: string[], until: number): Promise<string[]> {
+  // "Since" is the later of its freeze and the last freeze of an invoice correcting it: usage
+  // rated before that is already billed, so one late event does not make every later draft
+  // re-derive the period for the rest of the contract.
   const rows = await em.execute<{ id: string }[]>(
-    `select i.id::text as id from invoice i
-      where i.contract_id = any(?::uuid[]) and i.status = 'FINALIZED' and i.period_end <= ?
-        and (exists (select 1 from usage_daily d where d.customer_id = i.customer_id and d.day >= date_trunc('day', i.period_start, 'UTC') and d.day < i.period_end and d.rated_at > i.frozen_at - interval '1 hour')
-          or exists (select 1 from usage_unique_daily d where d.customer_id = i.customer_id and d.day >= date_trunc('day', i.period_start, 'UTC') and d.day < i.period_end and d.rated_at > i.frozen_at - interval '1 hour'))`,
+    `with f as (
+       select i.id, i.customer_id, i.period_start, i.period_end,
+              greatest(i.frozen_at, (select max(o.frozen_at) from invoice o
+                                      where o.customer_id = i.customer_id and o.status <> 'VOID'
+                                        and o.line_items @> jsonb_build_array(jsonb_build_object('type', 'correction', 'corrected_invoice_id', i.id::text)))) - interval '1 hour' as since
+         from invoice i where i.contract_id = any(?::uuid[]) and i.status = 'FINALIZED' and i.period_end <= ?
+     )
+     select f.id::text as id from f
+      where exists (select 1 from usage_daily d where d.customer_id = f.customer_id and d.day >= date_trunc('day', f.period_start, 'UTC') and d.day < f.period_end and d.rated_at > f.since)
+         or exists (select 1 from usage_unique_daily d where d.customer_id = f.customer_id and d.day >= date_trunc('day', f.period_start, 'UTC') and d.day < f.period_end and d.rated_at > f.since)`,
     [pgTextArray(contractIds), new Date(until).toISOString()],
   );
   return rows.map((r) => r.id);
@@ -433,7 +443,8 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     : await invoicesWithLateUsage(em, [...contracts.keys()], pStart);
   if (!ids.length) return [];
   const finalized = await em.find(Invoice, { id: { $in: ids } }, { orderBy: { periodStart: 'asc', id: 'asc' } });
-  const others = await em.find(Invoice, { contractId: { $in: [...contracts.keys()] }, status: { $ne: 'VOID' }, periodStart: { $lte: new Date(pStart) } });
+  // Corrections already made for it, wherever the customer was billed them.
+  const others = await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } });
   const out: CorrectionInput[] = [];
   for (const f of finalized) {
     const own = f.contractId === contract.id;
@@ -459,7 +470,9 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
  * at the contract's end. Null when there is nothing to bill (or a successor bills it).
  */
 export async function computeLateUsageInvoice(em: EntityManager, contract: Contract): Promise<AssembledInvoice | null> {
-  if (!contract.endingBefore) return null;
+  if (!contract.endingBefore || contract.archivedAt) return null;
+  const [successor] = await em.execute<{ id: string }[]>(`select id::text as id from contract where terms -> 'transition' ->> 'from_contract_id' = ? and archived_at is null`, [contract.id]);
+  if (successor) return null; // the renewal bills it
   const end = contract.endingBefore.toISOString();
   const inv = await computeInvoice(em, contract, { start: end, end }, { invoiceId: lateUsageInvoiceId(contract.id) });
   return inv.lines.length ? inv : null;
@@ -469,9 +482,12 @@ export const lateUsageInvoiceId = (contractId: string) => uuidV5(`late-usage:${c
 
 /**
  * A regenerated invoice prices its period's usage afresh, late events included. Late usage that
- * later invoices already billed as corrections of the voided invoice (or of any invoice it in turn
- * regenerated) is therefore subtracted on the regenerated one, with a line naming where it was
- * billed: never billed twice. Corrections on voided invoices were voided with them and count for nothing.
+ * finalized invoices (of any of the customer's contracts) already billed as corrections of the
+ * voided invoice (or of any invoice it in turn regenerated) is therefore subtracted on the
+ * regenerated one, with a line naming where it was billed: never billed twice. Corrections on
+ * voided invoices were voided with them and count for nothing. A frozen invoice still awaiting
+ * approval that carries such a correction could yet be rejected and recomputed without it, so
+ * regenerating waits for its decision (409).
  */
 async function correctionsBilledElsewhere(em: EntityManager, contract: Contract, voidedId: string, invoiceId?: string): Promise<CorrectionInput[]> {
   const chain = new Set<string>();
@@ -480,10 +496,14 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
     id = (await em.findOne(Invoice, { id }, { fields: ['regeneratedFromInvoiceId'] }))?.regeneratedFromInvoiceId ?? null;
   }
   const billed = new Map<string, Decimal>();
-  for (const inv of await em.find(Invoice, { contractId: contract.id, status: { $ne: 'VOID' } })) {
+  for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } })) {
     if (inv.id === invoiceId || chain.has(inv.id)) continue;
     const amount = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id)).reduce((a, l) => a.plus(l.total), dec(0));
-    if (!amount.isZero()) billed.set(inv.id, amount);
+    if (amount.isZero()) continue;
+    if (inv.status !== 'FINALIZED') {
+      throw new ConflictError(`invoice ${inv.id} bills late usage of invoice ${voidedId}'s period and is awaiting approval: approve or reject it before regenerating`);
+    }
+    billed.set(inv.id, amount);
   }
   return [...billed.entries()].map(([on, amount]) => ({
     correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}`, amount: amount.negated().toString(),
