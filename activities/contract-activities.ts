@@ -11,18 +11,20 @@ export interface ContractPlan {
   customerId: string;
   schedule: Schedule;
   invoiceGracePeriodMs: number;
+  /** After the contract's end, how long late events can still arrive (ActivityDeps.lateUsageWindowMs). */
+  lateUsageWindowMs: number;
   /** An archived contract closes no more periods. */
   archived?: boolean;
 }
 
-export function createContractActivities({ orm, invoiceGracePeriodMs }: ActivityDeps) {
+export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageWindowMs = 34 * 86_400_000 }: ActivityDeps) {
   return {
     /** Read-only: the contract's period schedule and the grace period, recorded in workflow history. */
     async loadContractPlan({ contractId }: { contractId: string }): Promise<ContractPlan> {
       return classified(async () => {
         const contract = await orm.em.fork().findOne(Contract, { id: contractId });
         if (!contract) throw new NotFoundError('contract', contractId);
-        return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, archived: contract.archivedAt !== null && contract.archivedAt !== undefined };
+        return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, lateUsageWindowMs, archived: contract.archivedAt !== null && contract.archivedAt !== undefined };
       });
     },
 

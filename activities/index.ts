@@ -10,6 +10,11 @@ export interface ActivityDeps {
   orm: MikroORM;
   mailer: Mailer;
   invoiceGracePeriodMs: number;
+  /**
+   * How long after a contract's end late events can still arrive (the ingest window, 34 days by
+   * default): then an ended contract with no renewal bills its late usage on an invoice of its own.
+   */
+  lateUsageWindowMs?: number;
 }
 
 export function createActivities(deps: ActivityDeps) {

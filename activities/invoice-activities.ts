@@ -3,7 +3,7 @@ import { NotFoundError, ConflictError, UnavailableError } from '../billing/error
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import { Customer, Invoice } from '../db/entities.js';
 import { viewOfStored } from '../db/invoices.js';
-import { freezeInvoiceTx, type FreezeInput, type FrozenInvoice } from '../db/invoice-freeze.js';
+import { freezeInvoiceTx, freezeLateUsageInvoiceTx, type FreezeInput, type FrozenInvoice } from '../db/invoice-freeze.js';
 import { renderInvoiceEmail } from '../integrations/email/invoice-email.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
@@ -18,6 +18,14 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
      */
     async freezeInvoice(input: FreezeInput): Promise<FrozenInvoice> {
       return classified(() => orm.em.fork().transactional((em) => freezeInvoiceTx(em, input)));
+    },
+
+    /**
+     * The late-usage invoice of an ended contract with no renewal (corrections only), frozen once;
+     * null when there is nothing to bill. Its close workflow then takes it through approval.
+     */
+    async freezeLateUsageInvoice({ contractId }: { contractId: string }) {
+      return classified(() => orm.em.fork().transactional((em) => freezeLateUsageInvoiceTx(em, contractId)));
     },
 
     async rejectInvoice({ invoiceId, reason, rejectedBy }: { invoiceId: string; reason: string; rejectedBy: string | null }): Promise<void> {

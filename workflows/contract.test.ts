@@ -6,6 +6,7 @@ import type { MikroORM } from '@mikro-orm/postgresql';
 import { createActivities } from '../activities/index.js';
 import { Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
+import { lateUsageInvoiceId } from '../db/invoices.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
 import { ROOT, SEARCH_ATTRIBUTES } from '../stack/config.js';
 import { temporal } from '@temporalio/proto';
@@ -131,6 +132,41 @@ describe('contract workflow (time-skipping)', () => {
     const inv = await orm.em.fork().findOneOrFail(Invoice, { id: invoiceId });
     expect([inv.status, inv.total, !!inv.emailedAt]).toEqual(['FINALIZED', '14', true]);
     expect(await mailTo(billingEmail)).toHaveLength(1);
+  });
+
+  test('an ended contract with no renewal bills late usage on an invoice of its own once the ingest window has passed', async () => {
+    const now = new Date(await env.currentTimeMs());
+    const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
+    const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
+    const billingEmail = `${uniqueName('late')}@skipping.test`;
+    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '1', billingEmail });
+    await s.ingest([{ id: '1', at: start, seconds: 40 }]);
+    const invoiceId = invoiceIdFor(s.contractId, start);
+    const lateId = lateUsageInvoiceId(s.contractId);
+    const graceMs = 3_600_000;
+    const taskQueue = uniqueName('wf');
+    const worker = await Worker.create({
+      connection: env.nativeConnection, taskQueue, workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'),
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: graceMs, lateUsageWindowMs: 34 * 86_400_000 }),
+    });
+    await worker.runUntil(async () => {
+      const contract = await env.client.workflow.start(contractWorkflow, { workflowId: contractWorkflowId(s.contractId), taskQueue, args: [{ contractId: s.contractId }] });
+      const close = env.client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceId));
+      await skipToClose(close, Date.parse(end) + graceMs);
+      await close.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '40' }] });
+      // The period is final; then an event of it arrives late.
+      await s.ingest([{ id: 'late', at: new Date(Date.parse(end) - 60_000).toISOString(), seconds: 2 }]);
+      await waitFor(async () => ((await contract.query(contractStateQuery)).state === 'ENDED' ? true : undefined));
+      expect(await orm.em.fork().findOne(Invoice, { id: lateId })).toBeNull(); // not before the window has passed
+      const lateClose = env.client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(lateId));
+      await skipToClose(lateClose, Date.parse(end) + 34 * 86_400_000 + graceMs);
+      await contract.result();
+      const late = await orm.em.fork().findOneOrFail(Invoice, { id: lateId });
+      expect([late.status, late.total, late.lineItems.map((l) => `${l.type}:${l.corrected_invoice_id}:${l.total}`)]).toEqual(['DRAFT', '2', [`correction:${invoiceId}:2`]]);
+      await lateClose.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '2' }] });
+      expect(await lateClose.result()).toMatchObject({ status: 'FINALIZED', total: '2' });
+    });
+    expect((await mailTo(billingEmail)).map((m) => m.subject)).toHaveLength(2);
   });
 
   /** Skips time to the close and waits until the period's invoice awaits approval. */

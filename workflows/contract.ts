@@ -171,4 +171,34 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   state.state = plan.archived ? 'ARCHIVED' : 'ENDED';
   state.nextCloseAt = null;
   upsertSearchAttributes([{ key: LifecycleStateKey, value: state.state }]);
+  if (plan.archived || !plan.schedule.endingBefore) return;
+
+  // Late events for the contract's periods are accepted for the ingest window after its end. Once
+  // it has passed, late usage that no renewal bills goes on a late-usage invoice of its own.
+  const lateUsageAt = Date.parse(plan.schedule.endingBefore) + plan.lateUsageWindowMs + plan.invoiceGracePeriodMs;
+  state.nextCloseAt = new Date(lateUsageAt).toISOString();
+  const wait = lateUsageAt - Date.now();
+  if (wait > 0 && await condition(() => changed, wait)) {
+    // The end date moved or the contract was archived meanwhile: plan again.
+    await continueAsNew<typeof contractWorkflow>({ contractId: input.contractId, nextPeriodIndex: state.nextPeriodIndex });
+  }
+  state.nextCloseAt = null;
+  const late = await acts.freezeLateUsageInvoice({ contractId: input.contractId });
+  if (!late) return;
+  try {
+    await startChild(invoiceCloseWorkflow, {
+      workflowId: invoiceWorkflowId(late.invoiceId),
+      args: [{ invoiceId: late.invoiceId, contractId: input.contractId, periodStart: late.periodStart, periodEnd: late.periodEnd }],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+      typedSearchAttributes: [
+        { key: CustomerIdKey, value: plan.customerId },
+        { key: ContractIdKey, value: input.contractId },
+        { key: InvoiceIdKey, value: late.invoiceId },
+        { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
+      ],
+    });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
 }
