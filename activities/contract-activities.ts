@@ -2,6 +2,7 @@ import { periodAt, type Period, type Schedule } from '../billing/periods.js';
 import { NotFoundError } from '../billing/errors.js';
 import { Contract, Customer, Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
+import { pgTextArray } from '../db/sql.js';
 import { contractSchedule } from '../db/invoices.js';
 import { rollOverToSuccessor } from '../db/rollover.js';
 import type { ActivityDeps } from './index.js';
@@ -39,7 +40,7 @@ export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageW
     /**
      * Read-only: the contract's periods before `beforeIndex` whose invoice is not closed yet —
      * not frozen, awaiting approval, or finalized but not emailed to a customer who has a billing
-     * email. A voided invoice is closed.
+     * email (and whose close did not record that there was none). A voided invoice is closed.
      */
     async unclosedPeriods({ contractId, beforeIndex }: { contractId: string; beforeIndex: number }): Promise<Period[]> {
       return classified(async () => {
@@ -55,12 +56,17 @@ export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageW
         if (!periods.length) return [];
         const invoices = new Map((await em.find(Invoice, { id: { $in: periods.map((p) => invoiceIdFor(contractId, p.start)) } })).map((i) => [i.id, i]));
         const customer = await em.findOne(Customer, { id: contract.customerId });
+        const finalized = [...invoices.values()].filter((i) => i.status === 'FINALIZED' && !i.emailedAt).map((i) => i.id);
+        const skipped = new Set(finalized.length
+          ? (await em.execute<{ id: string }[]>(`select invoice_id::text as id from invoice_email where invoice_id = any(?::uuid[]) and status = 'SKIPPED'`, [pgTextArray(finalized)])).map((r) => r.id)
+          : []);
         return periods.filter((p) => {
           const inv = invoices.get(invoiceIdFor(contractId, p.start));
           if (!inv) return true;
           if (inv.status === 'VOID') return false;
           if (inv.status !== 'FINALIZED') return true;
-          return !inv.emailedAt && !!customer?.billingEmail;
+          // Closed once emailed, or once its close found no billing email to send it to.
+          return !inv.emailedAt && !skipped.has(inv.id) && !!customer?.billingEmail;
         });
       });
     },

@@ -1,7 +1,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { Invoice } from '../db/entities.js';
+import { Customer, Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS, SMTP_SEND_LIMIT_MS } from '../integrations/email/limits.js';
@@ -66,6 +66,30 @@ describe('invoice activities', () => {
     await expect(run(acts.emailInvoice, { invoiceId: input.invoiceId })).rejects.toThrow(/only finalized invoices are emailed/);
   });
 
+  test('a close that found no billing email counts as done, even after an email is added; a later attempt then sends it', async () => {
+    const start = '2026-05-01T00:00:00.000Z';
+    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: '2026-06-01T00:00:00.000Z', price: '1' });
+    const invoiceId = invoiceIdFor(s.contractId, start);
+    await run(acts.freezeInvoice, { invoiceId, contractId: s.contractId, periodStart: start, periodEnd: '2026-06-01T00:00:00.000Z', recompute: false });
+    await run(acts.finalizeInvoice, { invoiceId, approvedBy: 'cfo' });
+    expect(await run(acts.emailInvoice, { invoiceId })).toEqual({ sent: false, reason: 'customer has no billing_email' });
+    const address = `${uniqueName('later')}@seeded.test`;
+    await orm.em.fork().nativeUpdate(Customer, { id: s.customerId }, { billingEmail: address });
+    // The contract workflow's sweep does not wait forever for an email its close had nobody to send to.
+    expect(await run(acts.unclosedPeriods, { contractId: s.contractId, beforeIndex: 1 })).toEqual([]);
+    expect(await run(acts.emailInvoice, { invoiceId })).toEqual({ sent: true });
+    expect(await arrived(address)).toHaveLength(1);
+    const [row] = await orm.em.fork().execute('select status, attempts from invoice_email where invoice_id = ?', [invoiceId]);
+    expect(row).toEqual({ status: 'SENT', attempts: 1 });
+  });
+
+  /** Mail to `address` once the catcher has parsed it (it acknowledges first, as an MTA queues). */
+  const arrived = (address: string) => eventually(`mail to ${address}`, async () => {
+    const m = await mailTo(address);
+    if (!m.length) throw new Error('none yet');
+    return m;
+  });
+
   /** A period frozen and finalized, ready to email. */
   async function finalized(month: string, billingEmail: string): Promise<string> {
     const start = `2026-${month}-01T00:00:00.000Z`;
@@ -94,7 +118,7 @@ describe('invoice activities', () => {
     release();
     expect(await first).toEqual({ sent: true });
     expect(await run(acts.emailInvoice, { invoiceId })).toEqual({ sent: false, reason: 'already emailed' });
-    expect(await mailTo(billingEmail)).toHaveLength(1);
+    expect(await arrived(billingEmail)).toHaveLength(1);
     const [row] = await orm.em.fork().execute('select status, attempts from invoice_email where invoice_id = ?', [invoiceId]);
     expect(row).toEqual({ status: 'SENT', attempts: 1 });
   });
@@ -105,7 +129,7 @@ describe('invoice activities', () => {
     // A worker was SIGKILLed mid-send long enough ago that its attempt has timed out.
     await orm.em.fork().execute(`insert into invoice_email (invoice_id, message_id, status, started_at) values (?, ?, 'SENDING', now() - make_interval(secs => ?))`, [invoiceId, `<invoice-${invoiceId}@accrue.local>`, EMAIL_ACTIVITY_TIMEOUT_MS / 1000 + 1]);
     expect(await run(acts.emailInvoice, { invoiceId })).toEqual({ sent: true });
-    const mail = await mailTo(billingEmail);
+    const mail = await arrived(billingEmail);
     expect(mail.map((m) => m.messageId)).toEqual([`<invoice-${invoiceId}@accrue.local>`]); // the same Message-ID a duplicate would carry
     const [row] = await orm.em.fork().execute('select status, attempts from invoice_email where invoice_id = ?', [invoiceId]);
     expect(row).toEqual({ status: 'SENT', attempts: 2 });

@@ -77,6 +77,8 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
         const customer = await em.findOne(Customer, { id: inv.customerId });
         if (!customer?.billingEmail) {
           log.warn('customer has no billing_email; invoice not emailed', { invoiceId, customerId: inv.customerId });
+          // Recorded, so the contract workflow counts this close as done even if an email is added later.
+          await em.execute(`insert into invoice_email (invoice_id, message_id, status, attempts, started_at) values (?, '', 'SKIPPED', 0, now()) on conflict do nothing`, [invoiceId]);
           return { sent: false, reason: 'customer has no billing_email' };
         }
         const mail = renderInvoiceEmail(viewOfStored(inv), { name: customer.name, billingEmail: customer.billingEmail });
@@ -84,8 +86,8 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
         // Before: claim the send (one statement, so two attempts cannot both claim it).
         const [claim] = await em.execute<{ status: string; attempts: number; claimed: boolean }[]>(`
           insert into invoice_email as e (invoice_id, message_id, status, attempts, started_at) values (?, ?, 'SENDING', 1, now())
-          on conflict (invoice_id) do update set attempts = e.attempts + 1, started_at = now()
-            where e.status = 'SENDING' and e.started_at < now() - make_interval(secs => ?)
+          on conflict (invoice_id) do update set status = 'SENDING', message_id = excluded.message_id, attempts = e.attempts + 1, started_at = now()
+            where (e.status = 'SENDING' and e.started_at < now() - make_interval(secs => ?)) or e.status = 'SKIPPED'
           returning status, attempts, true as claimed`, [invoiceId, mail.messageId, EMAIL_ACTIVITY_TIMEOUT_MS / 1000]);
         if (!claim) {
           const [row] = await em.execute<{ status: string; started_at: Date }[]>('select status, started_at from invoice_email where invoice_id = ?', [invoiceId]);

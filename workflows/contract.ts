@@ -186,7 +186,8 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const late = await acts.freezeLateUsageInvoice({ contractId: input.contractId });
   if (!late) return;
   try {
-    await startChild(invoiceCloseWorkflow, {
+    // The contract's story ends with its late-usage invoice final (or its close failed: logged).
+    const child = await startChild(invoiceCloseWorkflow, {
       workflowId: invoiceWorkflowId(late.invoiceId),
       args: [{ invoiceId: late.invoiceId, contractId: input.contractId, periodStart: late.periodStart, periodEnd: late.periodEnd }],
       parentClosePolicy: ParentClosePolicy.ABANDON,
@@ -198,6 +199,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
       ],
     });
+    await child.result().catch((err: unknown) => log.warn('the late-usage invoice close failed', { invoiceId: late.invoiceId, error: String(err) }));
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }

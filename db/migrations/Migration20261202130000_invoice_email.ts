@@ -3,7 +3,8 @@ import { Migration } from '@mikro-orm/migrations';
 /**
  * One row per invoice email, written before and after the SMTP send (invariant I4): SENDING while
  * a send may be in flight (a retry waits until it is older than the send's time limit), SENT once
- * the server accepted it.
+ * the server accepted it; SKIPPED when the customer had no billing email when the invoice closed
+ * (its close is done; a later attempt after an email was added sends it).
  */
 export class Migration20261202130000_invoice_email extends Migration {
   override async up(): Promise<void> {
@@ -11,7 +12,7 @@ export class Migration20261202130000_invoice_email extends Migration {
       create table invoice_email (
         invoice_id uuid primary key references invoice (id),
         message_id text not null,
-        status text not null check (status in ('SENDING', 'SENT')),
+        status text not null check (status in ('SENDING', 'SENT', 'SKIPPED')),
         attempts integer not null default 1,
         started_at timestamptz not null,
         sent_at timestamptz
