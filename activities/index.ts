@@ -1,5 +1,6 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
+import type { LifecycleSettings } from '../stack/config.js';
 import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
@@ -15,6 +16,8 @@ export interface ActivityDeps {
    * default): then an ended contract with no renewal bills its late usage on an invoice of its own.
    */
   lateUsageWindowMs?: number;
+  /** Operator defaults for trials, approvals and reminders; DEFAULT_LIFECYCLE_SETTINGS where a field is missing. */
+  lifecycle?: Partial<LifecycleSettings>;
 }
 
 export function createActivities(deps: ActivityDeps) {

@@ -1,6 +1,7 @@
 import type { ProductInfo, ProductType, QuantityConversion, QuantityRounding } from './invoice.js';
 import type { ContractOverride, OverrideSpecifier, Prioritization } from './overrides.js';
 import type { RateSpec, RateType } from './pricing/index.js';
+import type { ApprovalPolicy } from './approval-policy.js';
 
 /**
  * Stored shapes of products, contract terms and commits/credits (snake_case as in the API, money
@@ -139,6 +140,20 @@ export interface ContractTerms {
   amendments?: { id: string; starting_at: string; created_at: string; created_by: string }[];
   /** This contract renews or supersedes another, from its starting_at. */
   transition?: { from_contract_id: string; type: 'RENEWAL' | 'SUPERSEDE' };
+  /** A trial from the contract's start (Metronome's plan trial shape, plus Accrue's `convert`). */
+  trial_spec?: TrialSpec;
+  /** Accrue: days before ending_before the contract becomes RENEWING (default 30; 0 = no notice). */
+  renewal_notice_days?: number;
+  /** Accrue: when this contract's invoices wait for finance (default ACCRUE_APPROVAL_POLICY). */
+  approval_policy?: ApprovalPolicy;
+}
+
+export interface TrialSpec {
+  length_in_days: number;
+  /** Cents: the trial covers usage up to this amount; without it the trial covers every trial line. */
+  spending_cap?: { amount: string };
+  /** AUTO: the contract converts to ACTIVE at the trial's end even without a commit or billing provider. */
+  convert?: 'AUTO';
 }
 
 export interface AccessSegment {

@@ -1,6 +1,7 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDurationMs } from '../billing/periods.js';
+import { parseApprovalPolicyEnv, type ApprovalPolicy } from '../billing/approval-policy.js';
 
 /** Repository root (dist/stack/config.js and stack/config.ts both sit two levels below it). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), fileURLToPath(import.meta.url).includes('/dist/') ? '../..' : '..');
@@ -26,6 +27,40 @@ export interface Config {
   /** Oldest event timestamp ingest accepts, as an age (Metronome: 34 days). */
   ingestMaxAgeMs: number;
   dataDir: string;
+  lifecycle: LifecycleSettings;
+}
+
+/**
+ * Operator defaults for the contract lifecycle (issue 9). Workflows never read the environment:
+ * activities get these from the worker and hand them to workflows in their results (history).
+ */
+export interface LifecycleSettings {
+  /** ACCRUE_APPROVAL_POLICY: default for contracts without approval_policy (ALWAYS). */
+  approvalPolicy: ApprovalPolicy;
+  /** ACCRUE_APPROVAL_CHANGE_PCT: also ask for approval when the total moved more than this % from the previous period. */
+  approvalChangePct?: string;
+  /** ACCRUE_APPROVAL_REMINDER: how often finance is reminded of an invoice waiting for approval (24h). */
+  approvalReminderMs: number;
+  /** ACCRUE_FINANCE_EMAIL: where approval reminders and renewal notices for finance go (none: not sent). */
+  financeEmail?: string;
+  /** ACCRUE_TRIAL_REMINDER_DAYS: the trial reminder goes this many days before the trial ends (3). */
+  trialReminderDays: number;
+}
+
+export const DEFAULT_LIFECYCLE_SETTINGS: LifecycleSettings = { approvalPolicy: { mode: 'ALWAYS' }, approvalReminderMs: 86_400_000, trialReminderDays: 3 };
+
+export function loadLifecycleSettings(env: NodeJS.ProcessEnv = process.env): LifecycleSettings {
+  const pct = env.ACCRUE_APPROVAL_CHANGE_PCT?.trim();
+  if (pct && !/^\d+(\.\d+)?$/.test(pct)) throw new Error(`ACCRUE_APPROVAL_CHANGE_PCT must be a non-negative percentage like 25 or 12.5: ${JSON.stringify(pct)}`);
+  const days = env.ACCRUE_TRIAL_REMINDER_DAYS?.trim();
+  if (days && !/^\d+$/.test(days)) throw new Error(`ACCRUE_TRIAL_REMINDER_DAYS must be a whole number of days: ${JSON.stringify(days)}`);
+  return {
+    approvalPolicy: parseApprovalPolicyEnv(env.ACCRUE_APPROVAL_POLICY),
+    ...(pct ? { approvalChangePct: pct } : {}),
+    approvalReminderMs: parseDurationMs(env.ACCRUE_APPROVAL_REMINDER ?? '24h', 'ACCRUE_APPROVAL_REMINDER'),
+    ...(env.ACCRUE_FINANCE_EMAIL ? { financeEmail: env.ACCRUE_FINANCE_EMAIL } : {}),
+    trialReminderDays: days ? Number(days) : 3,
+  };
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -50,5 +85,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     invoiceGracePeriodMs: parseDurationMs(env.ACCRUE_INVOICE_GRACE_PERIOD ?? '24h', 'ACCRUE_INVOICE_GRACE_PERIOD'),
     ingestMaxAgeMs: parseDurationMs(env.ACCRUE_INGEST_MAX_AGE ?? '34d', 'ACCRUE_INGEST_MAX_AGE'),
     dataDir: env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'),
+    lifecycle: loadLifecycleSettings(env),
   };
 }

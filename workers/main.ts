@@ -17,7 +17,7 @@ const worker = await Worker.create({
   namespace: config.temporalNamespace,
   taskQueue: config.taskQueue,
   workflowsPath: fileURLToPath(new URL('../workflows/index.js', import.meta.url)),
-  activities: createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs }),
+  activities: createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs, lifecycle: config.lifecycle }),
   shutdownGraceTime: '10 seconds',
 });
 const clientConnection = await Connection.connect({ address: config.temporalAddress });

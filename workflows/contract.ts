@@ -44,6 +44,12 @@ export interface ContractWorkflowState {
 export const contractStateQuery = defineQuery<ContractWorkflowState>('contractState');
 /** The contract's end date changed or it was archived: reload the plan (sent by the API). */
 export const contractChangedSignal = defineSignal('contractChanged');
+/**
+ * A payment was recorded on, or a void changed, one of the contract's finalized invoices: the
+ * workflow re-reads its invoices' payment states (`invoicePaymentStates`) to enter or leave
+ * ARREARS. Sent by the API after the change is committed; harmless when nothing changed.
+ */
+export const invoicePaymentChangedSignal = defineSignal('invoicePaymentChanged');
 
 const acts = proxyActivities<Activities>({
   startToCloseTimeout: '10 seconds',
