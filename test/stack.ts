@@ -51,7 +51,7 @@ export interface RunningApp {
 }
 
 /** Starts the real API and worker processes (from the build) against the test servers. */
-export async function startApp(opts: { databaseUrl: string; gracePeriod?: string; withWorker?: boolean; temporalAddress?: string; ingestMaxAge?: string }): Promise<RunningApp> {
+export async function startApp(opts: { databaseUrl: string; gracePeriod?: string; withWorker?: boolean; temporalAddress?: string; ingestMaxAge?: string; env?: Record<string, string> }): Promise<RunningApp> {
   const stack = testStack();
   const port = await freePort();
   const adminToken = `test-admin-${randomBytes(12).toString('hex')}`;
@@ -68,6 +68,8 @@ export async function startApp(opts: { databaseUrl: string; gracePeriod?: string
     ACCRUE_INVOICE_GRACE_PERIOD: opts.gracePeriod ?? '1s',
     // Tests bill backdated contracts, so they send usage from months ago.
     ACCRUE_INGEST_MAX_AGE: opts.ingestMaxAge ?? '400d',
+    // Per-test settings (ACCRUE_APPROVAL_POLICY, ACCRUE_FINANCE_EMAIL, …).
+    ...opts.env,
   };
   const quiet = process.env.ACCRUE_TEST_VERBOSE !== '1';
   const api = spawnService('api', env, { quiet });
