@@ -1,8 +1,9 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../billing/errors.js';
-import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem } from '../billing/contract-terms.js';
+import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem, TrialSpec } from '../billing/contract-terms.js';
 import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '../billing/money.js';
 import { addMonthsClamped } from '../billing/periods.js';
+import { trialWindow } from '../billing/trial.js';
 import { BalanceGrant, Product } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
@@ -284,4 +285,45 @@ export async function termsInput(body: Obj, products: ProductLookup, amendmentId
   const tcv = decimal(body, 'total_contract_value', '', { optional: true, min: 0 });
   if (tcv) terms.total_contract_value = tcv;
   return terms;
+}
+
+/** Longest trial and renewal notice accepted: beyond this, dates leave the range timestamps can hold. */
+const MAX_DAYS = 36_500;
+
+/**
+ * `trial_spec` on contract create: a whole number of days (≥ 1) from the contract's start, over
+ * before the contract ends; an optional spending cap in whole cents (the trial covers usage up to
+ * it); `convert: 'AUTO'` to become ACTIVE at its end without a commit or billing provider.
+ */
+export function trialSpecInput(body: Obj, startingAt: string, endingBefore?: string): TrialSpec | undefined {
+  if (body.trial_spec === undefined || body.trial_spec === null) return undefined;
+  const t = objectAt(body.trial_spec, 'trial_spec', ['length_in_days', 'spending_cap', 'convert']);
+  const days = t.length_in_days;
+  if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > MAX_DAYS) {
+    throw new ValidationError('trial_spec.length_in_days', `must be a whole number of days from 1 to ${MAX_DAYS}`);
+  }
+  const spec: TrialSpec = { length_in_days: days };
+  const { end } = trialWindow(startingAt, spec);
+  if (endingBefore && Date.parse(end) >= Date.parse(endingBefore)) {
+    throw new ValidationError('trial_spec.length_in_days', `the trial would end at ${end}, not before the contract's ending_before ${endingBefore}`);
+  }
+  if (t.spending_cap !== undefined && t.spending_cap !== null) {
+    const path = 'trial_spec.spending_cap';
+    const cap = objectAt(t.spending_cap, path, ['amount', 'credit_type_id']);
+    creditType(cap, 'credit_type_id', path);
+    spec.spending_cap = { amount: wholeAmount(cap, 'amount', path) };
+  }
+  const convert = oneOf(t, 'convert', ['AUTO'] as const, 'trial_spec', { optional: true });
+  if (convert) spec.convert = convert;
+  return spec;
+}
+
+/** `renewal_notice_days` (create and edit): a whole number of days ≥ 0, 0 meaning no notice; undefined when absent. */
+export function renewalNoticeDaysInput(body: Obj): number | undefined {
+  const v = body.renewal_notice_days;
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_DAYS) {
+    throw new ValidationError('renewal_notice_days', `must be a whole number of days from 0 (no notice) to ${MAX_DAYS}`);
+  }
+  return v;
 }

@@ -148,6 +148,9 @@ export interface ContractTerms {
   approval_policy?: ApprovalPolicy;
 }
 
+/** What a contract without `renewal_notice_days` in its terms gets. */
+export const DEFAULT_RENEWAL_NOTICE_DAYS = 30;
+
 export interface TrialSpec {
   length_in_days: number;
   /** Cents: the trial covers usage up to this amount; without it the trial covers every trial line. */

@@ -78,6 +78,11 @@ function anchorOf(schedule: Schedule, startMs: number): number {
   }
 }
 
+/** `ms` plus whole days of exactly 24 h (UTC has no DST, so a day is always 24 h). */
+export function addDays(ms: number, days: number): number {
+  return ms + days * DAY_MS;
+}
+
 /** The k-th boundary of the schedule's grid (k may be negative). */
 function boundary(anchorMs: number, frequency: Frequency, k: number): number {
   return frequency === 'WEEKLY' ? anchorMs + k * 7 * DAY_MS : addMonthsClamped(anchorMs, k * MONTHS_PER_STEP[frequency]);

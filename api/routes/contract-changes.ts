@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import { ConflictError, UnavailableError, ValidationError } from '../../billing/errors.js';
-import type { ContractTerms } from '../../billing/contract-terms.js';
+import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/contract-terms.js';
 import { periodsStartedBefore } from '../../billing/periods.js';
 import { customerBalances } from '../../db/balances.js';
 import { findCustomer } from '../../db/customers.js';
@@ -12,7 +12,7 @@ import { contractSchedule } from '../../db/invoices.js';
 import { contractChangedSignal, contractWorkflow } from '../../workflows/contract.js';
 import { contractWorkflowId, invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { chargesInput, grantInput, overridesInput, ProductLookup } from '../contract-input.js';
+import { chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
 import { bool, decimal, hourTimestamp, objectAt, reqUuid, stringRecord, timestamp, type Obj } from '../validate.js';
 import { contractJson, findContract } from './contract-reads.js';
 
@@ -114,7 +114,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
   });
 
   r.post('/v2/contracts/edit', allow(), async (req, res) => {
-    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key']);
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days']);
     const em = orm.em.fork();
     const contract = await findContract(em, body);
     if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
@@ -129,14 +129,17 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     }
     const name = body.update_contract_name;
     if (name !== undefined && (typeof name !== 'string' || !name.trim())) throw new ValidationError('update_contract_name', 'must be a non-empty string');
+    const notice = renewalNoticeDaysInput(body);
+    const noticeChanged = notice !== undefined && notice !== (contract.terms?.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS);
     await em.transactional(async (tx) => {
       const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
-      c.terms = added.terms;
+      c.terms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
       if (endChanged) c.endingBefore = contract.endingBefore;
       if (typeof name === 'string') c.name = name;
       for (const g of added.grants) tx.create(BalanceGrant, g);
     });
-    if (endChanged) await tellWorkflow(temporal, taskQueue, em, contract);
+    // The workflow's renewal notice timer depends on both the end date and the notice.
+    if (endChanged || noticeChanged) await tellWorkflow(temporal, taskQueue, em, contract);
     res.json({ data: { id: contract.id, edit: { id: editId } } });
   });
 

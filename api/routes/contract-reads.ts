@@ -1,7 +1,8 @@
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
-import { overrideOf, productStateAt, type StoredCharge, type StoredOverride } from '../../billing/contract-terms.js';
+import { DEFAULT_RENEWAL_NOTICE_DAYS, overrideOf, productStateAt, type StoredCharge, type StoredOverride, type TrialSpec } from '../../billing/contract-terms.js';
+import { trialWindow } from '../../billing/trial.js';
 import { jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import { applyOverrides } from '../../billing/overrides.js';
 import { gridPeriodContaining } from '../../billing/periods.js';
@@ -48,6 +49,18 @@ function overrideJson(o: StoredOverride, products: Map<string, Product>, created
   };
 }
 
+/** The trial as given, plus the instants it starts and ends (the same function the workflow's timers use). */
+function trialSpecJson(t: TrialSpec, startingAt: string) {
+  const w = trialWindow(startingAt, t);
+  return {
+    length_in_days: t.length_in_days,
+    ...(t.spending_cap ? { spending_cap: { amount: jsonDecimal(t.spending_cap.amount), credit_type: CREDIT } } : {}),
+    ...(t.convert ? { convert: t.convert } : {}),
+    starting_at: w.start,
+    ending_before: w.end,
+  };
+}
+
 export async function contractJson(em: EntityManager, c: Contract, balances?: Map<string, GrantBalance>, opts: { ledgers?: boolean } = {}) {
   const grants = await em.find(BalanceGrant, { contractId: c.id }, { orderBy: { createdAt: 'asc', id: 'asc' } });
   const terms = c.terms ?? {};
@@ -79,6 +92,8 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     ...(terms.net_payment_terms_days !== undefined ? { net_payment_terms_days: terms.net_payment_terms_days } : {}),
     ...(terms.total_contract_value !== undefined ? { total_contract_value: jsonDecimal(terms.total_contract_value) } : {}),
     ...(terms.multiplier_override_prioritization ? { multiplier_override_prioritization: terms.multiplier_override_prioritization } : {}),
+    ...(terms.trial_spec ? { trial_spec: trialSpecJson(terms.trial_spec, c.startingAt.toISOString()) } : {}),
+    renewal_notice_days: terms.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS,
   });
   const successor = await successorOf(em, c.id);
   const transitions = [
