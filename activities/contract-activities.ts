@@ -1,10 +1,14 @@
 import { periodAt, type Period, type Schedule } from '../billing/periods.js';
 import { NotFoundError } from '../billing/errors.js';
-import { Contract, Customer, Invoice } from '../db/entities.js';
+import { BalanceGrant, Contract, Customer, Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { pgTextArray } from '../db/sql.js';
 import { contractSchedule } from '../db/invoices.js';
 import { rollOverToSuccessor } from '../db/rollover.js';
+import { latestLifecycle, recordLifecycleTransition, type LifecycleTransitionRow } from '../db/lifecycle.js';
+import type { LifecycleState } from '../billing/lifecycle.js';
+import { DEFAULT_LIFECYCLE_SETTINGS } from '../stack/config.js';
+import { lifecycleTimes, type LifecycleTimes } from '../billing/lifecycle-times.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
 
@@ -16,17 +20,61 @@ export interface ContractPlan {
   lateUsageWindowMs: number;
   /** An archived contract closes no more periods. */
   archived?: boolean;
+  /** When the lifecycle's timers fire, and its last recorded transition. */
+  lifecycle: LifecycleTimes & { last?: { state: LifecycleState; since: string; seq: number } };
 }
 
-export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageWindowMs = 34 * 86_400_000 }: ActivityDeps) {
+export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageWindowMs = 34 * 86_400_000, lifecycle }: ActivityDeps) {
+  const settings = { ...DEFAULT_LIFECYCLE_SETTINGS, ...lifecycle };
   return {
     /** Read-only: the contract's period schedule and the grace period, recorded in workflow history. */
     async loadContractPlan({ contractId }: { contractId: string }): Promise<ContractPlan> {
       return classified(async () => {
         const contract = await orm.em.fork().findOne(Contract, { id: contractId });
         if (!contract) throw new NotFoundError('contract', contractId);
-        return { customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, lateUsageWindowMs, archived: contract.archivedAt !== null && contract.archivedAt !== undefined };
+        const last = (await latestLifecycle(orm.em.fork(), [contractId])).get(contractId);
+        return {
+          customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, lateUsageWindowMs,
+          archived: contract.archivedAt !== null && contract.archivedAt !== undefined,
+          lifecycle: { ...lifecycleTimes(contract, settings), ...(last ? { last } : {}) },
+        };
       });
+    },
+
+    /** Writes one transition of the contract's lifecycle log; idempotent on (contract, seq). */
+    async recordLifecycleTransition(row: Omit<LifecycleTransitionRow, 'contractId'> & { contractId: string }): Promise<{ recorded: boolean }> {
+      return classified(() => recordLifecycleTransition(orm.em.fork(), row));
+    },
+
+    /**
+     * Read-only, at the trial's end: does the contract convert to ACTIVE? It does with a commit,
+     * with `trial_spec.convert: 'AUTO'`, or (once payments through a billing provider exist) with a
+     * billing provider configured for the customer.
+     */
+    async trialOutcome({ contractId }: { contractId: string }): Promise<{ converts: boolean; reason: string }> {
+      return classified(async () => {
+        const em = orm.em.fork();
+        const contract = await em.findOne(Contract, { id: contractId });
+        if (!contract) throw new NotFoundError('contract', contractId);
+        if (contract.terms?.trial_spec?.convert === 'AUTO') return { converts: true, reason: "trial_spec.convert is 'AUTO'" };
+        const commits = await em.count(BalanceGrant, { contractId, kind: { $in: ['PREPAID', 'POSTPAID'] }, archivedAt: null });
+        if (commits > 0) return { converts: true, reason: 'the contract has a commit' };
+        return { converts: false, reason: 'no commit, no billing provider and no automatic conversion' };
+      });
+    },
+
+    /**
+     * A trial that does not convert ends the contract: ending_before becomes the trial's end (when
+     * it was later or open), so no period after the trial is billed. Idempotent.
+     */
+    async endContractAtTrialEnd({ contractId }: { contractId: string }): Promise<{ endingBefore: string | null }> {
+      return classified(() => orm.em.fork().transactional(async (em) => {
+        const contract = await em.findOne(Contract, { id: contractId }, { lockMode: 4 });
+        if (!contract) throw new NotFoundError('contract', contractId);
+        const trialEnd = lifecycleTimes(contract, settings).trial?.endsAt;
+        if (trialEnd && (!contract.endingBefore || contract.endingBefore.getTime() > Date.parse(trialEnd))) contract.endingBefore = new Date(trialEnd);
+        return { endingBefore: contract.endingBefore?.toISOString() ?? null };
+      }));
     },
 
     /**

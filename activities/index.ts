@@ -4,6 +4,7 @@ import type { LifecycleSettings } from '../stack/config.js';
 import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
+import { createNoticeActivities } from './notice-activities.js';
 import { createRatingActivities } from './rating-activities.js';
 
 /** Everything activities need, injected once by the worker (and by tests). */
@@ -21,7 +22,7 @@ export interface ActivityDeps {
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -35,7 +35,7 @@ export interface Period {
   end: string;
 }
 
-const DAY_MS = 86_400_000;
+export const DAY_MS = 86_400_000;
 
 const MONTHS_PER_STEP: Record<Frequency, number> = { MONTHLY: 1, QUARTERLY: 3, ANNUAL: 12, WEEKLY: 0 };
 

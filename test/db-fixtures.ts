@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import type { ContractTerms } from '../billing/contract-terms.js';
 import { USD_CENTS } from '../billing/money.js';
 import { BillableMetric, Contract, Customer, CustomerIngestAlias, Product, Rate, RateCard } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
@@ -7,7 +8,7 @@ import { ratePass, ratingBacklog } from '../db/rating.js';
 import { uniqueName } from './stack.js';
 
 /** A customer on a one-product FLAT rate card with a contract, written straight to PostgreSQL. */
-export async function seedContract(em: EntityManager, opts: { startingAt: string; endingBefore?: string; price: string; billingEmail?: string }) {
+export async function seedContract(em: EntityManager, opts: { startingAt: string; endingBefore?: string; price: string; billingEmail?: string; terms?: ContractTerms }) {
   const now = new Date();
   const customerId = newId();
   const alias = uniqueName('alias');
@@ -29,7 +30,7 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
   const contractId = newId();
   em.create(Contract, {
     id: contractId, customerId, rateCardId, startingAt: new Date(opts.startingAt), endingBefore: opts.endingBefore ? new Date(opts.endingBefore) : null,
-    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: {}, createdAt: now,
+    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: opts.terms ?? {}, createdAt: now,
   });
   await em.flush();
   /** Inserts events and rates them, as the API and the rating workflow would. */

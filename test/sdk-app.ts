@@ -15,14 +15,14 @@ export interface SdkApp {
   temporal: Client;
 }
 
-export function useSdkApp(prefix: string, opts: { gracePeriod?: string } = {}): SdkApp {
+export function useSdkApp(prefix: string, opts: { gracePeriod?: string; env?: Record<string, string> } = {}): SdkApp {
   const h = {} as SdkApp;
   let connection: Connection | undefined;
   beforeAll(async () => {
     const db = await createTestDatabase(prefix);
     h.orm = db.orm;
     h.dbUrl = db.url;
-    h.app = await startApp({ databaseUrl: db.url, gracePeriod: opts.gracePeriod ?? '1s' });
+    h.app = await startApp({ databaseUrl: db.url, gracePeriod: opts.gracePeriod ?? '1s', ...(opts.env ? { env: opts.env } : {}) });
     h.client = new Metronome({ bearerToken: h.app.adminToken, baseURL: h.app.baseURL, maxRetries: 0 });
     connection = await Connection.connect({ address: testStack().temporalAddress });
     h.temporal = new Client({ connection });

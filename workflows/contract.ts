@@ -1,58 +1,62 @@
 import {
-  condition, continueAsNew, defineQuery, defineSignal, ParentClosePolicy, proxyActivities, setHandler, sleep, startChild,
+  condition, continueAsNew, ParentClosePolicy, patched, proxyActivities, setHandler, sleep, startChild,
   upsertSearchAttributes, workflowInfo, WorkflowIdReusePolicy, log,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
+import type { ContractPlan } from '../activities/contract-activities.js';
+import { transition, visibleState, type LifecycleEvent, type LifecycleHook, type LifecycleSnapshot } from '../billing/lifecycle.js';
 import type { Period } from '../billing/periods.js';
 import { periodAt } from '../billing/periods.js';
+import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
+import {
+  contractChangedSignal, contractStateQuery, invoicePaymentChangedSignal, lifecycleStateQuery,
+  type ContractWorkflowInput, type ContractWorkflowState, type LifecycleCarry,
+} from './contract-messages.js';
+import { legacyContractWorkflow } from './contract-v0.js';
 import { invoiceCloseWorkflow, invoiceSettledSignal } from './invoice-close.js';
 import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey, invoiceWorkflowId } from './search-attributes.js';
 
+export {
+  contractChangedSignal, contractStateQuery, invoicePaymentChangedSignal, lifecycleStateQuery,
+  type ContractWorkflowInput, type ContractWorkflowState, type LifecycleCarry, type LifecycleStateView,
+} from './contract-messages.js';
+
 /**
- * One workflow per contract (`contract/<contract_id>`), from start to end. It sleeps until each
- * period's end plus the invoice grace period and then closes that period's invoice in a child
- * workflow (`invoice/<invoice_id>`), which lives on by itself (ABANDON) while it waits for finance.
- * A contract that started in the past closes its past periods right away. Continue-as-new keeps
- * the history short on long contracts.
+ * One workflow per contract (`contract/<contract_id>`), from start to end: it tells the contract's
+ * story. Two things run in it.
  *
- * No period is ever skipped: a close that failed, was terminated or timed out is started again
- * (ALLOW_DUPLICATE_FAILED_ONLY; a running or completed close is left alone). The workflow notices
- * a failed close of its own run at once (the child's result; restarted after 10 s, doubling up to
- * an hour while closes keep failing), and sweeps every earlier period
- * from PostgreSQL (`unclosedPeriods`) at each period close, after a failure, at the start of each
- * run and once a day while one is open. After the last period it waits until every
- * period's invoice is finalized and emailed (or voided), and only then rolls the commits and
- * credits over to the successor contract: the leftover it rolls is the final one.
+ * Invoice close. It sleeps until each period's end plus the invoice grace period and then closes
+ * that period's invoice in a child workflow (`invoice/<invoice_id>`), which lives on by itself
+ * (ABANDON) while it waits for finance. A contract that started in the past closes its past
+ * periods right away. No period is ever skipped: a close that failed, was terminated or timed out
+ * is started again (ALLOW_DUPLICATE_FAILED_ONLY; a running or completed close is left alone). The
+ * workflow notices a failed close of its own run at once (the child's result; restarted after
+ * 10 s, doubling up to an hour while closes keep failing), and sweeps every earlier period from
+ * PostgreSQL (`unclosedPeriods`) at each period close, after a failure, at the start of each run
+ * and once a day while one is open. After the last period it waits until every period's invoice
+ * is finalized and emailed (or voided), and only then rolls the commits and credits over to the
+ * successor contract: the leftover it rolls is the final one.
+ *
+ * Lifecycle. TRIAL → ACTIVE → RENEWING → ENDED, ARREARS over a live contract while an invoice is
+ * overdue, ARCHIVED (billing/lifecycle.ts decides every transition). Timers, not polling: the
+ * trial reminder and end, the renewal notice (`renewal_notice_days` before the end date), the end
+ * date, and the next due date of an unpaid invoice; payments and voids arrive as a signal. Each
+ * visible change is recorded in PostgreSQL (numbered, so a retry writes it once), in the
+ * `LifecycleState` search attribute and in the `lifecycleState` query, and fires its hooks (emails
+ * now; outbound notifications and CRM sync read the same hooks later). Every email has a key of
+ * its own, so a worker killed between two steps never sends one twice.
+ *
+ * Continue-as-new keeps the history short on long contracts; the lifecycle travels in its input.
  */
-export interface ContractWorkflowInput {
-  contractId: string;
-  /** Next period to close; set by continue-as-new. */
-  nextPeriodIndex?: number;
-}
-
-export interface ContractWorkflowState {
-  nextPeriodIndex: number;
-  nextCloseAt: string | null;
-  state: 'ACTIVE' | 'ENDED' | 'ARCHIVED';
-  /** Earlier periods whose invoice is not closed yet (as of the last sweep), by period start. */
-  unclosedPeriods: string[];
-  /** Closes this run started again after they failed or were terminated. */
-  restartedCloses: number;
-}
-
-export const contractStateQuery = defineQuery<ContractWorkflowState>('contractState');
-/** The contract's end date changed or it was archived: reload the plan (sent by the API). */
-export const contractChangedSignal = defineSignal('contractChanged');
-/**
- * A payment was recorded on, or a void changed, one of the contract's finalized invoices: the
- * workflow re-reads its invoices' payment states (`invoicePaymentStates`) to enter or leave
- * ARREARS. Sent by the API after the change is committed; harmless when nothing changed.
- */
-export const invoicePaymentChangedSignal = defineSignal('invoicePaymentChanged');
 
 const acts = proxyActivities<Activities>({
   startToCloseTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
+});
+// Emails outlive nodemailer's own limits, so no retry overlaps a send in flight (I4).
+const mail = proxyActivities<Activities>({
+  startToCloseTimeout: EMAIL_ACTIVITY_TIMEOUT_MS,
   retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
 });
 
@@ -65,35 +69,186 @@ const RESTART_BACKOFF_MS = { first: 10_000, max: 3_600_000 };
  * test server does not).
  */
 const SWEEP_MS = 24 * 3_600_000;
+/** The patch that added the lifecycle; histories without its marker run `legacyContractWorkflow`. */
+export const LIFECYCLE_PATCH = 'lifecycle';
 
 export async function contractWorkflow(input: ContractWorkflowInput): Promise<void> {
-  let plan = await acts.loadContractPlan({ contractId: input.contractId });
+  if (!patched(LIFECYCLE_PATCH)) return legacyContractWorkflow(input);
+  const contractId = input.contractId;
+  let plan = await acts.loadContractPlan({ contractId });
   const state: ContractWorkflowState = { nextPeriodIndex: input.nextPeriodIndex ?? 0, nextCloseAt: null, state: 'ACTIVE', unclosedPeriods: [], restartedCloses: 0 };
   let changed = false;
   let settled = false;
   let closeFailed = false;
+  let paymentsDirty = true;
   let failuresInARow = 0;
   const pauseAfterFailure = async () => {
     await sleep(Math.min(RESTART_BACKOFF_MS.first * 2 ** failuresInARow, RESTART_BACKOFF_MS.max));
     failuresInARow++;
   };
+
+  // ---- lifecycle ----
+  const life: LifecycleCarry = input.lifecycle ?? await firstRunLifecycle(contractId, plan);
+  let snapshot: LifecycleSnapshot = { phase: life.phase, overdue: life.overdue };
+  const done = new Set(life.done);
+  /** The earliest due date of an unpaid invoice not yet overdue (from the last payment read). */
+  let nextDueAt: number | undefined;
+  /** When payments were last read: while in arrears they are read again daily (a payment signal can be lost). */
+  let paymentsReadAt = -Infinity;
+  const carry = (): LifecycleCarry => ({ phase: snapshot.phase, overdue: snapshot.overdue, seq: life.seq, since: life.since, done: [...done].sort() });
+  const nextRun = () => continueAsNew<typeof contractWorkflow>({ contractId, nextPeriodIndex: state.nextPeriodIndex, lifecycle: carry() });
+
   setHandler(contractStateQuery, () => state);
+  setHandler(lifecycleStateQuery, () => {
+    const at = lifecycleDueAt();
+    return { state: visibleState(snapshot), since: life.since, phase: snapshot.phase, overdue: snapshot.overdue, nextLifecycleAt: at === undefined ? null : new Date(at).toISOString() };
+  });
   setHandler(contractChangedSignal, () => { changed = true; });
-  setHandler(invoiceSettledSignal, () => { settled = true; });
-  upsertSearchAttributes([{ key: LifecycleStateKey, value: 'ACTIVE' }]);
+  setHandler(invoiceSettledSignal, () => { settled = true; paymentsDirty = true; });
+  setHandler(invoicePaymentChangedSignal, () => { paymentsDirty = true; });
+  upsertSearchAttributes([{ key: LifecycleStateKey, value: visibleState(snapshot) }]);
+
+  const email = (kind: Parameters<Activities['sendNotificationEmail']>[0]['kind'], key: string, extra: { invoiceId?: string; outcome?: 'converted' | 'expired'; recipient?: 'billing' | 'finance' } = {}) =>
+    mail.sendNotificationEmail({ kind, key, contractId, ...extra });
+
+  /** What each hook does today; outbound notifications and CRM sync attach to the same hooks. */
+  const fireHooks = async (hooks: LifecycleHook[], overdueInvoiceId: string | undefined) => {
+    for (const hook of hooks) {
+      if (hook === 'trial_converted') await email('trial_ended', `trial_ended:${contractId}`, { outcome: 'converted' });
+      if (hook === 'trial_expired') {
+        // Not converted: the contract ends with its trial (no further periods are billed) and its access is gated.
+        await acts.endContractAtTrialEnd({ contractId });
+        changed = true; // the loop plans again with the new end date
+        await email('trial_ended', `trial_ended:${contractId}`, { outcome: 'expired' });
+      }
+      if (hook === 'renewal_notice') {
+        // One notice per end date: an amendment that moves the end date gets a notice of its own.
+        const key = `renewal_notice:${contractId}:${plan.schedule.endingBefore ?? ''}`;
+        await email('renewal_notice', key);
+        await email('renewal_notice', key, { recipient: 'finance' });
+      }
+    }
+    if (overdueInvoiceId) await email('invoice_overdue', `invoice_overdue:${overdueInvoiceId}`, { invoiceId: overdueInvoiceId });
+  };
+
+  const apply = async (event: LifecycleEvent) => {
+    const before = snapshot;
+    const t = transition(snapshot, event);
+    snapshot = t.snapshot;
+    if (t.change) {
+      const at = new Date().toISOString(); // workflow time: deterministic
+      await acts.recordLifecycleTransition({
+        contractId, seq: life.seq, state: t.change.to, from: t.change.from, at, reason: t.change.reason,
+        ...(t.change.invoiceId ? { invoiceId: t.change.invoiceId } : {}), hooks: t.hooks,
+      });
+      life.seq++;
+      life.since = at;
+      upsertSearchAttributes([{ key: LifecycleStateKey, value: t.change.to }]);
+      log.info('lifecycle', { contractId, from: t.change.from, to: t.change.to, reason: t.change.reason });
+    }
+    // An overdue email for each invoice that newly went overdue on a live contract.
+    const overdueInvoiceId = event.type === 'INVOICE_OVERDUE' && snapshot.overdue.length > before.overdue.length ? event.invoiceId : undefined;
+    if (t.hooks.length || overdueInvoiceId) await fireHooks(t.hooks, overdueInvoiceId);
+  };
+
+  /** Reads the contract's invoices' payment states: overdue ones enter ARREARS, paid or voided ones leave it. */
+  const refreshPayments = async () => {
+    paymentsDirty = false;
+    const now = Date.now();
+    paymentsReadAt = now;
+    const states = await acts.invoicePaymentStates({ contractId });
+    const known = new Set(states.map((s) => s.invoiceId));
+    nextDueAt = undefined;
+    for (const s of states) {
+      const due = Date.parse(s.dueAt);
+      if (s.settled) await apply({ type: 'INVOICE_SETTLED', invoiceId: s.invoiceId });
+      else if (due <= now) await apply({ type: 'INVOICE_OVERDUE', invoiceId: s.invoiceId });
+      else nextDueAt = Math.min(nextDueAt ?? due, due);
+    }
+    for (const id of snapshot.overdue) if (!known.has(id)) await apply({ type: 'INVOICE_SETTLED', invoiceId: id });
+  };
+
+  const at = (iso: string | null | undefined) => (iso ? Date.parse(iso) : undefined);
+  /** When the lifecycle next needs the workflow awake (undefined: nothing scheduled). */
+  const lifecycleDueAt = (): number | undefined => {
+    const lc = plan.lifecycle;
+    const candidates: (number | undefined)[] = [];
+    const p = snapshot.phase;
+    if (p === 'TRIAL' && lc.trial) {
+      if (!done.has('trial_reminder')) candidates.push(at(lc.trial.reminderAt));
+      candidates.push(at(lc.trial.endsAt));
+    }
+    if (p === 'ACTIVE') candidates.push(at(lc.renewalNoticeAt));
+    if (p === 'TRIAL' || p === 'ACTIVE' || p === 'RENEWING') candidates.push(at(plan.schedule.endingBefore));
+    if (p === 'ACTIVE' || p === 'RENEWING') candidates.push(nextDueAt);
+    if (snapshot.overdue.length) candidates.push(paymentsReadAt + SWEEP_MS);
+    const times = candidates.filter((t): t is number => t !== undefined);
+    return times.length ? Math.min(...times) : undefined;
+  };
+  const lifecycleDue = () => paymentsDirty || (plan.archived === true && snapshot.phase !== 'ARCHIVED') || (lifecycleDueAt() ?? Infinity) <= Date.now()
+    || (snapshot.phase === 'RENEWING' && !renewalNoticePassed());
+  const renewalNoticePassed = () => {
+    const n = at(plan.lifecycle.renewalNoticeAt);
+    return n !== undefined && Date.now() >= n;
+  };
+
+  /** Everything in the lifecycle that is due now, in the order it happened. */
+  const tick = async () => {
+    if (plan.archived) {
+      await apply({ type: 'ARCHIVED' });
+      return;
+    }
+    const lc = plan.lifecycle;
+    const now = Date.now();
+    if (snapshot.phase === 'TRIAL' && lc.trial) {
+      const endsAt = Date.parse(lc.trial.endsAt);
+      if (!done.has('trial_started')) {
+        done.add('trial_started');
+        await email('trial_started', `trial_started:${contractId}`);
+      }
+      const reminderAt = at(lc.trial.reminderAt);
+      if (reminderAt !== undefined && now >= reminderAt && now < endsAt && !done.has('trial_reminder')) {
+        done.add('trial_reminder');
+        await email('trial_reminder', `trial_reminder:${contractId}`);
+      }
+      if (now >= endsAt) {
+        const outcome = await acts.trialOutcome({ contractId });
+        await apply({ type: 'TRIAL_ENDED', converts: outcome.converts });
+      }
+    }
+    if (snapshot.phase === 'RENEWING' && !renewalNoticePassed()) await apply({ type: 'END_DATE_EXTENDED' });
+    const end = at(plan.schedule.endingBefore);
+    if (snapshot.phase === 'ACTIVE' && renewalNoticePassed() && (end === undefined || Date.now() < end)) await apply({ type: 'RENEWAL_NOTICE' });
+    if (end !== undefined && Date.now() >= end) await apply({ type: 'CONTRACT_ENDED' });
+    if (paymentsDirty || (nextDueAt !== undefined && Date.now() >= nextDueAt) || (snapshot.overdue.length && Date.now() >= paymentsReadAt + SWEEP_MS)) await refreshPayments();
+  };
+
+  /** Sleeps until `untilMs` or a message, waking early for the lifecycle; true when woken before `untilMs`. */
+  const napUntil = async (untilMs: number, wakeOn: () => boolean): Promise<boolean> => {
+    for (;;) {
+      if (lifecycleDue()) await tick();
+      if (wakeOn()) return true;
+      const now = Date.now();
+      if (now >= untilMs) return false;
+      const lifeAt = lifecycleDueAt();
+      const until = Math.min(untilMs, lifeAt !== undefined && lifeAt > now ? lifeAt : Infinity);
+      const woke = await condition(() => wakeOn() || paymentsDirty, until - now);
+      if (woke && wakeOn()) return true;
+    }
+  };
 
   /** Starts the period's close unless one is running or completed; watches it while this run lives. */
   const startClose = async (period: Period, restart: boolean): Promise<void> => {
-    const invoiceId = await acts.invoiceIdForPeriod({ contractId: input.contractId, periodStart: period.start });
+    const invoiceId = await acts.invoiceIdForPeriod({ contractId, periodStart: period.start });
     try {
       const child = await startChild(invoiceCloseWorkflow, {
         workflowId: invoiceWorkflowId(invoiceId),
-        args: [{ invoiceId, contractId: input.contractId, periodStart: period.start, periodEnd: period.end }],
+        args: [{ invoiceId, contractId, periodStart: period.start, periodEnd: period.end }],
         parentClosePolicy: ParentClosePolicy.ABANDON,
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         typedSearchAttributes: [
           { key: CustomerIdKey, value: plan.customerId },
-          { key: ContractIdKey, value: input.contractId },
+          { key: ContractIdKey, value: contractId },
           { key: InvoiceIdKey, value: invoiceId },
           { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
         ],
@@ -102,7 +257,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         state.restartedCloses++;
         log.warn('restarted an invoice close that had failed or been terminated', { invoiceId, periodStart: period.start });
       }
-      child.result().then(() => { settled = true; }, () => { closeFailed = true; });
+      child.result().then(() => { settled = true; paymentsDirty = true; }, () => { closeFailed = true; });
     } catch (err) {
       // Running (e.g. started before a continue-as-new) or completed: that close carries on by itself.
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
@@ -113,7 +268,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const sweep = async (): Promise<number> => {
     closeFailed = false;
     settled = false;
-    const open = await acts.unclosedPeriods({ contractId: input.contractId, beforeIndex: state.nextPeriodIndex });
+    const open = await acts.unclosedPeriods({ contractId, beforeIndex: state.nextPeriodIndex });
     state.unclosedPeriods = open.map((p) => p.start);
     if (!open.length) failuresInARow = 0;
     for (const p of open) await startClose(p, true);
@@ -128,79 +283,70 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       if (!period) break;
       const closeAt = Date.parse(period.end) + plan.invoiceGracePeriodMs;
       state.nextCloseAt = new Date(closeAt).toISOString();
-      let wait = closeAt - Date.now();
-      if (wait > 0 && sweptAt !== state.nextPeriodIndex) {
+      if (closeAt > Date.now() && sweptAt !== state.nextPeriodIndex) {
         // Before sleeping to the next close: is every earlier period closed, or closing?
         sweptAt = state.nextPeriodIndex;
         await sweep();
-        wait = closeAt - Date.now();
       }
       // While an earlier period is open, sweep once a day too (its close may be of an earlier run).
-      const nap = state.unclosedPeriods.length ? Math.min(wait, SWEEP_MS) : wait;
-      if (wait > 0) {
-        const woke = await condition(() => changed || closeFailed, nap);
-        if (woke || nap < wait) {
-          if (changed) {
-            // The end date moved or the contract was archived: plan again from the same period.
-            changed = false;
-            plan = await acts.loadContractPlan({ contractId: input.contractId });
-          } else {
-            if (woke) await pauseAfterFailure();
-            await sweep();
-          }
-          closedThisRun--;
-          continue;
+      const wakeAt = state.unclosedPeriods.length ? Math.min(closeAt, Date.now() + SWEEP_MS) : closeAt;
+      const woke = await napUntil(wakeAt, () => changed || closeFailed || plan.archived === true);
+      if (woke || wakeAt < closeAt) {
+        if (changed) {
+          // The end date moved or the contract was archived: plan again from the same period.
+          changed = false;
+          plan = await acts.loadContractPlan({ contractId });
+        } else if (!plan.archived) {
+          if (woke) await pauseAfterFailure();
+          await sweep();
         }
+        closedThisRun--;
+        continue;
       }
       await startClose(period, false);
       state.nextPeriodIndex++;
-      if (closedThisRun + 1 >= PERIODS_PER_RUN || workflowInfo().continueAsNewSuggested) {
-        await continueAsNew<typeof contractWorkflow>({ contractId: input.contractId, nextPeriodIndex: state.nextPeriodIndex });
-      }
+      if (closedThisRun + 1 >= PERIODS_PER_RUN || workflowInfo().continueAsNewSuggested) await nextRun();
     }
     if (plan.archived) break;
     // Every period is closing: wait until each invoice is final (finalized and emailed, or voided).
     state.nextCloseAt = null;
     if (await sweep() === 0) break;
-    const woke = await condition(() => changed || settled || closeFailed, SWEEP_MS);
+    const woke = await napUntil(Date.now() + SWEEP_MS, () => changed || settled || closeFailed);
     if (woke && closeFailed) await pauseAfterFailure();
     else if (woke) failuresInARow = 0;
     if (changed) {
       changed = false;
-      plan = await acts.loadContractPlan({ contractId: input.contractId });
+      plan = await acts.loadContractPlan({ contractId });
     }
-    if (workflowInfo().continueAsNewSuggested) {
-      await continueAsNew<typeof contractWorkflow>({ contractId: input.contractId, nextPeriodIndex: state.nextPeriodIndex });
-    }
+    if (workflowInfo().continueAsNewSuggested) await nextRun();
   }
-  if (!plan.archived) await acts.rollOverAtContractEnd({ contractId: input.contractId });
+  if (lifecycleDue()) await tick();
+  if (!plan.archived) await acts.rollOverAtContractEnd({ contractId });
   state.state = plan.archived ? 'ARCHIVED' : 'ENDED';
   state.nextCloseAt = null;
-  upsertSearchAttributes([{ key: LifecycleStateKey, value: state.state }]);
   if (plan.archived || !plan.schedule.endingBefore) return;
 
   // Late events for the contract's periods are accepted for the ingest window after its end. Once
   // it has passed, late usage that no renewal bills goes on a late-usage invoice of its own.
   const lateUsageAt = Date.parse(plan.schedule.endingBefore) + plan.lateUsageWindowMs + plan.invoiceGracePeriodMs;
   state.nextCloseAt = new Date(lateUsageAt).toISOString();
-  const wait = lateUsageAt - Date.now();
-  if (wait > 0 && await condition(() => changed, wait)) {
+  if (await napUntil(lateUsageAt, () => changed)) {
     // The end date moved or the contract was archived meanwhile: plan again.
-    await continueAsNew<typeof contractWorkflow>({ contractId: input.contractId, nextPeriodIndex: state.nextPeriodIndex });
+    await nextRun();
   }
   state.nextCloseAt = null;
-  const late = await acts.freezeLateUsageInvoice({ contractId: input.contractId });
+  const late = await acts.freezeLateUsageInvoice({ contractId });
   if (!late) return;
   try {
     // The contract's story ends with its late-usage invoice final (or its close failed: logged).
     const child = await startChild(invoiceCloseWorkflow, {
       workflowId: invoiceWorkflowId(late.invoiceId),
-      args: [{ invoiceId: late.invoiceId, contractId: input.contractId, periodStart: late.periodStart, periodEnd: late.periodEnd }],
+      args: [{ invoiceId: late.invoiceId, contractId, periodStart: late.periodStart, periodEnd: late.periodEnd }],
       parentClosePolicy: ParentClosePolicy.ABANDON,
       workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
       typedSearchAttributes: [
         { key: CustomerIdKey, value: plan.customerId },
-        { key: ContractIdKey, value: input.contractId },
+        { key: ContractIdKey, value: contractId },
         { key: InvoiceIdKey, value: late.invoiceId },
         { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
       ],
@@ -209,4 +355,21 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }
+}
+
+/**
+ * The lifecycle on a first run: from the log when there is one (a run restarted after it ended, by
+ * signal-with-start), else the state the contract starts in, recorded as transition 0.
+ */
+async function firstRunLifecycle(contractId: string, plan: ContractPlan): Promise<LifecycleCarry> {
+  const last = plan.lifecycle.last;
+  // Emails already sent are not sent again (each has a key), so `done` can start empty.
+  if (last) return { phase: last.state === 'ARREARS' ? 'ACTIVE' : last.state, overdue: [], seq: last.seq + 1, since: last.since, done: [] };
+  const phase = plan.lifecycle.trial ? 'TRIAL' : 'ACTIVE';
+  const since = new Date().toISOString();
+  await acts.recordLifecycleTransition({
+    contractId, seq: 0, state: phase, from: null, at: since,
+    reason: phase === 'TRIAL' ? 'the contract started with a trial' : 'the contract started', hooks: [],
+  });
+  return { phase, overdue: [], seq: 1, since, done: [] };
 }

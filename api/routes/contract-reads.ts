@@ -12,6 +12,7 @@ import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Product, Rate } from '../../db/entities.js';
 import { contractSchedule, productRecordOf, rateRowOf } from '../../db/invoices.js';
 import { successorOf } from '../../db/rollover.js';
+import { lifecycleStates } from '../../db/lifecycle.js';
 import { allow } from '../auth.js';
 import { offsetPage } from '../paging.js';
 import { rateJson } from '../pricing-input.js';
@@ -110,6 +111,8 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     custom_fields: c.customFields ?? {},
     ...(c.uniquenessKey ? { uniqueness_key: c.uniquenessKey } : {}),
     ...(c.archivedAt ? { archived_at: c.archivedAt.toISOString() } : {}),
+    // Accrue: the contract's lifecycle state (GET /v1/accrue/contracts/{id}/lifecycle has its story).
+    accrue_lifecycle_state: (await lifecycleStates(em, [c])).get(c.id)!.state,
   };
 }
 

@@ -152,7 +152,7 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
         typedSearchAttributes: [
           { key: CustomerIdKey, value: customer.id },
           { key: ContractIdKey, value: contract.id },
-          { key: LifecycleStateKey, value: 'ACTIVE' },
+          { key: LifecycleStateKey, value: contract.terms.trial_spec ? 'TRIAL' : 'ACTIVE' },
         ],
       });
     } catch (err) {

@@ -20,6 +20,9 @@ import { allow } from '../auth.js';
 import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
+import { standings } from '../../db/payments.js';
+import type { PaymentStanding } from '../../billing/payments.js';
+import { tellContractPaymentsChanged } from './invoice-payments.js';
 
 const num = jsonDecimalOpt;
 
@@ -62,7 +65,7 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
 }
 
 /** Metronome's Invoice shape, plus Accrue's approval fields. */
-export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean } = {}) {
+export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding } = {}) {
   const creditType = v.creditType;
   const lines = opts.skipZeroQty ? v.lines.filter((l) => l.quantity === undefined || !dec(l.quantity).isZero()) : v.lines;
   return {
@@ -85,6 +88,8 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean } = {}
     emailed_at: v.emailedAt,
     ...(v.voidedAt ? { voided_at: v.voidedAt } : {}),
     ...(v.regeneratedFromInvoiceId ? { regenerated_from_invoice_id: v.regeneratedFromInvoiceId } : {}),
+    // Accrue: the payment standing of a finalized (or voided) invoice; drafts have none.
+    ...(opts.payment ? { payment_status: opts.payment.status, amount_paid: jsonDecimal(opts.payment.paid), amount_due: jsonDecimal(opts.payment.amountDue), due_at: opts.payment.dueAt } : {}),
   };
 }
 
@@ -139,7 +144,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
         && (startingOn === undefined || Date.parse(v.periodStart) >= startingOn) && (endingBefore === undefined || Date.parse(v.periodEnd) <= endingBefore));
     if (req.query.sort === 'date_desc') views.reverse();
     const skipZeroQty = req.query.skip_zero_qty_line_items === 'true';
-    res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty })), next_page: null });
+    const payments = await standings(em, views);
+    res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty, payment: payments.get(v.id) })), next_page: null });
   });
 
   // Breakdowns: each invoice overlapping [starting_on, ending_before) split into UTC days (or
@@ -197,7 +203,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const id = String(req.params.invoice_id).toLowerCase();
     const view = UUID_RE.test(id) ? await findInvoiceView(em, customer.id, id) : undefined;
     if (!view) throw new NotFoundError('invoice', id, 'invoice_id');
-    res.json({ data: invoiceJson(view, { skipZeroQty: req.query.skip_zero_qty_line_items === 'true' }) });
+    const payment = (await standings(em, [view])).get(view.id);
+    res.json({ data: invoiceJson(view, { skipZeroQty: req.query.skip_zero_qty_line_items === 'true', payment }) });
   });
 
   // Finance approval: a Temporal Update on the invoice's close workflow, answered once finalized.
@@ -231,6 +238,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
   r.post('/v1/invoices/void', allow('finance'), async (req, res) => {
     const body = objectAt(req.body, '', ['id']);
     const id = reqUuid(body, 'id');
+    let contractId: string | undefined;
     await orm.em.fork().transactional(async (em) => {
       const found = await em.findOne(Invoice, { id }, { fields: ['customerId'] });
       if (!found) throw new NotFoundError('closed invoice', id, 'id');
@@ -238,11 +246,14 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       await lockCustomerBalances(em, found.customerId);
       const inv = await em.findOne(Invoice, { id }, { lockMode: 4, refresh: true });
       if (!inv) throw new NotFoundError('closed invoice', id, 'id');
+      contractId = inv.contractId; // told again on a repeated void (an earlier one may not have reached it)
       if (inv.status === 'VOID') return;
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
       inv.status = 'VOID';
       inv.voidedAt = new Date();
     });
+    // A voided invoice is owed nothing: the contract leaves ARREARS when it was the overdue one.
+    if (contractId) await tellContractPaymentsChanged(temporal, contractId, `the void of invoice ${id}`);
     res.json({ data: { id } });
   });
 

@@ -12,6 +12,8 @@ import { Migration20261121100000_usage_rated_at } from './Migration2026112110000
 import { Migration20261202110000_event_quarantine } from './Migration20261202110000_event_quarantine.js';
 import { Migration20261202111000_duplicate_payload_hash } from './Migration20261202111000_duplicate_payload_hash.js';
 import { Migration20261202130000_invoice_email } from './Migration20261202130000_invoice_email.js';
+import { Migration20261202140000_contract_lifecycle } from './Migration20261202140000_contract_lifecycle.js';
+import { Migration20261206100000_payments_and_notices } from './Migration20261206100000_payments_and_notices.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -29,4 +31,6 @@ export const migrationsList = [
   { name: 'Migration20261202110000_event_quarantine', class: Migration20261202110000_event_quarantine },
   { name: 'Migration20261202111000_duplicate_payload_hash', class: Migration20261202111000_duplicate_payload_hash },
   { name: 'Migration20261202130000_invoice_email', class: Migration20261202130000_invoice_email },
+  { name: 'Migration20261202140000_contract_lifecycle', class: Migration20261202140000_contract_lifecycle },
+  { name: 'Migration20261206100000_payments_and_notices', class: Migration20261206100000_payments_and_notices },
 ];

@@ -1,0 +1,52 @@
+import { Router } from 'express';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { UnavailableError, ValidationError } from '../../billing/errors.js';
+import { jsonDecimal } from '../../billing/money.js';
+import { UUID_RE } from '../../db/ids.js';
+import { recordPayment } from '../../db/payments.js';
+import { invoicePaymentChangedSignal } from '../../workflows/contract-messages.js';
+import { contractWorkflowId } from '../../workflows/search-attributes.js';
+import { allow } from '../auth.js';
+import { decimal, objectAt, reqStr, timestamp } from '../validate.js';
+
+/**
+ * Tells a contract's workflow that one of its invoices' payment state changed (a payment, a void),
+ * after the change is committed. A contract whose workflow has finished has nothing to re-check.
+ */
+export async function tellContractPaymentsChanged(temporal: Client, contractId: string, what: string): Promise<void> {
+  try {
+    await temporal.workflow.getHandle(contractWorkflowId(contractId)).signal(invoicePaymentChangedSignal);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return;
+    throw new UnavailableError(`${what} is recorded, but the contract workflow could not be told; retry the same request: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * `POST /v1/accrue/invoices/{id}/payments {amount, paid_at?, reference}` (finance): a payment
+ * received outside a billing provider (wire transfer, cheque). Idempotent on `reference`; the
+ * answer is the payment and the invoice's standing after it.
+ */
+export function invoicePaymentsRouter(orm: MikroORM, temporal: Client): Router {
+  const r = Router();
+  r.post('/v1/accrue/invoices/:invoice_id/payments', allow('finance'), async (req, res) => {
+    const invoiceId = String(req.params.invoice_id).toLowerCase();
+    if (!UUID_RE.test(invoiceId)) throw new ValidationError('invoice_id', 'must be an invoice id (UUID)');
+    const body = objectAt(req.body ?? {}, '', ['amount', 'paid_at', 'reference']);
+    const amount = decimal(body, 'amount')!;
+    const reference = reqStr(body, 'reference', '', 256);
+    if (!reference.trim()) throw new ValidationError('reference', 'must not be blank');
+    const paidAt = timestamp(body, 'paid_at', '', { optional: true });
+    if (paidAt && Date.parse(paidAt) > Date.now() + 5 * 60_000) throw new ValidationError('paid_at', `must not be in the future, got ${paidAt}`);
+    const p = await recordPayment(orm.em.fork(), { invoiceId, amount, reference, recordedBy: req.scope ?? null, ...(paidAt ? { paidAt } : {}) });
+    await tellContractPaymentsChanged(temporal, p.contractId, `payment ${reference}`);
+    res.status(p.created ? 201 : 200).json({
+      data: {
+        invoice_id: p.invoiceId, reference: p.reference, amount: jsonDecimal(p.amount), paid_at: p.paidAt,
+        payment_status: p.standing.status, amount_due: jsonDecimal(p.standing.amountDue), due_at: p.standing.dueAt,
+      },
+    });
+  });
+  return r;
+}

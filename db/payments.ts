@@ -1,0 +1,93 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { ConflictError, NotFoundError, ValidationError } from '../billing/errors.js';
+import { dec } from '../billing/money.js';
+import { paymentStanding, type PaymentStanding } from '../billing/payments.js';
+import { Contract, Invoice } from './entities.js';
+import { pgTextArray } from './sql.js';
+
+/**
+ * Payments against finalized invoices: the one domain function every payment goes through (a
+ * finance user's wire transfer today, a billing provider's `invoice.paid` later), and the payment
+ * standing of invoices (`billing/payments.ts` decides it). Amounts are in the invoice's credit
+ * type (USD cents), decimal.
+ */
+export interface PaymentInput {
+  invoiceId: string;
+  /** Decimal string, > 0, at most the amount still due. */
+  amount: string;
+  /** ISO instant; defaults to now. */
+  paidAt?: string;
+  /** The payment's reference (wire id, cheque number): recording the same reference twice is one payment. */
+  reference: string;
+  recordedBy?: string | null;
+  source?: 'MANUAL' | 'STRIPE';
+}
+
+export interface RecordedPayment {
+  invoiceId: string;
+  contractId: string;
+  reference: string;
+  amount: string;
+  paidAt: string;
+  /** False when this reference was already recorded (the same payment: nothing written). */
+  created: boolean;
+  standing: PaymentStanding;
+}
+
+/**
+ * Records a payment in one transaction, under the invoice's row lock (two payments at once cannot
+ * both fit the amount due). Idempotent on (invoice, reference): the same reference with the same
+ * amount answers the recorded payment; with another amount it is a conflict.
+ */
+export async function recordPayment(em: EntityManager, p: PaymentInput): Promise<RecordedPayment> {
+  return em.transactional(async (tx) => {
+    const inv = await tx.findOne(Invoice, { id: p.invoiceId }, { lockMode: 4 });
+    if (!inv) throw new NotFoundError('invoice', p.invoiceId, 'invoice_id');
+    const amount = dec(p.amount);
+    if (!amount.isInteger() || amount.lte(0)) throw new ValidationError('amount', `must be a positive whole number of cents, got ${p.amount}`);
+    const [existing] = await tx.execute<{ amount: string; paid_at: Date }[]>(
+      'select amount::text as amount, paid_at from invoice_payment where invoice_id = ? and reference = ?', [inv.id, p.reference]);
+    if (existing) {
+      if (!dec(existing.amount).eq(amount)) throw new ConflictError(`reference: payment ${JSON.stringify(p.reference)} on invoice ${inv.id} was recorded with amount ${existing.amount}, not ${amount.toFixed()}`);
+      return { invoiceId: inv.id, contractId: inv.contractId, reference: p.reference, amount: existing.amount, paidAt: new Date(existing.paid_at).toISOString(), created: false, standing: (await standings(tx, [inv])).get(inv.id)! };
+    }
+    if (inv.status !== 'FINALIZED') throw new ValidationError('invoice_id', `invoice ${inv.id} is ${inv.status}; payments are recorded on finalized invoices only`);
+    const before = (await standings(tx, [inv])).get(inv.id)!;
+    if (amount.gt(before.amountDue)) throw new ValidationError('amount', `${amount.toFixed()} is more than the ${before.amountDue} still due on invoice ${inv.id}`);
+    const paidAt = p.paidAt ?? new Date().toISOString();
+    await tx.execute('insert into invoice_payment (invoice_id, reference, amount, paid_at, recorded_by, source) values (?, ?, ?, ?, ?, ?)',
+      [inv.id, p.reference, amount.toFixed(), paidAt, p.recordedBy ?? null, p.source ?? 'MANUAL']);
+    return { invoiceId: inv.id, contractId: inv.contractId, reference: p.reference, amount: amount.toFixed(), paidAt, created: true, standing: (await standings(tx, [inv])).get(inv.id)! };
+  });
+}
+
+type InvoiceLike = Pick<Invoice, 'id' | 'contractId' | 'status' | 'total'> & { finalizedAt?: Date | string | null };
+
+/** The payment standing of each invoice: paid so far, due, status, due date (finalized ones only). */
+export async function standings(em: EntityManager, invoices: readonly InvoiceLike[]): Promise<Map<string, PaymentStanding>> {
+  const closed = invoices.filter((i) => i.status !== 'DRAFT');
+  if (!closed.length) return new Map();
+  const paid = new Map((await em.execute<{ invoice_id: string; paid: string; payments: number }[]>(`
+    select invoice_id::text as invoice_id, sum(amount)::text as paid, count(*)::int as payments
+    from invoice_payment where invoice_id = any(?::uuid[]) group by invoice_id`, [pgTextArray(closed.map((i) => i.id))])).map((r) => [r.invoice_id, r.paid]));
+  const contracts = new Map((await em.find(Contract, { id: { $in: [...new Set(closed.map((i) => i.contractId))] } }, { fields: ['id', 'terms'] })).map((c) => [c.id, c]));
+  return new Map(closed.map((i) => [i.id, paymentStanding({
+    status: i.status, total: i.total, finalizedAt: i.finalizedAt ? new Date(i.finalizedAt).toISOString() : null,
+    paid: paid.get(i.id) ?? '0', netPaymentTermsDays: contracts.get(i.contractId)?.terms?.net_payment_terms_days,
+  })]));
+}
+
+/**
+ * The contract's finalized invoices that are not settled (neither paid in full nor voided), with
+ * their due dates: what the contract workflow watches for ARREARS. Bounded by what is unpaid.
+ */
+export async function unsettledInvoices(em: EntityManager, contractId: string): Promise<{ invoiceId: string; dueAt: string; amountDue: string }[]> {
+  const rows = await em.find(Invoice, { contractId, status: 'FINALIZED' }, {
+    fields: ['id', 'contractId', 'status', 'total', 'finalizedAt'], orderBy: { finalizedAt: 'asc', id: 'asc' },
+  });
+  const s = await standings(em, rows);
+  return rows.flatMap((i) => {
+    const st = s.get(i.id)!;
+    return st.status === 'PAID' || !st.dueAt ? [] : [{ invoiceId: i.id, dueAt: st.dueAt, amountDue: st.amountDue }];
+  });
+}
