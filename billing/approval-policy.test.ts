@@ -20,7 +20,8 @@ describe('decideApproval', () => {
     ['contract ABOVE over default NEVER', { contractPolicy: above('100'), defaultPolicy: NEVER, total: '101' }, true, 'policy:ABOVE:above', undefined],
     // change from the previous period (ACCRUE_APPROVAL_CHANGE_PCT)
     ['NEVER, change 50 % > 25 % waits', { defaultPolicy: NEVER, total: '150', previousTotal: '100', changePct: '25' }, true, 'change:above-threshold', '50.00'],
-    ['NEVER, a drop of 30 % > 25 % waits too', { defaultPolicy: NEVER, total: '70', previousTotal: '100', changePct: '25' }, true, 'change:above-threshold', '30.00'],
+    ['NEVER, a drop of 30 % > 25 % waits too', { defaultPolicy: NEVER, total: '70', previousTotal: '100', changePct: '25' }, true, 'change:above-threshold', '-30.00'],
+    ['NEVER, a drop of exactly 25 % passes', { defaultPolicy: NEVER, total: '75', previousTotal: '100', changePct: '25' }, false, 'policy:NEVER', '-25.00'],
     ['NEVER, exactly 25 % is not more than 25 %', { defaultPolicy: NEVER, total: '125', previousTotal: '100', changePct: '25' }, false, 'policy:NEVER', '25.00'],
     ['NEVER, 12.51 % > 12.5 %', { defaultPolicy: NEVER, total: '11251', previousTotal: '10000', changePct: '12.5' }, true, 'change:above-threshold', '12.51'],
     ['NEVER, no threshold set: any change passes', { defaultPolicy: NEVER, total: '1000', previousTotal: '1' }, false, 'policy:NEVER', '99900.00'],
@@ -47,7 +48,7 @@ describe('decideApproval', () => {
 
 describe('changePercent', () => {
   test.each([
-    ['100', '100', '0.00'], ['1', '3', '66.67'], ['2', '3', '33.33'], ['-50', '100', '150.00'], ['100', '-100', '200.00'],
+    ['100', '100', '0.00'], ['1', '3', '-66.67'], ['2', '3', '-33.33'], ['4', '3', '33.33'], ['5', '3', '66.67'], ['-50', '100', '-150.00'], ['100', '-100', '200.00'],
     ['100000000000000000001', '100000000000000000000', '0.00'],
   ])('%s from %s is %s %%', (total, prev, pct) => {
     expect(changePercent(total, prev)).toBe(pct);

@@ -39,7 +39,7 @@ export interface ApprovalDecision {
   mode: ApprovalMode;
   /** The previous period's total of the same contract, when there is one (cents, decimal string). */
   previousTotal?: string;
-  /** |total − previous| / |previous| × 100, two places (half up); absent without a previous total or when it is 0. */
+  /** (total − previous) / |previous| × 100, signed, two places (half up); absent without a previous total or when it is 0. */
   changePercent?: string;
 }
 
@@ -55,20 +55,21 @@ export interface ApprovalInput {
 }
 
 /**
- * How far a total moved from the previous one, in percent of the previous, rounded half-up to two
- * places for display and comparison alike (so what the queue shows is what was compared). Undefined
- * when the previous total is 0 (any move from 0 is unbounded).
+ * How far a total moved from the previous one, in percent of the previous (negative: it fell),
+ * rounded half-up (away from zero) to two places for display and comparison alike — what the
+ * queue shows is what was compared. Undefined when the previous total is 0 (any move from 0 is
+ * unbounded).
  */
 export function changePercent(total: string, previousTotal: string): string | undefined {
   const prev = dec(previousTotal);
   if (prev.isZero()) return undefined;
-  return dec(total).minus(prev).abs().div(prev.abs()).times(100).toDecimalPlaces(2).toFixed(2);
+  return dec(total).minus(prev).div(prev.abs()).times(100).toDecimalPlaces(2).toFixed(2);
 }
 
 /**
  * The one decision: does this closing invoice wait for finance? The contract's policy (else the
  * default) first — ALWAYS waits, ABOVE waits when the total is strictly above the amount; then,
- * for an invoice the policy would let through, a change of more than `changePct` percent from the
+ * for an invoice the policy would let through, a change of more than `changePct` percent (up or down) from the
  * previous period's total (any change from a previous total of 0) also waits. Pure: the same
  * inputs always give the same answer.
  */
@@ -90,7 +91,7 @@ export function decideApproval(input: ApprovalInput): ApprovalDecision {
     const prev = dec(input.previousTotal);
     if (prev.isZero()) {
       if (!total.isZero()) return { approvalRequired: true, reason: 'change:from-zero', ...withPct };
-    } else if (dec(pct!).gt(dec(input.changePct))) {
+    } else if (dec(pct!).abs().gt(dec(input.changePct))) {
       return { approvalRequired: true, reason: 'change:above-threshold', ...withPct };
     }
   }

@@ -12,6 +12,7 @@ import { Migration20261121100000_usage_rated_at } from './Migration2026112110000
 import { Migration20261202110000_event_quarantine } from './Migration20261202110000_event_quarantine.js';
 import { Migration20261202111000_duplicate_payload_hash } from './Migration20261202111000_duplicate_payload_hash.js';
 import { Migration20261202130000_invoice_email } from './Migration20261202130000_invoice_email.js';
+import { Migration20261206110000_approval_reminder } from './Migration20261206110000_approval_reminder.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -29,4 +30,5 @@ export const migrationsList = [
   { name: 'Migration20261202110000_event_quarantine', class: Migration20261202110000_event_quarantine },
   { name: 'Migration20261202111000_duplicate_payload_hash', class: Migration20261202111000_duplicate_payload_hash },
   { name: 'Migration20261202130000_invoice_email', class: Migration20261202130000_invoice_email },
+  { name: 'Migration20261206110000_approval_reminder', class: Migration20261206110000_approval_reminder },
 ];
