@@ -26,24 +26,26 @@ export interface PendingApprovalRow {
   customer_id: string;
   customer_name: string;
   contract_id: string;
-  period_start: Date;
-  period_end: Date;
+  period_start: string;
+  period_end: string;
   total: string;
   previous_total: string | null;
   approval_status: 'PENDING_APPROVAL' | 'REJECTED';
-  waiting_since: Date;
+  waiting_since: string;
 }
 
 /**
  * Frozen invoices not yet finalized — pending, or rejected and waiting for a fixed version to be
  * approved — oldest first. `waiting_since` is when the invoice was first frozen (the row's
- * creation); a re-freeze after a rejection does not move it.
+ * creation); a re-freeze after a rejection does not move it. Timestamps as ISO 8601 (UTC).
  */
 export async function pendingApprovals(em: EntityManager): Promise<PendingApprovalRow[]> {
-  return em.execute<PendingApprovalRow[]>(`
+  const rows = await em.execute<(Omit<PendingApprovalRow, 'period_start' | 'period_end' | 'waiting_since'> & Record<'period_start' | 'period_end' | 'waiting_since', Date | string>)[]>(`
     select i.id::text as invoice_id, i.customer_id::text as customer_id, c.name as customer_name, i.contract_id::text as contract_id,
       i.period_start, i.period_end, i.total::text as total, prev.total as previous_total, i.approval_status, i.created_at as waiting_since
     from invoice i join customer c on c.id = i.customer_id ${PREVIOUS}
     where i.status = 'DRAFT' and i.approval_status in ('PENDING_APPROVAL', 'REJECTED')
     order by i.created_at, i.id`);
+  const iso = (t: Date | string) => new Date(t).toISOString();
+  return rows.map((r) => ({ ...r, period_start: iso(r.period_start), period_end: iso(r.period_end), waiting_since: iso(r.waiting_since) }));
 }
