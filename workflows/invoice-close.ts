@@ -117,12 +117,10 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
       log.info('approval decided', { invoiceId: input.invoiceId, approvalRequired: asked.approvalRequired, reason: asked.reason });
     }
     let reminders = 0;
-    for (;;) {
-      if (approvedByPolicy !== undefined) {
-        setStage('FINALIZING');
-        await acts.finalizeInvoice({ invoiceId: input.invoiceId, approvedBy: approvedByPolicy });
-        break;
-      }
+    if (approvedByPolicy !== undefined) {
+      setStage('FINALIZING');
+      await acts.finalizeInvoice({ invoiceId: input.invoiceId, approvedBy: approvedByPolicy });
+    } else for (;;) {
       setStage('AWAITING_APPROVAL');
       if (reminderMs === undefined) {
         await condition(() => decision !== undefined);
