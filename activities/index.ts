@@ -1,6 +1,7 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
 import type { LifecycleSettings } from '../stack/config.js';
+import { createApprovalActivities } from './approval-activities.js';
 import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
@@ -22,7 +23,7 @@ export interface ActivityDeps {
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -6,6 +6,7 @@ import { allow, authenticate } from './auth.js';
 import { AccrueError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
 import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
+import { approvalsRouter } from './routes/approvals.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
 import { balancesRouter } from './routes/balances.js';
 import { contractChangesRouter } from './routes/contract-changes.js';
@@ -107,6 +108,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(invoicePaymentsRouter(deps.orm, deps.temporal));
+  app.use(approvalsRouter(deps.orm));
   app.use(allow('read'), notFound);
   app.use(clientErrors, errorHandler);
   return app;

@@ -4,6 +4,7 @@ import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, St
 import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '../billing/money.js';
 import { addMonthsClamped } from '../billing/periods.js';
 import { trialWindow } from '../billing/trial.js';
+import { APPROVAL_MODES, type ApprovalPolicy } from '../billing/approval-policy.js';
 import { BalanceGrant, Product } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
@@ -326,4 +327,24 @@ export function renewalNoticeDaysInput(body: Obj): number | undefined {
     throw new ValidationError('renewal_notice_days', `must be a whole number of days from 0 (no notice) to ${MAX_DAYS}`);
   }
   return v;
+}
+
+/**
+ * `approval_policy` (create and v2 edit): `{mode: ALWAYS | NEVER | ABOVE, amount?}` — `amount` in
+ * cents, a decimal ≥ 0, required with ABOVE and refused otherwise. Undefined when absent (the
+ * contract follows ACCRUE_APPROVAL_POLICY); `null` too (on edit: back to the default).
+ */
+export function approvalPolicyInput(body: Obj): ApprovalPolicy | undefined {
+  if (body.approval_policy === undefined || body.approval_policy === null) return undefined;
+  const path = 'approval_policy';
+  const p = objectAt(body.approval_policy, path, ['mode', 'amount']);
+  const mode = oneOf(p, 'mode', APPROVAL_MODES, path)!;
+  if (mode !== 'ABOVE') {
+    if (p.amount !== undefined && p.amount !== null) throw new ValidationError(`${path}.amount`, `is only used with mode ABOVE, not ${mode}`);
+    return { mode };
+  }
+  if (p.amount === undefined || p.amount === null) throw new ValidationError(`${path}.amount`, 'is required with mode ABOVE (cents: invoices with a total above it wait for approval)');
+  const amount = decimal(p, 'amount', path)!;
+  if (dec(amount).isNegative()) throw new ValidationError(`${path}.amount`, `must be >= 0 (cents), got ${amount}`);
+  return { mode, amount: dec(amount).toFixed() };
 }

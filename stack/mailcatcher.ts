@@ -19,6 +19,8 @@ export interface CaughtMail {
   date?: string;
   text?: string;
   html?: string;
+  /** Attachments, their content base64-encoded (tests read the invoice PDF from here). */
+  attachments: { filename?: string; contentType: string; size: number; contentBase64: string }[];
   receivedAt: string;
 }
 
@@ -49,6 +51,7 @@ export async function startMailCatcher(opts: { smtpPort: number; webPort: number
       date: parsed.date?.toISOString(),
       text: parsed.text,
       html: typeof parsed.html === 'string' ? parsed.html : undefined,
+      attachments: parsed.attachments.map((a) => ({ filename: a.filename, contentType: a.contentType, size: a.size, contentBase64: a.content.toString('base64') })),
       receivedAt,
     });
   }

@@ -1,6 +1,6 @@
 import {
   condition, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, proxyActivities, setHandler, upsertSearchAttributes,
-  allHandlersFinished, ApplicationFailure,
+  allHandlersFinished, ApplicationFailure, log, patched,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { dec } from '../billing/money.js';
@@ -18,6 +18,14 @@ import { contractWorkflowId, LifecycleStateKey } from './search-attributes.js';
  * invoice shows what the data says now; an approval after a rejection re-freezes once more (data
  * fixed since the rejection counts) and finalizes only when the total is still the one named —
  * otherwise the new total is stored, pending, and the approval is refused.
+ *
+ * Whether finance is asked at all is the contract's approval policy (else ACCRUE_APPROVAL_POLICY)
+ * and the change from the previous period, decided by a read-only activity right after the
+ * freeze (`billing/approval-policy.ts`). Not asked: finalized at once, the approver recorded as
+ * `policy:<mode>`. Asked: while it waits, a reminder goes to finance every
+ * ACCRUE_APPROVAL_REMINDER (a timer here; each reminder sent once, by number).
+ * Closes started by a build before approval policies have no `APPROVAL_POLICY_PATCH` marker in
+ * their history: they keep their old behaviour (always wait, no reminders) when replayed.
  */
 export interface InvoiceCloseInput {
   invoiceId: string;
@@ -50,6 +58,9 @@ const retry = { initialInterval: '1 second', maximumInterval: '1 minute', backof
 const acts = proxyActivities<Activities>({ startToCloseTimeout: '10 seconds', retry });
 // The email activity outlives nodemailer's own limits, so no retry overlaps a send in flight (I4).
 const mail = proxyActivities<Activities>({ startToCloseTimeout: EMAIL_ACTIVITY_TIMEOUT_MS, retry });
+
+/** Marks histories of closes that decide by policy and remind; older ones always wait, silently. */
+export const APPROVAL_POLICY_PATCH = 'accrue-approval-policy';
 
 type Decision = { seq: number } & ({ approve: true; by?: string; total?: string } | { approve: false; reason: string; by?: string });
 
@@ -97,9 +108,29 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
   total = frozen.total;
 
   if (frozen.status !== 'FINALIZED') {
-    for (;;) {
+    let reminderMs: number | undefined;
+    let approvedByPolicy: string | undefined;
+    if (patched(APPROVAL_POLICY_PATCH)) {
+      const asked = await acts.approvalDecision({ invoiceId: input.invoiceId });
+      if (!asked.approvalRequired) approvedByPolicy = asked.approvedBy;
+      reminderMs = asked.reminderMs;
+      log.info('approval decided', { invoiceId: input.invoiceId, approvalRequired: asked.approvalRequired, reason: asked.reason });
+    }
+    let reminders = 0;
+    if (approvedByPolicy !== undefined) {
+      setStage('FINALIZING');
+      await acts.finalizeInvoice({ invoiceId: input.invoiceId, approvedBy: approvedByPolicy });
+    } else for (;;) {
       setStage('AWAITING_APPROVAL');
-      await condition(() => decision !== undefined);
+      if (reminderMs === undefined) {
+        await condition(() => decision !== undefined);
+      } else {
+        // Each interval without a decision sends the next reminder, without waiting for it: a
+        // decision is acted on at once even while SMTP is slow or down (the send retries alone).
+        while (!(await condition(() => decision !== undefined, reminderMs))) {
+          void mail.remindApproval({ invoiceId: input.invoiceId, reminder: ++reminders }).catch(() => undefined);
+        }
+      }
       const d = decision as unknown as Decision;
       if (d.approve) {
         if (rejections > 0) {

@@ -12,7 +12,7 @@ import { contractSchedule } from '../../db/invoices.js';
 import { contractChangedSignal, contractWorkflow } from '../../workflows/contract.js';
 import { contractWorkflowId, invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
+import { approvalPolicyInput, chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
 import { bool, decimal, hourTimestamp, objectAt, reqUuid, stringRecord, timestamp, type Obj } from '../validate.js';
 import { contractJson, findContract } from './contract-reads.js';
 
@@ -114,7 +114,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
   });
 
   r.post('/v2/contracts/edit', allow(), async (req, res) => {
-    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days']);
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days', 'approval_policy']);
     const em = orm.em.fork();
     const contract = await findContract(em, body);
     if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
@@ -131,9 +131,18 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     if (name !== undefined && (typeof name !== 'string' || !name.trim())) throw new ValidationError('update_contract_name', 'must be a non-empty string');
     const notice = renewalNoticeDaysInput(body);
     const noticeChanged = notice !== undefined && notice !== (contract.terms?.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS);
+    // approval_policy: an object sets it, null returns the contract to ACCRUE_APPROVAL_POLICY. It
+    // applies to invoices frozen from now on; one already waiting keeps waiting.
+    const approvalPolicy = approvalPolicyInput(body);
     await em.transactional(async (tx) => {
       const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
-      c.terms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
+      let terms: ContractTerms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
+      if (approvalPolicy) terms = { ...terms, approval_policy: approvalPolicy };
+      else if (body.approval_policy === null) {
+        const { approval_policy: _cleared, ...rest } = terms;
+        terms = rest;
+      }
+      c.terms = terms;
       if (endChanged) c.endingBefore = contract.endingBefore;
       if (typeof name === 'string') c.name = name;
       for (const g of added.grants) tx.create(BalanceGrant, g);

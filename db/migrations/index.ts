@@ -14,6 +14,7 @@ import { Migration20261202111000_duplicate_payload_hash } from './Migration20261
 import { Migration20261202130000_invoice_email } from './Migration20261202130000_invoice_email.js';
 import { Migration20261202140000_contract_lifecycle } from './Migration20261202140000_contract_lifecycle.js';
 import { Migration20261206100000_payments_and_notices } from './Migration20261206100000_payments_and_notices.js';
+import { Migration20261206110000_approval_reminder } from './Migration20261206110000_approval_reminder.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -33,4 +34,5 @@ export const migrationsList = [
   { name: 'Migration20261202130000_invoice_email', class: Migration20261202130000_invoice_email },
   { name: 'Migration20261202140000_contract_lifecycle', class: Migration20261202140000_contract_lifecycle },
   { name: 'Migration20261206100000_payments_and_notices', class: Migration20261206100000_payments_and_notices },
+  { name: 'Migration20261206110000_approval_reminder', class: Migration20261206110000_approval_reminder },
 ];

@@ -1,4 +1,4 @@
-import { formatUsdCents } from '../email/invoice-email.js';
+import { formatUsdCents } from '../../billing/money.js';
 import type { InvoiceView } from '../../db/invoices.js';
 
 /**
