@@ -4,7 +4,7 @@ import { createTestDatabase } from '../test/stack.js';
 import { Contract, Invoice } from './entities.js';
 import { invoiceIdFor } from './ids.js';
 import { freezeInvoiceTx } from './invoice-freeze.js';
-import { customerDrafts } from './invoices.js';
+import { computeLateUsageInvoice, customerDrafts } from './invoices.js';
 import { reconcile } from './reconcile.js';
 
 /**
@@ -79,5 +79,26 @@ describe('a trial spanning two periods', () => {
     expect(tampered.invoices.find((i) => i.invoiceId === P2)!.drift.map((d) => [d.line.split('|')[0], d.billed?.total, d.rederived?.total])).toEqual([['trial', '-1101', '-1100']]);
     await orm.em.fork().execute(`update invoice set line_items = jsonb_set(line_items, '{3,total}', '"-1100"'), total = total + 1 where id = ?`, [P2]);
     expect((await reconcile(orm.em.fork(), { customerId: s.customerId, now: new Date(MAR) })).drifting).toBe(0);
+  });
+
+  test('an ended contract\'s late-usage invoice: its in-trial correction is covered by the trial', async () => {
+    const em = orm.em.fork();
+    const s = await seedContract(em, { startingAt: START, endingBefore: MAR, price: '1' });
+    await em.nativeUpdate(Contract, { id: s.contractId }, { terms: { trial_spec: { length_in_days: 20, spending_cap: { amount: '1000' } } } });
+    await s.ingest([{ id: 'a', at: '2026-01-25T00:00:00Z', seconds: 900 }]);
+    for (const [start, end] of [[START, FEB], [FEB, MAR]] as const) {
+      const invoiceId = invoiceIdFor(s.contractId, start);
+      await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, { invoiceId, contractId: s.contractId, periodStart: start, periodEnd: end, recompute: false }));
+      await orm.em.fork().nativeUpdate(Invoice, { id: invoiceId }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
+    }
+    // 250 late in the trial and 40 after it: the trial covers the 100 left of its cap.
+    await s.ingest([{ id: 'late', at: '2026-01-26T00:00:00Z', seconds: 250 }, { id: 'after', at: '2026-02-20T00:00:00Z', seconds: 40 }]);
+    const inv = await computeLateUsageInvoice(orm.em.fork(), await orm.em.fork().findOneOrFail(Contract, { id: s.contractId }));
+    expect(inv!.lines.map((l) => `${l.type}:${l.name}:${l.total.toString()}`)).toEqual([
+      'correction:Correction for 2026-01-20 – 2026-02-01 (in trial):250',
+      'correction:Correction for 2026-02-01 – 2026-03-01:40',
+      'trial:Trial (ends 2026-02-09):-100',
+    ]);
+    expect(inv!.total.toString()).toBe('190');
   });
 });

@@ -255,8 +255,10 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   const pEnd = Date.parse(period.end);
   if (pEnd <= pStart) {
     // The empty period at a contract's end is its late-usage invoice: corrections only.
-    const corrections = opts.skipCorrections || opts.usageOnly ? [] : await lateUsageCorrections(em, contract, pStart, opts);
-    return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: new Map(), slices: [], corrections });
+    const corrections = opts.usageOnly ? [] : opts.corrections ?? (opts.skipCorrections ? [] : await lateUsageCorrections(em, contract, pStart, opts));
+    // Late in-trial usage on it is covered by its trial, within what is left of the cap.
+    const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
+    return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: new Map(), slices: [], corrections, trials });
   }
   const asOf = opts.asOf?.getTime();
   const known = (createdAt: string | number | Date | undefined) => asOf === undefined || createdAt === undefined || new Date(createdAt).getTime() <= asOf;
