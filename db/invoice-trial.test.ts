@@ -3,7 +3,7 @@ import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase } from '../test/stack.js';
 import { Contract, Invoice } from './entities.js';
 import { invoiceIdFor } from './ids.js';
-import { freezeInvoiceTx } from './invoice-freeze.js';
+import { freezeInvoiceTx, freezeLateUsageInvoiceTx } from './invoice-freeze.js';
 import { computeLateUsageInvoice, customerDrafts } from './invoices.js';
 import { reconcile } from './reconcile.js';
 
@@ -100,5 +100,10 @@ describe('a trial spanning two periods', () => {
       'trial:Trial (ends 2026-02-09):-100',
     ]);
     expect(inv!.total.toString()).toBe('190');
+    // Frozen as computed; the late usage is then billed exactly once, the trial line checked with it.
+    const frozen = await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId));
+    expect(frozen!.total).toBe('190');
+    const report = await reconcile(orm.em.fork(), { customerId: s.customerId, now: new Date(MAR) });
+    expect(report.invoices.map((i) => [i.status, i.drift.length, i.corrected])).toEqual([['FINALIZED', 0, 2], ['FINALIZED', 0, 1], ['DRAFT', 0, 0]]);
   });
 });
