@@ -1,6 +1,9 @@
 import { Decimal } from 'decimal.js';
 import { Dec, dec, roundAmount, sum, USD_CENTS, type CreditType } from './money.js';
 import { price, type RateSpec } from './pricing/index.js';
+import type { TrialSpec } from './contract-terms.js';
+import { trialLineName, type TrialWindow } from './trial.js';
+import { isInTrialCharge, trialCapUsage } from './trial-cap.js';
 
 /**
  * Invoice assembly: a pure function of the period's priced inputs (usage slices with the rate in
@@ -92,9 +95,23 @@ export interface CorrectionInput {
   /** Already-rounded amount (recomputed − billed). */
   amount: string;
   reason: string;
+  /** Late usage inside this contract's trial: the trial of that contract covers it (within its cap). */
+  trialContractId?: string;
 }
 
-export type LineType = 'usage' | 'subscription' | 'scheduled' | 'commit_purchase' | 'applied_commit_or_credit' | 'postpaid_trueup' | 'correction';
+/** A contract's trial as one invoice sees it. */
+export interface InvoiceTrial {
+  /** The contract whose trial it is. */
+  contractId: string;
+  window: TrialWindow;
+  spec: Pick<TrialSpec, 'spending_cap'>;
+  /** What earlier invoices' trial lines covered (cents, positive): they come first, in period order. */
+  coveredBefore: string;
+  /** The invoice's own lines fall under it (its own contract's trial); otherwise only corrections marked for it do. */
+  ownLines: boolean;
+}
+
+export type LineType = 'usage' | 'subscription' | 'scheduled' | 'commit_purchase' | 'applied_commit_or_credit' | 'postpaid_trueup' | 'correction' | 'trial';
 
 export interface InvoiceLine {
   type: LineType;
@@ -117,6 +134,8 @@ export interface InvoiceLine {
   discountId?: string;
   correctedInvoiceId?: string;
   reason?: string;
+  /** Trial lines: whose trial; correction lines: in-trial late usage of that contract's trial. */
+  trialContractId?: string;
 }
 
 export interface Drawdown {
@@ -138,11 +157,13 @@ export interface InvoiceInput {
   /** POSTPAID commits whose access ends in this period: the unmet minimum is trued up here. */
   trueUps?: readonly { grantId: string; name: string; productId?: string; segmentId: string; remainingBeforeInvoice: string }[];
   corrections?: readonly CorrectionInput[];
+  /** Trials covering this invoice's in-trial charges or in-trial corrections. */
+  trials?: readonly InvoiceTrial[];
 }
 
 export interface AssembledInvoice {
   lines: InvoiceLine[];
-  /** Sum of the lines before commits and credits. */
+  /** Sum of the lines before the trial, commits and credits. */
   subtotal: Decimal;
   /** Sum of all the lines, exactly (invariant I2). */
   total: Decimal;
@@ -211,6 +232,38 @@ export function grantOrder(a: { grant: GrantState; seg: GrantSegment }, b: { gra
     || a.seg.startingAt - b.seg.startingAt;
 }
 
+/**
+ * The trial lines (pushed onto `lines`) and what each covers of which line. Per trial: the
+ * in-trial charges on this invoice — its own in-trial lines (when `ownLines`) plus the late
+ * in-trial usage corrections marked for it — are covered by `trialCapUsage` of the whole trial so
+ * far (earlier invoices' coverage first, in period order) minus what earlier invoices covered.
+ * Corrections are of earlier periods, so they take the coverage first; the rest goes to the own
+ * lines in time order (commits then draw on what each line has left). A negative in-trial
+ * correction (regenerate subtracting in-trial late usage billed elsewhere) nets against the
+ * own lines, so the same usage is not covered twice. Amounts are rounded line
+ * totals and a whole-cent cap, so the trial line needs no rounding of its own. A line is emitted
+ * whenever the trial applies, at 0 when nothing is covered.
+ */
+function coverTrials(lines: InvoiceLine[], trials: readonly InvoiceTrial[]): Map<InvoiceLine, Decimal> {
+  const covered = new Map<InvoiceLine, Decimal>();
+  for (const t of trials) {
+    const own = t.ownLines ? lines.filter((l) => isInTrialCharge(l, t.window)) : [];
+    own.sort((a, b) => Date.parse(a.startingAt!) - Date.parse(b.startingAt!)); // stable: line order within a moment
+    const corrections = sum(lines.filter((l) => l.type === 'correction' && l.trialContractId === t.contractId).map((l) => l.total));
+    const ownTotal = sum(own.map((l) => Dec.max(l.total, 0)));
+    const before = dec(t.coveredBefore);
+    const cover = trialCapUsage(t.spec, before.plus(ownTotal).plus(corrections)).used.minus(before);
+    let left = Dec.min(Dec.max(cover.minus(corrections), 0), ownTotal);
+    for (const l of own) {
+      const take = Dec.min(left, Dec.max(l.total, 0));
+      if (take.gt(0)) covered.set(l, take);
+      left = left.minus(take);
+    }
+    lines.push({ type: 'trial', name: trialLineName(t.window), total: cover.isZero() ? new Dec(0) : cover.negated(), startingAt: t.window.start, endingBefore: t.window.end, trialContractId: t.contractId });
+  }
+  return covered;
+}
+
 export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   const creditType = input.creditType ?? USD_CENTS;
   const products = input.products;
@@ -268,19 +321,25 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
 
   // 4. Corrections for late usage of finalized periods.
   for (const c of input.corrections ?? []) {
-    lines.push({ type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason });
+    lines.push({
+      type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason,
+      ...(c.trialContractId ? { trialContractId: c.trialContractId } : {}),
+    });
   }
 
   const subtotal = sum(lines.map((l) => l.total));
 
-  // 5. Commits and credits draw down the usage, subscription and composite lines they apply to.
+  // 5. Trials cover first; commits and credits draw on what the trial left of each line.
+  const trialCovered = coverTrials(lines, input.trials ?? []);
+
+  // 6. Commits and credits draw down the usage, subscription and composite lines they apply to.
   const drawdowns = new Map<string, Drawdown>();
   const remaining = new Map<string, Decimal>();
   const ordered = (input.grants ?? []).flatMap((grant) => grant.segments.map((seg) => ({ grant, seg }))).sort(grantOrder);
   for (const { seg } of ordered) remaining.set(seg.id, dec(seg.remaining));
   for (const line of [...lines]) {
     if (line.type !== 'usage' && line.type !== 'subscription') continue;
-    let open = line.total;
+    let open = line.total.minus(trialCovered.get(line) ?? 0);
     if (open.lte(0)) continue;
     const lineStart = Date.parse(line.startingAt!);
     const lineEnd = Date.parse(line.endingBefore!);
@@ -313,7 +372,7 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     });
   }
 
-  // 6. Postpaid minimums whose access ends in this period: bill what usage did not reach.
+  // 7. Postpaid minimums whose access ends in this period: bill what usage did not reach.
   for (const t of input.trueUps ?? []) {
     const used = drawdowns.get(`${t.grantId}|${t.segmentId}`)?.amount ?? new Dec(0);
     const shortfall = dec(t.remainingBeforeInvoice).minus(used);

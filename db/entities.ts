@@ -191,6 +191,8 @@ export interface StoredInvoiceLine {
   discount_id?: string;
   corrected_invoice_id?: string;
   reason?: string;
+  /** `trial` lines: whose trial; `correction` lines: in-trial late usage that contract's trial covers. */
+  trial_contract_id?: string;
 }
 
 export const Invoice = defineEntity({

@@ -1,8 +1,10 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { ConflictError } from '../billing/errors.js';
 import { Decimal } from 'decimal.js';
-import { productInfo, productStateAt, overrideOf, type ProductRecord } from '../billing/contract-terms.js';
-import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
+import { productInfo, productStateAt, overrideOf, type ProductRecord, type TrialSpec } from '../billing/contract-terms.js';
+import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type InvoiceTrial, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
+import { trialWindow, type TrialWindow } from '../billing/trial.js';
+import { inTrialUsageTotal } from '../billing/trial-cap.js';
 import { Dec, dec, USD_CENTS } from '../billing/money.js';
 import { applyOverrides, type EffectiveSegment } from '../billing/overrides.js';
 import { periodsStartedBefore, prorationFraction, type Period, type Schedule } from '../billing/periods.js';
@@ -135,6 +137,15 @@ export interface ComputeOptions {
   carried?: Map<string, Decimal>;
   /** Corrections already on earlier drafts of this computation, by corrected invoice id. */
   carriedCorrections?: Map<string, Decimal>;
+  /** Of those, the in-trial ones (marked for a trial), by corrected invoice id. */
+  carriedTrialCorrections?: Map<string, Decimal>;
+  /** What earlier drafts of this computation covered of each trial (positive), by the trial's contract id. */
+  carriedTrial?: Map<string, Decimal>;
+  /**
+   * Take these correction lines as they are instead of computing them (reconciliation of a frozen
+   * invoice: its billed corrections are checked per corrected invoice, the other lines against them).
+   */
+  corrections?: CorrectionInput[];
   /** Leave corrections out (used when re-deriving a finalized period itself). */
   skipCorrections?: boolean;
   /**
@@ -186,9 +197,12 @@ interface UsagePlan {
  * wherever its own do not cover, so its windows are cut at both. Non-additive aggregations (MAX,
  * UNIQUE, LATEST) are never cut: their quantity is taken over the whole service period (a user
  * seen before and after a price change is one user; usage in a gap where nothing is entitled in
- * between counts too) and priced at the rate in force at its end.
+ * between counts too) and priced at the rate in force at its end. A trial ending inside the
+ * period cuts every group of every aggregation there (a rate edge in effect: graduated tiers
+ * restart after it; a non-additive metric is taken over each side), so the in-trial part is on
+ * lines of its own that the trial line covers.
  */
-function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, additive: boolean, pricingKeys: string[], presentationKeys: string[]): Omit<UsagePlan, 'part'>[] {
+function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, additive: boolean, pricingKeys: string[], presentationKeys: string[], trialEnd: number | null): Omit<UsagePlan, 'part'>[] {
   const product = segs.filter((s) => Object.keys(s.rate.pricingGroupValues).length === 0);
   const byGroup = new Map<string, EffectiveSegment[]>();
   for (const s of segs) {
@@ -208,7 +222,11 @@ function usagePlans(productId: string, segs: EffectiveSegment[], pEnd: number, a
     const insideOwn = (t: number) => own.some((s) => s.startingAt < t && end(s) > t);
     const edges = [...new Set([...own.flatMap((s) => [s.startingAt, end(s)]), ...product.flatMap((s) => [s.startingAt, end(s)]).filter((t) => !insideOwn(t))])]
       .sort((a, b) => a - b);
-    const cuts = additive ? edges : [edges[0]!, edges.at(-1)!];
+    // The trial's end cuts every aggregation (unlike a rate edge): the in-trial part is priced on its own.
+    const first = edges[0]!;
+    const last = edges.at(-1)!;
+    const trialCut = trialEnd !== null && trialEnd > first && trialEnd < last ? [trialEnd] : [];
+    const cuts = [...new Set([...(additive ? edges : [first, last]), ...trialCut])].sort((a, b) => a - b);
     for (let i = 0; i + 1 < cuts.length; i++) {
       const from = cuts[i]!;
       const to = cuts[i + 1]!;
@@ -237,8 +255,10 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   const pEnd = Date.parse(period.end);
   if (pEnd <= pStart) {
     // The empty period at a contract's end is its late-usage invoice: corrections only.
-    const corrections = opts.skipCorrections || opts.usageOnly ? [] : await lateUsageCorrections(em, contract, pStart, opts);
-    return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: new Map(), slices: [], corrections });
+    const corrections = opts.usageOnly ? [] : opts.corrections ?? (opts.skipCorrections ? [] : await lateUsageCorrections(em, contract, pStart, opts));
+    // Late in-trial usage on it is covered by its trial, within what is left of the cap.
+    const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
+    return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: new Map(), slices: [], corrections, trials });
   }
   const asOf = opts.asOf?.getTime();
   const known = (createdAt: string | number | Date | undefined) => asOf === undefined || createdAt === undefined || new Date(createdAt).getTime() <= asOf;
@@ -260,6 +280,8 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   const infoAt = new Map<string, ProductInfo>();
   for (const p of pricing.products.values()) infoAt.set(p.id, productInfo(p, pStart));
   const schedule = contractSchedule(contract);
+  const ownTrial = contractTrial(contract);
+  const trialEnd = ownTrial && Date.parse(ownTrial.window.end) > pStart && Date.parse(ownTrial.window.end) < pEnd ? Date.parse(ownTrial.window.end) : null;
 
   const segments = applyOverrides(
     rateSchedule(ratesForFrequency(pricing.rates, contract.usageStatementFrequency), pStart, pEnd),
@@ -285,7 +307,7 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
       const pricingKeys = state.pricing_group_key ?? [];
       const presentationKeys = state.presentation_group_key ?? [];
       const keys = [...new Set([...pricingKeys, ...presentationKeys])];
-      for (const plan of usagePlans(productId, segs, pEnd, ADDITIVE.has(metric.aggregationType), pricingKeys, presentationKeys)) {
+      for (const plan of usagePlans(productId, segs, pEnd, ADDITIVE.has(metric.aggregationType), pricingKeys, presentationKeys, trialEnd)) {
         // Plans with the same window (and grouping) share one part of the usage query.
         const window = `${plan.from}|${plan.to}|${metric.id}|${JSON.stringify(keys)}`;
         let index = partIndex.get(window);
@@ -297,17 +319,23 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
       }
     } else if (record.type === 'SUBSCRIPTION' || record.type === 'COMPOSITE') {
       for (const s of segs) {
-        const from = s.startingAt;
-        const to = s.endingBefore ?? pEnd;
-        const f = prorationFraction(schedule, new Date(from).toISOString(), new Date(to).toISOString());
+        const segFrom = s.startingAt;
+        const segTo = s.endingBefore ?? pEnd;
         // A FLAT rate on a SUBSCRIPTION product is a per-period price for one unit, prorated.
         const rate = record.type === 'SUBSCRIPTION' && s.effective.rateType === 'FLAT'
           ? { rateType: 'SUBSCRIPTION' as const, price: s.effective.price, quantity: '1', isProrated: true }
           : s.effective;
-        slices.push({
-          productId, startingAt: from, endingBefore: to, rate, pricingGroupValues: s.rate.pricingGroupValues,
-          ...(record.type === 'SUBSCRIPTION' ? { prorationFactor: dec(f.numerator).div(f.denominator).toString() } : {}),
-        });
+        // The trial's end cuts a prorated subscription (each side prorated on its own) and a
+        // composite; a subscription that is not prorated costs the same for any part of a period,
+        // so it is not cut: it lies in the trial (and is covered) only if all of it does.
+        const cut = trialEnd !== null && trialEnd > segFrom && trialEnd < segTo && (record.type === 'COMPOSITE' || rate.isProrated);
+        for (const [from, to] of cut ? [[segFrom, trialEnd], [trialEnd, segTo]] : [[segFrom, segTo]]) {
+          const f = prorationFraction(schedule, new Date(from!).toISOString(), new Date(to!).toISOString());
+          slices.push({
+            productId, startingAt: from!, endingBefore: to!, rate, pricingGroupValues: s.rate.pricingGroupValues,
+            ...(record.type === 'SUBSCRIPTION' ? { prorationFactor: dec(f.numerator).div(f.denominator).toString() } : {}),
+          });
+        }
       }
     }
   }
@@ -374,9 +402,54 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     });
   }
 
-  const corrections = opts.skipCorrections || opts.usageOnly ? [] : await lateUsageCorrections(em, contract, pStart, opts);
-  if (opts.regeneratedFromInvoiceId && !opts.usageOnly) corrections.push(...await correctionsBilledElsewhere(em, contract, opts.regeneratedFromInvoiceId, opts.invoiceId));
-  return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections });
+  let corrections: CorrectionInput[] = [];
+  if (opts.corrections && !opts.usageOnly) corrections = opts.corrections;
+  else if (!opts.skipCorrections && !opts.usageOnly) {
+    corrections = await lateUsageCorrections(em, contract, pStart, opts);
+    if (opts.regeneratedFromInvoiceId) corrections.push(...await correctionsBilledElsewhere(em, contract, opts.regeneratedFromInvoiceId, opts.invoiceId));
+  }
+  const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
+  return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections, trials });
+}
+
+/** A contract's trial: its spec and window (billing/trial.ts), or null. */
+export function contractTrial(contract: Contract): { spec: TrialSpec; window: TrialWindow } | null {
+  const spec = contract.terms?.trial_spec;
+  return spec ? { spec, window: trialWindow(contract.startingAt.toISOString(), spec) } : null;
+}
+
+/**
+ * The trials an invoice applies: its contract's own when the trial overlaps the period, and any
+ * trial whose late in-trial usage it corrects (a renewal corrects its predecessor's periods). What
+ * each trial covered before this invoice — its lines on frozen, non-void invoices (as of `asOf`,
+ * like commit draw-downs) plus earlier drafts of this computation — is drawn first, in period
+ * order. One query, and only for invoices a trial touches.
+ */
+async function invoiceTrials(em: EntityManager, contract: Contract, pStart: number, pEnd: number, corrections: readonly CorrectionInput[], opts: ComputeOptions): Promise<InvoiceTrial[]> {
+  const found = new Map<string, { contract: Contract; ownLines: boolean }>();
+  const own = contractTrial(contract);
+  if (own && Date.parse(own.window.start) < pEnd && Date.parse(own.window.end) > pStart) found.set(contract.id, { contract, ownLines: true });
+  for (const c of corrections) {
+    if (!c.trialContractId || found.has(c.trialContractId)) continue;
+    const of = c.trialContractId === contract.id ? contract : await em.findOne(Contract, { id: c.trialContractId });
+    if (of && contractTrial(of)) found.set(of.id, { contract: of, ownLines: false });
+  }
+  if (!found.size) return [];
+  const asOf = (opts.asOf ?? new Date('9999-01-01T00:00:00Z')).toISOString();
+  const rows = await em.execute<{ contract_id: string; covered: string }[]>(
+    `select l ->> 'trial_contract_id' as contract_id, (-sum((l ->> 'total')::numeric))::text as covered
+       from invoice i cross join lateral jsonb_array_elements(i.line_items) l
+      where i.customer_id = ?::uuid and i.id::text <> ? and i.frozen_at <= ? and (i.status <> 'VOID' or i.voided_at > ?)
+        and l ->> 'type' = 'trial' and l ->> 'trial_contract_id' = any(?::text[])
+      group by 1`,
+    [contract.customerId, opts.invoiceId ?? '', asOf, asOf, pgTextArray([...found.keys()])],
+  );
+  const frozen = new Map(rows.map((r) => [r.contract_id, dec(r.covered)]));
+  return [...found.entries()].map(([id, f]) => {
+    const t = contractTrial(f.contract)!;
+    const before = (frozen.get(id) ?? dec(0)).plus(opts.carriedTrial?.get(id) ?? 0);
+    return { contractId: id, window: t.window, spec: t.spec, coveredBefore: before.toString(), ownLines: f.ownLines };
+  });
 }
 
 /**
@@ -451,15 +524,25 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     const again = await computeInvoice(em, contracts.get(f.contractId)!, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
       invoiceId: f.id, skipCorrections: true, pricing: own ? opts.pricing : undefined, grants: own ? opts.grants : undefined, usageReader: opts.usageReader, asOf: f.frozenAt,
     });
-    const already = others.filter((i) => i.id !== opts.invoiceId).flatMap((i) => i.lineItems)
-      .filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id).reduce((a, l) => a.plus(l.total), dec(0))
-      .plus(opts.carriedCorrections?.get(f.id) ?? 0);
-    const delta = usageTotal(storedLines(again)).minus(usageTotal(f.lineItems)).minus(already);
-    if (delta.isZero()) continue;
-    out.push({
-      correctedInvoiceId: f.id, name: `Correction for ${f.periodStart.toISOString().slice(0, 10)} – ${f.periodEnd.toISOString().slice(0, 10)}`,
-      amount: delta.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)',
-    });
+    const made = others.filter((i) => i.id !== opts.invoiceId).flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id);
+    const already = made.reduce((a, l) => a.plus(l.total), dec(0)).plus(opts.carriedCorrections?.get(f.id) ?? 0);
+    const againLines = storedLines(again);
+    const delta = usageTotal(againLines).minus(usageTotal(f.lineItems)).minus(already);
+    // The in-trial part of the change is a correction of its own, marked for the trial that covers it.
+    const trial = contractTrial(contracts.get(f.contractId)!);
+    const trialDelta = !trial ? dec(0) : inTrialUsageTotal(againLines, trial.window).minus(inTrialUsageTotal(f.lineItems, trial.window))
+      .minus(made.filter((l) => l.trial_contract_id === f.contractId).reduce((a, l) => a.plus(l.total), dec(0)))
+      .minus(opts.carriedTrialCorrections?.get(f.id) ?? 0);
+    const name = `Correction for ${f.periodStart.toISOString().slice(0, 10)} – ${f.periodEnd.toISOString().slice(0, 10)}`;
+    if (!trialDelta.isZero()) {
+      out.push({
+        correctedInvoiceId: f.id, name: `${name} (in trial)`, amount: trialDelta.toString(), trialContractId: f.contractId,
+        reason: 'usage inside the trial changed after the period was finalized (late events); the trial covers it within its spending cap',
+      });
+    }
+    const rest = delta.minus(trialDelta);
+    if (rest.isZero()) continue;
+    out.push({ correctedInvoiceId: f.id, name, amount: rest.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)' });
   }
   return out;
 }
@@ -495,19 +578,25 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
     chain.add(id);
     id = (await em.findOne(Invoice, { id }, { fields: ['regeneratedFromInvoiceId'] }))?.regeneratedFromInvoiceId ?? null;
   }
-  const billed = new Map<string, Decimal>();
+  // By invoice and trial: in-trial late usage another invoice's trial covered is subtracted marked
+  // for that trial, so this invoice's trial does not cover it a second time.
+  const billed = new Map<string, { on: string; trialContractId?: string; amount: Decimal }>();
   for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } })) {
     if (inv.id === invoiceId || chain.has(inv.id)) continue;
-    const amount = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id)).reduce((a, l) => a.plus(l.total), dec(0));
-    if (amount.isZero()) continue;
-    if (inv.status !== 'FINALIZED') {
+    const lines = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id));
+    if (!lines.reduce((a, l) => a.plus(l.total), dec(0)).isZero() && inv.status !== 'FINALIZED') {
       throw new ConflictError(`invoice ${inv.id} bills late usage of invoice ${voidedId}'s period and is awaiting approval: approve or reject it before regenerating`);
     }
-    billed.set(inv.id, amount);
+    for (const l of lines) {
+      const key = `${inv.id}|${l.trial_contract_id ?? ''}`;
+      const b = billed.get(key) ?? billed.set(key, { on: inv.id, trialContractId: l.trial_contract_id, amount: dec(0) }).get(key)!;
+      b.amount = b.amount.plus(l.total);
+    }
   }
-  return [...billed.entries()].map(([on, amount]) => ({
-    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}`, amount: amount.negated().toString(),
+  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, trialContractId, amount }) => ({
+    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}${trialContractId ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
     reason: `usage of this period was billed as a correction on invoice ${on} while invoice ${voidedId} stood`,
+    ...(trialContractId ? { trialContractId } : {}),
   }));
 }
 
@@ -535,6 +624,7 @@ export function storedLines(inv: AssembledInvoice): StoredInvoiceLine[] {
       discount_id: l.discountId,
       corrected_invoice_id: l.correctedInvoiceId,
       reason: l.reason,
+      trial_contract_id: l.trialContractId,
     };
     return Object.fromEntries(Object.entries(line).filter(([, v]) => v !== undefined)) as unknown as StoredInvoiceLine;
   });
@@ -669,14 +759,23 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
   const carried = new Map<string, Decimal>();
   // Corrections on earlier drafts, by corrected invoice, across contracts (a renewal bills its predecessor's).
   const corrections = new Map<string, Decimal>();
+  const trialCorrections = new Map<string, Decimal>();
+  // What earlier drafts' trial lines covered, by the trial's contract.
+  const trials = new Map<string, Decimal>();
+  const add = (m: Map<string, Decimal>, k: string, v: Decimal) => m.set(k, (m.get(k) ?? dec(0)).plus(v));
   const out: Draft[] = [];
   for (const { contract, period, id } of needed) {
     const c = context.get(contract.id)!;
     const inv = await computeInvoice(em, contract, period, {
-      invoiceId: id, carried, carriedCorrections: corrections, pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader,
+      invoiceId: id, carried, carriedCorrections: corrections, carriedTrialCorrections: trialCorrections, carriedTrial: trials,
+      pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader,
     });
-    for (const d of inv.drawdowns) carried.set(`${d.grantId}|${d.segmentId}`, (carried.get(`${d.grantId}|${d.segmentId}`) ?? dec(0)).plus(d.amount));
-    for (const l of inv.lines) if (l.type === 'correction' && l.correctedInvoiceId) corrections.set(l.correctedInvoiceId, (corrections.get(l.correctedInvoiceId) ?? dec(0)).plus(l.total));
+    for (const d of inv.drawdowns) add(carried, `${d.grantId}|${d.segmentId}`, d.amount);
+    for (const l of inv.lines) {
+      if (l.type === 'correction' && l.correctedInvoiceId) add(corrections, l.correctedInvoiceId, l.total);
+      if (l.type === 'correction' && l.correctedInvoiceId && l.trialContractId) add(trialCorrections, l.correctedInvoiceId, l.total);
+      if (l.type === 'trial' && l.trialContractId) add(trials, l.trialContractId, l.total.negated());
+    }
     out.push({ view: draftViewOf(inv, contract, period, id, now), inv, contract });
   }
   return out;

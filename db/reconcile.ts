@@ -2,7 +2,8 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { dec, sum } from '../billing/money.js';
 import { BillableMetric, Contract, Invoice, type StoredInvoiceLine } from './entities.js';
 import type { Decimal } from 'decimal.js';
-import { BILLED_USAGE_TYPES, computeInvoice, customerDrafts, storedLines, usageTotal, type Draft, type InvoiceView } from './invoices.js';
+import { BILLED_USAGE_TYPES, computeInvoice, contractTrial, customerDrafts, storedLines, usageTotal, type Draft, type InvoiceView } from './invoices.js';
+import { inTrialUsageTotal } from '../billing/trial-cap.js';
 import { metricFilterSql, valueSql } from './metric-sql.js';
 import { ratingBacklog } from './rating.js';
 import type { UsageGroup, UsagePart } from './usage-series.js';
@@ -109,7 +110,13 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     const stored = await em.find(Invoice, { contractId: contract.id }, { orderBy: { periodStart: 'asc' } });
     for (const inv of stored) {
       if (inv.status === 'VOID') continue;
-      const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts, asOf: inv.frozenAt });
+      // Its billed corrections are taken as they are (they are checked per corrected invoice
+      // below): the lines that depend on them — the trial line covering in-trial late usage — are
+      // re-derived against what was billed.
+      const billedCorrections = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id).map((l) => ({
+        correctedInvoiceId: l.corrected_invoice_id!, productId: l.product_id, name: l.name, amount: l.total, reason: l.reason ?? '', trialContractId: l.trial_contract_id,
+      }));
+      const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts, asOf: inv.frozenAt, corrections: billedCorrections });
       checked.push({ report: reportOf(inv.id, contract.id, inv.status, inv.periodStart.toISOString(), inv.total, inv.lineItems), billed: inv.lineItems, rederived: storedLines(again), finalized: inv.status === 'FINALIZED' });
     }
     if (!contract.archivedAt) {
@@ -123,20 +130,34 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
   // invoice — on any contract of the customer (a renewal bills its predecessor's late usage) — must
   // add up to exactly how much its usage changed since it was finalized.
   const corrections = new Map<string, Decimal>();
+  // Of them, the in-trial ones must add up to how much its in-trial usage changed.
+  const trialCorrections = new Map<string, Decimal>();
   for (const c of checked) {
-    for (const l of c.billed) if (l.type === 'correction' && l.corrected_invoice_id) corrections.set(l.corrected_invoice_id, (corrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
+    for (const l of c.billed) {
+      if (l.type !== 'correction' || !l.corrected_invoice_id) continue;
+      corrections.set(l.corrected_invoice_id, (corrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
+      if (l.trial_contract_id) trialCorrections.set(l.corrected_invoice_id, (trialCorrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
+    }
   }
+  const trialOf = new Map(contracts.map((k) => [k.id, contractTrial(k)]));
   for (const c of checked) {
     c.report.drift = compareLines(c.billed.filter((l) => l.type !== 'correction'), c.rederived.filter((l) => l.type !== 'correction'));
     if (!c.finalized) continue;
     const changed = usageTotal(c.rederived).minus(usageTotal(c.billed));
     const corrected = corrections.get(c.report.invoiceId) ?? dec(0);
     if (changed.eq(corrected)) {
+      // The trial line moves with its in-trial usage; the late part is covered where it is corrected.
       const before = c.report.drift.length;
-      c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!));
+      c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!) && d.line.split('|')[0] !== 'trial');
       c.report.corrected = before - c.report.drift.length;
     } else {
       c.report.drift.push({ line: 'corrections', billed: { total: corrected.toString() }, rederived: { total: changed.toString() } });
+    }
+    const trial = trialOf.get(c.report.contractId);
+    if (trial) {
+      const trialChanged = inTrialUsageTotal(c.rederived, trial.window).minus(inTrialUsageTotal(c.billed, trial.window));
+      const trialCorrected = trialCorrections.get(c.report.invoiceId) ?? dec(0);
+      if (!trialChanged.eq(trialCorrected)) c.report.drift.push({ line: 'corrections in trial', billed: { total: trialCorrected.toString() }, rederived: { total: trialChanged.toString() } });
     }
   }
   invoices.push(...checked.map((c) => c.report));

@@ -56,6 +56,7 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
     discount_id: l.discount_id,
     corrected_invoice_id: l.corrected_invoice_id,
     reason: l.reason,
+    trial_contract_id: l.trial_contract_id,
     sub_line_items: l.tiers ? [{
       name: l.name, custom_fields: {}, quantity: jsonDecimal(l.quantity ?? 0), subtotal: num(l.total),
       tiers: l.tiers.map((t) => ({ price: jsonDecimal(t.price), quantity: jsonDecimal(t.quantity), starting_at: jsonDecimal(t.starting_at), subtotal: jsonDecimal(t.subtotal) })),
