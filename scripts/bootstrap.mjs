@@ -3,7 +3,7 @@
 // (Node 24, npm packages, the Temporal CLI and test server), builds, then hands over to Node 24.
 // Plain JavaScript on purpose: it must run before `npm install` and before TypeScript exists.
 //
-//   node scripts/bootstrap.mjs start|test|build|typecheck [args...]
+//   node scripts/bootstrap.mjs start|test|record-histories|build|typecheck [args...]
 //
 // Everything it installs goes under .tools/ (git-ignored); nothing is installed system-wide.
 import { spawnSync, spawn } from 'node:child_process';
@@ -171,6 +171,10 @@ switch (command) {
     handOver(node, [join(ROOT, 'dist', 'stack', 'start.js'), ...rest], { ...env, ACCRUE_TEMPORAL_BIN: temporal.cli ?? '' });
     break;
   }
+  case 'record-histories':
+    // npm run record:histories → test/record-histories.ts on the test servers (not part of `npm test`).
+    rest.unshift('--testMatch', '<rootDir>/test/record-histories.ts', '--runInBand');
+  // falls through
   case 'test': {
     const temporal = ensureTemporal(true);
     build(node, env);
@@ -196,6 +200,6 @@ switch (command) {
     handOver(node, [join(ROOT, 'dist', 'stack', 'reconcile.js'), ...rest], env);
     break;
   default:
-    log(`unknown command ${command}: use start, test, bench, reconcile, build or typecheck`);
+    log(`unknown command ${command}: use start, test, record-histories, bench, reconcile, build or typecheck`);
     process.exit(2);
 }

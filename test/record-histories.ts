@@ -1,0 +1,204 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { createActivities } from '../activities/index.js';
+import { Contract, Customer, UsageCollector } from '../db/entities.js';
+import { insertEvents } from '../db/events.js';
+import { invoiceIdFor, newId } from '../db/ids.js';
+import { lateUsageInvoiceId } from '../db/invoices.js';
+import { insertMetric } from '../db/metrics.js';
+import { ratePass, ratingBacklog } from '../db/rating.js';
+import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
+import { ROOT } from '../stack/config.js';
+import { contractChangedSignal, contractStateQuery, contractWorkflow } from '../workflows/contract.js';
+import { approveInvoiceUpdate, invoiceCloseStageQuery, invoiceCloseWorkflow, rejectInvoiceUpdate } from '../workflows/invoice-close.js';
+import { metricBackfillWorkflow } from '../workflows/metric-backfill.js';
+import { ratingWorkflow } from '../workflows/rating.js';
+import { contractWorkflowId, invoiceWorkflowId, metricBackfillWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
+import { usageCollectorWorkflow } from '../workflows/usage-collector.js';
+import { seedContract } from './db-fixtures.js';
+import { writeHistoryFile } from './history-files.js';
+import { createTestDatabase, eventually, monthStart, testStack, uniqueName } from './stack.js';
+
+/**
+ * `npm run record:histories`: runs every workflow type through its representative paths on the
+ * Temporal dev server, with the real activities on real PostgreSQL and SMTP (the servers of
+ * test/global-setup.mjs), and writes each history to test/histories/ for test/replay.test.ts.
+ * Not part of `npm test` (jest runs it through --testMatch). Each file is named
+ * `<workflowType>-<scenario>-<label>.json`; the label is ACCRUE_HISTORY_LABEL or the commit the
+ * workflow code is at, and an existing file is never overwritten (test/histories/README.md).
+ */
+const label = process.env.ACCRUE_HISTORY_LABEL ?? commitOfWorkflowCode();
+
+function commitOfWorkflowCode(): string {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+  if (git('status', '--porcelain', '--', 'workflows', 'billing')) {
+    throw new Error('workflows/ or billing/ has uncommitted changes: commit them first, or name the build with ACCRUE_HISTORY_LABEL');
+  }
+  return git('rev-parse', '--short=8', 'HEAD');
+}
+
+describe(`record workflow histories (label ${label})`, () => {
+  let orm: MikroORM;
+  let mailer: Mailer;
+  let connection: Connection;
+  let client: Client;
+  let worker: Worker;
+  let running: Promise<void>;
+  const taskQueue = uniqueName('record');
+  const recorded: string[] = [];
+
+  beforeAll(async () => {
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
+    orm = (await createTestDatabase('histories')).orm;
+    mailer = createSmtpMailer(testStack().smtpUrl, 'Accrue Billing <billing@accrue.local>');
+    connection = await Connection.connect({ address: testStack().temporalAddress });
+    client = new Client({ connection });
+    worker = await Worker.create({
+      connection: await NativeConnection.connect({ address: testStack().temporalAddress }),
+      taskQueue,
+      workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'), // the build `npm test` made: what replay.test.ts replays against
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0 }),
+    });
+    running = worker.run();
+  });
+  afterAll(async () => {
+    worker?.shutdown();
+    await running;
+    await connection?.close();
+    mailer?.close();
+    await orm?.close();
+    process.stderr.write(`[accrue] recorded ${recorded.length} histories into test/histories/:\n  ${recorded.join('\n  ')}\n`);
+  });
+
+  const save = async (handle: WorkflowHandle, workflowType: string, scenario: string) => {
+    const history = await handle.fetchHistory();
+    recorded.push(`${writeHistoryFile(workflowType, scenario, label, history)} (${history.events?.length} events)`);
+  };
+
+  test('contract: backdated, two periods closed (one approved, one rejected then approved), end date moved by contractChanged, late usage billed', async () => {
+    const billingEmail = `${uniqueName('rec')}@histories.test`;
+    const s = await seedContract(orm.em.fork(), { startingAt: monthStart(-2), endingBefore: monthStart(1), price: '2', billingEmail });
+    await s.ingest([{ id: 'a', at: monthStart(-2), seconds: 10 }, { id: 'b', at: monthStart(-1), seconds: 3 }]);
+    const contract = await client.workflow.start(contractWorkflow, { workflowId: contractWorkflowId(s.contractId), taskQueue, args: [{ contractId: s.contractId }] });
+    const [first, second] = [monthStart(-2), monthStart(-1)].map((start) => client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceIdFor(s.contractId, start)))) as [WorkflowHandle<typeof invoiceCloseWorkflow>, WorkflowHandle<typeof invoiceCloseWorkflow>];
+    await awaitingApproval(first);
+    await awaitingApproval(second);
+
+    await first.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '20' }] });
+    await second.executeUpdate(rejectInvoiceUpdate, { args: [{ reason: 'check the usage', rejectedBy: 'finance' }] });
+    await awaitingApproval(second);
+    await second.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '6' }] });
+    await Promise.all([first.result(), second.result()]);
+    await save(first, 'invoiceCloseWorkflow', 'approved');
+    await save(second, 'invoiceCloseWorkflow', 'rejected-then-approved');
+
+    // A late event of a finalized period; then the contract ends (end date moved back, as the API's
+    // updateEndDate does) and bills it on its late-usage invoice.
+    await s.ingest([{ id: 'late', at: new Date(Date.parse(monthStart(-1)) + 3_600_000).toISOString(), seconds: 1 }]);
+    await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { endingBefore: new Date(monthStart(0)) });
+    await contract.signal(contractChangedSignal);
+    const late = client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(lateUsageInvoiceId(s.contractId)));
+    await awaitingApproval(late);
+    await late.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '2' }] });
+    await contract.result();
+    await save(contract, 'contractWorkflow', 'backdated-changed-late-usage');
+  });
+
+  test('contract: 25 backdated periods continue as new after 24 closes; the next run sweeps the open closes', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: monthStart(-25), endingBefore: monthStart(1), price: '1' });
+    const contract = await client.workflow.start(contractWorkflow, { workflowId: contractWorkflowId(s.contractId), taskQueue, args: [{ contractId: s.contractId }] });
+    const firstRunId = contract.firstExecutionRunId;
+    // The second run closes the 25th period, sweeps all 25 (running: left alone) and sleeps.
+    const last = client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceIdFor(s.contractId, monthStart(-1))));
+    await awaitingApproval(last);
+    await eventually('the second run to sweep and sleep until the next period', async () => {
+      const state = await contract.query(contractStateQuery);
+      expect([state.nextPeriodIndex, state.unclosedPeriods.length]).toEqual([25, 25]);
+      // The sweep is over once the run waits on its timer (the nap until the next sweep or close).
+      const events = (await contract.fetchHistory()).events ?? [];
+      expect(events.filter((e) => e.eventType === temporal.api.enums.v1.EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED)).toHaveLength(25);
+      expect(events.some((e) => e.eventType === temporal.api.enums.v1.EventType.EVENT_TYPE_TIMER_STARTED)).toBe(true);
+    });
+    await save(client.workflow.getHandle(contract.workflowId, firstRunId), 'contractWorkflow', 'continued-as-new-after-24');
+    await save(client.workflow.getHandle(contract.workflowId), 'contractWorkflow', 'second-run-sleeping');
+    await contract.terminate('recorded');
+    for (let m = -25; m < 0; m++) await client.workflow.getHandle(invoiceWorkflowId(invoiceIdFor(s.contractId, monthStart(m)))).terminate('recorded');
+  });
+
+  test('rating: a run of 50 rateEvents continues as new', async () => {
+    const handle = await client.workflow.start(ratingWorkflow, { workflowId: ratingWorkflowId(taskQueue), taskQueue, args: [{ runForMs: 20 }] });
+    const firstRun = client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
+    await eventually('the first run to continue as new', async () => expect((await firstRun.describe()).status.name).toBe('CONTINUED_AS_NEW'));
+    await save(firstRun, 'ratingWorkflow', 'continued-as-new');
+    await handle.terminate('recorded');
+  });
+
+  test('metric backfill: two runs continue as new, the third completes', async () => {
+    const customerId = newId();
+    const em = orm.em.fork();
+    em.create(Customer, { id: customerId, name: 'backfilled', customFields: {}, createdAt: new Date(), updatedAt: new Date() });
+    await em.flush();
+    for (let t = 0; t < 5; t++) {
+      await insertEvents(orm.em.fork(), Array.from({ length: 2 }, (_, i) => ({
+        transactionId: `rec-bf-${customerId}-${t}-${i}`, customerId, eventType: 'job', timestamp: new Date(Date.UTC(2026, 10, 1, t)).toISOString(), properties: { n: t + i },
+      })));
+    }
+    await eventually('the events to be rated', async () => {
+      await ratePass(orm.em.fork(), 1000);
+      if (await ratingBacklog(orm.em.fork())) throw new Error('backlog');
+    }, 30_000);
+    const metricId = newId();
+    await insertMetric(orm.em.fork(), { id: metricId, name: 'n', aggregationType: 'SUM', aggregationKey: 'n', eventTypeFilter: { in_values: ['job'] }, propertyFilters: [], groupKeys: [], customFields: {} });
+    const handle = await client.workflow.start(metricBackfillWorkflow, { workflowId: metricBackfillWorkflowId(metricId), taskQueue, args: [{ metricId, chunksPerRun: 2, chunkEvents: 2 }] });
+    const out = await handle.result();
+    expect(out.processed).toBeGreaterThanOrEqual(10);
+    await save(client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId), 'metricBackfillWorkflow', 'continued-as-new');
+    await save(client.workflow.getHandle(handle.workflowId), 'metricBackfillWorkflow', 'done');
+  });
+
+  test('usage collector: one run collects two hourly windows from a source database', async () => {
+    const hourMs = 3_600_000;
+    const thisHour = Math.floor(Date.now() / hourMs) * hourMs;
+    const name = uniqueName('rec_source').toLowerCase();
+    const reader = uniqueName('rec_reader').toLowerCase();
+    const admin = new pg.Client({ connectionString: testStack().postgresUrl });
+    await admin.connect();
+    await admin.query(`create database ${name}`);
+    await admin.end();
+    const sourceUrl = testStack().postgresUrl.replace(/\/[^/]+$/, `/${name}`);
+    const source = new pg.Client({ connectionString: sourceUrl });
+    await source.connect();
+    try {
+      await source.query('create table api_calls (tenant text not null, at timestamptz not null, calls int not null)');
+      for (let h = 1; h <= 2; h++) await source.query('insert into api_calls values ($1, $2, $3)', ['tenant-a', new Date(thisHour - h * hourMs + 60_000), h]);
+      await source.query(`create role ${reader} login password 'reader-pw'`);
+      await source.query(`grant select on api_calls to ${reader}`);
+      const u = new URL(sourceUrl);
+      u.username = reader;
+      u.password = 'reader-pw';
+      const collectorId = newId();
+      const em = orm.em.fork();
+      em.create(UsageCollector, {
+        id: collectorId, name: 'api calls', sourceUrl: u.toString(), eventType: 'api_usage', intervalSeconds: 3600, collectedUntil: new Date(thisHour - 2 * hourMs), createdAt: new Date(),
+        query: 'select tenant as customer_id, $1::timestamptz as timestamp, sum(calls) as calls from api_calls where at >= $1 and at < $2 group by tenant',
+      });
+      await em.flush();
+      const handle = await client.workflow.start(usageCollectorWorkflow, { workflowId: uniqueName('usage-collector-run'), taskQueue, args: [{ collectorId }] });
+      expect(await handle.result()).toEqual({ windows: 2, events: 2 });
+      await save(handle, 'usageCollectorWorkflow', 'two-windows');
+    } finally {
+      await source.end();
+    }
+  });
+
+  /** Waits until the close's stage query answers AWAITING_APPROVAL. */
+  async function awaitingApproval(close: WorkflowHandle<typeof invoiceCloseWorkflow>): Promise<void> {
+    await eventually(`${close.workflowId} to await approval`, async () => expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL'));
+  }
+});
+
