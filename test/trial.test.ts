@@ -72,13 +72,14 @@ describe('trial: the in-trial part of an invoice is covered, up to the spending 
     });
 
     // No cap: the trial covers every in-trial line, nothing after it.
-    const free = await setUp({ length_in_days: 14 });
+    // convert AUTO: the contract goes on after its trial (without it, no commit ends it at the trial end).
+    const free = await setUp({ length_in_days: 14, convert: 'AUTO' });
     const inTrial = seatsInTrial + 250 + 50;
     const uncapped = await firstInvoice(free.customerId, free.contractId, [...usageLines, ['trial', `Trial (ends ${trialEnd.slice(0, 10)})`, '', start, trialEnd, -inTrial]]);
     expect([uncapped.total, uncapped.subtotal]).toEqual([seatsAfter + 180, inTrial + seatsAfter + 180]);
 
     // A spending cap of 100 cents: the trial covers 100 of the in-trial charges.
-    const capped = await setUp({ length_in_days: 14, spending_cap: { amount: 100 } });
+    const capped = await setUp({ length_in_days: 14, spending_cap: { amount: 100 }, convert: 'AUTO' });
     const cappedInv = await firstInvoice(capped.customerId, capped.contractId, [...usageLines, ['trial', `Trial (ends ${trialEnd.slice(0, 10)})`, '', start, trialEnd, -100]]);
     expect(cappedInv.total).toBe(inTrial - 100 + seatsAfter + 180);
     for (const inv of [uncapped, cappedInv]) expect(inv.total).toBe((inv.line_items as Line[]).reduce((a, l) => a + l.total, 0));

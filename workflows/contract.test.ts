@@ -26,8 +26,15 @@ describe('contract workflow (time-skipping)', () => {
   let orm: MikroORM;
   let mailer: Mailer;
 
+  // One time-skipping server per test: closes a test leaves waiting for approval wake for their
+  // reminders on a task queue nobody polls any more, and their pending activities would hold the
+  // next test's clock.
   beforeAll(async () => {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
+    orm = (await createTestDatabase('workflows')).orm;
+    mailer = createSmtpMailer(testStack().smtpUrl, 'Accrue Billing <billing@accrue.local>');
+  });
+  beforeEach(async () => {
     const path = process.env.ACCRUE_TEMPORAL_TEST_SERVER_BIN;
     if (!path) throw new Error('ACCRUE_TEMPORAL_TEST_SERVER_BIN is not set: run the tests with `npm test`');
     env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path } } });
@@ -36,13 +43,13 @@ describe('contract workflow (time-skipping)', () => {
       namespace: env.namespace ?? 'default',
       searchAttributes: Object.fromEntries(Object.keys(SEARCH_ATTRIBUTES).map((k) => [k, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
     });
-    orm = (await createTestDatabase('workflows')).orm;
-    mailer = createSmtpMailer(testStack().smtpUrl, 'Accrue Billing <billing@accrue.local>');
+  });
+  afterEach(async () => {
+    await env?.teardown();
   });
   afterAll(async () => {
     mailer?.close();
     await orm?.close();
-    await env?.teardown();
   });
 
   test('closes the period only after its end plus 24 h, then waits for approval before finalizing', async () => {
@@ -50,7 +57,7 @@ describe('contract workflow (time-skipping)', () => {
     const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
     const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
     const billingEmail = `${uniqueName('ap')}@skipping.test`;
-    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '3', billingEmail });
+    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '3', billingEmail, terms: { renewal_notice_days: 0 } });
     await s.ingest([{ id: '1', at: start, seconds: 100 }, { id: '2', at: new Date(Date.parse(end) - 1).toISOString(), seconds: '0.5' }]);
     const invoiceId = invoiceIdFor(s.contractId, start);
     const graceMs = 24 * 3_600_000;
@@ -100,7 +107,7 @@ describe('contract workflow (time-skipping)', () => {
     const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
     const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
     const billingEmail = `${uniqueName('term')}@skipping.test`;
-    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '2', billingEmail });
+    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '2', billingEmail, terms: { renewal_notice_days: 0 } });
     await s.ingest([{ id: '1', at: start, seconds: 7 }]);
     const invoiceId = invoiceIdFor(s.contractId, start);
     const graceMs = 3_600_000;
@@ -139,7 +146,7 @@ describe('contract workflow (time-skipping)', () => {
     const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
     const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
     const billingEmail = `${uniqueName('late')}@skipping.test`;
-    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '1', billingEmail });
+    const s = await seedContract(orm.em.fork(), { startingAt: start, endingBefore: end, price: '1', billingEmail, terms: { renewal_notice_days: 0 } });
     await s.ingest([{ id: '1', at: start, seconds: 40 }]);
     const invoiceId = invoiceIdFor(s.contractId, start);
     const lateId = lateUsageInvoiceId(s.contractId);
