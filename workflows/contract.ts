@@ -116,9 +116,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     for (const hook of hooks) {
       if (hook === 'trial_converted') await email('trial_ended', `trial_ended:${contractId}`, { outcome: 'converted' });
       if (hook === 'trial_expired') {
-        // Not converted: the contract ends with its trial (no further periods are billed) and its access is gated.
-        await acts.endContractAtTrialEnd({ contractId });
-        changed = true; // the loop plans again with the new end date
+        changed = true; // the loop plans again with the new end date (written before the transition)
         await email('trial_ended', `trial_ended:${contractId}`, { outcome: 'expired' });
       }
       if (hook === 'renewal_notice') {
@@ -213,6 +211,9 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       }
       if (now >= endsAt) {
         const outcome = await acts.trialOutcome({ contractId });
+        // Not converted: the contract ends with its trial (no further periods are billed, access is
+        // gated) — written before the ENDED transition, so whoever sees ENDED sees the end date too.
+        if (!outcome.converts) await acts.endContractAtTrialEnd({ contractId });
         await apply({ type: 'TRIAL_ENDED', converts: outcome.converts });
       }
     }
