@@ -68,10 +68,9 @@ describe('crash: the worker is SIGKILLed while invoices close', () => {
     await app.startWorker();
     expect((await third).status).toBe(200);
 
-    const mail = await eventually('three invoice emails', async () => {
+    await eventually('three invoices emailed', async () => {
       const m = await mailTo(c.billingEmail);
-      if (m.length < 3) throw new Error(`${m.length} emails`);
-      return m;
+      if (new Set(m.map((x) => x.messageId)).size < 3) throw new Error(`${m.length} emails`);
     });
     // Let any duplicate that a retry might still produce arrive before counting.
     await new Promise((r) => setTimeout(r, 3000));
@@ -89,7 +88,8 @@ describe('crash: the worker is SIGKILLed while invoices close', () => {
       expect(copies).toBeGreaterThanOrEqual(1);
       expect(copies).toBeLessThanOrEqual(sends.find((r) => r.invoice_id === inv.id)!.attempts);
     }
-    expect(mail.map((m) => m.subject).sort()).toEqual(['$0.21', '$0.28', '$0.35'].map((t, i) => `Your invoice for ${p[i]!.slice(0, 10)} to ${p[i + 1]!.slice(0, 10)}: ${t}`).sort());
+    // Every invoice's mail, once each by subject (a counted at-least-once resend repeats one; checked above).
+    expect([...new Set(all.map((m) => m.subject))].sort()).toEqual(['$0.21', '$0.28', '$0.35'].map((t, i) => `Your invoice for ${p[i]!.slice(0, 10)} to ${p[i + 1]!.slice(0, 10)}: ${t}`).sort());
 
     const final = await orm.em.fork().find(Invoice, { contractId: contract.data.id }, { orderBy: { periodStart: 'asc' } });
     expect(final.map((i) => [i.status, i.total, !!i.emailedAt])).toEqual([['FINALIZED', '21', true], ['FINALIZED', '28', true], ['FINALIZED', '35', true]]);
