@@ -71,9 +71,17 @@ const RESTART_BACKOFF_MS = { first: 10_000, max: 3_600_000 };
 const SWEEP_MS = 24 * 3_600_000;
 /** The patch that added the lifecycle; histories without its marker run `legacyContractWorkflow`. */
 export const LIFECYCLE_PATCH = 'lifecycle';
+/**
+ * The patch after which a sweep asks for each period's invoice id once per run (not once per
+ * waiting invoice per day), and a run that sweeps while invoices wait for approval continues as
+ * new when Temporal suggests it. The sweep still tries to start every open period's close: that
+ * attempt is how a close terminated without its parent hearing of it is noticed.
+ */
+export const SWEEP_PATCH = 'accrue-sweep-lighter';
 
 export async function contractWorkflow(input: ContractWorkflowInput): Promise<void> {
   if (!patched(LIFECYCLE_PATCH)) return legacyContractWorkflow(input);
+  const lighterSweep = patched(SWEEP_PATCH);
   const contractId = input.contractId;
   let plan = await acts.loadContractPlan({ contractId });
   const state: ContractWorkflowState = { nextPeriodIndex: input.nextPeriodIndex ?? 0, nextCloseAt: null, state: 'ACTIVE', unclosedPeriods: [], restartedCloses: 0 };
@@ -93,8 +101,6 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const done = new Set(life.done);
   /** The earliest due date of an unpaid invoice not yet overdue (from the last payment read). */
   let nextDueAt: number | undefined;
-  /** When payments were last read: while in arrears they are read again daily (a payment signal can be lost). */
-  let paymentsReadAt = -Infinity;
   const carry = (): LifecycleCarry => ({ phase: snapshot.phase, overdue: snapshot.overdue, seq: life.seq, since: life.since, done: [...done].sort() });
   const nextRun = () => continueAsNew<typeof contractWorkflow>({ contractId, nextPeriodIndex: state.nextPeriodIndex, lifecycle: carry() });
 
@@ -153,7 +159,6 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const refreshPayments = async () => {
     paymentsDirty = false;
     const now = Date.now();
-    paymentsReadAt = now;
     const states = await acts.invoicePaymentStates({ contractId });
     const known = new Set(states.map((s) => s.invoiceId));
     nextDueAt = undefined;
@@ -179,7 +184,6 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     if (p === 'ACTIVE') candidates.push(at(lc.renewalNoticeAt));
     if (p === 'TRIAL' || p === 'ACTIVE' || p === 'RENEWING') candidates.push(at(plan.schedule.endingBefore));
     if (p === 'ACTIVE' || p === 'RENEWING') candidates.push(nextDueAt);
-    if (snapshot.overdue.length) candidates.push(paymentsReadAt + SWEEP_MS);
     const times = candidates.filter((t): t is number => t !== undefined);
     return times.length ? Math.min(...times) : undefined;
   };
@@ -221,7 +225,9 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     const end = at(plan.schedule.endingBefore);
     if (snapshot.phase === 'ACTIVE' && renewalNoticePassed() && (end === undefined || Date.now() < end)) await apply({ type: 'RENEWAL_NOTICE' });
     if (end !== undefined && Date.now() >= end) await apply({ type: 'CONTRACT_ENDED' });
-    if (paymentsDirty || (nextDueAt !== undefined && Date.now() >= nextDueAt) || (snapshot.overdue.length && Date.now() >= paymentsReadAt + SWEEP_MS)) await refreshPayments();
+    // Payments and voids signal (the API answers 503 until the signal is delivered, and they are
+    // idempotent, so a retried request tells the workflow again); no polling while in arrears.
+    if (paymentsDirty || (nextDueAt !== undefined && Date.now() >= nextDueAt)) await refreshPayments();
   };
 
   /** Sleeps until `untilMs` or a message, waking early for the lifecycle; true when woken before `untilMs`. */
@@ -238,9 +244,15 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     }
   };
 
+  /** Invoice ids by period start, asked once per run. */
+  const invoiceIds = new Map<string, string>();
   /** Starts the period's close unless one is running or completed; watches it while this run lives. */
   const startClose = async (period: Period, restart: boolean): Promise<void> => {
-    const invoiceId = await acts.invoiceIdForPeriod({ contractId, periodStart: period.start });
+    let invoiceId = lighterSweep ? invoiceIds.get(period.start) : undefined;
+    if (invoiceId === undefined) {
+      invoiceId = await acts.invoiceIdForPeriod({ contractId, periodStart: period.start });
+      invoiceIds.set(period.start, invoiceId);
+    }
     try {
       const child = await startChild(invoiceCloseWorkflow, {
         workflowId: invoiceWorkflowId(invoiceId),
@@ -300,6 +312,8 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         } else if (!plan.archived) {
           if (woke) await pauseAfterFailure();
           await sweep();
+          // Daily sweeps while finance takes its time: keep the run's history bounded here too.
+          if (lighterSweep && workflowInfo().continueAsNewSuggested) await nextRun();
         }
         closedThisRun--;
         continue;
