@@ -1,6 +1,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import type { MikroORM } from '@mikro-orm/postgresql';
+import { pendingApprovals } from '../db/approvals.js';
 import { Contract } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
@@ -49,6 +50,28 @@ describe('approval activities', () => {
     await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { terms: { approval_policy: { mode: 'ABOVE', amount: '250' } } });
     expect(await run(acts.approvalDecision, { invoiceId: s.ids[0]! })).toMatchObject({ approvalRequired: false, reason: 'policy:ABOVE:not-above', approvedBy: 'policy:ABOVE' });
     expect(await run(acts.approvalDecision, { invoiceId: s.ids[1]! })).toMatchObject({ approvalRequired: true, reason: 'policy:ABOVE:above' });
+  });
+
+  test('the queue lists a frozen invoice only when its close will wait for finance: the same decision, before the close has made it', async () => {
+    const s = await frozen([1, 2], (m) => (m === 1 ? 200 : 300)); // frozen, undecided: both PENDING_APPROVAL in PostgreSQL
+    const listed = async (settings: Parameters<typeof pendingApprovals>[1]) =>
+      (await pendingApprovals(orm.em.fork(), settings)).filter((r) => r.contract_id === s.contractId).map((r) => r.invoice_id);
+    const setPolicy = (policy: unknown) => orm.em.fork().execute(`update contract set terms = jsonb_set(terms, '{approval_policy}', ?::jsonb) where id = ?`, [JSON.stringify(policy), s.contractId]);
+    expect(await listed({ approvalPolicy: { mode: 'ALWAYS' } })).toEqual(s.ids);
+    expect(await listed({ approvalPolicy: { mode: 'NEVER' } })).toEqual([]);
+    expect(await listed({ approvalPolicy: { mode: 'NEVER' }, approvalChangePct: '40' })).toEqual([s.ids[1]]); // +50 %
+    const never40 = createActivities({ orm, mailer, invoiceGracePeriodMs: 0, lifecycle: { approvalPolicy: { mode: 'NEVER' }, approvalChangePct: '40', approvalReminderMs: 1 } });
+    for (const id of s.ids) {
+      const decided = await run(never40.approvalDecision, { invoiceId: id });
+      expect((decided as { approvalRequired: boolean }).approvalRequired).toBe(id === s.ids[1]); // the queue and the close agree
+    }
+    await setPolicy({ mode: 'ABOVE', amount: '250' }); // the contract's policy wins over the default
+    expect(await listed({ approvalPolicy: { mode: 'ALWAYS' } })).toEqual([s.ids[1]]);
+    await setPolicy({ mode: 'NEVER' });
+    expect(await listed({ approvalPolicy: { mode: 'ALWAYS' } })).toEqual([]);
+    // A rejected invoice waits for a fixed version whatever the policy says.
+    await orm.em.fork().execute(`update invoice set approval_status = 'REJECTED' where id = ?`, [s.ids[0]]);
+    expect(await listed({ approvalPolicy: { mode: 'ALWAYS' } })).toEqual([s.ids[0]]);
   });
 
   test('a reminder is sent once per number, never while a send may be in flight, and not at all without a finance address', async () => {

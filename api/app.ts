@@ -23,6 +23,7 @@ import { tokensRouter } from './routes/tokens.js';
 import { usageRouter } from './routes/usage.js';
 import { usageCollectorsRouter } from './routes/usage-collectors.js';
 import { metricsCache } from './metrics-cache.js';
+import { DEFAULT_LIFECYCLE_SETTINGS, type LifecycleSettings } from '../stack/config.js';
 
 export interface ApiDeps {
   orm: MikroORM;
@@ -32,6 +33,8 @@ export interface ApiDeps {
   ingestMaxAgeMs: number;
   /** A plain pg pool for the ingest hot path (bound parameters, no ORM layer). */
   ingestPool: pg.Pool;
+  /** Operator defaults (ACCRUE_APPROVAL_POLICY …): the approval queue applies the same policy the worker does. */
+  lifecycle?: LifecycleSettings;
 }
 
 /**
@@ -108,7 +111,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(invoicePaymentsRouter(deps.orm, deps.temporal));
-  app.use(approvalsRouter(deps.orm));
+  app.use(approvalsRouter(deps.orm, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
   app.use(allow('read'), notFound);
   app.use(clientErrors, errorHandler);
   return app;

@@ -1,4 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { decideApproval, type ApprovalPolicy } from '../billing/approval-policy.js';
+import type { LifecycleSettings } from '../stack/config.js';
 
 /**
  * Invoices waiting for finance, and the one definition of "the previous period's invoice" that the
@@ -36,16 +38,31 @@ export interface PendingApprovalRow {
 
 /**
  * Frozen invoices not yet finalized — pending, or rejected and waiting for a fixed version to be
- * approved — oldest first. `waiting_since` is when the invoice was first frozen (the row's
+ * approved — oldest first. A pending invoice that its approval policy lets through (NEVER, ABOVE
+ * and not above, no large change) is not listed: its close finalizes it a moment after the freeze,
+ * and finance has nothing to decide (`decideApproval`, the rule the close itself applies). `waiting_since` is when the invoice was first frozen (the row's
  * creation); a re-freeze after a rejection does not move it. Timestamps as ISO 8601 (UTC).
  */
-export async function pendingApprovals(em: EntityManager): Promise<PendingApprovalRow[]> {
-  const rows = await em.execute<(Omit<PendingApprovalRow, 'period_start' | 'period_end' | 'waiting_since'> & Record<'period_start' | 'period_end' | 'waiting_since', Date | string>)[]>(`
+export async function pendingApprovals(em: EntityManager, settings: Pick<LifecycleSettings, 'approvalPolicy' | 'approvalChangePct'>): Promise<PendingApprovalRow[]> {
+  const rows = await em.execute<(Omit<PendingApprovalRow, 'period_start' | 'period_end' | 'waiting_since'> & Record<'period_start' | 'period_end' | 'waiting_since', Date | string>
+    & { policy: ApprovalPolicy | null })[]>(`
     select i.id::text as invoice_id, i.customer_id::text as customer_id, c.name as customer_name, i.contract_id::text as contract_id,
-      i.period_start, i.period_end, i.total::text as total, prev.total as previous_total, i.approval_status, i.created_at as waiting_since
-    from invoice i join customer c on c.id = i.customer_id ${PREVIOUS}
+      i.period_start, i.period_end, i.total::text as total, prev.total as previous_total, i.approval_status, i.created_at as waiting_since,
+      k.terms -> 'approval_policy' as policy
+    from invoice i join customer c on c.id = i.customer_id left join contract k on k.id = i.contract_id ${PREVIOUS}
     where i.status = 'DRAFT' and i.approval_status in ('PENDING_APPROVAL', 'REJECTED')
     order by i.created_at, i.id`);
   const iso = (t: Date | string) => new Date(t).toISOString();
-  return rows.map((r) => ({ ...r, period_start: iso(r.period_start), period_end: iso(r.period_end), waiting_since: iso(r.waiting_since) }));
+  const waits = (r: (typeof rows)[number]) => {
+    if (r.approval_status === 'REJECTED') return true;
+    try {
+      return decideApproval({
+        contractPolicy: r.policy ?? undefined, defaultPolicy: settings.approvalPolicy, total: r.total,
+        previousTotal: r.previous_total ?? undefined, changePct: settings.approvalChangePct,
+      }).approvalRequired;
+    } catch {
+      return true; // a policy the decision cannot read: the close waits for finance, so list it
+    }
+  };
+  return rows.filter(waits).map(({ policy: _policy, ...r }) => ({ ...r, period_start: iso(r.period_start), period_end: iso(r.period_end), waiting_since: iso(r.waiting_since) }));
 }

@@ -56,14 +56,17 @@ describe('approval policy and the pending-approval queue (end to end)', () => {
     const [finance, reader] = [await token('finance'), await token('read')];
     expect((await http(app, 'GET', '/v1/accrue/invoices/pending-approval', { token: reader })).status).toBe(403);
 
+    const listedPeriods = new Set<string>();
     const queued = await eventually('the large period in the queue', async () => {
       const res = await http(app, 'GET', '/v1/accrue/invoices/pending-approval', { token: finance });
       if (res.status !== 200) throw new Error(`${res.status} ${res.text}`);
-      // The small period shows for a moment between its freeze and the policy's decision; wait for the large one alone.
       const mine = (res.json.data as { customer_id: string; start_timestamp: string }[]).filter((r) => r.customer_id === customer.data.id);
+      for (const r of mine) listedPeriods.add(r.start_timestamp);
       if (mine.length !== 1 || mine[0]!.start_timestamp !== p1) throw new Error(res.text);
       return mine[0] as Record<string, unknown>;
     });
+    // The small period, which the policy lets through, is never listed — not even between its freeze and its finalization.
+    expect([...listedPeriods]).toEqual([p1]);
     expect(queued).toEqual({
       invoice_id: expect.any(String), customer_id: customer.data.id, customer_name: 'Queue Co', contract_id: created.data.id,
       start_timestamp: p1, end_timestamp: p2, total: 900, previous_total: 400, change_percent: 125, approval_status: 'PENDING_APPROVAL',

@@ -3,6 +3,7 @@ import type { MikroORM } from '@mikro-orm/postgresql';
 import { changePercent } from '../../billing/approval-policy.js';
 import { jsonDecimal } from '../../billing/money.js';
 import { pendingApprovals } from '../../db/approvals.js';
+import type { LifecycleSettings } from '../../stack/config.js';
 import { allow } from '../auth.js';
 
 const DAY_MS = 86_400_000;
@@ -12,12 +13,12 @@ const DAY_MS = 86_400_000;
  * waiting for its re-frozen total to be approved), oldest first, with the previous period's
  * total and the change from it — the same figures the approval decision used.
  */
-export function approvalsRouter(orm: MikroORM): Router {
+export function approvalsRouter(orm: MikroORM, settings: LifecycleSettings): Router {
   const r = Router();
 
   r.get('/v1/accrue/invoices/pending-approval', allow('finance'), async (_req, res) => {
     const now = Date.now();
-    const rows = await pendingApprovals(orm.em.fork());
+    const rows = await pendingApprovals(orm.em.fork(), settings);
     res.json({
       data: rows.map((row) => {
         const pct = row.previous_total !== null ? changePercent(row.total, row.previous_total) : undefined;
