@@ -6,6 +6,7 @@ import { openOrm } from '../db/orm.js';
 import { createSmtpMailer } from '../integrations/email/mailer.js';
 import { loadConfig } from '../stack/config.js';
 import { ensureBackgroundWorkflows } from './ensure-workflows.js';
+import { withFailpoints } from './failpoints.js';
 
 /** The worker process: runs Accrue's workflows and activities on the task queue. */
 const config = loadConfig();
@@ -17,7 +18,8 @@ const worker = await Worker.create({
   namespace: config.temporalNamespace,
   taskQueue: config.taskQueue,
   workflowsPath: fileURLToPath(new URL('../workflows/index.js', import.meta.url)),
-  activities: createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs, lifecycle: config.lifecycle }),
+  // withFailpoints: untouched unless ACCRUE_FAILPOINTS is set (crash tests only).
+  activities: withFailpoints(createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs, lifecycle: config.lifecycle })),
   shutdownGraceTime: '10 seconds',
 });
 const clientConnection = await Connection.connect({ address: config.temporalAddress });
