@@ -21,6 +21,10 @@ const worker = await Worker.create({
   // withFailpoints: untouched unless ACCRUE_FAILPOINTS is set (crash tests only).
   activities: withFailpoints(createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs, lifecycle: config.lifecycle })),
   shutdownGraceTime: '10 seconds',
+  // ACCRUE_WORKER_MAX_CACHED_WORKFLOWS: how many workflows stay in memory between their tasks
+  // (the SDK's default is sized from the heap, ~2,300 here); a workflow evicted from the cache is
+  // replayed from its history when it wakes. One per sleeping contract is cheap with a shared V8 context.
+  ...(process.env.ACCRUE_WORKER_MAX_CACHED_WORKFLOWS ? { maxCachedWorkflows: Number(process.env.ACCRUE_WORKER_MAX_CACHED_WORKFLOWS) } : {}),
 });
 const clientConnection = await Connection.connect({ address: config.temporalAddress });
 await ensureBackgroundWorkflows(new Client({ connection: clientConnection, namespace: config.temporalNamespace }), orm, config.taskQueue);

@@ -1,5 +1,5 @@
 import {
-  condition, continueAsNew, ParentClosePolicy, patched, proxyActivities, setHandler, sleep, startChild,
+  condition, continueAsNew, ParentClosePolicy, patched, proxyActivities, proxyLocalActivities, setHandler, sleep, startChild,
   upsertSearchAttributes, workflowInfo, WorkflowIdReusePolicy, log,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
@@ -60,6 +60,11 @@ const mail = proxyActivities<Activities>({
   retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
 });
 
+const localActs = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
+});
+
 const PERIODS_PER_RUN = 24;
 /** A failed close is started again after a pause that doubles while closes keep failing (no spin). */
 const RESTART_BACKOFF_MS = { first: 10_000, max: 3_600_000 };
@@ -72,18 +77,22 @@ const SWEEP_MS = 24 * 3_600_000;
 /** The patch that added the lifecycle; histories without its marker run `legacyContractWorkflow`. */
 export const LIFECYCLE_PATCH = 'lifecycle';
 /**
- * The patch after which a sweep asks for each period's invoice id once per run (not once per
- * waiting invoice per day), and a run that sweeps while invoices wait for approval continues as
- * new when Temporal suggests it. The sweep still tries to start every open period's close: that
- * attempt is how a close terminated without its parent hearing of it is noticed.
+ * The patch after which the workflow is lighter on Temporal: its one-transaction database steps
+ * are local activities (run inside the workflow task, recorded as a marker: no task-queue round
+ * trip, about a quarter of the events); it asks for each period's invoice id once per run; the
+ * sweep before sleeping skips closes this run just started and is watching; and a run that sweeps
+ * while invoices wait for approval continues as new when Temporal suggests it. The daily sweep
+ * still tries to start every open period's close: that attempt is how a close terminated without
+ * its parent hearing of it is noticed. Emails stay normal activities (long timeouts).
  */
-export const SWEEP_PATCH = 'accrue-sweep-lighter';
+export const SWEEP_PATCH = 'accrue-contract-lighter';
 
 export async function contractWorkflow(input: ContractWorkflowInput): Promise<void> {
   if (!patched(LIFECYCLE_PATCH)) return legacyContractWorkflow(input);
   const lighterSweep = patched(SWEEP_PATCH);
+  const db = lighterSweep ? localActs : acts;
   const contractId = input.contractId;
-  let plan = await acts.loadContractPlan({ contractId });
+  let plan = await db.loadContractPlan({ contractId });
   const state: ContractWorkflowState = { nextPeriodIndex: input.nextPeriodIndex ?? 0, nextCloseAt: null, state: 'ACTIVE', unclosedPeriods: [], restartedCloses: 0 };
   let changed = false;
   let settled = false;
@@ -96,7 +105,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   };
 
   // ---- lifecycle ----
-  const life: LifecycleCarry = input.lifecycle ?? await firstRunLifecycle(contractId, plan);
+  const life: LifecycleCarry = input.lifecycle ?? await firstRunLifecycle(contractId, plan, db);
   let snapshot: LifecycleSnapshot = { phase: life.phase, overdue: life.overdue };
   const done = new Set(life.done);
   /** The earliest due date of an unpaid invoice not yet overdue (from the last payment read). */
@@ -141,7 +150,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     snapshot = t.snapshot;
     if (t.change) {
       const at = new Date().toISOString(); // workflow time: deterministic
-      await acts.recordLifecycleTransition({
+      await db.recordLifecycleTransition({
         contractId, seq: life.seq, state: t.change.to, from: t.change.from, at, reason: t.change.reason,
         ...(t.change.invoiceId ? { invoiceId: t.change.invoiceId } : {}), hooks: t.hooks,
       });
@@ -159,7 +168,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const refreshPayments = async () => {
     paymentsDirty = false;
     const now = Date.now();
-    const states = await acts.invoicePaymentStates({ contractId });
+    const states = await db.invoicePaymentStates({ contractId });
     const known = new Set(states.map((s) => s.invoiceId));
     nextDueAt = undefined;
     for (const s of states) {
@@ -214,10 +223,10 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         await email('trial_reminder', `trial_reminder:${contractId}`);
       }
       if (now >= endsAt) {
-        const outcome = await acts.trialOutcome({ contractId });
+        const outcome = await db.trialOutcome({ contractId });
         // Not converted: the contract ends with its trial (no further periods are billed, access is
         // gated) — written before the ENDED transition, so whoever sees ENDED sees the end date too.
-        if (!outcome.converts) await acts.endContractAtTrialEnd({ contractId });
+        if (!outcome.converts) await db.endContractAtTrialEnd({ contractId });
         await apply({ type: 'TRIAL_ENDED', converts: outcome.converts });
       }
     }
@@ -246,11 +255,13 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
 
   /** Invoice ids by period start, asked once per run. */
   const invoiceIds = new Map<string, string>();
+  /** Period starts whose close this run started and whose result has not come back. */
+  const watched = new Set<string>();
   /** Starts the period's close unless one is running or completed; watches it while this run lives. */
   const startClose = async (period: Period, restart: boolean): Promise<void> => {
     let invoiceId = lighterSweep ? invoiceIds.get(period.start) : undefined;
     if (invoiceId === undefined) {
-      invoiceId = await acts.invoiceIdForPeriod({ contractId, periodStart: period.start });
+      invoiceId = await db.invoiceIdForPeriod({ contractId, periodStart: period.start });
       invoiceIds.set(period.start, invoiceId);
     }
     try {
@@ -270,21 +281,27 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         state.restartedCloses++;
         log.warn('restarted an invoice close that had failed or been terminated', { invoiceId, periodStart: period.start });
       }
-      child.result().then(() => { settled = true; paymentsDirty = true; }, () => { closeFailed = true; });
+      watched.add(period.start);
+      child.result().then(() => { settled = true; paymentsDirty = true; }, () => { closeFailed = true; })
+        .finally(() => watched.delete(period.start));
     } catch (err) {
       // Running (e.g. started before a continue-as-new) or completed: that close carries on by itself.
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     }
   };
 
-  /** Starts again every earlier period's close that is not closed and not running; returns how many are open. */
-  const sweep = async (): Promise<number> => {
+  /**
+   * Starts again every earlier period's close that is not closed and not running; returns how many
+   * are open. `skipWatched`: leave alone the closes this run started and is watching (the sweep
+   * before sleeping, right after starting one); the daily sweep tries them all.
+   */
+  const sweep = async (skipWatched = false): Promise<number> => {
     closeFailed = false;
     settled = false;
-    const open = await acts.unclosedPeriods({ contractId, beforeIndex: state.nextPeriodIndex });
+    const open = await db.unclosedPeriods({ contractId, beforeIndex: state.nextPeriodIndex });
     state.unclosedPeriods = open.map((p) => p.start);
     if (!open.length) failuresInARow = 0;
-    for (const p of open) await startClose(p, true);
+    for (const p of open) if (!(lighterSweep && skipWatched && watched.has(p.start))) await startClose(p, true);
     return open.length;
   };
 
@@ -299,7 +316,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       if (closeAt > Date.now() && sweptAt !== state.nextPeriodIndex) {
         // Before sleeping to the next close: is every earlier period closed, or closing?
         sweptAt = state.nextPeriodIndex;
-        await sweep();
+        await sweep(true);
       }
       // While an earlier period is open, sweep once a day too (its close may be of an earlier run).
       const wakeAt = state.unclosedPeriods.length ? Math.min(closeAt, Date.now() + SWEEP_MS) : closeAt;
@@ -308,7 +325,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         if (changed) {
           // The end date moved or the contract was archived: plan again from the same period.
           changed = false;
-          plan = await acts.loadContractPlan({ contractId });
+          plan = await db.loadContractPlan({ contractId });
         } else if (!plan.archived) {
           if (woke) await pauseAfterFailure();
           await sweep();
@@ -331,12 +348,12 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     else if (woke) failuresInARow = 0;
     if (changed) {
       changed = false;
-      plan = await acts.loadContractPlan({ contractId });
+      plan = await db.loadContractPlan({ contractId });
     }
     if (workflowInfo().continueAsNewSuggested) await nextRun();
   }
   if (lifecycleDue()) await tick();
-  if (!plan.archived) await acts.rollOverAtContractEnd({ contractId });
+  if (!plan.archived) await db.rollOverAtContractEnd({ contractId });
   state.state = plan.archived ? 'ARCHIVED' : 'ENDED';
   state.nextCloseAt = null;
   if (plan.archived || !plan.schedule.endingBefore) return;
@@ -350,7 +367,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     await nextRun();
   }
   state.nextCloseAt = null;
-  const late = await acts.freezeLateUsageInvoice({ contractId });
+  const late = await db.freezeLateUsageInvoice({ contractId });
   if (!late) return;
   try {
     // The contract's story ends with its late-usage invoice final (or its close failed: logged).
@@ -376,13 +393,13 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
  * The lifecycle on a first run: from the log when there is one (a run restarted after it ended, by
  * signal-with-start), else the state the contract starts in, recorded as transition 0.
  */
-async function firstRunLifecycle(contractId: string, plan: ContractPlan): Promise<LifecycleCarry> {
+async function firstRunLifecycle(contractId: string, plan: ContractPlan, db: typeof acts): Promise<LifecycleCarry> {
   const last = plan.lifecycle.last;
   // Emails already sent are not sent again (each has a key), so `done` can start empty.
   if (last) return { phase: last.state === 'ARREARS' ? 'ACTIVE' : last.state, overdue: [], seq: last.seq + 1, since: last.since, done: [] };
   const phase = plan.lifecycle.trial ? 'TRIAL' : 'ACTIVE';
   const since = new Date().toISOString();
-  await acts.recordLifecycleTransition({
+  await db.recordLifecycleTransition({
     contractId, seq: 0, state: phase, from: null, at: since,
     reason: phase === 'TRIAL' ? 'the contract started with a trial' : 'the contract started', hooks: [],
   });

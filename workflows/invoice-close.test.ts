@@ -221,8 +221,11 @@ describe('invoice close: approval policy (time-skipping)', () => {
     // well formed) it must not: the unpatched path waits where the history decided — the check
     // above is a real one.
     const renamed = History.decode(History.encode(fresh).finish());
-    const marker = renamed.events.find((e) => e.eventType === EventType.EVENT_TYPE_MARKER_RECORDED)!;
-    const patchData = marker.markerRecordedEventAttributes!.details!['patch-data']!.payloads![0]!;
+    // (Other markers: the local-steps patch and each local activity's result.)
+    type Marked = { markerRecordedEventAttributes?: { details?: { [k: string]: { payloads?: { data?: Uint8Array | null }[] | null } } | null } | null };
+    const patchOf = (e: Marked) => e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0];
+    const marker = renamed.events.find((e) => patchOf(e) && JSON.parse(Buffer.from(patchOf(e)!.data!).toString()).id === APPROVAL_POLICY_PATCH)!;
+    const patchData = patchOf(marker)!;
     expect(JSON.parse(Buffer.from(patchData.data!).toString())).toEqual({ id: APPROVAL_POLICY_PATCH, deprecated: false });
     patchData.data = Buffer.from(JSON.stringify({ id: 'some-other-patch', deprecated: false }));
     await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS }, renamed)).rejects.toHaveProperty('name', 'DeterminismViolationError');
