@@ -181,6 +181,13 @@ try {
     ACCRUE_TASK_QUEUE: 'accrue', ACCRUE_INVOICE_GRACE_PERIOD: '0s', ACCRUE_APPROVAL_POLICY: 'NEVER',
     // Every contract and close stays cached (2 × N workflows): none is replayed when it wakes.
     ACCRUE_WORKER_MAX_CACHED_WORKFLOWS: process.env.ACCRUE_WORKER_MAX_CACHED_WORKFLOWS ?? String(Math.max(2 * N + 100, 1000)),
+    // The storm's workflow tasks wait on the worker's sticky queue however long the backlog is
+    // (with the SDK's 10 s they time out and come back as full-history replays: the first
+    // 10,000-contract run collapsed to ~1 contract/s that way).
+    ACCRUE_WORKER_STICKY_TIMEOUT: process.env.ACCRUE_WORKER_STICKY_TIMEOUT ?? '30m',
+    // Two threads run workflow code (one per core): with 20,000 workflows cached, one thread was
+    // the worker's limit (~1 core busy, the machine half idle, ~4 contracts/s).
+    ACCRUE_WORKER_WORKFLOW_THREADS: process.env.ACCRUE_WORKER_WORKFLOW_THREADS ?? '2',
   };
   // BENCH_PROFILE=dir writes a V8 CPU profile of each worker process there (where the worker's time goes).
   const profile = process.env.BENCH_PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
