@@ -127,3 +127,24 @@ export async function http(app: { baseURL: string }, method: string, path: strin
 export function monthStart(offset: number, now = new Date()): string {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1)).toISOString();
 }
+
+/**
+ * `env.sleep(duration)` on the time-skipping test server, unstuck: the server (1.40) now and then
+ * keeps a lock it should have released (after a continue-as-new, or while a workflow task runs
+ * local activities) and then skips nothing — its clock crawls at real-time pace and the sleep
+ * would take days. While the sleep is pending and the clock moved no faster than real time for
+ * 3 s, unlock time skipping once more (an error — nothing to unlock — is harmless).
+ */
+export async function skipTime(env: { sleep(d: number | string): Promise<void>; currentTimeMs(): Promise<number>; connection: { testService?: { unlockTimeSkipping(r: object): Promise<unknown> } } }, duration: number | string): Promise<void> {
+  let settled = false;
+  const p = env.sleep(duration).finally(() => { settled = true; });
+  let last = Number(await env.currentTimeMs());
+  while (!settled) {
+    await Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+    if (settled) break;
+    const now = Number(await env.currentTimeMs());
+    if (now - last < 60_000) await env.connection.testService?.unlockTimeSkipping({}).catch(() => undefined);
+    last = now;
+  }
+  return p;
+}

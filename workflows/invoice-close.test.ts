@@ -12,7 +12,7 @@ import { invoiceIdFor } from '../db/ids.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
 import { ROOT, SEARCH_ATTRIBUTES, type LifecycleSettings } from '../stack/config.js';
 import { seedContract } from '../test/db-fixtures.js';
-import { createTestDatabase, eventually, mailTo, testStack, uniqueName } from '../test/stack.js';
+import { createTestDatabase, eventually, mailTo, skipTime, testStack, uniqueName } from '../test/stack.js';
 import { APPROVAL_POLICY_PATCH, approveInvoiceUpdate, invoiceCloseStageQuery, invoiceCloseWorkflow, rejectInvoiceUpdate } from './invoice-close.js';
 import { invoiceWorkflowId } from './search-attributes.js';
 
@@ -107,7 +107,7 @@ describe('invoice close: approval policy (time-skipping)', () => {
     await w.runUntil(async () => {
       const close = await startClose(taskQueue, c.contractId, 1);
       await awaitingApproval(close);
-      await env.sleep('10 days');
+      await skipTime(env, '10 days');
       expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL');
       expect((await invoice(close.workflowId.slice('invoice/'.length))).status).toBe('DRAFT');
       expect(await mailTo(c.billingEmail)).toHaveLength(0);
@@ -125,7 +125,7 @@ describe('invoice close: approval policy (time-skipping)', () => {
       expect(await (await startClose(taskQueue, low.contractId, 1)).result()).toMatchObject({ status: 'FINALIZED', total: '50000' });
       const close = await startClose(taskQueue, high.contractId, 1);
       await awaitingApproval(close);
-      await env.sleep('2 days');
+      await skipTime(env, '2 days');
       expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL');
       await approve(close, '50001');
       await close.result();
@@ -143,7 +143,7 @@ describe('invoice close: approval policy (time-skipping)', () => {
       expect(await (await startClose(taskQueue, c.contractId, 2)).result()).toMatchObject({ status: 'FINALIZED', total: '120' });
       const close = await startClose(taskQueue, c.contractId, 3);
       await awaitingApproval(close);
-      await env.sleep('1 day');
+      await skipTime(env, '1 day');
       expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL');
       await approve(close, '200');
       await close.result();
@@ -177,7 +177,7 @@ describe('invoice close: approval policy (time-skipping)', () => {
     await w.runUntil(async () => {
       const close = await startClose(taskQueue, c.contractId, 1);
       await awaitingApproval(close);
-      await env.sleep(3.5 * DAY);
+      await skipTime(env, 3.5 * DAY);
       const reminders = await eventually('three reminders', async () => {
         const m = await mailTo(finance);
         if (m.length < 3) throw new Error(`${m.length} so far`);
@@ -189,7 +189,7 @@ describe('invoice close: approval policy (time-skipping)', () => {
       expect(reminders[0]!.html).toContain('Invoice awaiting approval');
       await approve(close, '42');
       await close.result();
-      await env.sleep(3 * DAY);
+      await skipTime(env, 3 * DAY);
     });
     await new Promise((r) => setTimeout(r, 500)); // the catcher parses after it acknowledges
     expect(await mailTo(finance)).toHaveLength(3);
@@ -221,7 +221,7 @@ describe('invoice close: approval policy (time-skipping)', () => {
     // well formed) it must not: the unpatched path waits where the history decided — the check
     // above is a real one.
     const renamed = History.decode(History.encode(fresh).finish());
-    // (Other markers: the local-steps patch and each local activity's result.)
+    // (Another marker: the lean-stages patch.)
     type Marked = { markerRecordedEventAttributes?: { details?: { [k: string]: { payloads?: { data?: Uint8Array | null }[] | null } } | null } | null };
     const patchOf = (e: Marked) => e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0];
     const marker = renamed.events.find((e) => patchOf(e) && JSON.parse(Buffer.from(patchOf(e)!.data!).toString()).id === APPROVAL_POLICY_PATCH)!;
