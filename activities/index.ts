@@ -1,11 +1,12 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
-import type { LifecycleSettings } from '../stack/config.js';
+import type { LifecycleSettings, WebhookSettings } from '../stack/config.js';
 import { createApprovalActivities } from './approval-activities.js';
 import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
 import { createNoticeActivities } from './notice-activities.js';
+import { createOutboundActivities } from './outbound-activities.js';
 import { createRatingActivities } from './rating-activities.js';
 
 /** Everything activities need, injected once by the worker (and by tests). */
@@ -20,10 +21,12 @@ export interface ActivityDeps {
   lateUsageWindowMs?: number;
   /** Operator defaults for trials, approvals and reminders; DEFAULT_LIFECYCLE_SETTINGS where a field is missing. */
   lifecycle?: Partial<LifecycleSettings>;
+  /** Webhook delivery retries and address policy; DEFAULT_WEBHOOK_SETTINGS where a field is missing. */
+  webhooks?: Partial<WebhookSettings>;
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps), ...createOutboundActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -3,6 +3,7 @@ import { NotFoundError, ConflictError, UnavailableError } from '../billing/error
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import { Customer, Invoice } from '../db/entities.js';
 import { viewOfStored } from '../db/invoices.js';
+import { enqueueNotification } from '../db/notifications.js';
 import { freezeInvoiceTx, freezeLateUsageInvoiceTx, type FreezeInput, type FrozenInvoice } from '../db/invoice-freeze.js';
 import { renderInvoiceEmail } from '../integrations/email/invoice-email.js';
 import type { ActivityDeps } from './index.js';
@@ -51,6 +52,15 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
         inv.approvedBy = approvedBy;
         inv.rejectionReason = null;
         inv.finalizedAt = new Date();
+        // Sent if and only if the finalization commits (the outbox, db/notifications.ts).
+        await enqueueNotification(em, {
+          type: 'invoice.finalized', dedupKey: `invoice.finalized:${inv.id}`, customerId: inv.customerId,
+          properties: {
+            invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, total: Number(inv.total),
+            start_timestamp: new Date(inv.periodStart).toISOString(), end_timestamp: new Date(inv.periodEnd).toISOString(),
+            finalized_at: inv.finalizedAt.toISOString(),
+          },
+        });
       }));
     },
 

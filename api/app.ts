@@ -6,6 +6,7 @@ import { allow, authenticate } from './auth.js';
 import { AccrueError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
 import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
+import { alertsRouter } from './routes/alerts.js';
 import { approvalsRouter } from './routes/approvals.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
 import { balancesRouter } from './routes/balances.js';
@@ -22,6 +23,7 @@ import { productsRouter } from './routes/products.js';
 import { tokensRouter } from './routes/tokens.js';
 import { usageRouter } from './routes/usage.js';
 import { usageCollectorsRouter } from './routes/usage-collectors.js';
+import { webhookEndpointsRouter } from './routes/webhook-endpoints.js';
 import { metricsCache } from './metrics-cache.js';
 import { DEFAULT_LIFECYCLE_SETTINGS, type LifecycleSettings } from '../stack/config.js';
 
@@ -35,6 +37,8 @@ export interface ApiDeps {
   ingestPool: pg.Pool;
   /** Operator defaults (ACCRUE_APPROVAL_POLICY …): the approval queue applies the same policy the worker does. */
   lifecycle?: LifecycleSettings;
+  /** ACCRUE_WEBHOOK_ALLOW_PRIVATE: webhook URLs may point at private addresses (local use, tests). */
+  webhooksAllowPrivate?: boolean;
 }
 
 /**
@@ -112,6 +116,8 @@ export function createApp(deps: ApiDeps): Express {
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(invoicePaymentsRouter(deps.orm, deps.temporal));
   app.use(approvalsRouter(deps.orm, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
+  app.use(alertsRouter(deps.orm));
+  app.use(webhookEndpointsRouter(deps.orm, { allowPrivate: deps.webhooksAllowPrivate ?? false }));
   app.use(allow('read'), notFound);
   app.use(clientErrors, errorHandler);
   return app;

@@ -11,7 +11,7 @@ const ingestPool = createPool(config.databaseUrl, { max: Number(process.env.ACCR
 // Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
 const connection = Connection.lazy({ address: config.temporalAddress });
 const temporal = new Client({ connection, namespace: config.temporalNamespace });
-const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool, lifecycle: config.lifecycle });
+const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool, lifecycle: config.lifecycle, webhooksAllowPrivate: config.webhooks.allowPrivate });
 const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {
   console.log(`[api] listening on http://${process.env.ACCRUE_API_HOST ?? '127.0.0.1'}:${config.port}`);
 });

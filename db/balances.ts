@@ -2,7 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { Decimal } from 'decimal.js';
 import { Dec, dec, jsonDecimal, USD_CENTS } from '../billing/money.js';
 import { BalanceGrant, BalanceLedgerEntry, Contract, Invoice, Product } from './entities.js';
-import { customerDrafts, LEDGER_DEDUCTION_TYPES } from './invoices.js';
+import { customerDrafts, LEDGER_DEDUCTION_TYPES, type Draft } from './invoices.js';
 
 /**
  * Commit and credit balances from the ledger: segment starts, every draw-down by a frozen
@@ -28,7 +28,7 @@ export interface GrantBalance {
   segments: { id: string; startingAt: number; endingBefore: number; left: Decimal }[];
 }
 
-export async function customerBalances(em: EntityManager, customerId: string, opts: { now?: Date; includeDrafts?: boolean; includeArchived?: boolean } = {}): Promise<GrantBalance[]> {
+export async function customerBalances(em: EntityManager, customerId: string, opts: { now?: Date; includeDrafts?: boolean; includeArchived?: boolean; drafts?: Draft[] } = {}): Promise<GrantBalance[]> {
   const now = opts.now ?? new Date();
   const grants = await em.find(BalanceGrant, { customerId, ...(opts.includeArchived ? {} : { archivedAt: null }) }, { orderBy: { createdAt: 'asc', id: 'asc' } });
   if (!grants.length) return [];
@@ -48,7 +48,7 @@ export async function customerBalances(em: EntityManager, customerId: string, op
     entries.get(e.grantId)!.push(entry);
   }
   if (opts.includeDrafts !== false) {
-    for (const { view, inv, contract } of await customerDrafts(em, customerId, now)) {
+    for (const { view, inv, contract } of opts.drafts ?? await customerDrafts(em, customerId, now)) {
       for (const d of inv.drawdowns) {
         entries.get(d.grantId)?.push({ type: LEDGER_DEDUCTION_TYPES[kindOf.get(d.grantId)!], amount: d.amount.negated(), timestamp: view.periodEnd, segmentId: d.segmentId, invoiceId: view.id, contractId: contract.id, draft: true });
       }

@@ -2,6 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import type { LifecycleState } from '../billing/lifecycle.js';
 import type { ContractTerms } from '../billing/contract-terms.js';
 import { lifecycleTimes } from '../billing/lifecycle-times.js';
+import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 
 type ContractLike = { id: string; startingAt: Date; endingBefore?: Date | null; createdAt: Date; archivedAt?: Date | null; terms?: ContractTerms | null };
@@ -26,14 +27,38 @@ export interface LifecycleView {
   history: { state: LifecycleState; from: LifecycleState | null; at: string; reason: string; invoice_id?: string; alert_id?: string }[];
 }
 
-/** Idempotent on (contract, seq): a retried or replayed record changes nothing. */
+/**
+ * Idempotent on (contract, seq): a retried or replayed record changes nothing. Writes, in the same
+ * transaction, the outbound notifications the transition causes — `contract.create` for the first
+ * record (written by the contract's workflow, so only a contract that really started is
+ * announced), `accrue.contract.lifecycle_changed` for later ones, `contract.end` on ENDED — and
+ * marks the customer for alert evaluation (balances and gating follow the lifecycle).
+ */
 export async function recordLifecycleTransition(em: EntityManager, t: LifecycleTransitionRow): Promise<{ recorded: boolean }> {
-  const rows = await em.execute<{ seq: number }[]>(`
-    insert into contract_lifecycle_transition (contract_id, seq, state, from_state, at, reason, invoice_id, alert_id, hooks)
-    values (?, ?, ?, ?, ?, ?, ?, ?, ?::text[])
-    on conflict (contract_id, seq) do nothing
-    returning seq`, [t.contractId, t.seq, t.state, t.from, t.at, t.reason, t.invoiceId ?? null, t.alertId ?? null, pgTextArray(t.hooks ?? [])]);
-  return { recorded: rows.length > 0 };
+  return em.transactional(async (tx) => {
+    const rows = await tx.execute<{ seq: number; customer_id: string }[]>(`
+      insert into contract_lifecycle_transition (contract_id, seq, state, from_state, at, reason, invoice_id, alert_id, hooks)
+      values (?, ?, ?, ?, ?, ?, ?, ?, ?::text[])
+      on conflict (contract_id, seq) do nothing
+      returning seq, (select customer_id::text from contract where id = contract_id) as customer_id`,
+    [t.contractId, t.seq, t.state, t.from, t.at, t.reason, t.invoiceId ?? null, t.alertId ?? null, pgTextArray(t.hooks ?? [])]);
+    const row = rows[0];
+    if (!row) return { recorded: false };
+    const base = { contract_id: t.contractId, customer_id: row.customer_id };
+    if (t.seq === 0) {
+      await enqueueNotification(tx, { type: 'contract.create', dedupKey: `contract.create:${t.contractId}`, customerId: row.customer_id, properties: { ...base, lifecycle_state: t.state, timestamp: t.at } });
+    } else {
+      await enqueueNotification(tx, {
+        type: 'accrue.contract.lifecycle_changed', dedupKey: `lifecycle:${t.contractId}:${t.seq}`, customerId: row.customer_id,
+        properties: { ...base, from: t.from, to: t.state, reason: t.reason, at: t.at, ...(t.invoiceId ? { invoice_id: t.invoiceId } : {}) },
+      });
+    }
+    if (t.state === 'ENDED') {
+      await enqueueNotification(tx, { type: 'contract.end', dedupKey: `contract.end:${t.contractId}`, customerId: row.customer_id, properties: { ...base, reason: t.reason, timestamp: t.at } });
+    }
+    await tx.execute(`insert into alert_dirty (customer_id) select ?::uuid where exists (select 1 from alert where status = 'enabled')`, [row.customer_id]);
+    return { recorded: true };
+  });
 }
 
 /** The last recorded transition of each contract (none for contracts from before the log). */

@@ -2,7 +2,9 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { ConflictError, NotFoundError, ValidationError } from '../billing/errors.js';
 import { dec } from '../billing/money.js';
 import { paymentStanding, type PaymentStanding } from '../billing/payments.js';
+import type { Decimal } from 'decimal.js';
 import { Contract, Invoice } from './entities.js';
+import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 
 /**
@@ -57,7 +59,20 @@ export async function recordPayment(em: EntityManager, p: PaymentInput): Promise
     const paidAt = p.paidAt ?? new Date().toISOString();
     await tx.execute('insert into invoice_payment (invoice_id, reference, amount, paid_at, recorded_by, source) values (?, ?, ?, ?, ?, ?)',
       [inv.id, p.reference, amount.toFixed(), paidAt, p.recordedBy ?? null, p.source ?? 'MANUAL']);
-    return { invoiceId: inv.id, contractId: inv.contractId, reference: p.reference, amount: amount.toFixed(), paidAt, created: true, standing: (await standings(tx, [inv])).get(inv.id)! };
+    const after = (await standings(tx, [inv])).get(inv.id)!;
+    if (after.status !== before.status) await notifyPaymentStatus(tx, inv, after.status, after.amountDue, `payment:${p.reference}`);
+    return { invoiceId: inv.id, contractId: inv.contractId, reference: p.reference, amount: amount.toFixed(), paidAt, created: true, standing: after };
+  });
+}
+
+/**
+ * `accrue.invoice.payment_status_changed`, written in the transaction that changed it (a payment,
+ * a void); `cause` makes it unique per change.
+ */
+export async function notifyPaymentStatus(tx: EntityManager, inv: Pick<Invoice, 'id' | 'customerId' | 'contractId'>, status: string, amountDue: string | Decimal, cause: string, extra: Record<string, unknown> = {}): Promise<void> {
+  await enqueueNotification(tx, {
+    type: 'accrue.invoice.payment_status_changed', dedupKey: `payment_status:${inv.id}:${cause}`, customerId: inv.customerId,
+    properties: { invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, payment_status: status, amount_due: Number(amountDue.toString()), ...extra },
   });
 }
 

@@ -24,6 +24,17 @@ export interface RatePassResult {
 }
 
 const big = (x: string) => BigInt(x);
+
+/**
+ * Marks the customers of the events a pass rated for alert evaluation (db/alerts.ts), in the
+ * pass's own transaction: their aggregates and the mark commit together. Only while some alert is
+ * enabled. Inserts only: nothing here conflicts with the evaluator removing older marks.
+ */
+const MARK_ALERT_CUSTOMERS_SQL = `
+  insert into alert_dirty (customer_id)
+  select distinct k.customer_id from event e join customer_event_key k on k.key = e.customer_id
+  where $WHERE and exists (select 1 from alert where status = 'enabled')
+  order by k.customer_id`;
 const maxXid = (a: string, b: string) => (big(a) > big(b) ? a : b);
 
 /** Adds the events selected by `source` (a condition on `e`) to one metric's aggregates. */
@@ -218,6 +229,7 @@ async function ratePassOnce(tx: EntityManager, maxEvents: number): Promise<Omit<
            left join customer_event_key k on k.key = e.customer_id
           where e.xid >= ?::xid8 and e.xid < ?::xid8 and k.key is null
          on conflict do nothing`, [lo, hi]);
+      await tx.execute(MARK_ALERT_CUSTOMERS_SQL.replace('$WHERE', 'e.xid >= ?::xid8 and e.xid < ?::xid8'), [lo, hi]);
     }
     await tx.execute(`update rating_cursor set xid = ?::xid8, updated_at = now() where id = 'events'`, [hi]);
   }
@@ -231,6 +243,7 @@ async function rematchPass(tx: EntityManager): Promise<number> {
     `delete from event_unmatched u using customer_event_key k where k.key = u.customer_key returning u.transaction_id`);
   if (!resolved.length) return 0;
   const ids = pgTextArray(resolved.map((r) => r.transaction_id));
+  await tx.execute(MARK_ALERT_CUSTOMERS_SQL.replace('$WHERE', 'e.transaction_id = any(?::text[])'), [ids]);
   for (const metric of await activeMetrics(tx)) {
     // Only where this metric already covers the event: live-rated range, or what its backfill passed.
     await aggregateMetric(tx, metric, {

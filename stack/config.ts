@@ -28,6 +28,33 @@ export interface Config {
   ingestMaxAgeMs: number;
   dataDir: string;
   lifecycle: LifecycleSettings;
+  webhooks: WebhookSettings;
+}
+
+/**
+ * Outbound webhook delivery (issue 10). Each delivery retries with exponential backoff from
+ * ACCRUE_WEBHOOK_RETRY_INITIAL (10s) doubling up to ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL (1h), for
+ * ACCRUE_WEBHOOK_RETRY_FOR (72h) in all; then it is marked FAILED. ACCRUE_WEBHOOK_ALLOW_PRIVATE=1
+ * allows private, loopback and link-local addresses (local use and tests only).
+ */
+export interface WebhookSettings {
+  retryInitialMs: number;
+  retryMaxIntervalMs: number;
+  retryForMs: number;
+  allowPrivate: boolean;
+}
+
+export const DEFAULT_WEBHOOK_SETTINGS: WebhookSettings = { retryInitialMs: 10_000, retryMaxIntervalMs: 3_600_000, retryForMs: 72 * 3_600_000, allowPrivate: false };
+
+export function loadWebhookSettings(env: NodeJS.ProcessEnv = process.env): WebhookSettings {
+  const s = {
+    retryInitialMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_INITIAL ?? '10s', 'ACCRUE_WEBHOOK_RETRY_INITIAL'),
+    retryMaxIntervalMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL ?? '1h', 'ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL'),
+    retryForMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_FOR ?? '72h', 'ACCRUE_WEBHOOK_RETRY_FOR'),
+    allowPrivate: env.ACCRUE_WEBHOOK_ALLOW_PRIVATE === '1',
+  };
+  if (s.retryInitialMs <= 0 || s.retryMaxIntervalMs < s.retryInitialMs) throw new Error('ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL must be at least ACCRUE_WEBHOOK_RETRY_INITIAL, and both positive');
+  return s;
 }
 
 /**
@@ -86,5 +113,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ingestMaxAgeMs: parseDurationMs(env.ACCRUE_INGEST_MAX_AGE ?? '34d', 'ACCRUE_INGEST_MAX_AGE'),
     dataDir: env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'),
     lifecycle: loadLifecycleSettings(env),
+    webhooks: loadWebhookSettings(env),
   };
 }

@@ -11,18 +11,23 @@ import { insertEvents } from '../db/events.js';
 import { invoiceIdFor, newId } from '../db/ids.js';
 import { lateUsageInvoiceId } from '../db/invoices.js';
 import { insertMetric } from '../db/metrics.js';
+import { enqueueNotification } from '../db/notifications.js';
+import { createWebhookEndpoint } from '../db/webhooks.js';
 import { ratePass, ratingBacklog } from '../db/rating.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
 import { ROOT } from '../stack/config.js';
 import { contractChangedSignal, contractStateQuery, contractWorkflow } from '../workflows/contract.js';
 import { approveInvoiceUpdate, invoiceCloseStageQuery, invoiceCloseWorkflow, rejectInvoiceUpdate } from '../workflows/invoice-close.js';
 import { metricBackfillWorkflow } from '../workflows/metric-backfill.js';
+import { notificationWorkflow } from '../workflows/notification.js';
+import { outboundWorkflow } from '../workflows/outbound.js';
 import { ratingWorkflow } from '../workflows/rating.js';
-import { contractWorkflowId, invoiceWorkflowId, metricBackfillWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
+import { contractWorkflowId, invoiceWorkflowId, metricBackfillWorkflowId, notificationWorkflowId, outboundWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
 import { usageCollectorWorkflow } from '../workflows/usage-collector.js';
 import { seedContract } from './db-fixtures.js';
 import { writeHistoryFile } from './history-files.js';
 import { createTestDatabase, eventually, monthStart, testStack, uniqueName } from './stack.js';
+import { startWebhookReceiver } from './webhook-receiver.js';
 
 /**
  * `npm run record:histories`: runs every workflow type through its representative paths on the
@@ -62,7 +67,7 @@ describe(`record workflow histories (label ${label})`, () => {
       connection: await NativeConnection.connect({ address: testStack().temporalAddress }),
       taskQueue,
       workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'), // the build `npm test` made: what replay.test.ts replays against
-      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0 }),
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true } }),
     });
     running = worker.run();
   });
@@ -137,6 +142,40 @@ describe(`record workflow histories (label ${label})`, () => {
     await eventually('the first run to continue as new', async () => expect((await firstRun.describe()).status.name).toBe('CONTINUED_AS_NEW'));
     await save(firstRun, 'ratingWorkflow', 'continued-as-new');
     await handle.terminate('recorded');
+  });
+
+  test('outbound: a run of 50 runOutbound continues as new', async () => {
+    const handle = await client.workflow.start(outboundWorkflow, { workflowId: outboundWorkflowId(taskQueue), taskQueue, args: [{ runForMs: 20 }] });
+    const firstRun = client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
+    await eventually('the first run to continue as new', async () => expect((await firstRun.describe()).status.name).toBe('CONTINUED_AS_NEW'));
+    await save(firstRun, 'outboundWorkflow', 'continued-as-new');
+    await handle.terminate('recorded');
+  });
+
+  test('notification: delivered after a 500 (with the alert email); given up on a receiver that never answers 200', async () => {
+    const receiver = await startWebhookReceiver();
+    try {
+      let first = true;
+      receiver.answerWith((w) => (w.properties.note === 'flaky' && first ? ((first = false), 500) : w.properties.note === 'dead' ? 503 : 200));
+      const em = orm.em.fork();
+      const customerId = newId();
+      em.create(Customer, { id: customerId, name: 'notified', billingEmail: `${uniqueName('rec')}@histories.test`, customFields: {}, createdAt: new Date(), updatedAt: new Date() });
+      await em.flush();
+      const endpoint = await createWebhookEndpoint(orm.em.fork(), { url: receiver.url, eventTypes: null });
+      const retry = { initialMs: 100, maxIntervalMs: 200, forMs: 1500 };
+      for (const note of ['flaky', 'dead']) {
+        const { id } = await enqueueNotification(orm.em.fork(), {
+          type: 'alerts.spend_threshold_reached', dedupKey: uniqueName('rec-notification'), customerId,
+          properties: { customer_id: customerId, alert_id: newId(), alert_name: 'spend', alert_type: 'spend_threshold_reached', threshold: 100, value: '150', timestamp: new Date().toISOString(), note },
+        });
+        await orm.em.fork().execute(`insert into webhook_delivery (notification_id, endpoint_id) values (?, ?)`, [id, endpoint.id]);
+        const handle = await client.workflow.start(notificationWorkflow, { workflowId: notificationWorkflowId(id), taskQueue, args: [{ notificationId: id, endpointIds: [endpoint.id], email: note === 'flaky', retry }] });
+        expect(await handle.result()).toEqual(note === 'flaky' ? { delivered: 1, failed: 0 } : { delivered: 0, failed: 1 });
+        await save(handle, 'notificationWorkflow', note === 'flaky' ? 'delivered-after-500-with-email' : 'gave-up');
+      }
+    } finally {
+      await receiver.close();
+    }
   });
 
   test('metric backfill: two runs continue as new, the third completes', async () => {

@@ -3,8 +3,9 @@ import { WorkflowIdReusePolicy, type Client } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { BillableMetric } from '../db/entities.js';
 import { metricBackfillWorkflow } from '../workflows/metric-backfill.js';
+import { outboundWorkflow } from '../workflows/outbound.js';
 import { ratingWorkflow } from '../workflows/rating.js';
-import { metricBackfillWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
+import { metricBackfillWorkflowId, outboundWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
 
 async function startOnce(start: () => Promise<unknown>): Promise<void> {
   try {
@@ -15,12 +16,17 @@ async function startOnce(start: () => Promise<unknown>): Promise<void> {
 }
 
 /**
- * Run by every worker at start: the rater must always be running, and every metric whose
+ * Run by every worker at start: the rater and the outbound loop (alerts, notifications) must
+ * always be running, and every metric whose
  * backfill is unfinished must have its backfill workflow. Starting is idempotent (fixed ids).
  */
 export async function ensureBackgroundWorkflows(client: Client, orm: MikroORM, taskQueue: string): Promise<void> {
   await startOnce(() => client.workflow.start(ratingWorkflow, {
     workflowId: ratingWorkflowId(taskQueue), taskQueue, args: [{}],
+    workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+  }));
+  await startOnce(() => client.workflow.start(outboundWorkflow, {
+    workflowId: outboundWorkflowId(taskQueue), taskQueue, args: [{}],
     workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
   }));
   const pending = await orm.em.fork().find(BillableMetric, { backfillStatus: 'RUNNING' });

@@ -4,3 +4,5 @@ export { invoiceCloseWorkflow } from './invoice-close.js';
 export { metricBackfillWorkflow } from './metric-backfill.js';
 export { ratingWorkflow } from './rating.js';
 export { usageCollectorWorkflow } from './usage-collector.js';
+export { notificationWorkflow } from './notification.js';
+export { outboundWorkflow } from './outbound.js';

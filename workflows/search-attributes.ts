@@ -11,3 +11,5 @@ export const invoiceWorkflowId = (invoiceId: string) => `invoice/${invoiceId}`;
 export const ratingWorkflowId = (taskQueue: string) => `rating/${taskQueue}`;
 export const metricBackfillWorkflowId = (metricId: string) => `metric-backfill/${metricId}`;
 export const usageCollectorScheduleId = (collectorId: string) => `usage-collector/${collectorId}`;
+export const outboundWorkflowId = (taskQueue: string) => `outbound/${taskQueue}`;
+export const notificationWorkflowId = (notificationId: string) => `notification/${notificationId}`;

@@ -20,7 +20,7 @@ import { allow } from '../auth.js';
 import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
-import { standings } from '../../db/payments.js';
+import { notifyPaymentStatus, standings } from '../../db/payments.js';
 import type { PaymentStanding } from '../../billing/payments.js';
 import { tellContractPaymentsChanged } from './invoice-payments.js';
 
@@ -252,6 +252,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
       inv.status = 'VOID';
       inv.voidedAt = new Date();
+      const standing = (await standings(em, [inv])).get(inv.id);
+      if (standing) await notifyPaymentStatus(em, inv, standing.status, standing.amountDue, 'void', { invoice_status: 'VOID' });
     });
     // A voided invoice is owed nothing: the contract leaves ARREARS when it was the overdue one.
     if (contractId) await tellContractPaymentsChanged(temporal, contractId, `the void of invoice ${id}`);

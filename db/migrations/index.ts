@@ -15,6 +15,7 @@ import { Migration20261202130000_invoice_email } from './Migration20261202130000
 import { Migration20261202140000_contract_lifecycle } from './Migration20261202140000_contract_lifecycle.js';
 import { Migration20261206100000_payments_and_notices } from './Migration20261206100000_payments_and_notices.js';
 import { Migration20261206110000_approval_reminder } from './Migration20261206110000_approval_reminder.js';
+import { Migration20261207100000_alerts_and_webhooks } from './Migration20261207100000_alerts_and_webhooks.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -35,4 +36,5 @@ export const migrationsList = [
   { name: 'Migration20261202140000_contract_lifecycle', class: Migration20261202140000_contract_lifecycle },
   { name: 'Migration20261206100000_payments_and_notices', class: Migration20261206100000_payments_and_notices },
   { name: 'Migration20261206110000_approval_reminder', class: Migration20261206110000_approval_reminder },
+  { name: 'Migration20261207100000_alerts_and_webhooks', class: Migration20261207100000_alerts_and_webhooks },
 ];

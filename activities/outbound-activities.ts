@@ -1,0 +1,131 @@
+import { ApplicationFailure, CancelledFailure, Context, log } from '@temporalio/activity';
+import { WorkflowIdReusePolicy } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { evaluateDirty, markEndedWindows } from '../db/alerts.js';
+import { Customer } from '../db/entities.js';
+import { loadNotification, markDispatched, notificationBody, resolveEndpoints, undispatched } from '../db/notifications.js';
+import { deliveryStatus, endDelivery, loadWebhookEndpoint, recordDeliveryAttempt } from '../db/webhooks.js';
+import { renderAlertEmail } from '../integrations/email/alert-email.js';
+import { sendWebhook } from '../integrations/webhooks/send.js';
+import { DEFAULT_WEBHOOK_SETTINGS } from '../stack/config.js';
+import { crashPoint } from '../workers/failpoints.js';
+import type { NotificationWorkflowInput } from '../workflows/notification.js';
+import { notificationWorkflowId } from '../workflows/search-attributes.js';
+import type { ActivityDeps } from './index.js';
+import { classified } from './failures.js';
+import { sendOnce } from './send-once.js';
+
+/** Customers evaluated per transaction; notifications resolved/dispatched per round. */
+const EVALUATE_BATCH = 100;
+const DISPATCH_BATCH = 200;
+const IDLE_SLEEP_MS = 25;
+const WINDOW_SWEEP_MS = 30_000;
+
+export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps) {
+  const settings = { ...DEFAULT_WEBHOOK_SETTINGS, ...webhooks };
+  return {
+    /**
+     * Evaluates alerts of marked customers and dispatches new notifications, round after round for
+     * `runForMs`, heartbeating between rounds. Each round's steps commit on their own and are
+     * idempotent, so a killed worker loses nothing: marks stay until evaluated, a notification
+     * stays undispatched until its workflow has started (fixed id: started at most once).
+     */
+    async runOutbound({ runForMs }: { runForMs: number }): Promise<{ rounds: number; evaluated: number; fired: number; dispatched: number }> {
+      const ctx = Context.current();
+      const client = ctx.client;
+      const taskQueue = ctx.info.taskQueue;
+      const until = Date.now() + runForMs;
+      const total = { rounds: 0, evaluated: 0, fired: 0, dispatched: 0 };
+      let lastSweep = 0;
+      while (Date.now() < until) {
+        const em = orm.em.fork();
+        if (Date.now() - lastSweep > WINDOW_SWEEP_MS) {
+          await markEndedWindows(em, new Date());
+          lastSweep = Date.now();
+        }
+        const ev = await evaluateDirty(em, { limit: EVALUATE_BATCH });
+        // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
+        if (ev.fired > 0) crashPoint('@outbound-evaluated');
+        await resolveEndpoints(em, DISPATCH_BATCH);
+        const ready = await undispatched(em, DISPATCH_BATCH);
+        const started: string[] = [];
+        for (const n of ready) {
+          const email = n.type.startsWith('alerts.');
+          if (n.endpointIds.length || email) {
+            const input: NotificationWorkflowInput = {
+              notificationId: n.id, endpointIds: n.endpointIds, email,
+              retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
+            };
+            try {
+              await client.workflow.start('notificationWorkflow', {
+                workflowId: notificationWorkflowId(n.id), taskQueue, args: [input],
+                workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+              });
+            } catch (err) {
+              if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+            }
+          }
+          started.push(n.id);
+        }
+        await markDispatched(em, started);
+        total.rounds++;
+        total.evaluated += ev.customers;
+        total.fired += ev.fired;
+        total.dispatched += started.length;
+        ctx.heartbeat(total);
+        if (ev.customers === 0 && ready.length === 0) {
+          try {
+            await ctx.sleep(IDLE_SLEEP_MS);
+          } catch (err) {
+            if (err instanceof CancelledFailure) break;
+            throw err;
+          }
+        }
+      }
+      return total;
+    },
+
+    /**
+     * One delivery attempt of a notification to an endpoint: the same id and body every time,
+     * signed at send time. Records the attempt (status code or error, when the next one is due);
+     * a non-2xx answer or no answer fails the attempt so Temporal retries it with backoff.
+     */
+    async deliverWebhook({ notificationId, endpointId, retry }: { notificationId: string; endpointId: string; retry: NotificationWorkflowInput['retry'] }): Promise<{ delivered: boolean; reason?: string }> {
+      const em = orm.em.fork();
+      const status = await deliveryStatus(em, notificationId, endpointId);
+      if (status !== 'PENDING') return { delivered: status === 'DELIVERED', reason: `delivery is ${status ?? 'unknown'}` };
+      const [n, endpoint] = await Promise.all([loadNotification(em, notificationId), loadWebhookEndpoint(em, endpointId)]);
+      if (!n || !endpoint) throw ApplicationFailure.nonRetryable(`notification ${notificationId} or endpoint ${endpointId} not found`, 'NotFound');
+      if (endpoint.status !== 'active') {
+        await endDelivery(em, notificationId, endpointId, 'SKIPPED', 'the endpoint was archived');
+        return { delivered: false, reason: 'endpoint archived' };
+      }
+      const attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate });
+      const info = Context.current().info;
+      const next = Math.min(retry.initialMs * 2 ** (info.attempt - 1), retry.maxIntervalMs);
+      const deadline = info.scheduledTimestampMs + retry.forMs;
+      const nextAt = Date.now() + next < deadline ? new Date(Date.now() + next) : null;
+      await recordDeliveryAttempt(em, { notificationId, endpointId, ok: attempt.ok, statusCode: attempt.statusCode, error: attempt.error, nextAttemptAt: nextAt });
+      if (attempt.ok) return { delivered: true };
+      log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, statusCode: attempt.statusCode, error: attempt.error });
+      throw ApplicationFailure.retryable(attempt.statusCode ? `the endpoint answered ${attempt.statusCode}` : `no answer: ${attempt.error}`, 'WebhookDeliveryFailed');
+    },
+
+    async endWebhookDelivery({ notificationId, endpointId, error }: { notificationId: string; endpointId: string; error: string }): Promise<void> {
+      await endDelivery(orm.em.fork(), notificationId, endpointId, 'FAILED', error);
+    },
+
+    /** Emails an alert's crossing to the customer's billing contact, once per notification. */
+    async emailAlert({ notificationId }: { notificationId: string }): Promise<{ sent: boolean; reason?: string }> {
+      return classified(async () => {
+        const em = orm.em.fork();
+        const n = await loadNotification(em, notificationId);
+        if (!n?.customerId) return { sent: false, reason: 'not a customer notification' };
+        const customer = await em.findOne(Customer, { id: n.customerId });
+        if (!customer?.billingEmail) return { sent: false, reason: 'customer has no billing_email' };
+        const mail = renderAlertEmail({ notificationId: n.id, to: customer.billingEmail, customerName: customer.name, properties: n.properties });
+        return sendOnce(em, mailer, mail, { table: 'alert_email', key: { notification_id: n.id } });
+      });
+    },
+  };
+}

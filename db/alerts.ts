@@ -1,0 +1,286 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { Decimal } from 'decimal.js';
+import { alertNotificationType, alertStep, groupMatches, isInAlarm, type AlertStatus, type AlertType, type GroupValueFilter } from '../billing/alerts.js';
+import { ConflictError, NotFoundError } from '../billing/errors.js';
+import { dec, sum } from '../billing/money.js';
+import { customerBalances } from './balances.js';
+import { BillableMetric } from './entities.js';
+import { newId } from './ids.js';
+import { BILLED_USAGE_TYPES, customerDrafts, type Draft } from './invoices.js';
+import { enqueueNotification } from './notifications.js';
+import { pgTextArray } from './sql.js';
+import { usageSeries } from './usage-series.js';
+
+/**
+ * Alerts in PostgreSQL: their definitions, their state per customer, and the evaluator.
+ *
+ * Evaluation is driven by `alert_dirty`: the rating pass marks the customers it touched in the
+ * same transaction as their aggregates; creating or resetting an alert, and balance changes, mark
+ * customers too. `evaluateDirty` measures each marked customer with the invoice code itself
+ * (`customerDrafts`, `customerBalances`, the usage aggregates: no second pricing path), and in one
+ * transaction per batch, holding a per-customer advisory lock, moves each (alert, customer) state
+ * with `alertStep` and writes the notification of every crossing. A crash before that commit
+ * leaves the marks, so the customers are evaluated again; after it, the state says `in_alarm`, so
+ * nothing fires twice. The marks read are removed afterwards; marks made while it ran stay.
+ */
+export interface AlertRow {
+  id: string;
+  name: string;
+  type: AlertType;
+  threshold: string;
+  customerId: string | null;
+  billableMetricId: string | null;
+  groupValues: GroupValueFilter[];
+  creditTypeId: string | null;
+  evaluateOnCreate: boolean;
+  uniquenessKey: string | null;
+  gateAccess: boolean;
+  gateProductIds: string[] | null;
+  status: 'enabled' | 'archived';
+  createdAt: string;
+  archivedAt: string | null;
+}
+
+type AlertDbRow = {
+  id: string; name: string; alert_type: AlertType; threshold: string; customer_id: string | null; billable_metric_id: string | null;
+  group_values: GroupValueFilter[]; credit_type_id: string | null; evaluate_on_create: boolean; uniqueness_key: string | null;
+  gate_access: boolean; gate_product_ids: string[] | null; status: 'enabled' | 'archived'; created_at: Date; archived_at: Date | null;
+};
+const ALERT_COLS = `id::text as id, name, alert_type, threshold::text as threshold, customer_id::text as customer_id, billable_metric_id::text as billable_metric_id,
+  group_values, credit_type_id, evaluate_on_create, uniqueness_key, gate_access, gate_product_ids::text[] as gate_product_ids, status, created_at, archived_at`;
+const alertOf = (r: AlertDbRow): AlertRow => ({
+  id: r.id, name: r.name, type: r.alert_type, threshold: r.threshold, customerId: r.customer_id, billableMetricId: r.billable_metric_id,
+  groupValues: r.group_values ?? [], creditTypeId: r.credit_type_id, evaluateOnCreate: r.evaluate_on_create, uniquenessKey: r.uniqueness_key,
+  gateAccess: r.gate_access, gateProductIds: r.gate_product_ids, status: r.status,
+  createdAt: new Date(r.created_at).toISOString(), archivedAt: r.archived_at ? new Date(r.archived_at).toISOString() : null,
+});
+
+export type NewAlert = Omit<AlertRow, 'id' | 'status' | 'createdAt' | 'archivedAt'>;
+
+/** Creates the alert and marks the customers it watches for evaluation, in one transaction. */
+export async function createAlert(em: EntityManager, a: NewAlert): Promise<AlertRow> {
+  return em.transactional(async (tx) => {
+    if (a.uniquenessKey !== null) {
+      // Serialize creators of one key, so two concurrent creates cannot both pass the check.
+      await tx.execute(`select pg_advisory_xact_lock(hashtextextended(?, 7))`, [`alert-uniqueness:${a.uniquenessKey}`]);
+      const [taken] = await tx.execute<{ id: string }[]>(`select id::text as id from alert where uniqueness_key = ? and not uniqueness_key_released`, [a.uniquenessKey]);
+      if (taken) throw new ConflictError(`uniqueness_key: an alert with uniqueness_key ${JSON.stringify(a.uniquenessKey)} already exists (${taken.id})`);
+    }
+    const [row] = await tx.execute<AlertDbRow[]>(`
+      insert into alert (id, name, alert_type, threshold, customer_id, billable_metric_id, group_values, credit_type_id, evaluate_on_create,
+                         uniqueness_key, gate_access, gate_product_ids)
+      values (?, ?, ?, ?::numeric, ?, ?, ?::jsonb, ?, ?, ?, ?, ?::uuid[]) returning ${ALERT_COLS}`,
+    [newId(), a.name, a.type, a.threshold, a.customerId, a.billableMetricId, JSON.stringify(a.groupValues), a.creditTypeId, a.evaluateOnCreate,
+      a.uniquenessKey, a.gateAccess, a.gateProductIds ? pgTextArray(a.gateProductIds) : null]);
+    await markDirty(tx, a.customerId ? [a.customerId] : 'all');
+    return alertOf(row!);
+  });
+}
+
+export async function archiveAlert(em: EntityManager, id: string, releaseUniquenessKey: boolean): Promise<AlertRow> {
+  const [row] = await em.execute<AlertDbRow[]>(`
+    update alert set status = 'archived', archived_at = coalesce(archived_at, now()),
+      uniqueness_key_released = uniqueness_key_released or ?
+    where id = ? returning ${ALERT_COLS}`, [releaseUniquenessKey, id]);
+  if (!row) throw new NotFoundError('alert', id, 'id');
+  return alertOf(row);
+}
+
+export async function findAlert(em: EntityManager, id: string): Promise<AlertRow | undefined> {
+  const [row] = await em.execute<AlertDbRow[]>(`select ${ALERT_COLS} from alert where id = ?`, [id]);
+  return row && alertOf(row);
+}
+
+/** Alerts that apply to the customer (its own and every-customer ones), enabled or in `statuses`. */
+export async function alertsForCustomer(em: EntityManager, customerId: string, statuses: ('enabled' | 'archived')[] = ['enabled']): Promise<AlertRow[]> {
+  const rows = await em.execute<AlertDbRow[]>(`
+    select ${ALERT_COLS} from alert where (customer_id = ? or customer_id is null) and status = any(?::text[])
+    order by created_at, id`, [customerId, pgTextArray(statuses)]);
+  return rows.map(alertOf);
+}
+
+export interface CustomerAlertState { status: AlertStatus; triggeredBy: string | null; value: string | null; updatedAt: string }
+
+export async function customerAlertStates(em: EntityManager, customerId: string, alertIds: string[]): Promise<Map<string, CustomerAlertState>> {
+  if (!alertIds.length) return new Map();
+  const rows = await em.execute<{ alert_id: string; status: AlertStatus; triggered_by: string | null; value: string | null; updated_at: Date }[]>(`
+    select alert_id::text as alert_id, status, triggered_by, value::text as value, updated_at from customer_alert_state
+    where customer_id = ? and alert_id = any(?::uuid[])`, [customerId, pgTextArray(alertIds)]);
+  return new Map(rows.map((r) => [r.alert_id, { status: r.status, triggeredBy: r.triggered_by, value: r.value, updatedAt: new Date(r.updated_at).toISOString() }]));
+}
+
+/** `reset`: forget the customer's state for the alert (it shows `evaluating`) and evaluate it afresh; in alarm, it fires again. */
+export async function resetAlert(em: EntityManager, alertId: string, customerId: string): Promise<void> {
+  await em.transactional(async (tx) => {
+    await tx.execute(`select pg_advisory_xact_lock(hashtextextended(?, 7))`, [`alert-customer:${customerId}`]);
+    await tx.execute(`
+      insert into customer_alert_state (alert_id, customer_id, status) values (?, ?, 'evaluating')
+      on conflict (alert_id, customer_id) do update set status = 'evaluating', triggered_by = null, updated_at = now()`, [alertId, customerId]);
+    await markDirty(tx, [customerId]);
+  });
+}
+
+/** Marks customers for evaluation (`'all'`: every customer that is not archived). */
+export async function markDirty(em: EntityManager, customerIds: string[] | 'all'): Promise<void> {
+  if (customerIds !== 'all' && !customerIds.length) return;
+  const source = customerIds === 'all'
+    ? { sql: `select id from customer where archived_at is null`, params: [] as unknown[] }
+    : { sql: `select distinct unnest(?::uuid[])`, params: [pgTextArray(customerIds)] as unknown[] };
+  await em.execute(`insert into alert_dirty (customer_id) ${source.sql}`, source.params);
+}
+
+export interface Measures {
+  /** The current billing periods' end (earliest), when the customer has one. */
+  windowEnd: Date | null;
+  value(alert: AlertRow): Decimal | null;
+}
+
+/** Measures what the customer's alerts watch, with the invoice code: drafts, balances, usage. */
+export async function measureCustomer(em: EntityManager, customerId: string, alerts: AlertRow[], now: Date): Promise<Measures> {
+  const t = now.getTime();
+  const needs = (types: AlertType[]) => alerts.some((a) => types.includes(a.type));
+  const balanceTypes: AlertType[] = ['low_credit_balance_reached', 'low_remaining_credit_percentage_reached', 'low_remaining_commit_balance_reached', 'low_remaining_commit_percentage_reached'];
+  let drafts: Draft[] = [];
+  if (needs(['spend_threshold_reached', 'invoice_total_reached', 'usage_threshold_reached', ...balanceTypes])) drafts = await customerDrafts(em, customerId, now);
+  const current = drafts.filter((d) => Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
+  const windowEnd = current.length ? new Date(Math.min(...current.map((d) => Date.parse(d.view.periodEnd)))) : null;
+  const periodStart = current.length ? new Date(Math.min(...current.map((d) => Date.parse(d.view.periodStart)))) : null;
+
+  const balances = needs(balanceTypes) ? await customerBalances(em, customerId, { now, drafts }) : [];
+  const balanceOf = (kind: 'commit' | 'credit', pct: boolean): Decimal | null => {
+    const grants = balances.filter((b) => (kind === 'credit') === (b.grant.kind === 'CREDIT'));
+    const inEffect = grants.flatMap((b) => b.segments.filter((s) => s.startingAt <= t && t < s.endingBefore).map((s) => ({ s, b })));
+    if (!inEffect.length) return null;
+    const left = sum(grants.map((b) => b.balance));
+    if (!pct) return left;
+    const granted = sum(inEffect.map(({ s, b }) => dec(b.grant.accessSchedule.schedule_items.find((i) => i.id === s.id)?.amount ?? 0)));
+    return granted.gt(0) ? left.div(granted).times(100) : null;
+  };
+
+  const usage = new Map<string, Decimal | null>();
+  for (const a of alerts.filter((x) => x.type === 'usage_threshold_reached' && x.billableMetricId)) {
+    if (!periodStart) {
+      usage.set(a.id, null);
+      continue;
+    }
+    const metric = await em.findOne(BillableMetric, { id: a.billableMetricId! });
+    if (!metric) {
+      usage.set(a.id, null);
+      continue;
+    }
+    const groupFilters: Record<string, string[]> = {};
+    for (const g of a.groupValues) if (g.value !== undefined) groupFilters[g.key] = [g.value];
+    const rows = await usageSeries(em, metric, { customerIds: [customerId], from: periodStart.toISOString(), to: new Date(Math.max(t, periodStart.getTime() + 1)).toISOString(), window: 'NONE', groupFilters });
+    usage.set(a.id, sum(rows.filter((r) => r.value !== null).map((r) => dec(r.value!))));
+  }
+
+  return {
+    windowEnd,
+    value(alert) {
+      switch (alert.type) {
+        case 'spend_threshold_reached': {
+          if (!current.length) return null;
+          return sum(current.flatMap((d) => d.view.lines).filter((l) => BILLED_USAGE_TYPES.has(l.type)
+            && (!alert.groupValues.length || (l.type === 'usage' && groupMatches(alert.groupValues, { ...l.pricing_group_values, ...l.presentation_group_values }))))
+            .map((l) => dec(l.total)));
+        }
+        case 'invoice_total_reached':
+          return current.length ? current.map((d) => dec(d.view.total)).reduce((a, b) => (a.gt(b) ? a : b)) : null;
+        case 'usage_threshold_reached':
+          return usage.get(alert.id) ?? null;
+        case 'low_credit_balance_reached': return balanceOf('credit', false);
+        case 'low_remaining_credit_percentage_reached': return balanceOf('credit', true);
+        case 'low_remaining_commit_balance_reached': return balanceOf('commit', false);
+        case 'low_remaining_commit_percentage_reached': return balanceOf('commit', true);
+      }
+    },
+  };
+}
+
+export interface EvaluationResult { customers: number; fired: number; notifications: string[] }
+
+/**
+ * Evaluates up to `limit` marked customers (oldest marks first). Customers another evaluator holds
+ * are skipped (they stay marked). Returns how many were evaluated and what fired.
+ */
+export async function evaluateDirty(em: EntityManager, opts: { limit: number; now?: () => Date }): Promise<EvaluationResult> {
+  // Exactly the marks read are removed at the end: a mark committed later (by a pass or a reset
+  // still running now) is not in this list and stays for the next round.
+  const marks = await em.execute<{ customer_id: string; seqs: string[] }[]>(
+    `select customer_id::text as customer_id, array_agg(seq::text) as seqs from alert_dirty group by customer_id order by min(seq) limit ?`, [opts.limit]);
+  if (!marks.length) return { customers: 0, fired: 0, notifications: [] };
+  const result = await em.fork().transactional(async (tx) => {
+    const out: EvaluationResult = { customers: 0, fired: 0, notifications: [] };
+    const done: { customer_id: string; seqs: string[] }[] = [];
+    for (const m of marks) {
+      const [lock] = await tx.execute<{ ok: boolean }[]>(`select pg_try_advisory_xact_lock(hashtextextended(?, 7)) as ok`, [`alert-customer:${m.customer_id}`]);
+      if (!lock?.ok) continue;
+      const fired = await evaluateCustomer(tx, m.customer_id, opts.now?.() ?? new Date());
+      out.customers++;
+      out.fired += fired.length;
+      out.notifications.push(...fired);
+      done.push(m);
+    }
+    return { out, done };
+  });
+  if (result.done.length) {
+    await em.execute(`delete from alert_dirty where seq = any(?::bigint[])`, [`{${result.done.flatMap((d) => d.seqs).join(',')}}`]);
+  }
+  return result.out;
+}
+
+/** Evaluates one customer's alerts inside the caller's transaction (which holds its lock); returns the notifications written. */
+async function evaluateCustomer(tx: EntityManager, customerId: string, now: Date): Promise<string[]> {
+  const alerts = (await alertsForCustomer(tx, customerId)).filter((a) => a.type !== 'usage_threshold_reached' || a.billableMetricId);
+  if (!alerts.length) return [];
+  const [customer] = await tx.execute<{ created_at: Date; archived_at: Date | null }[]>(`select created_at, archived_at from customer where id = ?`, [customerId]);
+  if (!customer || customer.archived_at) return [];
+  const states = await customerAlertStates(tx, customerId, alerts.map((a) => a.id));
+  const measures = await measureCustomer(tx, customerId, alerts, now);
+  const fired: string[] = [];
+  for (const alert of alerts) {
+    const value = measures.value(alert);
+    const prev = states.get(alert.id);
+    const step = alertStep(prev?.status, isInAlarm(alert.type, value, alert.threshold), {
+      silentBaseline: !alert.evaluateOnCreate && new Date(customer.created_at).getTime() < Date.parse(alert.createdAt),
+    });
+    const triggeredBy = step.fire ? `${alert.type} ${value?.toString()} ${alert.type.startsWith('low_') ? '<=' : '>='} ${alert.threshold}` : prev?.triggeredBy ?? null;
+    const changed = !prev || prev.status !== step.status || (value?.toString() ?? null) !== prev.value;
+    if (changed) {
+      await tx.execute(`
+        insert into customer_alert_state (alert_id, customer_id, status, value, triggered_by, window_end, fired, updated_at)
+        values (?, ?, ?, ?::numeric, ?, ?, ?, now())
+        on conflict (alert_id, customer_id) do update set status = excluded.status, value = excluded.value,
+          triggered_by = excluded.triggered_by, window_end = excluded.window_end,
+          fired = customer_alert_state.fired + excluded.fired, updated_at = now()`,
+      [alert.id, customerId, step.status, value?.toString() ?? null, step.status === 'in_alarm' ? triggeredBy : null, measures.windowEnd, step.fire ? 1 : 0]);
+    }
+    if (step.fire) {
+      const [{ n }] = await tx.execute<{ n: number }[]>(`select fired as n from customer_alert_state where alert_id = ? and customer_id = ?`, [alert.id, customerId]) as [{ n: number }];
+      const { id } = await enqueueNotification(tx, {
+        type: alertNotificationType(alert.type) as never,
+        dedupKey: `alert:${alert.id}:${customerId}:${n}`,
+        customerId,
+        properties: {
+          alert_id: alert.id, alert_name: alert.name, alert_type: alert.type, customer_id: customerId,
+          threshold: Number(alert.threshold), value: value?.toString() ?? null, triggered_by: triggeredBy, timestamp: now.toISOString(),
+          ...(alert.billableMetricId ? { billable_metric_id: alert.billableMetricId } : {}),
+          ...(alert.groupValues.length ? { group_values: alert.groupValues } : {}),
+        },
+      });
+      fired.push(id);
+    }
+  }
+  return fired;
+}
+
+/**
+ * Customers in alarm whose billing period has ended since: marked, so they leave alarm (and can
+ * fire again) in the new period even without new usage.
+ */
+export async function markEndedWindows(em: EntityManager, now: Date): Promise<number> {
+  const rows = await em.execute<{ customer_id: string }[]>(`
+    select distinct customer_id::text as customer_id from customer_alert_state where status = 'in_alarm' and window_end <= ?`, [now]);
+  await markDirty(em, rows.map((r) => r.customer_id));
+  return rows.length;
+}

@@ -1,0 +1,99 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { uuidV5 } from './ids.js';
+import { pgTextArray } from './sql.js';
+
+/**
+ * The outbox of outbound notifications (webhooks and alert emails). A producer writes its
+ * notification in the same transaction as the change it reports — an alert's crossing, an invoice's
+ * finalization, a lifecycle transition, a payment — so it is sent if and only if the change
+ * committed. The id is derived from `dedupKey`, so a retried producer writes (and every retry of a
+ * delivery sends) the same notification with the same id. The dispatcher (activities/outbound)
+ * fixes which endpoints get it and starts its delivery workflow.
+ */
+export const NOTIFICATION_TYPES = [
+  'alerts.spend_threshold_reached', 'alerts.usage_threshold_reached', 'alerts.invoice_total_reached',
+  'alerts.low_remaining_credit_balance_reached', 'alerts.low_remaining_credit_percentage_reached',
+  'alerts.low_remaining_commit_balance_reached', 'alerts.low_remaining_commit_percentage_reached',
+  'invoice.finalized', 'contract.create', 'contract.end',
+  'accrue.contract.lifecycle_changed', 'accrue.invoice.payment_status_changed',
+] as const;
+export type NotificationType = typeof NOTIFICATION_TYPES[number];
+
+export interface NewNotification {
+  type: NotificationType;
+  properties: Record<string, unknown>;
+  /** Unique per real-world occurrence, e.g. `invoice.finalized:<invoice id>`. */
+  dedupKey: string;
+  customerId?: string | null;
+}
+
+export const notificationIdFor = (dedupKey: string) => uuidV5(`notification:${dedupKey}`);
+
+/** Writes the notification unless one with its key exists; run it inside the producer's transaction. */
+export async function enqueueNotification(em: EntityManager, n: NewNotification): Promise<{ id: string; created: boolean }> {
+  const id = notificationIdFor(n.dedupKey);
+  const rows = await em.execute<{ id: string }[]>(`
+    insert into outbound_event (id, type, properties, dedup_key, customer_id) values (?, ?, ?::jsonb, ?, ?)
+    on conflict (dedup_key) do nothing returning id`, [id, n.type, JSON.stringify(n.properties), n.dedupKey, n.customerId ?? null]);
+  return { id, created: rows.length > 0 };
+}
+
+export interface NotificationRow {
+  id: string;
+  type: string;
+  properties: Record<string, unknown>;
+  customerId: string | null;
+  createdAt: string;
+}
+
+export async function loadNotification(em: EntityManager, id: string): Promise<NotificationRow | undefined> {
+  const [r] = await em.execute<{ id: string; type: string; properties: Record<string, unknown>; customer_id: string | null; created_at: Date }[]>(
+    `select id::text as id, type, properties, customer_id::text as customer_id, created_at from outbound_event where id = ?`, [id]);
+  return r && { id: r.id, type: r.type, properties: r.properties, customerId: r.customer_id, createdAt: new Date(r.created_at).toISOString() };
+}
+
+/** The body every delivery of a notification sends, byte for byte (Metronome's shape). */
+export function notificationBody(n: Pick<NotificationRow, 'id' | 'type' | 'properties'>): string {
+  return JSON.stringify({ id: n.id, type: n.type, properties: n.properties });
+}
+
+/**
+ * Fixes the endpoints of up to `limit` new notifications: one `webhook_delivery` row per active
+ * endpoint subscribed to the type, written together with `endpoints_resolved_at`, so an endpoint
+ * created later never gets an older notification and a rerun adds nothing. Concurrent
+ * dispatchers take different rows (skip locked).
+ */
+export async function resolveEndpoints(em: EntityManager, limit: number): Promise<number> {
+  return em.transactional(async (tx) => {
+    const rows = await tx.execute<{ id: string }[]>(`
+      select id::text as id from outbound_event where endpoints_resolved_at is null
+      order by created_at limit ? for update skip locked`, [limit]);
+    if (!rows.length) return 0;
+    const ids = pgTextArray(rows.map((r) => r.id));
+    await tx.execute(`
+      insert into webhook_delivery (notification_id, endpoint_id)
+      select n.id, e.id from outbound_event n join webhook_endpoint e
+        on e.status = 'active' and e.created_at <= n.created_at and (e.event_types is null or n.type = any(e.event_types))
+      where n.id = any(?::uuid[])
+      on conflict do nothing`, [ids]);
+    await tx.execute(`update outbound_event set endpoints_resolved_at = now() where id = any(?::uuid[])`, [ids]);
+    return rows.length;
+  });
+}
+
+export interface UndispatchedNotification { id: string; type: string; endpointIds: string[] }
+
+/** Notifications whose endpoints are fixed and whose delivery workflow has not been started yet. */
+export async function undispatched(em: EntityManager, limit: number): Promise<UndispatchedNotification[]> {
+  const rows = await em.execute<{ id: string; type: string; endpoint_ids: string[] | null }[]>(`
+    select n.id::text as id, n.type,
+           array(select d.endpoint_id::text from webhook_delivery d where d.notification_id = n.id order by d.endpoint_id) as endpoint_ids
+    from outbound_event n where n.dispatched_at is null and n.endpoints_resolved_at is not null
+    order by n.created_at limit ?`, [limit]);
+  return rows.map((r) => ({ id: r.id, type: r.type, endpointIds: r.endpoint_ids ?? [] }));
+}
+
+export async function markDispatched(em: EntityManager, ids: string[]): Promise<void> {
+  if (!ids.length) return;
+  await em.execute(`update outbound_event set dispatched_at = now() where id = any(?::uuid[]) and dispatched_at is null`, [pgTextArray(ids)]);
+}
