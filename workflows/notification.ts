@@ -28,7 +28,8 @@ const mail = proxyActivities<Activities>({
 
 export async function notificationWorkflow(input: NotificationWorkflowInput): Promise<{ delivered: number; failed: number }> {
   const send = proxyActivities<Activities>({
-    startToCloseTimeout: '30 seconds',
+    // The send's own timeout is 10 s; this one is also how an attempt on a killed worker is noticed.
+    startToCloseTimeout: '15 seconds',
     scheduleToCloseTimeout: input.retry.forMs,
     retry: { initialInterval: input.retry.initialMs, maximumInterval: input.retry.maxIntervalMs, backoffCoefficient: 2 },
   });
