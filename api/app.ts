@@ -7,6 +7,8 @@ import { AccrueError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
 import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
 import { alertsRouter } from './routes/alerts.js';
+import { entitlementsRouter } from './routes/entitlements.js';
+import type { EntitlementsCache } from './entitlements-cache.js';
 import { approvalsRouter } from './routes/approvals.js';
 import { billableMetricsRouter } from './routes/billable-metrics.js';
 import { balancesRouter } from './routes/balances.js';
@@ -29,6 +31,8 @@ import { DEFAULT_LIFECYCLE_SETTINGS, type LifecycleSettings } from '../stack/con
 
 export interface ApiDeps {
   orm: MikroORM;
+  /** Entitlements from memory (api/entitlements-cache.ts), started by the caller. */
+  entitlements: EntitlementsCache;
   temporal: Client;
   taskQueue: string;
   adminToken?: string;
@@ -117,6 +121,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(invoicePaymentsRouter(deps.orm, deps.temporal));
   app.use(approvalsRouter(deps.orm, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
   app.use(alertsRouter(deps.orm));
+  app.use(entitlementsRouter(deps.entitlements));
   app.use(webhookEndpointsRouter(deps.orm, { allowPrivate: deps.webhooksAllowPrivate ?? false }));
   app.use(allow('read'), notFound);
   app.use(clientErrors, errorHandler);

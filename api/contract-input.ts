@@ -348,3 +348,13 @@ export function approvalPolicyInput(body: Obj): ApprovalPolicy | undefined {
   if (dec(amount).isNegative()) throw new ValidationError(`${path}.amount`, `must be >= 0 (cents), got ${amount}`);
   return { mode, amount: dec(amount).toFixed() };
 }
+
+/**
+ * `arrears_policy` (create and v2 edit): `{gate_access: boolean}` — while the contract is in
+ * ARREARS its customer's access is gated (entitlements). Undefined when absent.
+ */
+export function arrearsPolicyInput(body: Obj): { gate_access: boolean } | undefined {
+  if (body.arrears_policy === undefined || body.arrears_policy === null) return undefined;
+  const p = objectAt(body.arrears_policy, 'arrears_policy', ['gate_access']);
+  return { gate_access: bool(p, 'gate_access', 'arrears_policy')! };
+}

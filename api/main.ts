@@ -3,6 +3,7 @@ import { openOrm } from '../db/orm.js';
 import { createPool } from '../db/pool.js';
 import { loadConfig } from '../stack/config.js';
 import { createApp } from './app.js';
+import { EntitlementsCache } from './entitlements-cache.js';
 
 /** The API process: stateless, run as many replicas as needed behind a load balancer. */
 const config = loadConfig();
@@ -11,13 +12,17 @@ const ingestPool = createPool(config.databaseUrl, { max: Number(process.env.ACCR
 // Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
 const connection = Connection.lazy({ address: config.temporalAddress });
 const temporal = new Client({ connection, namespace: config.temporalNamespace });
-const app = createApp({ orm, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool, lifecycle: config.lifecycle, webhooksAllowPrivate: config.webhooks.allowPrivate });
+// Entitlements answered from memory, kept current through LISTEN/NOTIFY (reconnects by itself).
+const entitlements = new EntitlementsCache(orm, config.databaseUrl);
+await entitlements.start().catch((err: Error) => console.error(`[api] entitlements: not listening yet (${err.message}); retrying`));
+const app = createApp({ orm, entitlements, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool, lifecycle: config.lifecycle, webhooksAllowPrivate: config.webhooks.allowPrivate });
 const server = app.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {
   console.log(`[api] listening on http://${process.env.ACCRUE_API_HOST ?? '127.0.0.1'}:${config.port}`);
 });
 
 async function shutdown() {
   server.close();
+  await entitlements.stop();
   await connection.close().catch(() => undefined);
   await ingestPool.end().catch(() => undefined);
   await orm.close().catch(() => undefined);

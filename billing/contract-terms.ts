@@ -146,6 +146,8 @@ export interface ContractTerms {
   renewal_notice_days?: number;
   /** Accrue: when this contract's invoices wait for finance (default ACCRUE_APPROVAL_POLICY). */
   approval_policy?: ApprovalPolicy;
+  /** Accrue: whether access is gated (entitlements) while the contract is in ARREARS (default: not). */
+  arrears_policy?: { gate_access: boolean };
 }
 
 /** What a contract without `renewal_notice_days` in its terms gets. */

@@ -4,6 +4,7 @@ import { alertNotificationType, alertStep, groupMatches, isInAlarm, type AlertSt
 import { ConflictError, NotFoundError } from '../billing/errors.js';
 import { dec, sum } from '../billing/money.js';
 import { customerBalances } from './balances.js';
+import { invalidateEntitlements } from './entitlements.js';
 import { BillableMetric } from './entities.js';
 import { newId } from './ids.js';
 import { BILLED_USAGE_TYPES, customerDrafts, type Draft } from './invoices.js';
@@ -83,6 +84,8 @@ export async function archiveAlert(em: EntityManager, id: string, releaseUniquen
       uniqueness_key_released = uniqueness_key_released or ?
     where id = ? returning ${ALERT_COLS}`, [releaseUniquenessKey, id]);
   if (!row) throw new NotFoundError('alert', id, 'id');
+  // An archived gating alert gates nobody any more.
+  if (row.gate_access) await invalidateEntitlements(em, row.customer_id ?? '*');
   return alertOf(row);
 }
 
@@ -231,6 +234,11 @@ export async function evaluateDirty(em: EntityManager, opts: { limit: number; no
 
 /** Evaluates one customer's alerts inside the caller's transaction (which holds its lock); returns the notifications written. */
 async function evaluateCustomer(tx: EntityManager, customerId: string, now: Date): Promise<string[]> {
+  // A customer in a trial with a spending cap: its usage moves the cap, so its entitlements are recomputed.
+  const [capped] = await tx.execute<{ n: number }[]>(`
+    select 1 as n from contract where customer_id = ? and archived_at is null and terms -> 'trial_spec' -> 'spending_cap' is not null
+      and starting_at <= ? and starting_at + make_interval(days => (terms -> 'trial_spec' ->> 'length_in_days')::int) > ? limit 1`, [customerId, now, now]);
+  if (capped) await invalidateEntitlements(tx, customerId);
   const alerts = (await alertsForCustomer(tx, customerId)).filter((a) => a.type !== 'usage_threshold_reached' || a.billableMetricId);
   if (!alerts.length) return [];
   const [customer] = await tx.execute<{ created_at: Date; archived_at: Date | null }[]>(`select created_at, archived_at from customer where id = ?`, [customerId]);
@@ -246,6 +254,7 @@ async function evaluateCustomer(tx: EntityManager, customerId: string, now: Date
     });
     const triggeredBy = step.fire ? `${alert.type} ${value?.toString()} ${alert.type.startsWith('low_') ? '<=' : '>='} ${alert.threshold}` : prev?.triggeredBy ?? null;
     const changed = !prev || prev.status !== step.status || (value?.toString() ?? null) !== prev.value;
+    if (alert.gateAccess && (prev?.status === 'in_alarm') !== (step.status === 'in_alarm')) await invalidateEntitlements(tx, customerId);
     if (changed) {
       await tx.execute(`
         insert into customer_alert_state (alert_id, customer_id, status, value, triggered_by, window_end, fired, updated_at)

@@ -2,6 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import type { LifecycleState } from '../billing/lifecycle.js';
 import type { ContractTerms } from '../billing/contract-terms.js';
 import { lifecycleTimes } from '../billing/lifecycle-times.js';
+import { invalidateEntitlements } from './entitlements.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 
@@ -32,7 +33,8 @@ export interface LifecycleView {
  * transaction, the outbound notifications the transition causes — `contract.create` for the first
  * record (written by the contract's workflow, so only a contract that really started is
  * announced), `accrue.contract.lifecycle_changed` for later ones, `contract.end` on ENDED — and
- * marks the customer for alert evaluation (balances and gating follow the lifecycle).
+ * marks the customer for alert evaluation (balances and gating follow the lifecycle) and tells
+ * the API replicas its entitlements changed.
  */
 export async function recordLifecycleTransition(em: EntityManager, t: LifecycleTransitionRow): Promise<{ recorded: boolean }> {
   return em.transactional(async (tx) => {
@@ -57,6 +59,7 @@ export async function recordLifecycleTransition(em: EntityManager, t: LifecycleT
       await enqueueNotification(tx, { type: 'contract.end', dedupKey: `contract.end:${t.contractId}`, customerId: row.customer_id, properties: { ...base, reason: t.reason, timestamp: t.at } });
     }
     await tx.execute(`insert into alert_dirty (customer_id) select ?::uuid where exists (select 1 from alert where status = 'enabled')`, [row.customer_id]);
+    await invalidateEntitlements(tx, row.customer_id);
     return { recorded: true };
   });
 }

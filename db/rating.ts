@@ -28,12 +28,13 @@ const big = (x: string) => BigInt(x);
 /**
  * Marks the customers of the events a pass rated for alert evaluation (db/alerts.ts), in the
  * pass's own transaction: their aggregates and the mark commit together. Only while some alert is
- * enabled. Inserts only: nothing here conflicts with the evaluator removing older marks.
+ * enabled or some contract has a trial spending cap (its usage moves entitlements). Inserts only: nothing here conflicts with the evaluator removing older marks.
  */
 const MARK_ALERT_CUSTOMERS_SQL = `
   insert into alert_dirty (customer_id)
   select distinct k.customer_id from event e join customer_event_key k on k.key = e.customer_id
-  where $WHERE and exists (select 1 from alert where status = 'enabled')
+  where $WHERE and (exists (select 1 from alert where status = 'enabled')
+                   or exists (select 1 from contract where archived_at is null and terms -> 'trial_spec' -> 'spending_cap' is not null))
   order by k.customer_id`;
 const maxXid = (a: string, b: string) => (big(a) > big(b) ? a : b);
 

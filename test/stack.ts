@@ -120,7 +120,7 @@ export async function http(app: { baseURL: string }, method: string, path: strin
   } catch {
     json = undefined;
   }
-  return { status: res.status, json, text };
+  return { status: res.status, json, text, headers: res.headers };
 }
 
 /** First instant (UTC) of the month `offset` months from now's month. */

@@ -12,7 +12,7 @@ import { contractSchedule } from '../../db/invoices.js';
 import { contractChangedSignal, contractWorkflow } from '../../workflows/contract.js';
 import { contractWorkflowId, invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { approvalPolicyInput, chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
+import { approvalPolicyInput, arrearsPolicyInput, chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
 import { bool, decimal, hourTimestamp, objectAt, reqUuid, stringRecord, timestamp, type Obj } from '../validate.js';
 import { contractJson, findContract } from './contract-reads.js';
 
@@ -114,7 +114,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
   });
 
   r.post('/v2/contracts/edit', allow(), async (req, res) => {
-    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days', 'approval_policy']);
+    const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days', 'approval_policy', 'arrears_policy']);
     const em = orm.em.fork();
     const contract = await findContract(em, body);
     if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
@@ -134,9 +134,11 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     // approval_policy: an object sets it, null returns the contract to ACCRUE_APPROVAL_POLICY. It
     // applies to invoices frozen from now on; one already waiting keeps waiting.
     const approvalPolicy = approvalPolicyInput(body);
+    const arrearsPolicy = arrearsPolicyInput(body);
     await em.transactional(async (tx) => {
       const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
       let terms: ContractTerms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
+      if (arrearsPolicy) terms = { ...terms, arrears_policy: arrearsPolicy };
       if (approvalPolicy) terms = { ...terms, approval_policy: approvalPolicy };
       else if (body.approval_policy === null) {
         const { approval_policy: _cleared, ...rest } = terms;

@@ -96,6 +96,7 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     ...(terms.trial_spec ? { trial_spec: trialSpecJson(terms.trial_spec, c.startingAt.toISOString()) } : {}),
     renewal_notice_days: terms.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS,
     // Absent: the contract follows the operator's ACCRUE_APPROVAL_POLICY.
+    ...(terms.arrears_policy ? { arrears_policy: { gate_access: terms.arrears_policy.gate_access } } : {}),
     ...(terms.approval_policy ? { approval_policy: { mode: terms.approval_policy.mode, ...(terms.approval_policy.amount !== undefined ? { amount: jsonDecimal(terms.approval_policy.amount) } : {}) } } : {}),
   });
   const successor = await successorOf(em, c.id);
