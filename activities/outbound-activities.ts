@@ -16,8 +16,11 @@ import { classified } from './failures.js';
 import { sendOnce } from './send-once.js';
 
 /** Customers evaluated per transaction; notifications resolved/dispatched per round. */
-const EVALUATE_BATCH = 100;
+const EVALUATE_BATCH = 200;
+/** Customers measured at once (each in its own transaction and connection). */
+const EVALUATE_CONCURRENCY = Number(process.env.ACCRUE_ALERT_EVALUATION_CONCURRENCY ?? 4);
 const DISPATCH_BATCH = 200;
+const DISPATCH_CONCURRENCY = 16;
 const IDLE_SLEEP_MS = 25;
 const WINDOW_SWEEP_MS = 30_000;
 
@@ -36,52 +39,73 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
       const taskQueue = ctx.info.taskQueue;
       const until = Date.now() + runForMs;
       const total = { rounds: 0, evaluated: 0, fired: 0, dispatched: 0 };
-      let lastSweep = 0;
-      while (Date.now() < until) {
-        const em = orm.em.fork();
-        if (Date.now() - lastSweep > WINDOW_SWEEP_MS) {
-          await markEndedWindows(em, new Date());
-          lastSweep = Date.now();
+      let stop = false;
+      const nap = async () => {
+        try {
+          await ctx.sleep(IDLE_SLEEP_MS);
+        } catch (err) {
+          if (err instanceof CancelledFailure) stop = true;
+          else throw err;
         }
-        const ev = await evaluateDirty(em, { limit: EVALUATE_BATCH });
-        // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
-        if (ev.fired > 0) crashPoint('@outbound-evaluated');
-        await resolveEndpoints(em, DISPATCH_BATCH);
-        const ready = await undispatched(em, DISPATCH_BATCH);
-        const started: string[] = [];
-        for (const n of ready) {
-          const email = n.type.startsWith('alerts.');
-          if (n.endpointIds.length || email) {
-            const input: NotificationWorkflowInput = {
-              notificationId: n.id, endpointIds: n.endpointIds, email,
-              retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
-            };
-            try {
-              await client.workflow.start('notificationWorkflow', {
-                workflowId: notificationWorkflowId(n.id), taskQueue, args: [input],
-                workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-              });
-            } catch (err) {
-              if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      };
+      // Two loops side by side, so a long evaluation round never holds up deliveries.
+      const evaluate = async () => {
+        let lastSweep = 0;
+        while (!stop && Date.now() < until) {
+          const em = orm.em.fork();
+          if (Date.now() - lastSweep > WINDOW_SWEEP_MS) {
+            await markEndedWindows(em, new Date());
+            lastSweep = Date.now();
+          }
+          const ev = await evaluateDirty(em, { limit: EVALUATE_BATCH, concurrency: EVALUATE_CONCURRENCY });
+          // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
+          if (ev.fired > 0) crashPoint('@outbound-evaluated');
+          total.rounds++;
+          total.evaluated += ev.customers;
+          total.fired += ev.fired;
+          ctx.heartbeat(total);
+          if (ev.customers === 0) await nap();
+        }
+      };
+      const dispatch = async () => {
+        while (!stop && Date.now() < until) {
+          const em = orm.em.fork();
+          await resolveEndpoints(em, DISPATCH_BATCH);
+          const ready = await undispatched(em, DISPATCH_BATCH);
+          const started: string[] = [];
+          let i = 0;
+          await Promise.all(Array.from({ length: Math.min(DISPATCH_CONCURRENCY, ready.length) }, async () => {
+            for (let k = i++; k < ready.length; k = i++) {
+              const n = ready[k]!;
+              const email = n.type.startsWith('alerts.') && n.customerEmail;
+              if (n.endpointIds.length || email) {
+                const input: NotificationWorkflowInput = {
+                  notificationId: n.id, endpointIds: n.endpointIds, email,
+                  retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
+                };
+                try {
+                  await client.workflow.start('notificationWorkflow', {
+                    workflowId: notificationWorkflowId(n.id), taskQueue, args: [input],
+                    workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+                  });
+                } catch (err) {
+                  if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+                }
+              }
+              started.push(n.id);
             }
-          }
-          started.push(n.id);
+          }));
+          await markDispatched(em, started);
+          total.dispatched += started.length;
+          ctx.heartbeat(total);
+          if (!ready.length) await nap();
         }
-        await markDispatched(em, started);
-        total.rounds++;
-        total.evaluated += ev.customers;
-        total.fired += ev.fired;
-        total.dispatched += started.length;
-        ctx.heartbeat(total);
-        if (ev.customers === 0 && ready.length === 0) {
-          try {
-            await ctx.sleep(IDLE_SLEEP_MS);
-          } catch (err) {
-            if (err instanceof CancelledFailure) break;
-            throw err;
-          }
-        }
-      }
+      };
+      const guarded = (loop: () => Promise<void>) => loop().catch((err: unknown) => {
+        stop = true; // the other loop ends too; the activity fails and Temporal retries it
+        throw err;
+      });
+      await Promise.all([guarded(evaluate), guarded(dispatch)]);
       return total;
     },
 

@@ -102,14 +102,16 @@ export async function alertsForCustomer(em: EntityManager, customerId: string, s
   return rows.map(alertOf);
 }
 
-export interface CustomerAlertState { status: AlertStatus; triggeredBy: string | null; value: string | null; updatedAt: string }
+export interface CustomerAlertState { status: AlertStatus; triggeredBy: string | null; value: string | null; windowEnd: string | null; updatedAt: string }
 
 export async function customerAlertStates(em: EntityManager, customerId: string, alertIds: string[]): Promise<Map<string, CustomerAlertState>> {
   if (!alertIds.length) return new Map();
-  const rows = await em.execute<{ alert_id: string; status: AlertStatus; triggered_by: string | null; value: string | null; updated_at: Date }[]>(`
-    select alert_id::text as alert_id, status, triggered_by, value::text as value, updated_at from customer_alert_state
+  const rows = await em.execute<{ alert_id: string; status: AlertStatus; triggered_by: string | null; value: string | null; window_end: Date | null; updated_at: Date }[]>(`
+    select alert_id::text as alert_id, status, triggered_by, value::text as value, window_end, updated_at from customer_alert_state
     where customer_id = ? and alert_id = any(?::uuid[])`, [customerId, pgTextArray(alertIds)]);
-  return new Map(rows.map((r) => [r.alert_id, { status: r.status, triggeredBy: r.triggered_by, value: r.value, updatedAt: new Date(r.updated_at).toISOString() }]));
+  return new Map(rows.map((r) => [r.alert_id, {
+    status: r.status, triggeredBy: r.triggered_by, value: r.value, windowEnd: r.window_end ? new Date(r.window_end).toISOString() : null, updatedAt: new Date(r.updated_at).toISOString(),
+  }]));
 }
 
 /** `reset`: forget the customer's state for the alert (it shows `evaluating`) and evaluate it afresh; in alarm, it fires again. */
@@ -139,7 +141,7 @@ export interface Measures {
 }
 
 /** Measures what the customer's alerts watch, with the invoice code: drafts, balances, usage. */
-export async function measureCustomer(em: EntityManager, customerId: string, alerts: AlertRow[], now: Date): Promise<Measures> {
+export async function measureCustomer(em: EntityManager, customerId: string, alerts: AlertRow[], now: Date, metrics = new Map<string, BillableMetric | null>()): Promise<Measures> {
   const t = now.getTime();
   const needs = (types: AlertType[]) => alerts.some((a) => types.includes(a.type));
   const balanceTypes: AlertType[] = ['low_credit_balance_reached', 'low_remaining_credit_percentage_reached', 'low_remaining_commit_balance_reached', 'low_remaining_commit_percentage_reached'];
@@ -166,7 +168,8 @@ export async function measureCustomer(em: EntityManager, customerId: string, ale
       usage.set(a.id, null);
       continue;
     }
-    const metric = await em.findOne(BillableMetric, { id: a.billableMetricId! });
+    if (!metrics.has(a.billableMetricId!)) metrics.set(a.billableMetricId!, await em.findOne(BillableMetric, { id: a.billableMetricId! }));
+    const metric = metrics.get(a.billableMetricId!);
     if (!metric) {
       usage.set(a.id, null);
       continue;
@@ -203,69 +206,92 @@ export async function measureCustomer(em: EntityManager, customerId: string, ale
 export interface EvaluationResult { customers: number; fired: number; notifications: string[] }
 
 /**
- * Evaluates up to `limit` marked customers (oldest marks first). Customers another evaluator holds
- * are skipped (they stay marked). Returns how many were evaluated and what fired.
+ * Evaluates up to `limit` marked customers (oldest marks first), `concurrency` at a time, each in
+ * a transaction of its own that holds the customer's advisory lock from before it measures until
+ * it commits — so two evaluators (two workers) never interleave on one customer. A customer
+ * another evaluator holds is skipped and stays marked. What does not change per customer (its
+ * alerts, whether it is archived, whether it is in a capped trial) is read once per round.
  */
-export async function evaluateDirty(em: EntityManager, opts: { limit: number; now?: () => Date }): Promise<EvaluationResult> {
+export async function evaluateDirty(em: EntityManager, opts: { limit: number; concurrency?: number; now?: () => Date }): Promise<EvaluationResult> {
   // Exactly the marks read are removed at the end: a mark committed later (by a pass or a reset
   // still running now) is not in this list and stays for the next round.
   const marks = await em.execute<{ customer_id: string; seqs: string[] }[]>(
     `select customer_id::text as customer_id, array_agg(seq::text) as seqs from alert_dirty group by customer_id order by min(seq) limit ?`, [opts.limit]);
   if (!marks.length) return { customers: 0, fired: 0, notifications: [] };
-  const result = await em.fork().transactional(async (tx) => {
-    const out: EvaluationResult = { customers: 0, fired: 0, notifications: [] };
-    const done: { customer_id: string; seqs: string[] }[] = [];
-    for (const m of marks) {
-      const [lock] = await tx.execute<{ ok: boolean }[]>(`select pg_try_advisory_xact_lock(hashtextextended(?, 7)) as ok`, [`alert-customer:${m.customer_id}`]);
-      if (!lock?.ok) continue;
-      const fired = await evaluateCustomer(tx, m.customer_id, opts.now?.() ?? new Date());
+  const now = opts.now?.() ?? new Date();
+  const ids = pgTextArray(marks.map((m) => m.customer_id));
+  const [alertRows, customerRows, cappedRows] = await Promise.all([
+    em.fork().execute<AlertDbRow[]>(`select ${ALERT_COLS} from alert where status = 'enabled' and (customer_id is null or customer_id = any(?::uuid[])) order by created_at, id`, [ids]),
+    em.fork().execute<{ id: string; created_at: Date; archived_at: Date | null }[]>(`select id::text as id, created_at, archived_at from customer where id = any(?::uuid[])`, [ids]),
+    // Customers in a trial with a spending cap: their usage moves the cap, so entitlements are recomputed.
+    em.fork().execute<{ customer_id: string }[]>(`
+      select distinct customer_id::text as customer_id from contract where customer_id = any(?::uuid[]) and archived_at is null
+        and terms -> 'trial_spec' -> 'spending_cap' is not null
+        and starting_at <= ? and starting_at + make_interval(days => (terms -> 'trial_spec' ->> 'length_in_days')::int) > ?`, [ids, now, now]),
+  ]);
+  const alerts = alertRows.map(alertOf).filter((a) => a.type !== 'usage_threshold_reached' || a.billableMetricId);
+  const customers = new Map(customerRows.map((c) => [c.id, c]));
+  const capped = new Set(cappedRows.map((r) => r.customer_id));
+  const metrics = new Map<string, BillableMetric | null>();
+  const out: EvaluationResult = { customers: 0, fired: 0, notifications: [] };
+  const done: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < marks.length; i = next++) {
+      const m = marks[i]!;
+      const customer = customers.get(m.customer_id);
+      const mine = customer && !customer.archived_at ? alerts.filter((a) => a.customerId === null || a.customerId === m.customer_id) : [];
+      if (!mine.length && !capped.has(m.customer_id)) {
+        done.push(...m.seqs);
+        continue;
+      }
+      const r = await em.fork().transactional(async (tx) => {
+        const [lock] = await tx.execute<{ ok: boolean }[]>(`select pg_try_advisory_xact_lock(hashtextextended(?, 7)) as ok`, [`alert-customer:${m.customer_id}`]);
+        if (!lock?.ok) return undefined;
+        if (capped.has(m.customer_id)) await invalidateEntitlements(tx, m.customer_id);
+        return mine.length ? evaluateCustomer(tx, m.customer_id, new Date(customer!.created_at), mine, metrics, now) : [];
+      });
+      if (!r) continue;
       out.customers++;
-      out.fired += fired.length;
-      out.notifications.push(...fired);
-      done.push(m);
+      out.fired += r.length;
+      out.notifications.push(...r);
+      done.push(...m.seqs);
     }
-    return { out, done };
-  });
-  if (result.done.length) {
-    await em.execute(`delete from alert_dirty where seq = any(?::bigint[])`, [`{${result.done.flatMap((d) => d.seqs).join(',')}}`]);
-  }
-  return result.out;
+  };
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 1) }, worker));
+  if (done.length) await em.execute(`delete from alert_dirty where seq = any(?::bigint[])`, [`{${done.join(',')}}`]);
+  return out;
 }
 
-/** Evaluates one customer's alerts inside the caller's transaction (which holds its lock); returns the notifications written. */
-async function evaluateCustomer(tx: EntityManager, customerId: string, now: Date): Promise<string[]> {
-  // A customer in a trial with a spending cap: its usage moves the cap, so its entitlements are recomputed.
-  const [capped] = await tx.execute<{ n: number }[]>(`
-    select 1 as n from contract where customer_id = ? and archived_at is null and terms -> 'trial_spec' -> 'spending_cap' is not null
-      and starting_at <= ? and starting_at + make_interval(days => (terms -> 'trial_spec' ->> 'length_in_days')::int) > ? limit 1`, [customerId, now, now]);
-  if (capped) await invalidateEntitlements(tx, customerId);
-  const alerts = (await alertsForCustomer(tx, customerId)).filter((a) => a.type !== 'usage_threshold_reached' || a.billableMetricId);
-  if (!alerts.length) return [];
-  const [customer] = await tx.execute<{ created_at: Date; archived_at: Date | null }[]>(`select created_at, archived_at from customer where id = ?`, [customerId]);
-  if (!customer || customer.archived_at) return [];
+/**
+ * Evaluates one customer's alerts inside the caller's transaction (which holds its lock); returns
+ * the notifications written. The state is written only when the alert's status or its period
+ * changes (the measured value alone changing is not worth a write per rating pass).
+ */
+async function evaluateCustomer(tx: EntityManager, customerId: string, customerCreatedAt: Date, alerts: AlertRow[], metrics: Map<string, BillableMetric | null>, now: Date): Promise<string[]> {
   const states = await customerAlertStates(tx, customerId, alerts.map((a) => a.id));
-  const measures = await measureCustomer(tx, customerId, alerts, now);
+  const measures = await measureCustomer(tx, customerId, alerts, now, metrics);
   const fired: string[] = [];
+  const windowEnd = measures.windowEnd?.toISOString() ?? null;
   for (const alert of alerts) {
     const value = measures.value(alert);
     const prev = states.get(alert.id);
     const step = alertStep(prev?.status, isInAlarm(alert.type, value, alert.threshold), {
-      silentBaseline: !alert.evaluateOnCreate && new Date(customer.created_at).getTime() < Date.parse(alert.createdAt),
+      silentBaseline: !alert.evaluateOnCreate && customerCreatedAt.getTime() < Date.parse(alert.createdAt),
     });
     const triggeredBy = step.fire ? `${alert.type} ${value?.toString()} ${alert.type.startsWith('low_') ? '<=' : '>='} ${alert.threshold}` : prev?.triggeredBy ?? null;
-    const changed = !prev || prev.status !== step.status || (value?.toString() ?? null) !== prev.value;
+    const changed = !prev || prev.status !== step.status || prev.windowEnd !== windowEnd || step.fire;
     if (alert.gateAccess && (prev?.status === 'in_alarm') !== (step.status === 'in_alarm')) await invalidateEntitlements(tx, customerId);
-    if (changed) {
-      await tx.execute(`
-        insert into customer_alert_state (alert_id, customer_id, status, value, triggered_by, window_end, fired, updated_at)
-        values (?, ?, ?, ?::numeric, ?, ?, ?, now())
-        on conflict (alert_id, customer_id) do update set status = excluded.status, value = excluded.value,
-          triggered_by = excluded.triggered_by, window_end = excluded.window_end,
-          fired = customer_alert_state.fired + excluded.fired, updated_at = now()`,
-      [alert.id, customerId, step.status, value?.toString() ?? null, step.status === 'in_alarm' ? triggeredBy : null, measures.windowEnd, step.fire ? 1 : 0]);
-    }
+    if (!changed) continue;
+    const [{ fired: n }] = await tx.execute<{ fired: number }[]>(`
+      insert into customer_alert_state (alert_id, customer_id, status, value, triggered_by, window_end, fired, updated_at)
+      values (?, ?, ?, ?::numeric, ?, ?, ?, now())
+      on conflict (alert_id, customer_id) do update set status = excluded.status, value = excluded.value,
+        triggered_by = excluded.triggered_by, window_end = excluded.window_end,
+        fired = customer_alert_state.fired + excluded.fired, updated_at = now()
+      returning fired`,
+    [alert.id, customerId, step.status, value?.toString() ?? null, step.status === 'in_alarm' ? triggeredBy : null, windowEnd, step.fire ? 1 : 0]) as [{ fired: number }];
     if (step.fire) {
-      const [{ n }] = await tx.execute<{ n: number }[]>(`select fired as n from customer_alert_state where alert_id = ? and customer_id = ?`, [alert.id, customerId]) as [{ n: number }];
       const { id } = await enqueueNotification(tx, {
         type: alertNotificationType(alert.type) as never,
         dedupKey: `alert:${alert.id}:${customerId}:${n}`,

@@ -81,16 +81,23 @@ export async function resolveEndpoints(em: EntityManager, limit: number): Promis
   });
 }
 
-export interface UndispatchedNotification { id: string; type: string; endpointIds: string[] }
+export interface UndispatchedNotification {
+  id: string;
+  type: string;
+  endpointIds: string[];
+  /** Its customer has a billing email (alerts are emailed there too). */
+  customerEmail: boolean;
+}
 
 /** Notifications whose endpoints are fixed and whose delivery workflow has not been started yet. */
 export async function undispatched(em: EntityManager, limit: number): Promise<UndispatchedNotification[]> {
-  const rows = await em.execute<{ id: string; type: string; endpoint_ids: string[] | null }[]>(`
+  const rows = await em.execute<{ id: string; type: string; endpoint_ids: string[] | null; customer_email: boolean }[]>(`
     select n.id::text as id, n.type,
-           array(select d.endpoint_id::text from webhook_delivery d where d.notification_id = n.id order by d.endpoint_id) as endpoint_ids
+           array(select d.endpoint_id::text from webhook_delivery d where d.notification_id = n.id order by d.endpoint_id) as endpoint_ids,
+           exists (select 1 from customer c where c.id = n.customer_id and c.billing_email is not null) as customer_email
     from outbound_event n where n.dispatched_at is null and n.endpoints_resolved_at is not null
     order by n.created_at limit ?`, [limit]);
-  return rows.map((r) => ({ id: r.id, type: r.type, endpointIds: r.endpoint_ids ?? [] }));
+  return rows.map((r) => ({ id: r.id, type: r.type, endpointIds: r.endpoint_ids ?? [], customerEmail: r.customer_email }));
 }
 
 export async function markDispatched(em: EntityManager, ids: string[]): Promise<void> {
