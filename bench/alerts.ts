@@ -244,6 +244,23 @@ try {
   const missed = [...crossedAt.keys()].filter((k) => !byAlertCustomer.has(k)).length;
   const unexpected = [...byAlertCustomer.keys()].filter((k) => !crossedAt.has(k)).length;
   const latencies = [...crossedAt.entries()].filter(([k]) => firstArrival.has(k)).map(([k, okAt]) => firstArrival.get(k)! - okAt);
+  // Where the time goes: crossing 200 → notification written (rating + evaluation), → its delivery
+  // workflow started (dispatch), → arrival (workflow, activity, HTTP).
+  const stamps = new Map((await admin.query(`select properties ->> 'alert_id' as alert_id, extract(epoch from created_at) * 1000 as created, extract(epoch from dispatched_at) * 1000 as dispatched from outbound_event where type like 'alerts.%'`)).rows
+    .map((r) => [String(r.alert_id), { created: Number(r.created), dispatched: Number(r.dispatched) }]));
+  const stages = { evaluate: [] as number[], dispatch: [] as number[], deliver: [] as number[] };
+  for (const [alertId, a] of alertOf) {
+    const key = `${a.customer}:${a.kind}`;
+    const st = stamps.get(alertId);
+    const okAt = crossedAt.get(key);
+    const arrived = firstArrival.get(key);
+    if (!st || okAt === undefined || arrived === undefined) continue;
+    stages.evaluate.push(st.created - okAt);
+    stages.dispatch.push(st.dispatched - st.created);
+    stages.deliver.push(arrived - st.dispatched);
+  }
+  const stage = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)} / p99 ${pct(xs, 99).toFixed(0)} ms`;
+  log(`stages: evaluate ${stage(stages.evaluate)}, dispatch ${stage(stages.dispatch)}, deliver ${stage(stages.deliver)}`);
   log(`alerts: ${crossedAt.size} crossings, ${latencies.length} delivered, p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms, max ${Math.max(...latencies)} ms; fired twice ${twice}, missed ${missed}, unexpected ${unexpected}, bad signatures ${badSignatures}`);
 
   // ---- entitlements at ENT_RPS from memory ----
@@ -290,6 +307,7 @@ try {
     `| load | ${sent.toLocaleString('en-US')} events in ${loadSeconds.toFixed(1)} s (${(sent / loadSeconds).toFixed(0)} events/s, target ${RATE}), ${BATCH} a request, ${CUSTOMERS} customers, ${failed} failed requests; 1 API process, 1 worker |`,
     `| alerts | ${alertOf.size} (a spend and a usage alert per customer); ${crossedAt.size} crossed by the load |`,
     `| **crossing event's 200 → webhook arrival** | **p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms**, max ${Math.max(...latencies)} ms over ${latencies.length} crossings |`,
+    `| where the time goes | 200 → crossing recorded (rating + evaluation) ${stage(stages.evaluate)}; → delivery workflow started ${stage(stages.dispatch)}; → webhook arrived ${stage(stages.deliver)} |`,
     `| exactly once | fired twice: ${twice}; missed: ${missed}; fired without a crossing: ${unexpected}; signatures failing the SDK's unwrap: ${badSignatures} |`,
     `| CPU during load + delivery (${spanS.toFixed(0)} s, ${(2 * spanS).toFixed(0)} core-s) | API ${cpu.api.toFixed(0)} s, worker ${cpu.worker.toFixed(0)} s, PostgreSQL ${cpu.pg.toFixed(0)} s, Temporal ${cpu.temporal.toFixed(0)} s, bench (load client + receiver) ${cpu.bench.toFixed(0)} s |`,
     `| **entitlements** | **p50 ${pct(entLat, 50).toFixed(2)} ms, p99 ${pct(entLat, 99).toFixed(2)} ms** at ${(entLat.length / entSeconds).toFixed(0)} requests/s for ${entSeconds.toFixed(0)} s (target ${ENT_RPS}); ${(100 * entHits / Math.max(1, entLat.length)).toFixed(1)} % from memory; ${entFailed} failed; API CPU ${entApiCpu.toFixed(1)} s, client ${((entSelf.user + entSelf.system) / 1e6).toFixed(1)} s |`,
