@@ -17,15 +17,37 @@ import { sendOnce } from './send-once.js';
 
 /** Customers evaluated per transaction; notifications resolved/dispatched per round. */
 const EVALUATE_BATCH = 200;
-/** Customers measured at once (each in its own transaction and connection). */
-const EVALUATE_CONCURRENCY = Number(process.env.ACCRUE_ALERT_EVALUATION_CONCURRENCY ?? 4);
 const DISPATCH_BATCH = 200;
 const DISPATCH_CONCURRENCY = 16;
+/** The dispatcher's own first attempt of a delivery; slower receivers are retried by the workflow. */
+const FIRST_ATTEMPT_TIMEOUT_MS = 2_000;
 const IDLE_SLEEP_MS = 25;
 const WINDOW_SWEEP_MS = 30_000;
 
 export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps) {
   const settings = { ...DEFAULT_WEBHOOK_SETTINGS, ...webhooks };
+
+  /**
+   * One delivery attempt of a notification to an endpoint: the same id and body every time,
+   * signed at send time; the attempt is recorded (status code or error, when the next is due).
+   */
+  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null; timeoutMs?: number }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE'; reason: string }> {
+    const em = orm.em.fork();
+    const status = await deliveryStatus(em, notificationId, endpointId);
+    if (status === 'DELIVERED') return { status: 'DELIVERED', reason: '' };
+    if (status !== 'PENDING') return { status: 'DONE', reason: `delivery is ${status ?? 'unknown'}` };
+    const [n, endpoint] = await Promise.all([loadNotification(em, notificationId), loadWebhookEndpoint(em, endpointId)]);
+    if (!n || !endpoint) throw ApplicationFailure.nonRetryable(`notification ${notificationId} or endpoint ${endpointId} not found`, 'NotFound');
+    if (endpoint.status !== 'active') {
+      await endDelivery(em, notificationId, endpointId, 'SKIPPED', 'the endpoint was archived');
+      return { status: 'DONE', reason: 'endpoint archived' };
+    }
+    const attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
+    await recordDeliveryAttempt(em, { notificationId, endpointId, ok: attempt.ok, statusCode: attempt.statusCode, error: attempt.error, nextAttemptAt: attempt.ok ? null : opts.nextAt });
+    if (attempt.ok) return { status: 'DELIVERED', reason: '' };
+    return { status: 'FAILED_ATTEMPT', reason: attempt.statusCode ? `the endpoint answered ${attempt.statusCode}` : `no answer: ${attempt.error}` };
+  }
+
   return {
     /**
      * Evaluates alerts of marked customers and dispatches new notifications, round after round for
@@ -57,7 +79,7 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
             await markEndedWindows(em, new Date());
             lastSweep = Date.now();
           }
-          const ev = await evaluateDirty(em, { limit: EVALUATE_BATCH, concurrency: EVALUATE_CONCURRENCY });
+          const ev = await evaluateDirty(em, { limit: EVALUATE_BATCH });
           // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
           if (ev.fired > 0) crashPoint('@outbound-evaluated');
           total.rounds++;
@@ -78,9 +100,20 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
             for (let k = i++; k < ready.length; k = i++) {
               const n = ready[k]!;
               const email = n.type.startsWith('alerts.') && n.customerEmail;
-              if (n.endpointIds.length || email) {
+              // The first attempt of each delivery is made here, at once (short timeout); only
+              // what it did not deliver — and alert emails — go to the notification's workflow,
+              // which retries with backoff. Killed before marking it dispatched, the next round
+              // attempts again with the same id (at-least-once).
+              const pending: string[] = [];
+              for (const endpointId of n.endpointIds) {
+                const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), timeoutMs: FIRST_ATTEMPT_TIMEOUT_MS });
+                if (r.status === 'FAILED_ATTEMPT') pending.push(endpointId);
+                // Crash tests: killed after a delivery is recorded, before the notification is marked dispatched.
+                if (r.status === 'DELIVERED') crashPoint('@outbound-delivered');
+              }
+              if (pending.length || email) {
                 const input: NotificationWorkflowInput = {
-                  notificationId: n.id, endpointIds: n.endpointIds, email,
+                  notificationId: n.id, endpointIds: pending, email,
                   retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
                 };
                 try {
@@ -115,24 +148,13 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
      * a non-2xx answer or no answer fails the attempt so Temporal retries it with backoff.
      */
     async deliverWebhook({ notificationId, endpointId, retry }: { notificationId: string; endpointId: string; retry: NotificationWorkflowInput['retry'] }): Promise<{ delivered: boolean; reason?: string }> {
-      const em = orm.em.fork();
-      const status = await deliveryStatus(em, notificationId, endpointId);
-      if (status !== 'PENDING') return { delivered: status === 'DELIVERED', reason: `delivery is ${status ?? 'unknown'}` };
-      const [n, endpoint] = await Promise.all([loadNotification(em, notificationId), loadWebhookEndpoint(em, endpointId)]);
-      if (!n || !endpoint) throw ApplicationFailure.nonRetryable(`notification ${notificationId} or endpoint ${endpointId} not found`, 'NotFound');
-      if (endpoint.status !== 'active') {
-        await endDelivery(em, notificationId, endpointId, 'SKIPPED', 'the endpoint was archived');
-        return { delivered: false, reason: 'endpoint archived' };
-      }
-      const attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate });
       const info = Context.current().info;
       const next = Math.min(retry.initialMs * 2 ** (info.attempt - 1), retry.maxIntervalMs);
-      const deadline = info.scheduledTimestampMs + retry.forMs;
-      const nextAt = Date.now() + next < deadline ? new Date(Date.now() + next) : null;
-      await recordDeliveryAttempt(em, { notificationId, endpointId, ok: attempt.ok, statusCode: attempt.statusCode, error: attempt.error, nextAttemptAt: nextAt });
-      if (attempt.ok) return { delivered: true };
-      log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, statusCode: attempt.statusCode, error: attempt.error });
-      throw ApplicationFailure.retryable(attempt.statusCode ? `the endpoint answered ${attempt.statusCode}` : `no answer: ${attempt.error}`, 'WebhookDeliveryFailed');
+      const nextAt = Date.now() + next < info.scheduledTimestampMs + retry.forMs ? new Date(Date.now() + next) : null;
+      const r = await attemptDelivery(notificationId, endpointId, { nextAt });
+      if (r.status !== 'FAILED_ATTEMPT') return { delivered: r.status === 'DELIVERED', ...(r.reason ? { reason: r.reason } : {}) };
+      log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, reason: r.reason });
+      throw ApplicationFailure.retryable(r.reason, 'WebhookDeliveryFailed');
     },
 
     async endWebhookDelivery({ notificationId, endpointId, error }: { notificationId: string; endpointId: string; error: string }): Promise<void> {

@@ -7,7 +7,7 @@ import { customerBalances } from './balances.js';
 import { invalidateEntitlements } from './entitlements.js';
 import { BillableMetric } from './entities.js';
 import { newId } from './ids.js';
-import { BILLED_USAGE_TYPES, customerDrafts, type Draft } from './invoices.js';
+import { BILLED_USAGE_TYPES, customerDrafts, preloadDrafts } from './invoices.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 import { usageSeries } from './usage-series.js';
@@ -140,79 +140,94 @@ export interface Measures {
   value(alert: AlertRow): Decimal | null;
 }
 
-/** Measures what the customer's alerts watch, with the invoice code: drafts, balances, usage. */
-export async function measureCustomer(em: EntityManager, customerId: string, alerts: AlertRow[], now: Date, metrics = new Map<string, BillableMetric | null>()): Promise<Measures> {
+const BALANCE_TYPES: AlertType[] = ['low_credit_balance_reached', 'low_remaining_credit_percentage_reached', 'low_remaining_commit_balance_reached', 'low_remaining_commit_percentage_reached'];
+
+/**
+ * Measures what each customer's alerts watch, with the invoice code: drafts (`customerDrafts`,
+ * every customer's computed side by side over one `preloadDrafts`), balances
+ * (`customerBalances` over those drafts) and the usage aggregates (one query per metric, filter
+ * and period start for all the customers). Nothing here is a second pricing path.
+ */
+export async function measureCustomers(em: EntityManager, customers: { id: string; alerts: AlertRow[] }[], now: Date, metrics = new Map<string, BillableMetric | null>()): Promise<Map<string, Measures>> {
   const t = now.getTime();
-  const needs = (types: AlertType[]) => alerts.some((a) => types.includes(a.type));
-  const balanceTypes: AlertType[] = ['low_credit_balance_reached', 'low_remaining_credit_percentage_reached', 'low_remaining_commit_balance_reached', 'low_remaining_commit_percentage_reached'];
-  let drafts: Draft[] = [];
-  if (needs(['spend_threshold_reached', 'invoice_total_reached', 'usage_threshold_reached', ...balanceTypes])) drafts = await customerDrafts(em, customerId, now);
-  const current = drafts.filter((d) => Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
-  const windowEnd = current.length ? new Date(Math.min(...current.map((d) => Date.parse(d.view.periodEnd)))) : null;
-  const periodStart = current.length ? new Date(Math.min(...current.map((d) => Date.parse(d.view.periodStart)))) : null;
-
-  const balances = needs(balanceTypes) ? await customerBalances(em, customerId, { now, drafts }) : [];
-  const balanceOf = (kind: 'commit' | 'credit', pct: boolean): Decimal | null => {
-    const grants = balances.filter((b) => (kind === 'credit') === (b.grant.kind === 'CREDIT'));
-    const inEffect = grants.flatMap((b) => b.segments.filter((s) => s.startingAt <= t && t < s.endingBefore).map((s) => ({ s, b })));
-    if (!inEffect.length) return null;
-    const left = sum(grants.map((b) => b.balance));
-    if (!pct) return left;
-    const granted = sum(inEffect.map(({ s, b }) => dec(b.grant.accessSchedule.schedule_items.find((i) => i.id === s.id)?.amount ?? 0)));
-    return granted.gt(0) ? left.div(granted).times(100) : null;
-  };
-
-  const usage = new Map<string, Decimal | null>();
-  for (const a of alerts.filter((x) => x.type === 'usage_threshold_reached' && x.billableMetricId)) {
-    if (!periodStart) {
-      usage.set(a.id, null);
-      continue;
+  const out = new Map<string, Measures>();
+  if (!customers.length) return out;
+  const preload = await preloadDrafts(em, customers.map((c) => c.id), now);
+  const measured = await Promise.all(customers.map(async (c) => {
+    const drafts = await customerDrafts(em, c.id, now, { preload });
+    const current = drafts.filter((d) => Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
+    return { c, drafts, current };
+  }));
+  // Usage alerts: one read per (metric, group filter, period start) for every customer that needs it.
+  const usageReads = new Map<string, { metricId: string; filters: Record<string, string[]>; from: string; ids: string[] }>();
+  const usageKey = (a: AlertRow, from: string) => `${a.billableMetricId}|${JSON.stringify(a.groupValues)}|${from}`;
+  for (const { c, current } of measured) {
+    if (!current.length) continue;
+    const from = new Date(Math.min(...current.map((d) => Date.parse(d.view.periodStart)))).toISOString();
+    for (const a of c.alerts.filter((x) => x.type === 'usage_threshold_reached' && x.billableMetricId)) {
+      const k = usageKey(a, from);
+      const filters: Record<string, string[]> = {};
+      for (const g of a.groupValues) if (g.value !== undefined) filters[g.key] = [g.value];
+      (usageReads.get(k) ?? usageReads.set(k, { metricId: a.billableMetricId!, filters, from, ids: [] }).get(k)!).ids.push(c.id);
     }
-    if (!metrics.has(a.billableMetricId!)) metrics.set(a.billableMetricId!, await em.findOne(BillableMetric, { id: a.billableMetricId! }));
-    const metric = metrics.get(a.billableMetricId!);
-    if (!metric) {
-      usage.set(a.id, null);
-      continue;
-    }
-    const groupFilters: Record<string, string[]> = {};
-    for (const g of a.groupValues) if (g.value !== undefined) groupFilters[g.key] = [g.value];
-    const rows = await usageSeries(em, metric, { customerIds: [customerId], from: periodStart.toISOString(), to: new Date(Math.max(t, periodStart.getTime() + 1)).toISOString(), window: 'NONE', groupFilters });
-    usage.set(a.id, sum(rows.filter((r) => r.value !== null).map((r) => dec(r.value!))));
   }
-
-  return {
-    windowEnd,
-    value(alert) {
-      switch (alert.type) {
-        case 'spend_threshold_reached': {
-          if (!current.length) return null;
-          return sum(current.flatMap((d) => d.view.lines).filter((l) => BILLED_USAGE_TYPES.has(l.type)
-            && (!alert.groupValues.length || (l.type === 'usage' && groupMatches(alert.groupValues, { ...l.pricing_group_values, ...l.presentation_group_values }))))
-            .map((l) => dec(l.total)));
+  const usage = new Map<string, Decimal>(); // `${key}|${customer}`
+  for (const [k, r] of usageReads) {
+    if (!metrics.has(r.metricId)) metrics.set(r.metricId, await em.findOne(BillableMetric, { id: r.metricId }));
+    const metric = metrics.get(r.metricId);
+    if (!metric) continue;
+    const rows = await usageSeries(em, metric, { customerIds: r.ids, from: r.from, to: new Date(Math.max(t, Date.parse(r.from) + 1)).toISOString(), window: 'NONE', groupFilters: r.filters });
+    for (const id of r.ids) usage.set(`${k}|${id}`, sum(rows.filter((x) => x.customerId === id && x.value !== null).map((x) => dec(x.value!))));
+  }
+  for (const { c, drafts, current } of measured) {
+    const needsBalances = c.alerts.some((a) => BALANCE_TYPES.includes(a.type));
+    const balances = needsBalances ? await customerBalances(em, c.id, { now, drafts }) : [];
+    const balanceOf = (kind: 'commit' | 'credit', pct: boolean): Decimal | null => {
+      const grants = balances.filter((b) => (kind === 'credit') === (b.grant.kind === 'CREDIT'));
+      const inEffect = grants.flatMap((b) => b.segments.filter((s) => s.startingAt <= t && t < s.endingBefore).map((s) => ({ s, b })));
+      if (!inEffect.length) return null;
+      const left = sum(grants.map((b) => b.balance));
+      if (!pct) return left;
+      const granted = sum(inEffect.map(({ s, b }) => dec(b.grant.accessSchedule.schedule_items.find((i) => i.id === s.id)?.amount ?? 0)));
+      return granted.gt(0) ? left.div(granted).times(100) : null;
+    };
+    const from = current.length ? new Date(Math.min(...current.map((d) => Date.parse(d.view.periodStart)))).toISOString() : null;
+    out.set(c.id, {
+      windowEnd: current.length ? new Date(Math.min(...current.map((d) => Date.parse(d.view.periodEnd)))) : null,
+      value(alert) {
+        switch (alert.type) {
+          case 'spend_threshold_reached': {
+            if (!current.length) return null;
+            return sum(current.flatMap((d) => d.view.lines).filter((l) => BILLED_USAGE_TYPES.has(l.type)
+              && (!alert.groupValues.length || (l.type === 'usage' && groupMatches(alert.groupValues, { ...l.pricing_group_values, ...l.presentation_group_values }))))
+              .map((l) => dec(l.total)));
+          }
+          case 'invoice_total_reached':
+            return current.length ? current.map((d) => dec(d.view.total)).reduce((a, b) => (a.gt(b) ? a : b)) : null;
+          case 'usage_threshold_reached':
+            return from ? usage.get(`${usageKey(alert, from)}|${c.id}`) ?? null : null;
+          case 'low_credit_balance_reached': return balanceOf('credit', false);
+          case 'low_remaining_credit_percentage_reached': return balanceOf('credit', true);
+          case 'low_remaining_commit_balance_reached': return balanceOf('commit', false);
+          case 'low_remaining_commit_percentage_reached': return balanceOf('commit', true);
         }
-        case 'invoice_total_reached':
-          return current.length ? current.map((d) => dec(d.view.total)).reduce((a, b) => (a.gt(b) ? a : b)) : null;
-        case 'usage_threshold_reached':
-          return usage.get(alert.id) ?? null;
-        case 'low_credit_balance_reached': return balanceOf('credit', false);
-        case 'low_remaining_credit_percentage_reached': return balanceOf('credit', true);
-        case 'low_remaining_commit_balance_reached': return balanceOf('commit', false);
-        case 'low_remaining_commit_percentage_reached': return balanceOf('commit', true);
-      }
-    },
-  };
+      },
+    });
+  }
+  return out;
 }
 
 export interface EvaluationResult { customers: number; fired: number; notifications: string[] }
 
 /**
- * Evaluates up to `limit` marked customers (oldest marks first), `concurrency` at a time, each in
- * a transaction of its own that holds the customer's advisory lock from before it measures until
- * it commits — so two evaluators (two workers) never interleave on one customer. A customer
- * another evaluator holds is skipped and stays marked. What does not change per customer (its
- * alerts, whether it is archived, whether it is in a capped trial) is read once per round.
+ * Evaluates up to `limit` marked customers (oldest marks first) in one transaction: it takes the
+ * advisory lock of every customer it can (one held by another evaluator is skipped and stays
+ * marked), measures them all (`measureCustomers`: a few queries for the whole round), moves each
+ * (alert, customer) state with `alertStep` and writes the notification of each crossing, then
+ * commits; the marks it read are removed after. Two evaluators (two workers) never interleave on
+ * one customer, and the locks are held from before measuring until the states are written.
  */
-export async function evaluateDirty(em: EntityManager, opts: { limit: number; concurrency?: number; now?: () => Date }): Promise<EvaluationResult> {
+export async function evaluateDirty(em: EntityManager, opts: { limit: number; now?: () => Date }): Promise<EvaluationResult> {
   // Exactly the marks read are removed at the end: a mark committed later (by a pass or a reset
   // still running now) is not in this list and stays for the next round.
   const marks = await em.execute<{ customer_id: string; seqs: string[] }[]>(
@@ -220,57 +235,63 @@ export async function evaluateDirty(em: EntityManager, opts: { limit: number; co
   if (!marks.length) return { customers: 0, fired: 0, notifications: [] };
   const now = opts.now?.() ?? new Date();
   const ids = pgTextArray(marks.map((m) => m.customer_id));
-  const [alertRows, customerRows, cappedRows] = await Promise.all([
-    em.fork().execute<AlertDbRow[]>(`select ${ALERT_COLS} from alert where status = 'enabled' and (customer_id is null or customer_id = any(?::uuid[])) order by created_at, id`, [ids]),
-    em.fork().execute<{ id: string; created_at: Date; archived_at: Date | null }[]>(`select id::text as id, created_at, archived_at from customer where id = any(?::uuid[])`, [ids]),
-    // Customers in a trial with a spending cap: their usage moves the cap, so entitlements are recomputed.
-    em.fork().execute<{ customer_id: string }[]>(`
-      select distinct customer_id::text as customer_id from contract where customer_id = any(?::uuid[]) and archived_at is null
-        and terms -> 'trial_spec' -> 'spending_cap' is not null
-        and starting_at <= ? and starting_at + make_interval(days => (terms -> 'trial_spec' ->> 'length_in_days')::int) > ?`, [ids, now, now]),
-  ]);
+  const alertRows = await em.execute<AlertDbRow[]>(`select ${ALERT_COLS} from alert where status = 'enabled' and (customer_id is null or customer_id = any(?::uuid[])) order by created_at, id`, [ids]);
+  const customerRows = await em.execute<{ id: string; created_at: Date; archived_at: Date | null }[]>(`select id::text as id, created_at, archived_at from customer where id = any(?::uuid[])`, [ids]);
+  // Customers in a trial with a spending cap: their usage moves the cap, so entitlements are recomputed.
+  const cappedRows = await em.execute<{ customer_id: string }[]>(`
+    select distinct customer_id::text as customer_id from contract where customer_id = any(?::uuid[]) and archived_at is null
+      and terms -> 'trial_spec' -> 'spending_cap' is not null
+      and starting_at <= ? and starting_at + make_interval(days => (terms -> 'trial_spec' ->> 'length_in_days')::int) > ?`, [ids, now, now]);
   const alerts = alertRows.map(alertOf).filter((a) => a.type !== 'usage_threshold_reached' || a.billableMetricId);
   const customers = new Map(customerRows.map((c) => [c.id, c]));
   const capped = new Set(cappedRows.map((r) => r.customer_id));
-  const metrics = new Map<string, BillableMetric | null>();
-  const out: EvaluationResult = { customers: 0, fired: 0, notifications: [] };
-  const done: string[] = [];
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < marks.length; i = next++) {
-      const m = marks[i]!;
-      const customer = customers.get(m.customer_id);
-      const mine = customer && !customer.archived_at ? alerts.filter((a) => a.customerId === null || a.customerId === m.customer_id) : [];
-      if (!mine.length && !capped.has(m.customer_id)) {
-        done.push(...m.seqs);
-        continue;
-      }
-      const r = await em.fork().transactional(async (tx) => {
-        const [lock] = await tx.execute<{ ok: boolean }[]>(`select pg_try_advisory_xact_lock(hashtextextended(?, 7)) as ok`, [`alert-customer:${m.customer_id}`]);
-        if (!lock?.ok) return undefined;
-        if (capped.has(m.customer_id)) await invalidateEntitlements(tx, m.customer_id);
-        return mine.length ? evaluateCustomer(tx, m.customer_id, new Date(customer!.created_at), mine, metrics, now) : [];
-      });
-      if (!r) continue;
-      out.customers++;
-      out.fired += r.length;
-      out.notifications.push(...r);
-      done.push(...m.seqs);
+  const alertsOf = (id: string) => (customers.get(id) && !customers.get(id)!.archived_at ? alerts.filter((a) => a.customerId === null || a.customerId === id) : []);
+  const idle = marks.filter((m) => !alertsOf(m.customer_id).length && !capped.has(m.customer_id));
+  const wanted = marks.filter((m) => !idle.includes(m));
+
+  const result = await em.fork().transactional(async (tx) => {
+    const out: EvaluationResult = { customers: 0, fired: 0, notifications: [] };
+    if (!wanted.length) return { out, locked: new Set<string>() };
+    const locked = new Set((await tx.execute<{ id: string }[]>(`
+      select id::text as id from unnest(?::uuid[]) as id where pg_try_advisory_xact_lock(hashtextextended('alert-customer:' || id::text, 7))`,
+    [pgTextArray(wanted.map((m) => m.customer_id))])).map((r) => r.id));
+    for (const id of locked) if (capped.has(id)) await invalidateEntitlements(tx, id);
+    const evaluated = [...locked].filter((id) => alertsOf(id).length).map((id) => ({ id, alerts: alertsOf(id) }));
+    const states = await customerAlertStatesMany(tx, evaluated.map((c) => c.id));
+    const measures = await measureCustomers(tx, evaluated, now);
+    for (const c of evaluated) {
+      const fired = await recordSteps(tx, c.id, new Date(customers.get(c.id)!.created_at), c.alerts, states.get(c.id) ?? new Map(), measures.get(c.id)!, now);
+      out.fired += fired.length;
+      out.notifications.push(...fired);
     }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 1) }, worker));
+    out.customers = locked.size;
+    return { out, locked };
+  });
+  const done = [...idle, ...wanted.filter((m) => result.locked.has(m.customer_id))].flatMap((m) => m.seqs);
   if (done.length) await em.execute(`delete from alert_dirty where seq = any(?::bigint[])`, [`{${done.join(',')}}`]);
+  return result.out;
+}
+
+async function customerAlertStatesMany(em: EntityManager, customerIds: string[]): Promise<Map<string, Map<string, CustomerAlertState>>> {
+  const out = new Map<string, Map<string, CustomerAlertState>>();
+  if (!customerIds.length) return out;
+  const rows = await em.execute<{ customer_id: string; alert_id: string; status: AlertStatus; triggered_by: string | null; value: string | null; window_end: Date | null; updated_at: Date }[]>(`
+    select customer_id::text as customer_id, alert_id::text as alert_id, status, triggered_by, value::text as value, window_end, updated_at
+    from customer_alert_state where customer_id = any(?::uuid[])`, [pgTextArray(customerIds)]);
+  for (const r of rows) {
+    (out.get(r.customer_id) ?? out.set(r.customer_id, new Map()).get(r.customer_id)!).set(r.alert_id, {
+      status: r.status, triggeredBy: r.triggered_by, value: r.value, windowEnd: r.window_end ? new Date(r.window_end).toISOString() : null, updatedAt: new Date(r.updated_at).toISOString(),
+    });
+  }
   return out;
 }
 
 /**
- * Evaluates one customer's alerts inside the caller's transaction (which holds its lock); returns
- * the notifications written. The state is written only when the alert's status or its period
- * changes (the measured value alone changing is not worth a write per rating pass).
+ * One customer's alert steps, inside the caller's transaction (which holds its lock); returns the
+ * notifications written. The state is written only when the alert's status or its period changes
+ * (the measured value alone changing is not worth a write per rating pass).
  */
-async function evaluateCustomer(tx: EntityManager, customerId: string, customerCreatedAt: Date, alerts: AlertRow[], metrics: Map<string, BillableMetric | null>, now: Date): Promise<string[]> {
-  const states = await customerAlertStates(tx, customerId, alerts.map((a) => a.id));
-  const measures = await measureCustomer(tx, customerId, alerts, now, metrics);
+async function recordSteps(tx: EntityManager, customerId: string, customerCreatedAt: Date, alerts: AlertRow[], states: Map<string, CustomerAlertState>, measures: Measures, now: Date): Promise<string[]> {
   const fired: string[] = [];
   const windowEnd = measures.windowEnd?.toISOString() ?? null;
   for (const alert of alerts) {

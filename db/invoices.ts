@@ -12,7 +12,7 @@ import { groupValuesKey, rateSchedule, ratesForFrequency, type RateRow } from '.
 import { BalanceGrant, BillableMetric, Contract, Invoice, Product, Rate, type StoredInvoiceLine } from './entities.js';
 import { invoiceIdFor, uuidV5 } from './ids.js';
 import { pgTextArray } from './sql.js';
-import { usageParts, type UsagePart } from './usage-series.js';
+import { batchingUsageReader, usageParts, type UsagePart } from './usage-series.js';
 
 export function contractSchedule(c: Contract): Schedule {
   return {
@@ -109,7 +109,12 @@ export const LEDGER_DEDUCTION_TYPES = DEDUCTION;
 /** Commits and credits that can apply to the contract's invoices: its own and the customer's. */
 export async function grantsForContract(em: EntityManager, contract: Contract): Promise<BalanceGrant[]> {
   const grants = await em.find(BalanceGrant, { customerId: contract.customerId, archivedAt: null }, { orderBy: { createdAt: 'asc', id: 'asc' } });
-  return grants.filter((g) => g.contractId === contract.id
+  return grantsApplying(grants, contract);
+}
+
+/** Of the customer's live grants, those that apply to the contract: its own and the customer's that name it or no contract. */
+export function grantsApplying(customerGrants: readonly BalanceGrant[], contract: Contract): BalanceGrant[] {
+  return customerGrants.filter((g) => g.contractId === contract.id
     || (g.contractId === null && (!g.applicableContractIds?.length || g.applicableContractIds.includes(contract.id))));
 }
 
@@ -719,6 +724,11 @@ export async function openPeriods(em: EntityManager, customerId: string, now: Da
   const contracts = await em.find(Contract, { customerId, archivedAt: null }, { orderBy: { startingAt: 'asc', id: 'asc' } });
   if (!contracts.length) return [];
   const frozen = new Set((await em.find(Invoice, { customerId }, { fields: ['id'] })).map((i) => i.id));
+  return openPeriodsOf(contracts, frozen, now);
+}
+
+/** `openPeriods` from loaded rows: the live contracts (start order) and the ids of frozen invoices. */
+export function openPeriodsOf(contracts: readonly Contract[], frozen: ReadonlySet<string>, now: Date): OpenPeriod[] {
   const open: OpenPeriod[] = [];
   for (const contract of contracts) {
     for (const period of periodsStartedBefore(contractSchedule(contract), now.toISOString())) {
@@ -737,8 +747,9 @@ export interface Draft { view: InvoiceView; inv: AssembledInvoice; contract: Con
  * including a customer-level commit shared by several contracts. With `upToInvoiceId`, stops
  * after that draft (and computes only the periods before it in `periodOrder`).
  */
-export async function customerDrafts(em: EntityManager, customerId: string, now: Date, opts: { upToInvoiceId?: string; usageReader?: typeof usageParts } = {}): Promise<Draft[]> {
-  const open = await openPeriods(em, customerId, now);
+export async function customerDrafts(em: EntityManager, customerId: string, now: Date, opts: { upToInvoiceId?: string; usageReader?: typeof usageParts; preload?: DraftsPreload } = {}): Promise<Draft[]> {
+  const pre = opts.preload;
+  const open = pre ? openPeriodsOf(pre.contracts.get(customerId) ?? [], pre.frozen, now) : await openPeriods(em, customerId, now);
   let upTo = open.length;
   if (opts.upToInvoiceId) {
     const target = open.findIndex((o) => o.id === opts.upToInvoiceId);
@@ -748,11 +759,11 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
   const needed = open.slice(0, upTo);
   const context = new Map<string, { grants: BalanceGrant[]; pricing: PricingData; drawn: Map<string, Decimal> }>();
   await Promise.all([...new Set(needed.map((o) => o.contract))].map(async (contract) => {
-    const grants = await grantsForContract(em, contract);
+    const grants = pre ? grantsApplying(pre.grants.get(customerId) ?? [], contract) : await grantsForContract(em, contract);
     const chargeProductIds = [...(contract.terms?.scheduled_charges ?? []), ...(contract.terms?.discounts ?? [])].map((c) => c.product_id);
     const [pricing, drawn] = await Promise.all([
-      loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]),
-      drawnBySegment(em, grants.map((g) => g.id)),
+      pre ? pre.pricing(contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]) : loadPricing(em, contract.rateCardId, [...chargeProductIds, ...grants.map((g) => g.productId)]),
+      pre ? pre.drawn : drawnBySegment(em, grants.map((g) => g.id)),
     ]);
     context.set(contract.id, { grants, pricing, drawn });
   }));
@@ -768,7 +779,9 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
     const c = context.get(contract.id)!;
     const inv = await computeInvoice(em, contract, period, {
       invoiceId: id, carried, carriedCorrections: corrections, carriedTrialCorrections: trialCorrections, carriedTrial: trials,
-      pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader,
+      pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader ?? pre?.usageReader,
+      // Preloaded: a contract with no finalized period to correct (and no predecessor) has no corrections.
+      ...(pre && !pre.mayHaveCorrections.has(contract.id) ? { corrections: [] } : {}),
     });
     for (const d of inv.drawdowns) add(carried, `${d.grantId}|${d.segmentId}`, d.amount);
     for (const l of inv.lines) {
@@ -779,6 +792,50 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
     out.push({ view: draftViewOf(inv, contract, period, id, now), inv, contract });
   }
   return out;
+}
+
+/**
+ * What `customerDrafts` reads, loaded once for many customers (alert evaluation's round): live
+ * contracts, frozen invoice ids, grants and their draw-downs in one query each, pricing once per
+ * rate card, usage through one batched reader; contracts that may have late usage to correct are
+ * left to compute their corrections the usual way. Same drafts, far fewer round trips.
+ */
+export interface DraftsPreload {
+  contracts: Map<string, Contract[]>;
+  frozen: Set<string>;
+  grants: Map<string, BalanceGrant[]>;
+  pricing(rateCardId: string, extraProductIds: string[]): Promise<PricingData>;
+  drawn: Map<string, Decimal>;
+  mayHaveCorrections: Set<string>;
+  usageReader: typeof usageParts;
+}
+
+export async function preloadDrafts(em: EntityManager, customerIds: string[], now: Date): Promise<DraftsPreload> {
+  const ids = [...new Set(customerIds)];
+  const contracts = await em.find(Contract, { customerId: { $in: ids }, archivedAt: null }, { orderBy: { startingAt: 'asc', id: 'asc' } });
+  const frozen = await em.execute<{ id: string }[]>(`select id::text as id from invoice where customer_id = any(?::uuid[])`, [pgTextArray(ids)]);
+  const grants = await em.find(BalanceGrant, { customerId: { $in: ids }, archivedAt: null }, { orderBy: { createdAt: 'asc', id: 'asc' } });
+  const byCustomer = <T extends { customerId: string }>(rows: T[]) => {
+    const m = new Map<string, T[]>();
+    for (const r of rows) (m.get(r.customerId) ?? m.set(r.customerId, []).get(r.customerId)!).push(r);
+    return m;
+  };
+  const late = contracts.length ? await invoicesWithLateUsage(em, contracts.map((c) => c.id), now.getTime()) : [];
+  const lateContracts = late.length ? (await em.find(Invoice, { id: { $in: late } }, { fields: ['contractId'] })).map((i) => i.contractId) : [];
+  const pricing = new Map<string, Promise<PricingData>>();
+  return {
+    contracts: byCustomer(contracts),
+    frozen: new Set(frozen.map((i) => i.id)),
+    grants: byCustomer(grants),
+    pricing(rateCardId, extra) {
+      const key = `${rateCardId}|${[...new Set(extra)].sort().join(',')}`;
+      if (!pricing.has(key)) pricing.set(key, loadPricing(em, rateCardId, extra));
+      return pricing.get(key)!;
+    },
+    drawn: await drawnBySegment(em, grants.map((g) => g.id)),
+    mayHaveCorrections: new Set([...lateContracts, ...contracts.filter((c) => c.terms?.transition).map((c) => c.id)]),
+    usageReader: batchingUsageReader(),
+  };
 }
 
 export function draftViewOf(inv: AssembledInvoice, contract: Contract, period: Pick<Period, 'start' | 'end'>, id: string, now: Date): InvoiceView {

@@ -122,21 +122,28 @@ interface RawAgg { count: Decimal; sum: Decimal | null; max: Decimal | null; lat
  * UNIQUE read is its own subquery. Part i's groups come back under index i.
  */
 export async function usageParts(em: EntityManager, customerId: string, parts: readonly UsagePart[]): Promise<UsageGroup[][]> {
-  const out: UsageGroup[][] = parts.map(() => []);
-  const byRange = new Map<string, number[]>();
-  const uniques: number[] = [];
-  parts.forEach((part, i) => {
-    if (part.metric.aggregationType === 'UNIQUE') uniques.push(i);
-    else {
-      const k = `${part.from}|${part.to}`;
-      (byRange.get(k) ?? byRange.set(k, []).get(k)!).push(i);
-    }
-  });
+  return (await usagePartsMany(em, [{ customerId, parts }]))[0]!;
+}
 
-  for (const [range, idx] of byRange) {
+/**
+ * `usageParts` for several customers at once: decomposable reads over the same time range are one
+ * query for all of them (grouped by customer too); UNIQUE reads stay per customer. Alert
+ * evaluation reads a whole round of customers' drafts this way (`batchingUsageReader`).
+ */
+export async function usagePartsMany(em: EntityManager, requests: readonly { customerId: string; parts: readonly UsagePart[] }[]): Promise<UsageGroup[][][]> {
+  const outs: UsageGroup[][][] = requests.map((r) => r.parts.map(() => []));
+  const byRange = new Map<string, { req: number; i: number }[]>();
+  requests.forEach((r, req) => r.parts.forEach((part, i) => {
+    if (part.metric.aggregationType === 'UNIQUE') return;
+    const k = `${part.from}|${part.to}`;
+    (byRange.get(k) ?? byRange.set(k, []).get(k)!).push({ req, i });
+  }));
+
+  for (const [range, refs] of byRange) {
     const [from, to] = range.split('|') as [string, string];
-    const metricIds = pgTextArray([...new Set(idx.map((i) => parts[i]!.metric.id))]);
-    const cols = 'metric_id, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value';
+    const metricIds = pgTextArray([...new Set(refs.map((x) => requests[x.req]!.parts[x.i]!.metric.id))]);
+    const customerIds = pgTextArray([...new Set(refs.map((x) => requests[x.req]!.customerId))]);
+    const cols = 'customer_id, metric_id, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value';
     // Index-friendly ranges (metric_id = any(uuid[]) leads the primary key); empty edges are left out.
     const ranges: { table: string; col: string; lo: string; hi: string }[] = [];
     const days = splitDays(from, to);
@@ -145,20 +152,24 @@ export async function usageParts(em: EntityManager, customerId: string, parts: r
       if (Date.parse(from) < days.d1) ranges.push({ table: 'usage_hourly', col: 'hour', lo: from, hi: iso(days.d1) });
       if (days.d2 < Date.parse(to)) ranges.push({ table: 'usage_hourly', col: 'hour', lo: iso(days.d2), hi: to });
     } else ranges.push({ table: 'usage_hourly', col: 'hour', lo: from, hi: to });
-    const source = ranges.map((r) => `select ${cols} from ${r.table} where metric_id = any(?::uuid[]) and customer_id = ?::uuid and ${r.col} >= ? and ${r.col} < ?`).join(' union all ');
-    const params = ranges.flatMap((r) => [metricIds, customerId, r.lo, r.hi]);
-    const rows = await em.execute<{ metric_id: string; g: unknown; n: string; s: string | null; m: string | null; lt: Date | null; ltx: string | null; lv: string | null }[]>(
-      `select a.metric_id::text as metric_id, a.group_values as g, sum(a.event_count)::text as n, sum(a.value_sum)::text as s, max(a.value_max)::text as m,
+    const source = ranges.map((r) => `select ${cols} from ${r.table} where metric_id = any(?::uuid[]) and customer_id = any(?::uuid[]) and ${r.col} >= ? and ${r.col} < ?`).join(' union all ');
+    const params = ranges.flatMap((r) => [metricIds, customerIds, r.lo, r.hi]);
+    const rows = await em.execute<{ customer_id: string; metric_id: string; g: unknown; n: string; s: string | null; m: string | null; lt: Date | null; ltx: string | null; lv: string | null }[]>(
+      `select a.customer_id::text as customer_id, a.metric_id::text as metric_id, a.group_values as g, sum(a.event_count)::text as n, sum(a.value_sum)::text as s, max(a.value_max)::text as m,
               max(a.latest_ts) as lt,
               (array_agg(a.latest_tx order by a.latest_ts desc nulls last, a.latest_tx desc))[1] as ltx,
               (array_agg(a.latest_value order by a.latest_ts desc nulls last, a.latest_tx desc))[1]::text as lv
-         from (${source}) a group by a.metric_id, a.group_values`, params);
+         from (${source}) a group by a.customer_id, a.metric_id, a.group_values`, params);
     const byMetric = new Map<string, typeof rows>();
-    for (const r of rows) (byMetric.get(r.metric_id) ?? byMetric.set(r.metric_id, []).get(r.metric_id)!).push(r);
-    for (const i of idx) {
-      const part = parts[i]!;
+    for (const r of rows) {
+      const k = `${r.customer_id}|${r.metric_id}`;
+      (byMetric.get(k) ?? byMetric.set(k, []).get(k)!).push(r);
+    }
+    for (const { req, i } of refs) {
+      const part = requests[req]!.parts[i]!;
+      const out = outs[req]!;
       const groups = new Map<string, { group: Record<string, string | null>; agg: RawAgg }>();
-      for (const r of byMetric.get(part.metric.id) ?? []) {
+      for (const r of byMetric.get(`${requests[req]!.customerId}|${part.metric.id}`) ?? []) {
         const gv = (typeof r.g === 'string' ? JSON.parse(r.g) : r.g) as Record<string, string | null>;
         const group = Object.fromEntries(part.groupKeys.map((k) => [k, gv[k] ?? null]));
         const key = JSON.stringify(group);
@@ -184,7 +195,16 @@ export async function usageParts(em: EntityManager, customerId: string, parts: r
     }
   }
 
-  if (uniques.length) {
+  for (const [req, r] of requests.entries()) {
+    const uniques = r.parts.flatMap((p, i) => (p.metric.aggregationType === 'UNIQUE' ? [i] : []));
+    if (uniques.length) await uniqueParts(em, r.customerId, r.parts, uniques, outs[req]!);
+  }
+  return outs;
+}
+
+/** UNIQUE reads of one customer: the distinct values, one subquery each, into `out` by part index. */
+async function uniqueParts(em: EntityManager, customerId: string, parts: readonly UsagePart[], uniques: number[], out: UsageGroup[][]): Promise<void> {
+  {
     const selects: string[] = [];
     const params: unknown[] = [];
     for (const i of uniques) {
@@ -211,5 +231,21 @@ export async function usageParts(em: EntityManager, customerId: string, parts: r
     }
     for (const i of uniques) if (!parts[i]!.groupKeys.length && !out[i]!.length) out[i]!.push({ group: {}, value: '0' });
   }
-  return out;
+}
+
+/**
+ * A `usageParts` that batches: reads requested in the same turn of the event loop (several
+ * customers' drafts computed side by side) go to PostgreSQL as one `usagePartsMany`.
+ */
+export function batchingUsageReader(): typeof usageParts {
+  let queue: { em: EntityManager; customerId: string; parts: readonly UsagePart[]; resolve: (g: UsageGroup[][]) => void; reject: (e: unknown) => void }[] = [];
+  return (em, customerId, parts) => new Promise((resolve, reject) => {
+    queue.push({ em, customerId, parts, resolve, reject });
+    if (queue.length > 1) return;
+    setImmediate(() => {
+      const batch = queue;
+      queue = [];
+      usagePartsMany(batch[0]!.em, batch).then((res) => batch.forEach((b, k) => b.resolve(res[k]!)), (err) => batch.forEach((b) => b.reject(err)));
+    });
+  });
 }

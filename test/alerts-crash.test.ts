@@ -9,7 +9,8 @@ import { startWebhookReceiver } from './webhook-receiver.js';
 
 /**
  * A real worker SIGKILLed right after an alert's crossing is recorded (before its notification is
- * dispatched) and again right after the webhook was delivered (before Temporal heard so): the
+ * dispatched) and again right after the webhook was delivered (before the notification is marked
+ * dispatched): the
  * crossing is recorded once, one notification exists for it, and the receiver gets it — every
  * attempt with the same id.
  */
@@ -34,7 +35,7 @@ describe('crash: the worker is killed between an alert crossing and its delivery
     app = await startApp({
       databaseUrl: db.url,
       env: {
-        ACCRUE_FAILPOINTS: '@outbound-evaluated,deliverWebhook', ACCRUE_FAILPOINT_DIR: dir,
+        ACCRUE_FAILPOINTS: '@outbound-evaluated,@outbound-delivered', ACCRUE_FAILPOINT_DIR: dir,
         ACCRUE_WEBHOOK_ALLOW_PRIVATE: '1', ACCRUE_WEBHOOK_RETRY_INITIAL: '200ms', ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL: '1s',
       },
     });
@@ -63,7 +64,7 @@ describe('crash: the worker is killed between an alert crossing and its delivery
       await client.v1.usage.ingest({ usage: Array.from({ length: 5 }, (_, i) => ({ transaction_id: `${alias}-${i}`, customer_id: alias, event_type: 'call', timestamp: new Date(Date.now() - 1000).toISOString(), properties: {} })) });
 
       const hooks = await eventually('the alert delivered after two kills', async () => {
-        expect(readdirSync(dir).sort()).toEqual(['_outbound-evaluated', 'deliverWebhook']);
+        expect(readdirSync(dir).sort()).toEqual(['_outbound-delivered', '_outbound-evaluated']);
         const got = receiver.received.filter((w) => w.properties.alert_id === alert.data.id);
         expect(got.length).toBeGreaterThanOrEqual(1);
         const [row] = await orm.em.fork().execute<{ status: string }[]>(`select d.status from webhook_delivery d join outbound_event n on n.id = d.notification_id where n.properties ->> 'alert_id' = ?`, [alert.data.id]);
