@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancelledFailure, Context, log } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { evaluateDirty, markEndedWindows } from '../db/alerts.js';
@@ -9,6 +9,7 @@ import { renderAlertEmail } from '../integrations/email/alert-email.js';
 import { sendWebhook } from '../integrations/webhooks/send.js';
 import { DEFAULT_WEBHOOK_SETTINGS } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
+import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
 import { notificationWorkflowId } from '../workflows/search-attributes.js';
 import type { ActivityDeps } from './index.js';
@@ -22,6 +23,7 @@ const DISPATCH_CONCURRENCY = 16;
 /** The dispatcher's own first attempt of a delivery; slower receivers are retried by the workflow. */
 const FIRST_ATTEMPT_TIMEOUT_MS = 2_000;
 const IDLE_SLEEP_MS = 25;
+const MAX_IDLE_SLEEP_MS = 1_000;
 const WINDOW_SWEEP_MS = 30_000;
 
 export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps) {
@@ -62,16 +64,25 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
       const until = Date.now() + runForMs;
       const total = { rounds: 0, evaluated: 0, fired: 0, dispatched: 0 };
       let stop = false;
-      const nap = async () => {
-        try {
-          await ctx.sleep(IDLE_SLEEP_MS);
-        } catch (err) {
-          if (err instanceof CancelledFailure) stop = true;
-          else throw err;
-        }
+      // Idle loops sleep longer and longer (up to MAX_IDLE_SLEEP_MS), and wake at once when a
+      // transaction leaves them work (db/wakeup.ts) or the activity is cancelled.
+      const waiter = await listenForWork(orm.config.get('clientUrl')!, OUTBOUND_CHANNEL);
+      void ctx.cancelled.catch(() => {
+        stop = true;
+      });
+      const napper = () => {
+        let idleMs = IDLE_SLEEP_MS;
+        return {
+          busy: () => { idleMs = IDLE_SLEEP_MS; },
+          nap: async () => {
+            await waiter.wait(idleMs);
+            idleMs = Math.min(idleMs * 2, MAX_IDLE_SLEEP_MS);
+          },
+        };
       };
       // Two loops side by side, so a long evaluation round never holds up deliveries.
       const evaluate = async () => {
+        const { busy, nap } = napper();
         let lastSweep = 0;
         while (!stop && Date.now() < until) {
           const em = orm.em.fork();
@@ -87,9 +98,11 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
           total.fired += ev.fired;
           ctx.heartbeat(total);
           if (ev.customers === 0) await nap();
+          else busy();
         }
       };
       const dispatch = async () => {
+        const { busy, nap } = napper();
         while (!stop && Date.now() < until) {
           const em = orm.em.fork();
           await resolveEndpoints(em, DISPATCH_BATCH);
@@ -132,13 +145,18 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
           total.dispatched += started.length;
           ctx.heartbeat(total);
           if (!ready.length) await nap();
+          else busy();
         }
       };
       const guarded = (loop: () => Promise<void>) => loop().catch((err: unknown) => {
         stop = true; // the other loop ends too; the activity fails and Temporal retries it
         throw err;
       });
-      await Promise.all([guarded(evaluate), guarded(dispatch)]);
+      try {
+        await Promise.all([guarded(evaluate), guarded(dispatch)]);
+      } finally {
+        await waiter.close();
+      }
       return total;
     },
 

@@ -244,11 +244,11 @@ try {
   const missed = [...crossedAt.keys()].filter((k) => !byAlertCustomer.has(k)).length;
   const unexpected = [...byAlertCustomer.keys()].filter((k) => !crossedAt.has(k)).length;
   const latencies = [...crossedAt.entries()].filter(([k]) => firstArrival.has(k)).map(([k, okAt]) => firstArrival.get(k)! - okAt);
-  // Where the time goes: crossing 200 → notification written (rating + evaluation), → its delivery
-  // workflow started (dispatch), → arrival (workflow, activity, HTTP).
-  const stamps = new Map((await admin.query(`select properties ->> 'alert_id' as alert_id, extract(epoch from created_at) * 1000 as created, extract(epoch from dispatched_at) * 1000 as dispatched from outbound_event where type like 'alerts.%'`)).rows
-    .map((r) => [String(r.alert_id), { created: Number(r.created), dispatched: Number(r.dispatched) }]));
-  const stages = { evaluate: [] as number[], dispatch: [] as number[], deliver: [] as number[] };
+  // Where the time goes: crossing 200 → notification written (rating + evaluation) → arrival
+  // (dispatch: endpoints fixed, first attempt made by the dispatcher, HTTP).
+  const stamps = new Map((await admin.query(`select properties ->> 'alert_id' as alert_id, extract(epoch from created_at) * 1000 as created from outbound_event where type like 'alerts.%'`)).rows
+    .map((r) => [String(r.alert_id), { created: Number(r.created) }]));
+  const stages = { evaluate: [] as number[], deliver: [] as number[] };
   for (const [alertId, a] of alertOf) {
     const key = `${a.customer}:${a.kind}`;
     const st = stamps.get(alertId);
@@ -256,12 +256,18 @@ try {
     const arrived = firstArrival.get(key);
     if (!st || okAt === undefined || arrived === undefined) continue;
     stages.evaluate.push(st.created - okAt);
-    stages.dispatch.push(st.dispatched - st.created);
-    stages.deliver.push(arrived - st.dispatched);
+    stages.deliver.push(arrived - st.created);
   }
   const stage = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)} / p99 ${pct(xs, 99).toFixed(0)} ms`;
-  log(`stages: evaluate ${stage(stages.evaluate)}, dispatch ${stage(stages.dispatch)}, deliver ${stage(stages.deliver)}`);
+  log(`stages: evaluate ${stage(stages.evaluate)}, deliver ${stage(stages.deliver)}`);
   log(`alerts: ${crossedAt.size} crossings, ${latencies.length} delivered, p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms, max ${Math.max(...latencies)} ms; fired twice ${twice}, missed ${missed}, unexpected ${unexpected}, bad signatures ${badSignatures}`);
+
+  // ---- what the idle system costs (rater, outbound loops polling), before entitlements ----
+  await new Promise((r) => setTimeout(r, 5000));
+  const idle0 = { api: cpuSeconds(api.pid!), worker: cpuSeconds(worker.pid!), temporal: cpuSeconds(temporal.pid ?? 0), pg: pgCpu.sample() };
+  await new Promise((r) => setTimeout(r, 10_000));
+  const idle = { api: cpuSeconds(api.pid!) - idle0.api, worker: cpuSeconds(worker.pid!) - idle0.worker, temporal: cpuSeconds(temporal.pid ?? 0) - idle0.temporal, pg: pgCpu.sample() - idle0.pg };
+  log(`idle for 10 s: API ${idle.api.toFixed(2)} s, worker ${idle.worker.toFixed(2)} s, PostgreSQL ${idle.pg.toFixed(2)} s, Temporal ${idle.temporal.toFixed(2)} s of CPU`);
 
   // ---- entitlements at ENT_RPS from memory ----
   const entAgent = new Agent({ keepAlive: true, maxSockets: 32 });
@@ -307,9 +313,10 @@ try {
     `| load | ${sent.toLocaleString('en-US')} events in ${loadSeconds.toFixed(1)} s (${(sent / loadSeconds).toFixed(0)} events/s, target ${RATE}), ${BATCH} a request, ${CUSTOMERS} customers, ${failed} failed requests; 1 API process, 1 worker |`,
     `| alerts | ${alertOf.size} (a spend and a usage alert per customer); ${crossedAt.size} crossed by the load |`,
     `| **crossing event's 200 → webhook arrival** | **p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms**, max ${Math.max(...latencies)} ms over ${latencies.length} crossings |`,
-    `| where the time goes | 200 → crossing recorded (rating + evaluation) ${stage(stages.evaluate)}; → delivery workflow started ${stage(stages.dispatch)}; → webhook arrived ${stage(stages.deliver)} |`,
+    `| where the time goes | 200 → crossing recorded with its notification (rating pass + evaluation round) ${stage(stages.evaluate)}; → webhook arrived (dispatch, first attempt by the dispatcher) ${stage(stages.deliver)} |`,
     `| exactly once | fired twice: ${twice}; missed: ${missed}; fired without a crossing: ${unexpected}; signatures failing the SDK's unwrap: ${badSignatures} |`,
     `| CPU during load + delivery (${spanS.toFixed(0)} s, ${(2 * spanS).toFixed(0)} core-s) | API ${cpu.api.toFixed(0)} s, worker ${cpu.worker.toFixed(0)} s, PostgreSQL ${cpu.pg.toFixed(0)} s, Temporal ${cpu.temporal.toFixed(0)} s, bench (load client + receiver) ${cpu.bench.toFixed(0)} s |`,
+    `| idle system (10 s, no load) | CPU: API ${idle.api.toFixed(2)} s, worker ${idle.worker.toFixed(2)} s, PostgreSQL ${idle.pg.toFixed(2)} s, Temporal ${idle.temporal.toFixed(2)} s |`,
     `| **entitlements** | **p50 ${pct(entLat, 50).toFixed(2)} ms, p99 ${pct(entLat, 99).toFixed(2)} ms** at ${(entLat.length / entSeconds).toFixed(0)} requests/s for ${entSeconds.toFixed(0)} s (target ${ENT_RPS}); ${(100 * entHits / Math.max(1, entLat.length)).toFixed(1)} % from memory; ${entFailed} failed; API CPU ${entApiCpu.toFixed(1)} s, client ${((entSelf.user + entSelf.system) / 1e6).toFixed(1)} s |`,
     '',
   ];

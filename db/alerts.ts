@@ -11,6 +11,7 @@ import { BILLED_USAGE_TYPES, customerDrafts, preloadDrafts } from './invoices.js
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 import { usageSeries } from './usage-series.js';
+import { OUTBOUND_CHANNEL, wake } from './wakeup.js';
 
 /**
  * Alerts in PostgreSQL: their definitions, their state per customer, and the evaluator.
@@ -132,6 +133,7 @@ export async function markDirty(em: EntityManager, customerIds: string[] | 'all'
     ? { sql: `select id from customer where archived_at is null`, params: [] as unknown[] }
     : { sql: `select distinct unnest(?::uuid[])`, params: [pgTextArray(customerIds)] as unknown[] };
   await em.execute(`insert into alert_dirty (customer_id) ${source.sql}`, source.params);
+  await wake(em, OUTBOUND_CHANNEL);
 }
 
 export interface Measures {

@@ -4,6 +4,7 @@ import type { ContractTerms } from '../billing/contract-terms.js';
 import { lifecycleTimes } from '../billing/lifecycle-times.js';
 import { invalidateEntitlements } from './entitlements.js';
 import { enqueueNotification } from './notifications.js';
+import { OUTBOUND_CHANNEL, wake } from './wakeup.js';
 import { pgTextArray } from './sql.js';
 
 type ContractLike = { id: string; startingAt: Date; endingBefore?: Date | null; createdAt: Date; archivedAt?: Date | null; terms?: ContractTerms | null };
@@ -59,6 +60,7 @@ export async function recordLifecycleTransition(em: EntityManager, t: LifecycleT
       await enqueueNotification(tx, { type: 'contract.end', dedupKey: `contract.end:${t.contractId}`, customerId: row.customer_id, properties: { ...base, reason: t.reason, timestamp: t.at } });
     }
     await tx.execute(`insert into alert_dirty (customer_id) select ?::uuid where exists (select 1 from alert where status = 'enabled')`, [row.customer_id]);
+    await wake(tx, OUTBOUND_CHANNEL);
     await invalidateEntitlements(tx, row.customer_id);
     return { recorded: true };
   });

@@ -1,6 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { uuidV5 } from './ids.js';
 import { pgTextArray } from './sql.js';
+import { OUTBOUND_CHANNEL, wake } from './wakeup.js';
 
 /**
  * The outbox of outbound notifications (webhooks and alert emails). A producer writes its
@@ -35,6 +36,7 @@ export async function enqueueNotification(em: EntityManager, n: NewNotification)
   const rows = await em.execute<{ id: string }[]>(`
     insert into outbound_event (id, type, properties, dedup_key, customer_id) values (?, ?, ?::jsonb, ?, ?)
     on conflict (dedup_key) do nothing returning id`, [id, n.type, JSON.stringify(n.properties), n.dedupKey, n.customerId ?? null]);
+  if (rows.length) await wake(em, OUTBOUND_CHANNEL);
   return { id, created: rows.length > 0 };
 }
 
