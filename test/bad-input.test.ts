@@ -48,6 +48,16 @@ describe('bad input', () => {
     return res;
   }
 
+  test('webhook URLs on private, loopback or link-local addresses are refused (no ACCRUE_WEBHOOK_ALLOW_PRIVATE here)', async () => {
+    for (const url of ['http://127.0.0.1:9/hook', 'http://localhost/hook', 'http://10.1.2.3/hook', 'http://192.168.0.10/hook', 'http://169.254.169.254/latest/meta-data', 'http://[::1]/hook', 'http://[fe80::1]/hook', 'http://[::ffff:127.0.0.1]/hook']) {
+      await rejected('POST', '/v1/accrue/webhook-endpoints', { body: { url } }, 400, 'url', /private, loopback or link-local/);
+    }
+    await rejected('POST', '/v1/accrue/webhook-endpoints', { body: { url: 'file:///etc/passwd' } }, 400, 'url', /http\(s\) URL/);
+    await rejected('POST', '/v1/accrue/webhook-endpoints', { body: { url: 'https://user:pw@example.com/hook' } }, 400, 'url', /credentials/);
+    const count = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from webhook_endpoint');
+    expect(count[0]!.n).toBe('0');
+  });
+
   test('authentication and scopes', async () => {
     expect((await http(app, 'GET', '/health')).status).toBe(200);
     await rejected('POST', '/v1/customers', { body: { name: 'x' }, token: '' }, 401, undefined, /Bearer/);
