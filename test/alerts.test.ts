@@ -46,12 +46,12 @@ describe('alerts: thresholds crossed by live usage fire once, signed like Metron
     const alias = uniqueName('alerts');
     const email = `${alias}@alerts.test`;
     const customer = await h.client.v1.customers.create({ name: `Alert Co ${alias}`, ingest_aliases: [alias], billing_email: email } as Metronome.V1.CustomerCreateParams);
-    await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: c.cardId, starting_at: monthStart(0), ...extra } as Metronome.V1.ContractCreateParams);
+    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: c.cardId, starting_at: monthStart(0), ...extra } as Metronome.V1.ContractCreateParams);
     let n = 0;
     const ingest = (model: string, tokens: number) => h.client.v1.usage.ingest({
       usage: [{ transaction_id: `${alias}-${n++}`, customer_id: alias, event_type: 'llm', timestamp: new Date(Date.now() - 1000).toISOString(), properties: { tokens, model } }],
     });
-    return { customerId: customer.data.id, email, ingest };
+    return { customerId: customer.data.id, contractId: contract.data.id, email, ingest };
   };
   const statuses = async (customerId: string, alertStatuses?: ('ENABLED' | 'ARCHIVED')[]) => Object.fromEntries(
     (await h.client.v1.customers.alerts.list({ customer_id: customerId, ...(alertStatuses ? { alert_statuses: alertStatuses } : {}) })).data.map((a) => [a.alert.name, a.customer_status]));
@@ -154,6 +154,16 @@ describe('alerts: thresholds crossed by live usage fire once, signed like Metron
     expect(hooksFor(committed.customerId, 'alerts.low_remaining_commit_percentage_reached')[0]!.properties.value).toBe('40');
     expect(Object.values(names(await statuses(plain.customerId)))).toEqual(['ok', 'ok', 'ok', 'ok']);
     expect(hooksFor(plain.customerId).filter((w) => w.type.startsWith('alerts.'))).toHaveLength(0);
+
+    // A top-up takes the credit alerts out of alarm without any usage (the grant's write marks the
+    // customer); falling low again fires them again, with new ids.
+    await h.client.v2.contracts.edit({ customer_id: credited.customerId, contract_id: credited.contractId, add_credits: [{ product_id: c.fixedId, priority: 1, access_schedule: schedule(1000) }] } as Metronome.V2.ContractEditParams);
+    await eventually('the top-up leaves alarm', async () => expect(names(await statuses(credited.customerId))).toMatchObject({ low_credit_balance_reached: 'ok', low_remaining_credit_percentage_reached: 'ok' }));
+    await credited.ingest('small', 500); // 1,000 more: 200 of 2,000 left, 10 %
+    await eventually('fired again', async () => {
+      expect(delivered(credited.customerId, 'alerts.low_remaining_credit_balance_reached')).toHaveLength(2);
+      expect(delivered(credited.customerId, 'alerts.low_remaining_credit_percentage_reached')).toHaveLength(2);
+    });
   });
 
   test('a receiver answering 500 gets the same notification again until it answers 200; the deliveries show every attempt', async () => {

@@ -90,7 +90,7 @@ describe('entitlements: flip with alerts, trials and arrears, from memory', () =
     await eventually('both contracts in arrears', async () => {
       expect(entitledOf((await ask(s.customerId)).data)).toEqual({ [s.callsId]: [false, 'arrears'], [s.otherId]: [false, 'arrears'] });
       expect(entitledOf((await ask(lenient.customerId)).data)).toEqual({ [lenient.callsId]: [true, 'ARREARS'], [lenient.otherId]: [true, 'ARREARS'] });
-    }, 90_000);
+    }, 150_000);
     const refused = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: s.customerId, rate_card_id: (await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } })).json.data.current.rate_card_id, starting_at: monthStart(1), arrears_policy: { gate_access: 'yes' } } });
     expect([refused.status, refused.json.message]).toEqual([400, expect.stringMatching(/^arrears_policy\.gate_access: must be a boolean/)]);
     const retrieved = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } });

@@ -16,6 +16,7 @@ import { Migration20261202140000_contract_lifecycle } from './Migration202612021
 import { Migration20261206100000_payments_and_notices } from './Migration20261206100000_payments_and_notices.js';
 import { Migration20261206110000_approval_reminder } from './Migration20261206110000_approval_reminder.js';
 import { Migration20261207100000_alerts_and_webhooks } from './Migration20261207100000_alerts_and_webhooks.js';
+import { Migration20261207110000_alert_marks_on_changes } from './Migration20261207110000_alert_marks_on_changes.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -37,4 +38,5 @@ export const migrationsList = [
   { name: 'Migration20261206100000_payments_and_notices', class: Migration20261206100000_payments_and_notices },
   { name: 'Migration20261206110000_approval_reminder', class: Migration20261206110000_approval_reminder },
   { name: 'Migration20261207100000_alerts_and_webhooks', class: Migration20261207100000_alerts_and_webhooks },
+  { name: 'Migration20261207110000_alert_marks_on_changes', class: Migration20261207110000_alert_marks_on_changes },
 ];
