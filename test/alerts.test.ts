@@ -73,13 +73,17 @@ describe('alerts: thresholds crossed by live usage fire once, signed like Metron
       return ids[0];
     });
     expect(await statuses(customerId)).toEqual({ 'spend $10': 'in_alarm', 'large tokens 300': 'ok', 'invoice $50': 'ok' });
-    await ingest('large', 150); // large usage 350 → usage fires; spend 1,900 stays in alarm
+    await ingest('large', 150); // large usage 350 → usage fires; spend 1,500 stays in alarm
     await eventually('the usage alert webhook', async () => expect(delivered(customerId, 'alerts.usage_threshold_reached')).toHaveLength(1));
     const usageHook = hooksFor(customerId, 'alerts.usage_threshold_reached')[0]!;
     expect(usageHook.properties).toMatchObject({ alert_name: 'large tokens 300', threshold: 300, value: '350', billable_metric_id: c.metricId });
     const spendHook = hooksFor(customerId, 'alerts.spend_threshold_reached')[0]!;
     expect(spendHook.properties).toMatchObject({ alert_id: spend.data.id, threshold: 1000, value: '1200' });
     expect(await statuses(customerId)).toEqual({ 'spend $10': 'in_alarm', 'large tokens 300': 'in_alarm', 'invoice $50': 'ok' });
+    // An invoice total alert the draft (1,500) is already at fires as soon as it is created.
+    await create({ alert_type: 'invoice_total_reached', name: 'invoice $15', threshold: 1500 });
+    await eventually('the invoice total alert', async () => expect(delivered(customerId, 'alerts.invoice_total_reached')).toHaveLength(1));
+    expect(hooksFor(customerId, 'alerts.invoice_total_reached')[0]!.properties).toMatchObject({ alert_name: 'invoice $15', value: '1500' });
     const got = await h.client.v1.customers.alerts.retrieve({ alert_id: spend.data.id, customer_id: customerId });
     expect(got.data.triggered_by).toMatch(/1200 >= 1000/);
 
@@ -88,7 +92,7 @@ describe('alerts: thresholds crossed by live usage fire once, signed like Metron
     expect(() => h.client.webhooks.unwrap(spendHook.body, spendHook.headers as Record<string, string>, 'whsec_wrong')).toThrow();
 
     // The billing contact's email, once per crossing.
-    await eventually('the alert emails', async () => expect((await mailTo(email)).map((m) => m.subject).sort()).toEqual(['Alert: large tokens 300', 'Alert: spend $10']));
+    await eventually('the alert emails', async () => expect((await mailTo(email)).map((m) => m.subject).sort()).toEqual(['Alert: invoice $15', 'Alert: large tokens 300', 'Alert: spend $10']));
 
     // Reset: evaluated afresh, and still over the threshold → fires again with a new id.
     await h.client.v1.customers.alerts.reset({ alert_id: spend.data.id, customer_id: customerId });
@@ -114,7 +118,7 @@ describe('alerts: thresholds crossed by live usage fire once, signed like Metron
     expect((await statuses(customerId, ['ARCHIVED']))['spend $10']).toBeNull();
 
     // Not crossed: the invoice total never reached $50, and nothing was sent for it.
-    expect(hooksFor(customerId, 'alerts.invoice_total_reached')).toHaveLength(0);
+    expect(hooksFor(customerId, 'alerts.invoice_total_reached').filter((w) => w.properties.alert_name === 'invoice $50')).toHaveLength(0);
     // Exactly once: every delivered notification id is unique per crossing.
     const alertHooks = hooksFor(customerId).filter((w) => w.type.startsWith('alerts.'));
     expect(new Set(alertHooks.map((w) => w.id)).size).toBe(alertHooks.length);
