@@ -2,7 +2,7 @@ import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
-import { allow, authenticate } from './auth.js';
+import { allow, authenticate, type TokenCache } from './auth.js';
 import { AccrueError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
 import { checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
@@ -41,6 +41,8 @@ export interface ApiDeps {
   ingestPool: pg.Pool;
   /** Operator defaults (ACCRUE_APPROVAL_POLICY …): the approval queue applies the same policy the worker does. */
   lifecycle?: LifecycleSettings;
+  /** Scopes of recently seen tokens, shared with the entitlements fast path (api/fast-path.ts). */
+  tokenCache?: TokenCache;
   /** ACCRUE_WEBHOOK_ALLOW_PRIVATE: webhook URLs may point at private addresses (local use, tests). */
   webhooksAllowPrivate?: boolean;
 }
@@ -112,7 +114,7 @@ export function createApp(deps: ApiDeps): Express {
     checkRequestStrings(req.query);
     next();
   });
-  app.use(authenticate(deps.orm, deps.adminToken));
+  app.use(authenticate(deps.orm, deps.adminToken, deps.tokenCache));
   // The products' hot path first: access checks answered from memory.
   app.use(entitlementsRouter(deps.entitlements));
   app.use(tokensRouter(deps.orm));

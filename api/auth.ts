@@ -64,6 +64,17 @@ export function authenticate(orm: MikroORM, adminToken?: string, cache = new Tok
   };
 }
 
+/**
+ * The scope of a request's bearer token when it is known without PostgreSQL (the admin token, or
+ * a token in the cache); undefined otherwise — the caller then goes the full way (`authenticate`).
+ */
+export function cachedScope(authorization: string | undefined, adminToken: string | undefined, cache: TokenCache): TokenScope | undefined {
+  const m = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization) : null;
+  if (!m) return undefined;
+  if (adminToken && sameSecret(m[1]!, adminToken)) return 'admin';
+  return cache.get(hashToken(m[1]!));
+}
+
 /** Admin may do anything; other scopes only what they are listed for. */
 export function allow(...scopes: TokenScope[]): RequestHandler {
   return (req, _res, next) => {

@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -88,6 +88,7 @@ try {
   const orm = await openOrm(postgres.url, { poolMax: 4 });
   await migrate(orm);
   const admin = new pg.Client({ connectionString: postgres.url });
+  admin.on('error', () => undefined); // the server stopping at the end
   await admin.connect();
 
   // ---- catalog, customers, contracts (no workflows: the contracts only need to price) ----
@@ -137,7 +138,8 @@ try {
     ACCRUE_ADMIN_TOKEN: token, ACCRUE_TASK_QUEUE: 'bench', ACCRUE_WEBHOOK_ALLOW_PRIVATE: '1', ACCRUE_WEBHOOK_RETRY_INITIAL: '500ms',
   };
   const profile = process.env.BENCH_PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
-  const api = spawnService('api', env, { quiet: true });
+  // BENCH_API_LOG=1 shows the API's output (with ACCRUE_LOG_GC_PAUSES_MS=2, its GC pauses).
+  const api = spawnService('api', { ...env, ...(process.env.BENCH_API_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS } : {}) }, { quiet: process.env.BENCH_API_LOG !== '1' });
   const worker = spawnService('worker', { ...env, ...profile }, { quiet: true });
   children.push(api, worker);
   const base = `http://127.0.0.1:${apiPort}`;
@@ -175,41 +177,22 @@ try {
     req.end();
   });
   const measureEntitlements = async () => {
-    // Warm-up: every customer once (fills the cache), then the hit path for 3 s at the same rate (JIT).
+    // Warm-up: every customer once (fills the cache); the client process then warms the hit path
+    // for 3 s at the same rate (JIT) before it measures.
     for (let b = 0; b < CUSTOMERS; b += 50) await Promise.all(customers.slice(b, b + 50).map((c) => get(c.id)));
-    const w0 = Date.now();
-    const warm: Promise<unknown>[] = [];
-    for (let k = 0; Date.now() < w0 + 3000; k++) {
-      const wait = w0 + k * (1000 / ENT_RPS) - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      warm.push(get(customers[(k * 104729) % CUSTOMERS]!.id).catch(() => undefined));
-    }
-    await Promise.all(warm);
-    const lat: number[] = [];
-    const server: number[] = [];
-    let hits = 0;
-    let bad = 0;
-    const e0 = Date.now();
     const apiCpu0 = cpuSeconds(api.pid!);
-    const self0 = process.cpuUsage();
-    const pending: Promise<void>[] = [];
-    for (let k = 0; Date.now() < e0 + ENT_SECONDS * 1000; k++) {
-      const wait = e0 + k * (1000 / ENT_RPS) - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      pending.push(get(customers[(k * 7919) % CUSTOMERS]!.id).then((r) => {
-        if (r.status !== 200) bad++;
-        lat.push(r.ms);
-        server.push(r.serverMs);
-        if (r.hit) hits++;
-      }, () => { bad++; }));
-    }
-    await Promise.all(pending);
-    const seconds = (Date.now() - e0) / 1000;
-    const self = process.cpuUsage(self0);
-    const line = `p50 ${pct(lat, 50).toFixed(2)} ms, p99 ${pct(lat, 99).toFixed(2)} ms** at ${(lat.length / seconds).toFixed(0)} requests/s for ${seconds.toFixed(0)} s (target ${ENT_RPS}); ${(100 * hits / Math.max(1, lat.length)).toFixed(1)} % from memory; inside the API (Server-Timing) p50 ${pct(server, 50).toFixed(2)} / p99 ${pct(server, 99).toFixed(2)} ms; ${bad} failed; API CPU ${(cpuSeconds(api.pid!) - apiCpu0).toFixed(1)} s, client ${((self.user + self.system) / 1e6).toFixed(1)} s`;
+    const out = await new Promise<{ requests: number; seconds: number; hits: number; bad: number; cpuSeconds: number; p50: number; p99: number; serverP50: number; serverP99: number }>((resolve, reject) => {
+      const child = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'entitlements-load.js'), JSON.stringify({ base, token, ids: customers.map((c) => c.id), rps: ENT_RPS, seconds: ENT_SECONDS, warmupSeconds: 3 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      child.stdout.on('data', (b: Buffer) => (text += b.toString()));
+      child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(text)) : reject(new Error(`entitlements load exited ${code}`))));
+    });
+    const apiCpu = cpuSeconds(api.pid!) - apiCpu0;
+    const line = `p50 ${out.p50.toFixed(2)} ms, p99 ${out.p99.toFixed(2)} ms** at ${(out.requests / out.seconds).toFixed(0)} requests/s for ${out.seconds.toFixed(0)} s (target ${ENT_RPS}); ${(100 * out.hits / Math.max(1, out.requests)).toFixed(1)} % from memory; inside the API (Server-Timing) p50 ${out.serverP50.toFixed(2)} / p99 ${out.serverP99.toFixed(2)} ms; ${out.bad} failed; API CPU ${apiCpu.toFixed(1)} s (incl. warm-up), load client ${out.cpuSeconds.toFixed(1)} s (own process)`;
     log(`entitlements: ${line.replace('**', '')}`);
-    return { line, bad };
+    return { line, bad: out.bad };
   };
+  log('entitlements, before the load');
   const entQuiet = await measureEntitlements();
 
   // ---- the load: RATE events/s, BATCH a request, one token each, customers in turn ----
@@ -321,6 +304,7 @@ try {
   const idle = { api: cpuSeconds(api.pid!) - idle0.api, worker: cpuSeconds(worker.pid!) - idle0.worker, temporal: cpuSeconds(temporal.pid ?? 0) - idle0.temporal, pg: pgCpu.sample() - idle0.pg };
   log(`idle for 10 s: API ${idle.api.toFixed(2)} s, worker ${idle.worker.toFixed(2)} s, PostgreSQL ${idle.pg.toFixed(2)} s, Temporal ${idle.temporal.toFixed(2)} s of CPU`);
 
+  log('entitlements, after the load');
   const entAfter = await measureEntitlements();
   const entFailed = entQuiet.bad + entAfter.bad;
 
