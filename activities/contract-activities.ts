@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import { periodAt, type Period, type Schedule } from '../billing/periods.js';
 import { NotFoundError } from '../billing/errors.js';
 import { BalanceGrant, Contract, Customer, Invoice } from '../db/entities.js';
@@ -69,7 +70,7 @@ export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageW
      */
     async endContractAtTrialEnd({ contractId }: { contractId: string }): Promise<{ endingBefore: string | null }> {
       return classified(() => orm.em.fork().transactional(async (em) => {
-        const contract = await em.findOne(Contract, { id: contractId }, { lockMode: 4 });
+        const contract = await em.findOne(Contract, { id: contractId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
         if (!contract) throw new NotFoundError('contract', contractId);
         const trialEnd = lifecycleTimes(contract, settings).trial?.endsAt;
         if (trialEnd && (!contract.endingBefore || contract.endingBefore.getTime() > Date.parse(trialEnd))) contract.endingBefore = new Date(trialEnd);

@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import { log } from '@temporalio/activity';
 import { NotFoundError, ConflictError, UnavailableError } from '../billing/errors.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
@@ -31,7 +32,7 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
 
     async rejectInvoice({ invoiceId, reason, rejectedBy }: { invoiceId: string; reason: string; rejectedBy: string | null }): Promise<void> {
       return classified(() => orm.em.fork().transactional(async (em) => {
-        const inv = await em.findOne(Invoice, { id: invoiceId }, { lockMode: 4 });
+        const inv = await em.findOne(Invoice, { id: invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
         if (!inv) throw new NotFoundError('invoice', invoiceId);
         if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${invoiceId} is ${inv.status} and cannot be rejected`);
         inv.approvalStatus = 'REJECTED';
@@ -43,7 +44,7 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
     /** DRAFT → FINALIZED, once. Finalizing a finalized invoice is a no-op. */
     async finalizeInvoice({ invoiceId, approvedBy }: { invoiceId: string; approvedBy: string | null }): Promise<void> {
       return classified(() => orm.em.fork().transactional(async (em) => {
-        const inv = await em.findOne(Invoice, { id: invoiceId }, { lockMode: 4 });
+        const inv = await em.findOne(Invoice, { id: invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
         if (!inv) throw new NotFoundError('invoice', invoiceId);
         if (inv.status === 'FINALIZED') return;
         if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${invoiceId} is ${inv.status} and cannot be finalized`);

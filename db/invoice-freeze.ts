@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, UnavailableError } from '../billing/errors.js';
 import type { Period } from '../billing/periods.js';
@@ -39,7 +40,7 @@ export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Pr
   const contract = await em.findOne(Contract, { id: input.contractId });
   if (!contract) throw new NotFoundError('contract', input.contractId);
   await lockCustomerBalances(em, contract.customerId);
-  const existing = await em.findOne(Invoice, { id: input.invoiceId }, { lockMode: 4 /* PESSIMISTIC_WRITE */ });
+  const existing = await em.findOne(Invoice, { id: input.invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
   if (existing && (!input.recompute || existing.status !== 'DRAFT')) return { status: existing.status, total: existing.total };
   // Freeze only what is rated: every event committed before this moment must be in the
   // aggregates (rating runs sub-second behind; the activity retries until it caught up).

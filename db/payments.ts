@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { ConflictError, NotFoundError, ValidationError } from '../billing/errors.js';
 import { dec } from '../billing/money.js';
@@ -43,7 +44,7 @@ export interface RecordedPayment {
  */
 export async function recordPayment(em: EntityManager, p: PaymentInput): Promise<RecordedPayment> {
   return em.transactional(async (tx) => {
-    const inv = await tx.findOne(Invoice, { id: p.invoiceId }, { lockMode: 4 });
+    const inv = await tx.findOne(Invoice, { id: p.invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
     if (!inv) throw new NotFoundError('invoice', p.invoiceId, 'invoice_id');
     const amount = dec(p.amount);
     if (!amount.isInteger() || amount.lte(0)) throw new ValidationError('amount', `must be a positive whole number of cents, got ${p.amount}`);

@@ -98,9 +98,13 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
   const draftsOf = (customerId: string) => {
     if (!byCustomer.has(customerId)) {
       byCustomer.set(customerId, (async () => {
-        const drafts = await customerDrafts(em, customerId, now);
-        const raw = new Map((await customerDrafts(em, customerId, now, { usageReader: rawUsageParts })).map((d) => [d.view.id, d.view]));
-        return { drafts, raw };
+        // Both ways over the same open periods: an invoice frozen between the two computations
+        // (a close running meanwhile) makes them differ, so compute again until they agree.
+        for (let attempt = 1; ; attempt++) {
+          const drafts = await customerDrafts(em, customerId, now);
+          const raw = new Map((await customerDrafts(em, customerId, now, { usageReader: rawUsageParts })).map((d) => [d.view.id, d.view]));
+          if ((drafts.length === raw.size && drafts.every((d) => raw.has(d.view.id))) || attempt >= 5) return { drafts: drafts.filter((d) => raw.has(d.view.id)), raw };
+        }
       })());
     }
     return byCustomer.get(customerId)!;

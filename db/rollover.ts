@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { AccessSegment } from '../billing/contract-terms.js';
 import { dec, roundAmount } from '../billing/money.js';
@@ -18,7 +19,7 @@ export async function rollOverToSuccessor(em: EntityManager, contractId: string)
     // Rollover reads balances and writes grants: it takes its turn with freezes and voids.
     const customer = await tx.findOne(Contract, { id: contractId }, { fields: ['customerId'] });
     if (customer) await lockCustomerBalances(tx, customer.customerId);
-    const from = await tx.findOne(Contract, { id: contractId }, { lockMode: 4, refresh: true });
+    const from = await tx.findOne(Contract, { id: contractId }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
     const next = from ? await successorOf(tx, contractId) : null;
     if (!from || !next) return { rolled: 0 };
     const grants = await tx.find(BalanceGrant, { contractId: from.id });

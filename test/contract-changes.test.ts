@@ -1,3 +1,4 @@
+import pg from 'pg';
 import Metronome from '@metronome/sdk';
 import { contractStateQuery } from '../workflows/contract.js';
 import { useSdkApp } from './sdk-app.js';
@@ -99,8 +100,19 @@ describe('contract changes: amend, end date, edit, archive', () => {
         { type: 'POSTPAID', name: 'Minimum', product_id: fixed.data.id, priority: 2, access_schedule: { schedule_items: [{ amount: 5000, starting_at: p0, ending_before: p1 }] }, invoice_schedule: { schedule_items: [{ timestamp: p1, amount: 5000 }] } },
       ],
     });
-    // SUPERSEDE needs a start inside the old contract; a RENEWAL must start when it ends.
-    const badStart = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: at(p1, 24), transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
+    // SUPERSEDE needs a start inside the old contract; a RENEWAL must start when it ends. Meanwhile
+    // a transaction writing a row that references the old contract (as its workflow's lifecycle
+    // record does) holds a KEY SHARE lock on it: the create waits for it instead of skipping the
+    // row as not found (it did, with FOR UPDATE SKIP LOCKED, and answered 404).
+    const blocker = new pg.Client({ connectionString: h.dbUrl });
+    await blocker.connect();
+    await blocker.query('begin');
+    await blocker.query('select 1 from contract where id = $1 for key share', [old.data.id]);
+    const badStartPending = http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: at(p1, 24), transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
+    await new Promise((r) => setTimeout(r, 500));
+    await blocker.query('commit');
+    await blocker.end();
+    const badStart = await badStartPending;
     expect([badStart.status, badStart.json.field]).toEqual([400, 'starting_at']);
     const renewal = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } });
 

@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
@@ -70,7 +71,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     const pending: string[] = [];
     if (!contract.archivedAt) {
       await em.transactional(async (tx) => {
-        const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
+        const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
         const now = new Date();
         c.archivedAt = now;
         await tx.nativeUpdate(BalanceGrant, { contractId: c.id, archivedAt: null }, { archivedAt: now });
@@ -105,7 +106,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     if (tcv) terms.total_contract_value = tcv;
     const custom = stringRecord(body, 'custom_fields');
     await em.transactional(async (tx) => {
-      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
+      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
       c.terms = terms;
       if (custom) c.customFields = { ...c.customFields, ...custom };
       for (const g of added.grants) tx.create(BalanceGrant, g);
@@ -136,7 +137,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     const approvalPolicy = approvalPolicyInput(body);
     const arrearsPolicy = arrearsPolicyInput(body);
     await em.transactional(async (tx) => {
-      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: 4 }))!;
+      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
       let terms: ContractTerms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
       if (arrearsPolicy) terms = { ...terms, arrears_policy: arrearsPolicy };
       if (approvalPolicy) terms = { ...terms, approval_policy: approvalPolicy };

@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
@@ -70,7 +71,7 @@ function transitionInput(body: Obj): ContractTerms['transition'] | undefined {
  * the old contract ends; SUPERSEDE ends the old contract there.
  */
 async function applyTransition(tx: EntityManager, t: NonNullable<ContractTerms['transition']>, next: Contract): Promise<Contract> {
-  const from = await tx.findOne(Contract, { id: t.from_contract_id, customerId: next.customerId }, { lockMode: 4 });
+  const from = await tx.findOne(Contract, { id: t.from_contract_id, customerId: next.customerId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
   if (!from) throw new NotFoundError('contract of this customer', t.from_contract_id, 'transition.from_contract_id');
   if (from.archivedAt) throw new ValidationError('transition.from_contract_id', 'refers to an archived contract');
   const existing = await tx.execute<{ id: string }[]>(`select id::text as id from contract where terms -> 'transition' ->> 'from_contract_id' = ?`, [from.id]);

@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
@@ -245,7 +246,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       if (!found) throw new NotFoundError('closed invoice', id, 'id');
       // Voiding releases draw-downs: it takes its turn with freezes on the customer's balances.
       await lockCustomerBalances(em, found.customerId);
-      const inv = await em.findOne(Invoice, { id }, { lockMode: 4, refresh: true });
+      const inv = await em.findOne(Invoice, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
       if (!inv) throw new NotFoundError('closed invoice', id, 'id');
       contractId = inv.contractId; // told again on a repeated void (an earlier one may not have reached it)
       if (inv.status === 'VOID') return;
