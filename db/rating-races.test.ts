@@ -123,9 +123,18 @@ describe('rating races', () => {
     // events committed, so this session's xid does not hold the rater back), so the next pass
     // stops in its first aggregate statement.
     const hold = await blocker('select 1 from usage_hourly where customer_id = $1 for update', [known]);
-    const pass = ratePass(orm.em.fork(), 1000);
+    let pass = ratePass(orm.em.fork(), 1000);
     try {
-      await lockWaiters(1);
+      // The pass can find nothing to rate yet when a transaction anywhere in the cluster (another
+      // test's database) is older than these events — it then ends without reaching the locked
+      // rows; run it again until it is the one waiting on them.
+      await waitFor('a pass waiting on the locked rows', async () => {
+        if (await settled(pass)) {
+          pass = ratePass(orm.em.fork(), 1000);
+          throw new Error('the pass ended without reaching the locked rows; again');
+        }
+        await expectLockWaiters(1);
+      }, 30_000, 10);
       await customer('m11-ghost'); // between two statements of the pass
     } finally {
       await hold.release();
