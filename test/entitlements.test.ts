@@ -19,7 +19,8 @@ describe('entitlements: flip with alerts, trials and arrears, from memory', () =
     if (res.status !== 200) throw new Error(`entitlements ${res.status}: ${res.text}`);
     return { data: res.json.data as Ent[], cache: res.headers.get('x-accrue-cache') };
   };
-  const setUp = async (price: number, contract: Record<string, unknown> = {}, opts: { startsAt?: string } = {}) => {
+  /** `opts.usageBefore`: events ingested before the contract exists, so a backdated period's close (which starts at once) cannot freeze before they arrive. */
+  const setUp = async (price: number, contract: Record<string, unknown> = {}, opts: { startsAt?: string; usageBefore?: { count: number; at: string } } = {}) => {
     const metric = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
     const calls = await h.client.v1.contracts.products.create({ name: uniqueName('Calls'), type: 'USAGE', billable_metric_id: metric.data.id });
     const other = await h.client.v1.contracts.products.create({ name: uniqueName('Storage'), type: 'USAGE', billable_metric_id: metric.data.id });
@@ -27,11 +28,12 @@ describe('entitlements: flip with alerts, trials and arrears, from memory', () =
     for (const p of [calls, other]) await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: card.data.id, product_id: p.data.id, entitled: true, rate_type: 'FLAT', price, starting_at: monthStart(-3) });
     const alias = uniqueName('ent');
     const customer = await h.client.v1.customers.create({ name: 'Ent Co', ingest_aliases: [alias] });
-    const created = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: opts.startsAt ?? monthStart(0), ...contract } as Metronome.V1.ContractCreateParams);
     let n = 0;
     const ingest = (count: number, at = new Date(Date.now() - 1000).toISOString()) => h.client.v1.usage.ingest({
       usage: Array.from({ length: count }, () => ({ transaction_id: `${alias}-${n++}`, customer_id: alias, event_type: 'call', timestamp: at })),
     });
+    if (opts.usageBefore) await ingest(opts.usageBefore.count, opts.usageBefore.at);
+    const created = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: opts.startsAt ?? monthStart(0), ...contract } as Metronome.V1.ContractCreateParams);
     return { customerId: customer.data.id, contractId: created.data.id, callsId: calls.data.id, otherId: other.data.id, ingest };
   };
   const entitledOf = (data: Ent[]) => Object.fromEntries(data.map((e) => [e.product_id, [e.entitled, e.reason]]));
@@ -84,9 +86,10 @@ describe('entitlements: flip with alerts, trials and arrears, from memory', () =
 
   test('arrears gate access only under a gating arrears_policy; paying opens it again', async () => {
     const p0 = monthStart(-1);
-    const s = await setUp(100, { net_payment_terms_days: 0, approval_policy: { mode: 'NEVER' }, arrears_policy: { gate_access: true } }, { startsAt: p0 });
-    const lenient = await setUp(100, { net_payment_terms_days: 0, approval_policy: { mode: 'NEVER' } }, { startsAt: p0 });
-    for (const x of [s, lenient]) await x.ingest(3, new Date(Date.parse(p0) + 3_600_000).toISOString());
+    // The usage is there before the contracts: last month's close starts as soon as each exists.
+    const usageBefore = { count: 3, at: new Date(Date.parse(p0) + 3_600_000).toISOString() };
+    const s = await setUp(100, { net_payment_terms_days: 0, approval_policy: { mode: 'NEVER' }, arrears_policy: { gate_access: true } }, { startsAt: p0, usageBefore });
+    const lenient = await setUp(100, { net_payment_terms_days: 0, approval_policy: { mode: 'NEVER' } }, { startsAt: p0, usageBefore });
     await eventually('both contracts in arrears', async () => {
       expect(entitledOf((await ask(s.customerId)).data)).toEqual({ [s.callsId]: [false, 'arrears'], [s.otherId]: [false, 'arrears'] });
       expect(entitledOf((await ask(lenient.customerId)).data)).toEqual({ [lenient.callsId]: [true, 'ARREARS'], [lenient.otherId]: [true, 'ARREARS'] });
