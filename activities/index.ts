@@ -1,6 +1,6 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
-import type { LifecycleSettings, WebhookSettings } from '../stack/config.js';
+import type { LifecycleSettings, StripeSettings, WebhookSettings } from '../stack/config.js';
 import { createApprovalActivities } from './approval-activities.js';
 import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
@@ -8,6 +8,7 @@ import { createInvoiceActivities } from './invoice-activities.js';
 import { createNoticeActivities } from './notice-activities.js';
 import { createOutboundActivities } from './outbound-activities.js';
 import { createRatingActivities } from './rating-activities.js';
+import { createStripeActivities } from './stripe-activities.js';
 
 /** Everything activities need, injected once by the worker (and by tests). */
 export interface ActivityDeps {
@@ -23,10 +24,12 @@ export interface ActivityDeps {
   lifecycle?: Partial<LifecycleSettings>;
   /** Webhook delivery retries and address policy; DEFAULT_WEBHOOK_SETTINGS where a field is missing. */
   webhooks?: Partial<WebhookSettings>;
+  /** Stripe (key, API base, dunning schedule); Stripe is off without a key. */
+  stripe?: StripeSettings;
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps), ...createOutboundActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps), ...createOutboundActivities(deps), ...createStripeActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

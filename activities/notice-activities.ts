@@ -12,6 +12,7 @@ import { renderNotice, type NoticeFacts, type NoticeKind } from '../integrations
 import { DEFAULT_LIFECYCLE_SETTINGS } from '../stack/config.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
+import { externalInvoices } from '../db/stripe.js';
 
 export interface NoticeInput {
   kind: NoticeKind;
@@ -20,6 +21,8 @@ export interface NoticeInput {
   contractId: string;
   invoiceId?: string;
   outcome?: 'converted' | 'expired';
+  /** Dunning notices: which payment attempt of how many. */
+  attempt?: { n: number; of: number };
   /** The customer's billing contact (default) or ACCRUE_FINANCE_EMAIL. */
   recipient?: 'billing' | 'finance';
 }
@@ -102,11 +105,16 @@ async function noticeFacts(
       }));
       return { ...base, renewal: { endingBefore: contract.endingBefore!.toISOString(), spentCents: spent.toFixed(), commits, toFinance: n.toFinance } };
     }
-    case 'invoice_overdue': {
+    case 'invoice_overdue':
+    case 'dunning_attempt':
+    case 'dunning_exhausted': {
       const inv = await em.findOne(Invoice, { id: n.invoiceId! });
       if (!inv) throw new NotFoundError('invoice', n.invoiceId!);
       const s = (await standings(em, [inv])).get(inv.id)!;
-      return { ...base, invoice: { id: inv.id, periodStart: inv.periodStart.toISOString(), periodEnd: inv.periodEnd.toISOString(), totalCents: inv.total, amountDueCents: s.amountDue, dueAt: s.dueAt ?? '' } };
+      const invoice = { id: inv.id, periodStart: inv.periodStart.toISOString(), periodEnd: inv.periodEnd.toISOString(), totalCents: inv.total, amountDueCents: s.amountDue, dueAt: s.dueAt ?? '' };
+      if (n.kind === 'invoice_overdue') return { ...base, invoice };
+      const hostedUrl = (await externalInvoices(em, [inv.id])).get(inv.id)?.hostedUrl ?? null;
+      return { ...base, invoice, dunning: { attempt: n.attempt?.n ?? 0, of: n.attempt?.of ?? 0, hostedUrl, toFinance: n.toFinance } };
     }
   }
 }

@@ -27,7 +27,8 @@ import { usageRouter } from './routes/usage.js';
 import { usageCollectorsRouter } from './routes/usage-collectors.js';
 import { webhookEndpointsRouter } from './routes/webhook-endpoints.js';
 import { metricsCache } from './metrics-cache.js';
-import { DEFAULT_LIFECYCLE_SETTINGS, type LifecycleSettings } from '../stack/config.js';
+import { DEFAULT_LIFECYCLE_SETTINGS, type LifecycleSettings, type StripeSettings } from '../stack/config.js';
+import { billingConfigRouter, stripeWebhooksRouter } from './routes/stripe.js';
 
 export interface ApiDeps {
   orm: MikroORM;
@@ -45,6 +46,8 @@ export interface ApiDeps {
   tokenCache?: TokenCache;
   /** ACCRUE_WEBHOOK_ALLOW_PRIVATE: webhook URLs may point at private addresses (local use, tests). */
   webhooksAllowPrivate?: boolean;
+  /** Stripe (off without a secret key): billing configs and inbound webhooks. */
+  stripe?: StripeSettings;
 }
 
 /**
@@ -108,6 +111,8 @@ export function createApp(deps: ApiDeps): Express {
     res.status(healthy ? 200 : 503).json({ status: healthy ? 'ok' : 'unavailable', postgres, temporal, quarantined_events: quarantined });
   });
 
+  // Signed by Stripe, not by an Accrue token; verified on the raw body, so before the JSON parser.
+  app.use(stripeWebhooksRouter(deps.orm, deps.temporal, deps.taskQueue, deps.stripe));
   app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
   app.use((req, _res, next) => {
     checkRequestStrings(req.body);
@@ -133,6 +138,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(invoicePaymentsRouter(deps.orm, deps.temporal));
+  app.use(billingConfigRouter(deps.orm, deps.stripe));
   app.use(approvalsRouter(deps.orm, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
   app.use(alertsRouter(deps.orm));
   app.use(webhookEndpointsRouter(deps.orm, { allowPrivate: deps.webhooksAllowPrivate ?? false }));

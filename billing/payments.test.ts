@@ -15,4 +15,11 @@ describe('paymentStanding', () => {
     const s = paymentStanding({ status, total, paid, finalizedAt, netPaymentTermsDays: terms });
     expect(s).toEqual({ status: expStatus, paid: expect.any(String), amountDue: expDue, dueAt: expDueAt });
   });
+
+  test('a dunning that ran out makes the invoice due then, unless its terms were earlier', () => {
+    const base = { status: 'FINALIZED', total: '30000', paid: '0', finalizedAt } as const;
+    expect(paymentStanding({ ...base, dunningExhaustedAt: '2026-02-16T08:00:00Z' }).dueAt).toBe('2026-02-16T08:00:00.000Z');
+    expect(paymentStanding({ ...base, netPaymentTermsDays: 7, dunningExhaustedAt: '2026-02-16T08:00:00Z' }).dueAt).toBe('2026-02-07T00:00:00.000Z');
+    expect(paymentStanding({ ...base, dunningExhaustedAt: null }).dueAt).toBe('2026-03-02T00:00:00.000Z');
+  });
 });

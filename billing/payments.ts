@@ -6,7 +6,8 @@ import { addDays } from './periods.js';
  * whether it is paid. Pure. A finalized invoice is due `net_payment_terms_days` (Metronome's
  * contract field; default 30) after it was finalized (issued); payments accumulate; it is PAID
  * when they reach its total (a zero-total invoice is PAID at once). A voided invoice is owed
- * nothing. Drafts have no standing.
+ * nothing. Drafts have no standing. When the dunning of a failed card payment has run out of
+ * attempts (`dunningExhaustedAt`), the invoice is due from then on if its terms were later.
  */
 export type PaymentStatus = 'UNPAID' | 'PARTIALLY_PAID' | 'PAID';
 
@@ -31,6 +32,7 @@ export function paymentStanding(i: {
   finalizedAt: string | null;
   paid: DecimalInput;
   netPaymentTermsDays?: number | undefined;
+  dunningExhaustedAt?: string | null;
 }): PaymentStanding {
   const paid = dec(i.paid);
   const total = dec(i.total);
@@ -40,6 +42,10 @@ export function paymentStanding(i: {
     status,
     paid: paid.toFixed(),
     amountDue: amountDue.toFixed(),
-    dueAt: i.status === 'FINALIZED' && i.finalizedAt ? dueAt(i.finalizedAt, i.netPaymentTermsDays) : null,
+    dueAt: i.status === 'FINALIZED' && i.finalizedAt ? earlier(dueAt(i.finalizedAt, i.netPaymentTermsDays), i.dunningExhaustedAt) : null,
   };
+}
+
+function earlier(a: string, b: string | null | undefined): string {
+  return b && Date.parse(b) < Date.parse(a) ? new Date(Date.parse(b)).toISOString() : a;
 }

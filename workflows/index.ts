@@ -6,3 +6,4 @@ export { ratingWorkflow } from './rating.js';
 export { usageCollectorWorkflow } from './usage-collector.js';
 export { notificationWorkflow } from './notification.js';
 export { outboundWorkflow } from './outbound.js';
+export { dunningWorkflow, stripeVoidWorkflow } from './dunning.js';

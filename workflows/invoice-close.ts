@@ -1,11 +1,13 @@
 import {
   condition, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, proxyActivities, setHandler,
-  upsertSearchAttributes, allHandlersFinished, ApplicationFailure, log, patched,
+  upsertSearchAttributes, allHandlersFinished, ApplicationFailure, log, patched, startChild, ParentClosePolicy,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
 import { dec } from '../billing/money.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
-import { contractWorkflowId, LifecycleStateKey } from './search-attributes.js';
+import { dunningWorkflow } from './dunning.js';
+import { ContractIdKey, contractWorkflowId, CustomerIdKey, dunningWorkflowId, InvoiceIdKey, LifecycleStateKey } from './search-attributes.js';
 
 /**
  * Closes one contract period's invoice: freeze it from PostgreSQL (the grace period has already
@@ -68,6 +70,13 @@ export const APPROVAL_POLICY_PATCH = 'accrue-approval-policy';
  * history builder state for action" — so they could not be tested.)
  */
 export const LEAN_STAGES_PATCH = 'accrue-close-lean-stages';
+/** Marks histories of closes that send the final invoice to Stripe (when the customer has a Stripe billing config). */
+export const STRIPE_SYNC_PATCH = 'accrue-close-stripe-sync';
+
+// Stripe calls: retried until Stripe answers (an outage of hours is waited out), each attempt with
+// the same idempotency keys. The sync heartbeats between calls (each call times out in 10 s), so a
+// killed worker's attempt is retried after 20 s.
+const stripe = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', heartbeatTimeout: '20 seconds', retry: { initialInterval: '2 seconds', maximumInterval: '10 minutes', backoffCoefficient: 2 } });
 
 type Decision = { seq: number } & ({ approve: true; by?: string; total?: string } | { approve: false; reason: string; by?: string });
 
@@ -181,6 +190,27 @@ export async function invoiceCloseWorkflow(input: InvoiceCloseInput): Promise<In
     // may have ended already (or never run, for a close started by hand): nothing to wake then.
     await getExternalWorkflowHandle(contractWorkflowId(input.contractId))
       .signal(invoiceSettledSignal).catch(() => undefined);
+  }
+  if (patched(STRIPE_SYNC_PATCH)) {
+    // Collection: the final invoice goes to Stripe when the customer has a Stripe billing config.
+    const sent = await stripe.syncInvoiceToStripe({ invoiceId: input.invoiceId });
+    log.info('stripe sync', { invoiceId: input.invoiceId, outcome: sent.outcome, stripeInvoiceId: sent.stripeInvoiceId });
+    if (sent.outcome === 'PAYMENT_FAILED' || sent.firstAttemptAt) {
+      try {
+        await startChild(dunningWorkflow, {
+          workflowId: dunningWorkflowId(input.invoiceId),
+          args: [{ invoiceId: input.invoiceId, contractId: input.contractId, ...(sent.firstAttemptAt && sent.outcome !== 'PAYMENT_FAILED' ? { firstAttemptAt: sent.firstAttemptAt } : {}) }],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          typedSearchAttributes: [
+            { key: CustomerIdKey, value: sent.customerId ?? '' }, { key: ContractIdKey, value: input.contractId },
+            { key: InvoiceIdKey, value: input.invoiceId }, { key: LifecycleStateKey, value: 'DUNNING' },
+          ],
+        });
+      } catch (err) {
+        // Started already (by Stripe's payment_failed webhook): that dunning carries on.
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
+    }
   }
   await condition(allHandlersFinished);
   return { invoiceId: input.invoiceId, status: 'FINALIZED', approvalStatus: 'APPROVED', total };

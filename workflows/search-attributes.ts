@@ -13,3 +13,5 @@ export const metricBackfillWorkflowId = (metricId: string) => `metric-backfill/$
 export const usageCollectorScheduleId = (collectorId: string) => `usage-collector/${collectorId}`;
 export const outboundWorkflowId = (taskQueue: string) => `outbound/${taskQueue}`;
 export const notificationWorkflowId = (notificationId: string) => `notification/${notificationId}`;
+export const dunningWorkflowId = (invoiceId: string) => `dunning/${invoiceId}`;
+export const stripeVoidWorkflowId = (invoiceId: string) => `stripe-void/${invoiceId}`;

@@ -24,6 +24,9 @@ import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 import { notifyPaymentStatus, standings } from '../../db/payments.js';
 import type { PaymentStanding } from '../../billing/payments.js';
 import { tellContractPaymentsChanged } from './invoice-payments.js';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { dunningStates, externalInvoices, type DunningState, type ExternalInvoice } from '../../db/stripe.js';
+import { voidAtProvider } from './stripe.js';
 
 const num = jsonDecimalOpt;
 
@@ -67,7 +70,7 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
 }
 
 /** Metronome's Invoice shape, plus Accrue's approval fields. */
-export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding } = {}) {
+export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding; external?: ExternalInvoice; dunning?: DunningState } = {}) {
   const creditType = v.creditType;
   const lines = opts.skipZeroQty ? v.lines.filter((l) => l.quantity === undefined || !dec(l.quantity).isZero()) : v.lines;
   return {
@@ -92,7 +95,23 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payme
     ...(v.regeneratedFromInvoiceId ? { regenerated_from_invoice_id: v.regeneratedFromInvoiceId } : {}),
     // Accrue: the payment standing of a finalized (or voided) invoice; drafts have none.
     ...(opts.payment ? { payment_status: opts.payment.status, amount_paid: jsonDecimal(opts.payment.paid), amount_due: jsonDecimal(opts.payment.amountDue), due_at: opts.payment.dueAt } : {}),
+    // Metronome's external_invoice: the invoice's copy at Stripe (issue 11).
+    ...(opts.external ? {
+      external_invoice: {
+        billing_provider: 'stripe', invoice_id: opts.external.externalId ?? undefined, external_status: opts.external.status,
+        ...(opts.external.hostedUrl ? { hosted_invoice_url: opts.external.hostedUrl } : {}),
+      },
+    } : {}),
+    // Accrue: dunning of a failed Stripe payment (the number of attempts made so far, of how many).
+    ...(opts.dunning ? { dunning: { status: opts.dunning.status, step: opts.dunning.step, steps: opts.dunning.steps, next_attempt_at: opts.dunning.nextAttemptAt } } : {}),
   };
+}
+
+/** Payment standing, Stripe copy and dunning of each closed invoice, for invoiceJson. */
+export async function invoiceExtras(em: EntityManager, views: readonly InvoiceView[]) {
+  const ids = views.filter((v) => v.status !== 'DRAFT').map((v) => v.id);
+  const [payments, external, dunning] = await Promise.all([standings(em.fork(), views), externalInvoices(em.fork(), ids), dunningStates(em.fork(), ids)]);
+  return (id: string) => ({ payment: payments.get(id), external: external.get(id), dunning: dunning.get(id) });
 }
 
 async function closedInvoice(orm: MikroORM, id: string): Promise<Invoice> {
@@ -146,8 +165,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
         && (startingOn === undefined || Date.parse(v.periodStart) >= startingOn) && (endingBefore === undefined || Date.parse(v.periodEnd) <= endingBefore));
     if (req.query.sort === 'date_desc') views.reverse();
     const skipZeroQty = req.query.skip_zero_qty_line_items === 'true';
-    const payments = await standings(em, views);
-    res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty, payment: payments.get(v.id) })), next_page: null });
+    const extras = await invoiceExtras(em, views);
+    res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty, ...extras(v.id) })), next_page: null });
   });
 
   // Breakdowns: each invoice overlapping [starting_on, ending_before) split into UTC days (or
@@ -205,8 +224,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const id = String(req.params.invoice_id).toLowerCase();
     const view = UUID_RE.test(id) ? await findInvoiceView(em, customer.id, id) : undefined;
     if (!view) throw new NotFoundError('invoice', id, 'invoice_id');
-    const payment = (await standings(em, [view])).get(view.id);
-    res.json({ data: invoiceJson(view, { skipZeroQty: req.query.skip_zero_qty_line_items === 'true', payment }) });
+    const extras = await invoiceExtras(em, [view]);
+    res.json({ data: invoiceJson(view, { skipZeroQty: req.query.skip_zero_qty_line_items === 'true', ...extras(view.id) }) });
   });
 
   // Finance approval: a Temporal Update on the invoice's close workflow, answered once finalized.
@@ -258,6 +277,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     });
     // A voided invoice is owed nothing: the contract leaves ARREARS when it was the overdue one.
     if (contractId) await tellContractPaymentsChanged(temporal, contractId, `the void of invoice ${id}`);
+    // Its Stripe copy (if any) is voided by a workflow of its own; its dunning (if any) stops.
+    if (contractId) await voidAtProvider(temporal, taskQueue, id);
     res.json({ data: { id } });
   });
 

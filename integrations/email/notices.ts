@@ -5,7 +5,7 @@ import type { OutgoingMail } from './mailer.js';
  * Lifecycle notices (trial, renewal, overdue): plain text and HTML from the same facts, amounts
  * formatted from the same decimals the invoices carry (whole cents, `formatUsdCents`).
  */
-export type NoticeKind = 'trial_started' | 'trial_reminder' | 'trial_ended' | 'renewal_notice' | 'invoice_overdue';
+export type NoticeKind = 'trial_started' | 'trial_reminder' | 'trial_ended' | 'renewal_notice' | 'invoice_overdue' | 'dunning_attempt' | 'dunning_exhausted';
 
 export interface NoticeFacts {
   kind: NoticeKind;
@@ -17,6 +17,8 @@ export interface NoticeFacts {
   trial?: { endsAt: string; spendingCapCents?: string; outcome?: 'converted' | 'expired' };
   renewal?: { endingBefore: string; spentCents: string; commits: { name: string; amountCents: string; remainingCents: string }[]; toFinance: boolean };
   invoice?: { id: string; periodStart: string; periodEnd: string; totalCents: string; amountDueCents: string; dueAt: string };
+  /** Dunning: the payment attempt (1-based) of how many, and Stripe's page where the customer can pay. */
+  dunning?: { attempt: number; of: number; hostedUrl: string | null; toFinance: boolean };
 }
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -24,7 +26,7 @@ const day = (iso: string) => iso.slice(0, 10);
 
 export function renderNotice(f: NoticeFacts): OutgoingMail {
   const { subject, paragraphs } = content(f);
-  const greeting = f.renewal?.toFinance ? 'Hello finance team,' : `Hello ${f.customerName},`;
+  const greeting = f.renewal?.toFinance || f.dunning?.toFinance ? 'Hello finance team,' : `Hello ${f.customerName},`;
   const text = [greeting, '', ...paragraphs.flatMap((p) => [p, '']), `Contract: ${f.contractId}`].join('\n');
   const html = `<!doctype html><html><body>
 <p>${esc(greeting)}</p>
@@ -73,6 +75,28 @@ function content(f: NoticeFacts): { subject: string; paragraphs: string[] } {
         paragraphs: [
           `Invoice ${i.id} for ${day(i.periodStart)} to ${day(i.periodEnd)} (total ${formatUsdCents(i.totalCents)}) was due at ${i.dueAt} (UTC).`,
           `Amount due: ${formatUsdCents(i.amountDueCents)}.`,
+        ],
+      };
+    }
+    case 'dunning_attempt': {
+      const i = f.invoice!;
+      const d = f.dunning!;
+      return {
+        subject: `Payment failed: ${formatUsdCents(i.amountDueCents)} for invoice ${i.id} (attempt ${d.attempt} of ${d.of})`,
+        paragraphs: [
+          `We could not collect ${formatUsdCents(i.amountDueCents)} for invoice ${i.id} (${day(i.periodStart)} to ${day(i.periodEnd)}). This was attempt ${d.attempt} of ${d.of}.`,
+          d.hostedUrl ? `Pay or update your payment method here: ${d.hostedUrl}` : 'Please update your payment method.',
+        ],
+      };
+    }
+    case 'dunning_exhausted': {
+      const i = f.invoice!;
+      const d = f.dunning!;
+      return {
+        subject: `${f.customerName}: invoice ${i.id} unpaid after ${d.of} payment attempts`,
+        paragraphs: [
+          `Every payment attempt for invoice ${i.id} (${day(i.periodStart)} to ${day(i.periodEnd)}, ${formatUsdCents(i.amountDueCents)} due) failed. The contract is now in arrears.`,
+          ...(d.hostedUrl ? [`Stripe invoice: ${d.hostedUrl}`] : []),
         ],
       };
     }

@@ -1,0 +1,240 @@
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import type Stripe from 'stripe';
+import { ConflictError, NotFoundError } from '../billing/errors.js';
+import { dec } from '../billing/money.js';
+import { stripeItems } from '../billing/stripe-items.js';
+import { Invoice } from '../db/entities.js';
+import { recordProviderPayment, standings } from '../db/payments.js';
+import { billingConfigOf, externalInvoices, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
+import { describeStripeError, isStripeCardError, isStripeRequestError, stripeClient } from '../integrations/stripe/client.js';
+import type { ActivityDeps } from './index.js';
+import { classified } from './failures.js';
+import { crashPoint } from '../workers/failpoints.js';
+
+/**
+ * Stripe, as activities. Every call that creates or charges carries an idempotency key made of the
+ * Accrue invoice id and the step (`accrue:<invoice>:create`, `…:item:<line>`, `…:finalize`,
+ * `…:pay`, `…:dunning:<attempt>`, `…:void`), so an activity retried after a crash — even one killed
+ * between Stripe's answer and recording it — gets Stripe's first answer again instead of a second
+ * invoice or charge. The Stripe invoice id is recorded as soon as Stripe gives it. Transient
+ * failures (5xx, 429, timeouts) throw and Temporal retries; a request Stripe refuses (4xx) is
+ * recorded as INVALID_REQUEST_ERROR on the invoice and not retried; a declined card is an outcome.
+ */
+export type SyncOutcome = 'STRIPE_OFF' | 'NO_BILLING_CONFIG' | ExternalStatus;
+
+export interface SyncResult {
+  outcome: SyncOutcome;
+  stripeInvoiceId?: string;
+  message?: string;
+  customerId?: string;
+  /** A `send_invoice` invoice sent and open: dunning acts at this instant (its due date) if it is still unpaid. */
+  firstAttemptAt?: string;
+}
+
+const key = (invoiceId: string, step: string) => `accrue:${invoiceId}:${step}`;
+
+/**
+ * Between Stripe calls: tells Temporal the activity is alive (a worker killed mid-sync is noticed
+ * within the heartbeat timeout, not the long start-to-close one). Outside an activity: nothing.
+ */
+function beat(): void {
+  try {
+    Context.current().heartbeat();
+  } catch {
+    // not running as an activity (direct calls in tests)
+  }
+}
+
+function statusOf(si: Stripe.Invoice): ExternalStatus {
+  switch (si.status) {
+    case 'draft': return 'DRAFT';
+    case 'open': return 'FINALIZED';
+    case 'paid': return 'PAID';
+    case 'void': return 'VOID';
+    case 'uncollectible': return 'UNCOLLECTIBLE';
+    default: return 'FINALIZED';
+  }
+}
+
+/** Transient Stripe failures are rethrown as plain errors (retryable) carrying only the description. */
+function rethrow(err: unknown): never {
+  throw new Error(describeStripeError(err));
+}
+
+export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) {
+  const client = stripeClient(settings);
+  const scheduleMs = settings?.dunningScheduleMs ?? [86_400_000, 3 * 86_400_000, 5 * 86_400_000, 7 * 86_400_000];
+
+  const loadInvoice = async (invoiceId: string) => {
+    const inv = await orm.em.fork().findOne(Invoice, { id: invoiceId });
+    if (!inv) throw new NotFoundError('invoice', invoiceId);
+    return inv;
+  };
+
+  /** Voids (or deletes, while still a draft) the Stripe copy of an invoice voided in Accrue. */
+  const voidAtStripe = async (stripe: Stripe, inv: Invoice, externalId: string, collectionMethod: 'charge_automatically' | 'send_invoice'): Promise<SyncResult> => {
+    const em = orm.em.fork();
+    let si = await stripe.invoices.retrieve(externalId);
+    if (si.status === 'draft') {
+      await stripe.invoices.del(externalId);
+    } else if (si.status === 'open' || si.status === 'uncollectible') {
+      si = await stripe.invoices.voidInvoice(externalId, {}, { idempotencyKey: key(inv.id, 'void') });
+    } else if (si.status === 'paid') {
+      // Paid at Stripe before the void reached it: Stripe cannot void a paid invoice (refund it there).
+      log.warn('the invoice was voided in Accrue but is already paid at Stripe; refund it in Stripe if intended', { invoiceId: inv.id, stripeInvoiceId: externalId });
+      await recordExternal(em, { invoiceId: inv.id, externalId, status: 'PAID', collectionMethod, hostedUrl: si.hosted_invoice_url ?? null });
+      return { outcome: 'PAID', stripeInvoiceId: externalId };
+    }
+    await recordExternal(em, { invoiceId: inv.id, externalId, status: 'VOID', collectionMethod, hostedUrl: si.hosted_invoice_url ?? null });
+    return { outcome: 'VOID', stripeInvoiceId: externalId };
+  };
+
+  return {
+    /**
+     * Sends a finalized invoice to Stripe: create (one item per Accrue line, integer cents), finalize,
+     * and for `charge_automatically` pay with the default payment method. Resumes where an earlier
+     * attempt stopped. Zero-total invoices are not sent (SKIPPED).
+     */
+    async syncInvoiceToStripe({ invoiceId }: { invoiceId: string }): Promise<SyncResult> {
+      return classified(async () => {
+        if (!client) return { outcome: 'STRIPE_OFF' };
+        const em = orm.em.fork();
+        const inv = await loadInvoice(invoiceId);
+        if (inv.status === 'DRAFT') throw new ConflictError(`invoice ${invoiceId} is not finalized; only finalized invoices go to Stripe`);
+        const config = await billingConfigOf(em, inv.customerId);
+        if (!config) return { outcome: 'NO_BILLING_CONFIG' };
+        const ext = (await externalInvoices(em, [invoiceId])).get(invoiceId);
+        if (ext && ['PAID', 'VOID', 'SKIPPED', 'INVALID_REQUEST_ERROR'].includes(ext.status)) return { outcome: ext.status, ...(ext.externalId ? { stripeInvoiceId: ext.externalId } : {}) };
+        if (inv.status === 'VOID' && !ext?.externalId) return { outcome: 'VOID' };
+        const base = { invoiceId, collectionMethod: config.collectionMethod };
+        if (dec(inv.total).lte(0)) {
+          await recordExternal(em, { ...base, externalId: null, status: 'SKIPPED', hostedUrl: null });
+          return { outcome: 'SKIPPED' };
+        }
+        const terms = (await standings(em, [inv])).get(inv.id);
+        try {
+          let si: Stripe.Invoice;
+          if (!ext?.externalId) {
+            const daysUntilDue = terms?.dueAt && inv.finalizedAt ? Math.max(0, Math.round((Date.parse(terms.dueAt) - inv.finalizedAt.getTime()) / 86_400_000)) : 30;
+            si = await client.invoices.create({
+              customer: config.providerCustomerId,
+              collection_method: config.collectionMethod,
+              ...(config.collectionMethod === 'send_invoice' ? { days_until_due: daysUntilDue } : {}),
+              auto_advance: false,
+              currency: 'usd',
+              pending_invoice_items_behavior: 'exclude',
+              description: `Invoice ${inv.id} for ${inv.periodStart.toISOString().slice(0, 10)} to ${inv.periodEnd.toISOString().slice(0, 10)}`,
+              metadata: { accrue_invoice_id: inv.id, accrue_contract_id: inv.contractId, accrue_customer_id: inv.customerId },
+            }, { idempotencyKey: key(inv.id, 'create') });
+            beat();
+            crashPoint('@stripe-invoice-created'); // Stripe has answered; nothing recorded yet
+            await recordExternal(em, { ...base, externalId: si.id!, status: 'DRAFT', hostedUrl: null });
+          } else {
+            si = await client.invoices.retrieve(ext.externalId);
+          }
+          // A void that raced this send: whichever of the two writes second sees the other.
+          if ((await orm.em.fork().findOne(Invoice, { id: invoiceId }, { fields: ['status'] }))?.status === 'VOID') {
+            return await voidAtStripe(client, inv, si.id!, config.collectionMethod);
+          }
+          if (si.status === 'draft') {
+            for (const item of stripeItems(inv.lineItems, inv.total)) {
+              await client.invoiceItems.create({
+                customer: config.providerCustomerId, invoice: si.id!, amount: item.amount, currency: 'usd', description: item.description,
+                metadata: { accrue_invoice_id: inv.id, accrue_line: String(item.index) },
+              }, { idempotencyKey: key(inv.id, `item:${item.index}`) });
+              beat();
+            }
+            si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: key(inv.id, 'finalize') });
+            beat();
+          }
+          await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
+          if (si.status === 'open' && config.collectionMethod === 'charge_automatically') {
+            try {
+              si = await client.invoices.pay(si.id!, {}, { idempotencyKey: key(inv.id, 'pay') });
+              crashPoint('@stripe-charged'); // charged at Stripe; the payment is not recorded yet
+            } catch (err) {
+              if (!isStripeCardError(err)) throw err;
+              await recordExternal(em, { ...base, externalId: si.id!, status: 'PAYMENT_FAILED', hostedUrl: si.hosted_invoice_url ?? null });
+              log.info('the card payment failed; dunning starts', { invoiceId, stripeInvoiceId: si.id, error: describeStripeError(err) });
+              return { outcome: 'PAYMENT_FAILED', stripeInvoiceId: si.id!, message: describeStripeError(err), customerId: inv.customerId };
+            }
+          }
+          if (si.status === 'paid') await recordProviderPayment(em, invoiceId, si.id!);
+          await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
+          const dunningAt = si.status === 'open' && config.collectionMethod === 'send_invoice' && terms?.dueAt ? { firstAttemptAt: terms.dueAt } : {};
+          return { outcome: statusOf(si), stripeInvoiceId: si.id!, customerId: inv.customerId, ...dunningAt };
+        } catch (err) {
+          if (isStripeRequestError(err)) {
+            const message = describeStripeError(err);
+            await recordExternal(em, { ...base, externalId: ext?.externalId ?? null, status: 'INVALID_REQUEST_ERROR', hostedUrl: null });
+            log.error('Stripe refused the invoice; fix the billing config and resend', { invoiceId, error: message });
+            return { outcome: 'INVALID_REQUEST_ERROR', message };
+          }
+          rethrow(err);
+        }
+      });
+    },
+
+    /** The Stripe copy of a voided Accrue invoice is voided (deleted while a draft). Nothing to do when it was never sent. */
+    async voidStripeInvoice({ invoiceId }: { invoiceId: string }): Promise<SyncResult> {
+      return classified(async () => {
+        if (!client) return { outcome: 'STRIPE_OFF' };
+        const ext = (await externalInvoices(orm.em.fork(), [invoiceId])).get(invoiceId);
+        if (!ext?.externalId) return { outcome: 'VOID' };
+        try {
+          return await voidAtStripe(client, await loadInvoice(invoiceId), ext.externalId, ext.collectionMethod);
+        } catch (err) {
+          if (isStripeRequestError(err)) throw ApplicationFailure.nonRetryable(describeStripeError(err), 'StripeRefused');
+          rethrow(err);
+        }
+      });
+    },
+
+    /** The dunning schedule (ACCRUE_DUNNING_SCHEDULE), read by the worker and kept in the workflow's history. */
+    async dunningPlan(): Promise<{ scheduleMs: number[] }> {
+      return { scheduleMs };
+    },
+
+    async recordDunningStep(d: { invoiceId: string; status: DunningState['status']; step: number; steps: number; nextAttemptAt: string | null }): Promise<void> {
+      return classified(() => recordDunning(orm.em.fork(), d));
+    },
+
+    /**
+     * One dunning attempt: asks Stripe to charge the invoice again (its own idempotency key per
+     * attempt). SETTLED when there is nothing to collect any more (paid — at Stripe or in Accrue —
+     * or voided).
+     */
+    async retryStripePayment({ invoiceId, attempt }: { invoiceId: string; attempt: number }): Promise<{ outcome: 'PAID' | 'FAILED' | 'SETTLED'; message?: string }> {
+      return classified(async () => {
+        const em = orm.em.fork();
+        const inv = await loadInvoice(invoiceId);
+        const standing = (await standings(em, [inv])).get(inv.id);
+        if (inv.status !== 'FINALIZED' || !standing || dec(standing.amountDue).lte(0)) return { outcome: 'SETTLED' };
+        const ext = (await externalInvoices(em, [invoiceId])).get(invoiceId);
+        if (!client || !ext?.externalId) return { outcome: 'FAILED', message: client ? 'the invoice is not at Stripe' : 'Stripe is off' };
+        const base = { invoiceId, externalId: ext.externalId, collectionMethod: ext.collectionMethod };
+        try {
+          let si = await client.invoices.retrieve(ext.externalId);
+          if (si.status === 'open') {
+            try {
+              si = await client.invoices.pay(si.id!, {}, { idempotencyKey: key(inv.id, `dunning:${attempt}`) });
+            } catch (err) {
+              if (!isStripeCardError(err)) throw err;
+              await recordExternal(em, { ...base, status: 'PAYMENT_FAILED', hostedUrl: si.hosted_invoice_url ?? null });
+              return { outcome: 'FAILED', message: describeStripeError(err) };
+            }
+          }
+          await recordExternal(em, { ...base, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
+          if (si.status === 'paid') {
+            await recordProviderPayment(em, invoiceId, si.id!);
+            return { outcome: 'PAID' };
+          }
+          return si.status === 'void' ? { outcome: 'SETTLED' } : { outcome: 'FAILED', message: `the Stripe invoice is ${si.status}` };
+        } catch (err) {
+          if (isStripeRequestError(err)) return { outcome: 'FAILED', message: describeStripeError(err) };
+          rethrow(err);
+        }
+      });
+    },
+  };
+}

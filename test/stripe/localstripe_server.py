@@ -1,0 +1,223 @@
+"""
+The Stripe-protocol server of Accrue's tests: localstripe (PyPI, stateful, in memory), with the
+parts of Stripe's documented behaviour Accrue relies on that localstripe lacks, added here:
+
+- Idempotency-Key: a POST repeated with the same key answers the first result (same status and
+  body) without doing anything again; the same key with different parameters is a 400
+  idempotency_error. (https://docs.stripe.com/api/idempotent_requests)
+- Invoices: `collection_method`, `days_until_due`, `auto_advance`, `currency` on create;
+  invoice items created with `invoice=` join that invoice's lines; `POST /v1/invoices/{id}/finalize`;
+  `hosted_invoice_url`; a declined `POST /v1/invoices/{id}/pay` answers 402 card_error (as Stripe
+  does) and sends `invoice.payment_failed`; a paid invoice also sends `invoice.paid`.
+- Test controls under /_config (not Stripe): `POST /_config/faults` queues a fault — the next
+  `count` requests under /v1 answer `status` (500, 429…), before (`when=before`) or after
+  (`when=after`: the work is done and the answer lost) handling them; faults queued one after
+  the other apply in turn. `GET /_config/faults` shows what is left; `GET /_config/requests`
+  counts requests.
+
+Run: python3 localstripe_server.py --port N (PYTHONPATH must reach localstripe).
+"""
+import argparse
+import json
+import time
+
+from aiohttp import web
+
+from localstripe import resources
+from localstripe.errors import UserError, json_response
+from localstripe.resources import Event, Invoice, InvoiceItem, InvoiceLineItem, store
+from localstripe.webhooks import schedule_webhook
+from localstripe import server
+
+store.dump_to_disk = lambda *a, **k: None  # in memory only
+
+# ---- invoices -------------------------------------------------------------------------------
+def _invoice_create(cls, customer=None, collection_method=None, days_until_due=None,
+                    auto_advance=None, currency=None, metadata=None, description=None,
+                    pending_invoice_items_behavior='exclude', **kwargs):
+    if kwargs:
+        raise UserError(400, 'Received unknown parameters: ' + ', '.join(kwargs.keys()))
+    if collection_method not in (None, 'charge_automatically', 'send_invoice'):
+        raise UserError(400, 'Invalid collection_method')
+    if collection_method == 'send_invoice' and days_until_due is None:
+        raise UserError(400, 'Missing required param: days_until_due.')
+    # A draft with only the items added to it later (Stripe's default today): other pending
+    # items of the customer are held out while localstripe builds the invoice.
+    held = []
+    if pending_invoice_items_behavior == 'exclude' and isinstance(customer, str):
+        held = [ii for ii in InvoiceItem._api_list_all(None, customer=customer, limit=99)._list if ii.invoice is None]
+    for ii in held:
+        ii.invoice = '__held__'
+    try:
+        inv = Invoice(customer=customer, metadata=metadata, description=description)
+    finally:
+        for ii in held:
+            ii.invoice = None
+    inv.collection_method = collection_method or 'charge_automatically'
+    inv.days_until_due = int(days_until_due) if days_until_due is not None else None
+    inv.auto_advance = auto_advance in (True, 'true')
+    if currency:
+        inv.currency = currency
+    return inv
+
+
+Invoice._api_create = classmethod(_invoice_create)
+
+_orig_item_init = InvoiceItem.__init__
+
+
+def _item_init(self, invoice=None, **kwargs):
+    if invoice is not None:
+        target = Invoice._api_retrieve(invoice)
+        if target.status != 'draft':
+            raise UserError(400, 'You can only add invoice items to draft invoices.')
+    _orig_item_init(self, invoice=invoice, **kwargs)
+    if invoice is not None:
+        target.lines._list.append(InvoiceLineItem(self))
+        target.currency = self.currency
+
+
+InvoiceItem.__init__ = _item_init
+
+Invoice.hosted_invoice_url = property(lambda self: 'https://invoice.stripe.test/' + self.id)
+
+
+def _finalize_invoice(id, auto_advance=None, **kwargs):
+    inv = Invoice._api_retrieve(id)
+    if inv.status != 'draft':
+        raise UserError(400, 'This invoice is already finalized, you can\'t re-finalize a non-draft invoice.')
+    inv._finalize()
+    schedule_webhook(Event('invoice.finalized', inv))
+    if inv.total <= 0:
+        inv._on_payment_success()
+    return inv
+
+
+_orig_pay = Invoice._api_pay_invoice.__func__
+
+
+def _pay_invoice(cls, id, **kwargs):
+    inv = _orig_pay(cls, id)
+    if inv.status == 'open':
+        schedule_webhook(Event('invoice.payment_failed', inv))
+        raise UserError(402, 'Your card was declined.', {'type': 'card_error', 'code': 'card_declined', 'decline_code': 'generic_decline'})
+    return inv
+
+
+Invoice._api_pay_invoice = classmethod(_pay_invoice)
+
+_orig_success = Invoice._on_payment_success
+
+
+def _on_payment_success(self):
+    _orig_success(self)
+    schedule_webhook(Event('invoice.paid', self))
+
+
+Invoice._on_payment_success = _on_payment_success
+
+_orig_void = Invoice._api_void_invoice.__func__
+
+
+def _void_invoice(cls, id, **kwargs):
+    inv = Invoice._api_retrieve(id)
+    if inv.payment_intent is None and inv.status == 'open':
+        # Never charged (send_invoice): localstripe would try to cancel a payment intent it lacks.
+        inv._voided = True
+        inv.status_transitions['voided_at'] = int(time.time())
+        schedule_webhook(Event('invoice.voided', inv))
+        return inv
+    inv = _orig_void(cls, id)
+    schedule_webhook(Event('invoice.voided', inv))
+    return inv
+
+
+Invoice._api_void_invoice = classmethod(_void_invoice)
+
+# ---- the request pipeline: faults outermost, idempotency innermost --------------------------
+faults = []  # queue of {'status', 'count', 'when'}
+requests = {'total': 0, 'by_route': {}}
+idempotent = {}
+
+
+@web.middleware
+async def fault_middleware(request, handler):
+    if not request.path.startswith('/v1/'):
+        return await handler(request)
+    requests['total'] += 1
+    route = request.method + ' ' + '/'.join(p if not ('_' in p and len(p) > 12) else '{id}' for p in request.path.split('/'))
+    requests['by_route'][route] = requests['by_route'].get(route, 0) + 1
+    while faults and faults[0]['count'] <= 0:
+        faults.pop(0)
+    if faults:
+        fault = faults[0]
+        fault['count'] -= 1
+        status = fault['status']
+        if fault['when'] == 'after':
+            try:
+                await handler(request)
+            except Exception:
+                pass
+        kind = 'rate_limit_error' if status == 429 else 'api_error'
+        return json_response({'error': {'type': kind, 'message': 'injected by the test (%d)' % status}}, status=status)
+    return await handler(request)
+
+
+@web.middleware
+async def idempotency_middleware(request, handler):
+    key = request.headers.get('Idempotency-Key')
+    if request.method != 'POST' or not key or not request.path.startswith('/v1/'):
+        return await handler(request)
+    body = await request.read()
+    seen = idempotent.get(key)
+    if seen is not None:
+        if seen['path'] != request.path or seen['body'] != body:
+            return json_response({'error': {'type': 'idempotency_error', 'message': 'Keys for idempotent requests can only be used with the same parameters they were first used with.'}}, status=400)
+        return web.Response(status=seen['status'], body=seen['response'], content_type='application/json', headers={'Idempotent-Replayed': 'true'})
+    try:
+        response = await handler(request)
+    except UserError as e:
+        response = e.to_response()
+    idempotent[key] = {'path': request.path, 'body': body, 'status': response.status, 'response': response.body}
+    return response
+
+
+async def config_faults(request):
+    data = await request.json()
+    faults.append({'status': int(data['status']), 'count': int(data['count']), 'when': data.get('when', 'before')})
+    return web.Response()
+
+
+async def config_faults_left(request):
+    return json_response({'count': sum(f['count'] for f in faults), 'queue': faults})
+
+
+async def config_requests(request):
+    return json_response(requests)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--port', type=int, required=True)
+    args = parser.parse_args()
+    app = server.app
+    # localstripe registered its pay and void handlers at import: point those routes at ours.
+    overrides = {'/v1/invoices/{id}/pay': Invoice._api_pay_invoice, '/v1/invoices/{id}/void': Invoice._api_void_invoice}
+    for resource in app.router.resources():
+        path = resource.canonical
+        if path in overrides:
+            for route in resource:
+                if route.method == 'POST':
+                    route._handler = server.api_extra(overrides.pop(path), path)
+    assert not overrides, 'localstripe routes not found: %s' % list(overrides)
+    app.router.add_post('/v1/invoices/{id}/finalize', server.api_extra(_finalize_invoice, '/v1/invoices/{id}/finalize'))
+    app.router.add_post('/_config/faults', config_faults)
+    app.router.add_get('/_config/requests', config_requests)
+    app.router.add_get('/_config/faults', config_faults_left)
+    app.middlewares.insert(0, fault_middleware)
+    app.middlewares.append(idempotency_middleware)
+    web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, shutdown_timeout=0.5, print=lambda *a: print('localstripe ready on port %d' % args.port, flush=True))
+
+
+if __name__ == '__main__':
+    main()
