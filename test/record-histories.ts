@@ -28,6 +28,11 @@ import { seedContract } from './db-fixtures.js';
 import { writeHistoryFile } from './history-files.js';
 import { createTestDatabase, eventually, monthStart, testStack, uniqueName } from './stack.js';
 import { startWebhookReceiver } from './webhook-receiver.js';
+import { saveBillingConfig } from '../db/stripe.js';
+import { Invoice } from '../db/entities.js';
+import { dunningWorkflow, stripeVoidWorkflow } from '../workflows/dunning.js';
+import { dunningWorkflowId, stripeVoidWorkflowId } from '../workflows/search-attributes.js';
+import { STRIPE_KEY, stripeCustomer, testStripe } from './stripe/fixtures.js';
 
 /**
  * `npm run record:histories`: runs every workflow type through its representative paths on the
@@ -67,7 +72,7 @@ describe(`record workflow histories (label ${label})`, () => {
       connection: await NativeConnection.connect({ address: testStack().temporalAddress }),
       taskQueue,
       workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'), // the build `npm test` made: what replay.test.ts replays against
-      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true } }),
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true }, stripe: { secretKey: STRIPE_KEY, apiBase: testStack().stripeApiBase, dunningScheduleMs: [500, 500] } }),
     });
     running = worker.run();
   });
@@ -134,6 +139,23 @@ describe(`record workflow histories (label ${label})`, () => {
     await save(client.workflow.getHandle(contract.workflowId), 'contractWorkflow', 'second-run-sleeping');
     await contract.terminate('recorded');
     for (let m = -25; m < 0; m++) await client.workflow.getHandle(invoiceWorkflowId(invoiceIdFor(s.contractId, monthStart(m)))).terminate('recorded');
+  });
+
+  test('stripe: a close whose card payment is declined starts dunning, which runs out; the voided invoice is voided at Stripe', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: monthStart(-1), price: '3', billingEmail: `${uniqueName('rec')}@histories.test`, terms: { approval_policy: { mode: 'NEVER' } } as never });
+    await saveBillingConfig(orm.em.fork(), { customerId: s.customerId, providerCustomerId: await stripeCustomer(testStripe(), 'declines'), collectionMethod: 'charge_automatically' });
+    await s.ingest([{ id: 'a', at: new Date(Date.parse(monthStart(-1)) + 3_600_000).toISOString(), seconds: 10 }]);
+    const invoiceId = invoiceIdFor(s.contractId, monthStart(-1));
+    const close = await client.workflow.start(invoiceCloseWorkflow, { workflowId: invoiceWorkflowId(invoiceId), taskQueue, args: [{ invoiceId, contractId: s.contractId, periodStart: monthStart(-1), periodEnd: monthStart(0) }] });
+    await close.result();
+    await save(close, 'invoiceCloseWorkflow', 'stripe-payment-declined');
+    const dunning = client.workflow.getHandle<typeof dunningWorkflow>(dunningWorkflowId(invoiceId));
+    expect((await dunning.result()).status).toBe('EXHAUSTED');
+    await save(dunning, 'dunningWorkflow', 'exhausted');
+    await orm.em.fork().nativeUpdate(Invoice, { id: invoiceId }, { status: 'VOID', voidedAt: new Date() });
+    const voided = await client.workflow.start(stripeVoidWorkflow, { workflowId: stripeVoidWorkflowId(invoiceId), taskQueue, args: [{ invoiceId }] });
+    expect(await voided.result()).toBe('VOID');
+    await save(voided, 'stripeVoidWorkflow', 'voided');
   });
 
   test('rating: a run of 50 rateEvents continues as new', async () => {
