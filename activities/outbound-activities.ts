@@ -11,7 +11,10 @@ import { DEFAULT_WEBHOOK_SETTINGS } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
 import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
-import { notificationWorkflowId } from '../workflows/search-attributes.js';
+import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId } from '../workflows/search-attributes.js';
+import { markRechargeStarted, unstartedRecharges } from '../db/recharge.js';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { Client } from '@temporalio/client';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
 import { sendOnce } from './send-once.js';
@@ -93,6 +96,7 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
           const ev = await evaluateDirty(em, { limit: EVALUATE_BATCH });
           // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
           if (ev.fired > 0) crashPoint('@outbound-evaluated');
+          await startRecharges(em, client, taskQueue);
           total.rounds++;
           total.evaluated += ev.customers;
           total.fired += ev.fired;
@@ -192,4 +196,26 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
       });
     },
   };
+}
+
+/**
+ * Starts `recharge/<contract>/<n>` for every recharge an evaluation recorded and no one started
+ * yet (a worker killed in between leaves the row for the next round). The workflow id makes a
+ * second start a no-op; the row is marked after.
+ */
+async function startRecharges(em: EntityManager, client: Client, taskQueue: string): Promise<number> {
+  const rows = await unstartedRecharges(em, 50);
+  for (const r of rows) {
+    try {
+      await client.workflow.start('rechargeWorkflow', {
+        workflowId: rechargeWorkflowId(r.contractId, r.n), taskQueue, args: [{ contractId: r.contractId, n: r.n }],
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        typedSearchAttributes: [{ key: CustomerIdKey, value: r.customerId }, { key: ContractIdKey, value: r.contractId }, { key: LifecycleStateKey, value: 'RECHARGING' }],
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    }
+    await markRechargeStarted(em, r.contractId, r.n);
+  }
+  return rows.length;
 }

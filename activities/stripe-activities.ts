@@ -6,6 +6,8 @@ import { stripeItems } from '../billing/stripe-items.js';
 import { Invoice } from '../db/entities.js';
 import { recordProviderPayment, standings } from '../db/payments.js';
 import { billingConfigOf, externalInvoices, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
+import { Contract } from '../db/entities.js';
+import { failRecharge, findRecharge, grantRecharge, recordRechargeInvoice } from '../db/recharge.js';
 import { describeStripeError, isStripeCardError, isStripeRequestError, stripeClient } from '../integrations/stripe/client.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
@@ -235,6 +237,73 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
           rethrow(err);
         }
       });
+    },
+
+    /**
+     * The payment of recharge n of a contract: a Stripe invoice for the recharge amount, charged to
+     * the default payment method, with idempotency keys `accrue:recharge:<contract>:<n>:<step>`
+     * (one invoice and one charge however often this runs). NO_GATE: the contract's gate is NONE.
+     * FAILED: declined, or nothing to charge (no Stripe, no billing config) — not retried.
+     */
+    async chargeRecharge({ contractId, n }: { contractId: string; n: number }): Promise<{ outcome: 'PAID' | 'NO_GATE' | 'FAILED'; message?: string }> {
+      return classified(async () => {
+        const em = orm.em.fork();
+        const r = await findRecharge(em, contractId, n);
+        if (!r) throw new NotFoundError('recharge', `${contractId}/${n}`);
+        if (r.status === 'GRANTED' || r.status === 'PAID') return { outcome: 'PAID' };
+        if (r.status === 'FAILED') return { outcome: 'FAILED', message: r.failure ?? 'failed' };
+        const contract = await em.findOneOrFail(Contract, { id: contractId });
+        const cfg = contract.terms?.prepaid_balance_threshold_configuration;
+        if (!cfg || cfg.payment_gate_config.payment_gate_type === 'NONE') return { outcome: 'NO_GATE' };
+        if (!client) return { outcome: 'FAILED', message: 'Stripe is off (STRIPE_SECRET_KEY is not set)' };
+        const config = await billingConfigOf(em, r.customerId);
+        if (!config) return { outcome: 'FAILED', message: 'the customer has no Stripe billing config' };
+        const rkey = (step: string) => `accrue:recharge:${contractId}:${n}:${step}`;
+        try {
+          let si: Stripe.Invoice;
+          if (!r.externalInvoiceId) {
+            si = await client.invoices.create({
+              customer: config.providerCustomerId, collection_method: 'charge_automatically', auto_advance: false, currency: 'usd',
+              pending_invoice_items_behavior: 'exclude', description: `Prepaid balance recharge ${n}`,
+              metadata: { accrue_recharge: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId },
+            }, { idempotencyKey: rkey('create') });
+            beat();
+            await recordRechargeInvoice(em, contractId, n, si.id!);
+          } else {
+            si = await client.invoices.retrieve(r.externalInvoiceId);
+          }
+          if (si.status === 'draft') {
+            await client.invoiceItems.create({
+              customer: config.providerCustomerId, invoice: si.id!, amount: dec(r.amount).toNumber(), currency: 'usd',
+              description: cfg.commit.name ?? 'Prepaid balance recharge', metadata: { accrue_recharge: `${contractId}:${n}` },
+            }, { idempotencyKey: rkey('item') });
+            si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: rkey('finalize') });
+            beat();
+          }
+          if (si.status === 'open') {
+            try {
+              si = await client.invoices.pay(si.id!, {}, { idempotencyKey: rkey('pay') });
+              crashPoint('@recharge-charged'); // charged at Stripe; the grant is not written yet
+            } catch (err) {
+              if (!isStripeCardError(err)) throw err;
+              return { outcome: 'FAILED', message: describeStripeError(err) };
+            }
+          }
+          if (si.status === 'paid') return { outcome: 'PAID' };
+          return { outcome: 'FAILED', message: `the Stripe invoice is ${si.status}` };
+        } catch (err) {
+          if (isStripeRequestError(err)) return { outcome: 'FAILED', message: describeStripeError(err) };
+          rethrow(err);
+        }
+      });
+    },
+
+    async grantRecharge({ contractId, n }: { contractId: string; n: number }): Promise<{ grantId: string; created: boolean }> {
+      return classified(() => grantRecharge(orm.em.fork(), contractId, n));
+    },
+
+    async failRecharge({ contractId, n, failure }: { contractId: string; n: number; failure: string }): Promise<void> {
+      return classified(() => failRecharge(orm.em.fork(), contractId, n, failure));
     },
   };
 }

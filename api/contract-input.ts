@@ -1,3 +1,4 @@
+import type { ThresholdConfig } from '../billing/recharge.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../billing/errors.js';
 import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem, TrialSpec } from '../billing/contract-terms.js';
@@ -357,4 +358,55 @@ export function arrearsPolicyInput(body: Obj): { gate_access: boolean } | undefi
   if (body.arrears_policy === undefined || body.arrears_policy === null) return undefined;
   const p = objectAt(body.arrears_policy, 'arrears_policy', ['gate_access']);
   return { gate_access: bool(p, 'gate_access', 'arrears_policy')! };
+}
+
+/**
+ * Metronome's `prepaid_balance_threshold_configuration` on contract create: when the contract's
+ * remaining prepaid balance falls to `threshold_amount`, a commit of `commit.product_id` tops it up
+ * to `recharge_to_amount` (whole cents), granted once paid through Stripe (`payment_gate_type:
+ * STRIPE`) or at once (`NONE`). EXTERNAL gates, custom credit types, discounts and balance
+ * specifiers are not supported (400 naming the field).
+ */
+export async function thresholdConfigInput(body: Obj, products: ProductLookup): Promise<ThresholdConfig | undefined> {
+  const key = 'prepaid_balance_threshold_configuration';
+  if (body[key] === undefined || body[key] === null) return undefined;
+  const c = objectAt(body[key], key, ['commit', 'is_enabled', 'payment_gate_config', 'recharge_to_amount', 'threshold_amount', 'custom_credit_type_id', 'discount_configuration', 'threshold_balance_specifiers']);
+  for (const unsupported of ['custom_credit_type_id', 'discount_configuration', 'threshold_balance_specifiers']) {
+    if (c[unsupported] !== undefined && c[unsupported] !== null) throw new ValidationError(`${key}.${unsupported}`, 'is not supported by Accrue');
+  }
+  const cp = `${key}.commit`;
+  const commit = objectAt(c.commit, cp, ['product_id', 'name', 'description', 'priority', 'applicable_product_ids', 'applicable_product_tags', 'specifiers']);
+  if (commit.specifiers !== undefined) throw new ValidationError(`${cp}.specifiers`, 'is not supported by Accrue for threshold commits; use applicable_product_ids or applicable_product_tags');
+  const product = await products.get(commit, 'product_id', cp);
+  const ids = stringArray(commit, 'applicable_product_ids', cp, { optional: true });
+  for (let i = 0; i < (ids ?? []).length; i++) await products.get({ id: ids![i] }, 'id', `${cp}.applicable_product_ids[${i}]`);
+  const tags = stringArray(commit, 'applicable_product_tags', cp, { optional: true });
+  if (commit.priority !== undefined && (typeof commit.priority !== 'number' || !Number.isFinite(commit.priority))) throw new ValidationError(`${cp}.priority`, 'must be a number');
+  const gp = `${key}.payment_gate_config`;
+  const gate = objectAt(c.payment_gate_config, gp, ['payment_gate_type', 'stripe_config', 'tax_type', 'precalculated_tax_config']);
+  const gateType = oneOf(gate, 'payment_gate_type', ['NONE', 'STRIPE', 'EXTERNAL'] as const, gp)!;
+  if (gateType === 'EXTERNAL') throw new ValidationError(`${gp}.payment_gate_type`, 'EXTERNAL is not supported by Accrue; use STRIPE or NONE');
+  if (gate.tax_type !== undefined && gate.tax_type !== 'NONE') throw new ValidationError(`${gp}.tax_type`, 'only NONE is supported by Accrue');
+  if (gate.precalculated_tax_config !== undefined) throw new ValidationError(`${gp}.precalculated_tax_config`, 'is not supported by Accrue');
+  if (gate.stripe_config !== undefined && gate.stripe_config !== null) {
+    const sc = objectAt(gate.stripe_config, `${gp}.stripe_config`, ['payment_type', 'invoice_metadata']);
+    if (sc.payment_type !== undefined && sc.payment_type !== 'INVOICE') throw new ValidationError(`${gp}.stripe_config.payment_type`, 'only INVOICE is supported by Accrue');
+  }
+  const threshold = wholeAmount(c, 'threshold_amount', key);
+  const rechargeTo = wholeAmount(c, 'recharge_to_amount', key);
+  if (!dec(rechargeTo).gt(dec(threshold))) throw new ValidationError(`${key}.recharge_to_amount`, `must be more than threshold_amount (${threshold})`);
+  return {
+    commit: {
+      product_id: product.id,
+      ...(str(commit, 'name', cp, { optional: true }) !== undefined ? { name: str(commit, 'name', cp)! } : {}),
+      ...(str(commit, 'description', cp, { optional: true }) !== undefined ? { description: str(commit, 'description', cp)! } : {}),
+      ...(typeof commit.priority === 'number' ? { priority: commit.priority } : {}),
+      ...(ids ? { applicable_product_ids: ids } : {}),
+      ...(tags ? { applicable_product_tags: tags } : {}),
+    },
+    is_enabled: bool(c, 'is_enabled', key)!,
+    payment_gate_config: { payment_gate_type: gateType },
+    threshold_amount: threshold,
+    recharge_to_amount: rechargeTo,
+  };
 }

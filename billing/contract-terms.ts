@@ -1,3 +1,4 @@
+import type { ThresholdConfig } from './recharge.js';
 import type { ProductInfo, ProductType, QuantityConversion, QuantityRounding } from './invoice.js';
 import type { ContractOverride, OverrideSpecifier, Prioritization } from './overrides.js';
 import type { RateSpec, RateType } from './pricing/index.js';
@@ -148,6 +149,8 @@ export interface ContractTerms {
   approval_policy?: ApprovalPolicy;
   /** Accrue: whether access is gated (entitlements) while the contract is in ARREARS (default: not). */
   arrears_policy?: { gate_access: boolean };
+  /** Metronome's auto-recharge of the prepaid balance (billing/recharge.ts). */
+  prepaid_balance_threshold_configuration?: ThresholdConfig;
 }
 
 /** What a contract without `renewal_notice_days` in its terms gets. */

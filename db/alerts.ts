@@ -7,9 +7,10 @@ import { customerBalances } from './balances.js';
 import { invalidateEntitlements } from './entitlements.js';
 import { BillableMetric } from './entities.js';
 import { newId } from './ids.js';
-import { BILLED_USAGE_TYPES, customerDrafts, preloadDrafts } from './invoices.js';
+import { BILLED_USAGE_TYPES, customerDrafts, preloadDrafts, type DraftsPreload } from './invoices.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
+import { evaluateRecharges, rechargeContracts } from './recharge.js';
 import { usageSeries } from './usage-series.js';
 import { OUTBOUND_CHANNEL, wake } from './wakeup.js';
 
@@ -150,11 +151,11 @@ const BALANCE_TYPES: AlertType[] = ['low_credit_balance_reached', 'low_remaining
  * (`customerBalances` over those drafts) and the usage aggregates (one query per metric, filter
  * and period start for all the customers). Nothing here is a second pricing path.
  */
-export async function measureCustomers(em: EntityManager, customers: { id: string; alerts: AlertRow[] }[], now: Date, metrics = new Map<string, BillableMetric | null>()): Promise<Map<string, Measures>> {
+export async function measureCustomers(em: EntityManager, customers: { id: string; alerts: AlertRow[] }[], now: Date, metrics = new Map<string, BillableMetric | null>(), preloaded?: DraftsPreload): Promise<Map<string, Measures>> {
   const t = now.getTime();
   const out = new Map<string, Measures>();
   if (!customers.length) return out;
-  const preload = await preloadDrafts(em, customers.map((c) => c.id), now);
+  const preload = preloaded ?? await preloadDrafts(em, customers.map((c) => c.id), now);
   const measured = await Promise.all(customers.map(async (c) => {
     const drafts = await customerDrafts(em, c.id, now, { preload });
     const current = drafts.filter((d) => Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
@@ -247,8 +248,11 @@ export async function evaluateDirty(em: EntityManager, opts: { limit: number; no
   const alerts = alertRows.map(alertOf).filter((a) => a.type !== 'usage_threshold_reached' || a.billableMetricId);
   const customers = new Map(customerRows.map((c) => [c.id, c]));
   const capped = new Set(cappedRows.map((r) => r.customer_id));
+  // Contracts that recharge their prepaid balance are evaluated in the same rounds (db/recharge.ts).
+  const recharging = await rechargeContracts(em, marks.map((m) => m.customer_id), now);
+  const recharges = new Set(recharging.map((c) => c.customerId));
   const alertsOf = (id: string) => (customers.get(id) && !customers.get(id)!.archived_at ? alerts.filter((a) => a.customerId === null || a.customerId === id) : []);
-  const idle = marks.filter((m) => !alertsOf(m.customer_id).length && !capped.has(m.customer_id));
+  const idle = marks.filter((m) => !alertsOf(m.customer_id).length && !capped.has(m.customer_id) && !recharges.has(m.customer_id));
   const wanted = marks.filter((m) => !idle.includes(m));
 
   const result = await em.fork().transactional(async (tx) => {
@@ -260,7 +264,11 @@ export async function evaluateDirty(em: EntityManager, opts: { limit: number; no
     for (const id of locked) if (capped.has(id)) await invalidateEntitlements(tx, id);
     const evaluated = [...locked].filter((id) => alertsOf(id).length).map((id) => ({ id, alerts: alertsOf(id) }));
     const states = await customerAlertStatesMany(tx, evaluated.map((c) => c.id));
-    const measures = await measureCustomers(tx, evaluated, now);
+    const rechargeNow = recharging.filter((c) => locked.has(c.customerId));
+    const measuredIds = [...new Set([...evaluated.map((c) => c.id), ...rechargeNow.map((c) => c.customerId)])];
+    const preload = measuredIds.length ? await preloadDrafts(tx, measuredIds, now) : undefined;
+    const measures = await measureCustomers(tx, evaluated, now, undefined, preload);
+    if (preload) await evaluateRecharges(tx, rechargeNow, now, preload);
     for (const c of evaluated) {
       const fired = await recordSteps(tx, c.id, new Date(customers.get(c.id)!.created_at), c.alerts, states.get(c.id) ?? new Map(), measures.get(c.id)!, now);
       out.fired += fired.length;

@@ -17,6 +17,7 @@ export const NOTIFICATION_TYPES = [
   'alerts.low_remaining_commit_balance_reached', 'alerts.low_remaining_commit_percentage_reached',
   'invoice.finalized', 'contract.create', 'contract.end',
   'accrue.contract.lifecycle_changed', 'accrue.invoice.payment_status_changed', 'accrue.invoice.refunded',
+  'payment_gate.payment_status',
 ] as const;
 export type NotificationType = typeof NOTIFICATION_TYPES[number];
 

@@ -111,7 +111,11 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
   };
   const checked: { report: InvoiceReport; billed: StoredInvoiceLine[]; rederived: StoredInvoiceLine[]; finalized: boolean }[] = [];
   for (const contract of contracts) {
+    // Drafts first, then the frozen invoices: an invoice frozen in between is then among the
+    // frozen ones (its draft is dropped) — read the other way round it would be in neither.
+    const open = contract.archivedAt ? undefined : await draftsOf(contract.customerId);
     const stored = await em.find(Invoice, { contractId: contract.id }, { orderBy: { periodStart: 'asc' } });
+    const storedIds = new Set(stored.map((i) => i.id));
     for (const inv of stored) {
       if (inv.status === 'VOID') continue;
       // Its billed corrections are taken as they are (they are checked per corrected invoice
@@ -123,10 +127,9 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
       const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts, asOf: inv.frozenAt, corrections: billedCorrections });
       checked.push({ report: reportOf(inv.id, contract.id, inv.status, inv.periodStart.toISOString(), inv.total, inv.lineItems), billed: inv.lineItems, rederived: storedLines(again), finalized: inv.status === 'FINALIZED' });
     }
-    if (!contract.archivedAt) {
-      const { drafts, raw } = await draftsOf(contract.customerId);
-      for (const { view } of drafts.filter((d) => d.contract.id === contract.id)) {
-        checked.push({ report: reportOf(view.id, contract.id, 'DRAFT', view.periodStart, view.total, view.lines), billed: view.lines, rederived: raw.get(view.id)!.lines, finalized: false });
+    if (open) {
+      for (const { view } of open.drafts.filter((d) => d.contract.id === contract.id && !storedIds.has(d.view.id))) {
+        checked.push({ report: reportOf(view.id, contract.id, 'DRAFT', view.periodStart, view.total, view.lines), billed: view.lines, rederived: open.raw.get(view.id)!.lines, finalized: false });
       }
     }
   }

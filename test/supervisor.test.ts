@@ -70,8 +70,9 @@ describe('npm start supervises its stack', () => {
     return stack;
   }
   const health = (port = ports.api!) => http({ baseURL: `http://127.0.0.1:${port}` }, 'GET', '/health');
-  const healthy = (what: string) => eventually(what, async () => {
-    const h = await health();
+  // On a timeout the error carries the stack's log: what it was doing when it did not come up.
+  const healthy = (what: string, stack?: Stack) => eventually(what, async () => {
+    const h = await health().catch((err: Error) => { throw new Error(`${err.message}${stack ? `\n--- npm start log (tail) ---\n${stack.log().slice(-3000)}` : ''}`); });
     if (h.status !== 200) throw new Error(`health ${h.status} ${h.text}`);
   }, 120_000);
   const logShows = (stack: Stack, text: string) => eventually(`the log to say "${text}"`, async () => {
@@ -223,7 +224,7 @@ describe('npm start supervises its stack', () => {
 
   test('started again on the same data, SIGINT to npm\'s pid alone stops it all as well', async () => {
     const again = npmStart();
-    await healthy('the stack up again on its data');
+    await healthy('the stack up again on its data', again);
     const all = descendants(again.npm.pid!);
     expect(all.length).toBeGreaterThan(5);
     process.kill(again.npm.pid!, 'SIGINT');

@@ -15,3 +15,4 @@ export const outboundWorkflowId = (taskQueue: string) => `outbound/${taskQueue}`
 export const notificationWorkflowId = (notificationId: string) => `notification/${notificationId}`;
 export const dunningWorkflowId = (invoiceId: string) => `dunning/${invoiceId}`;
 export const stripeVoidWorkflowId = (invoiceId: string) => `stripe-void/${invoiceId}`;
+export const rechargeWorkflowId = (contractId: string, n: number) => `recharge/${contractId}/${n}`;

@@ -97,6 +97,13 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     renewal_notice_days: terms.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS,
     // Absent: the contract follows the operator's ACCRUE_APPROVAL_POLICY.
     ...(terms.arrears_policy ? { arrears_policy: { gate_access: terms.arrears_policy.gate_access } } : {}),
+    ...(terms.prepaid_balance_threshold_configuration ? {
+      prepaid_balance_threshold_configuration: {
+        ...terms.prepaid_balance_threshold_configuration,
+        threshold_amount: jsonDecimal(terms.prepaid_balance_threshold_configuration.threshold_amount),
+        recharge_to_amount: jsonDecimal(terms.prepaid_balance_threshold_configuration.recharge_to_amount),
+      },
+    } : {}),
     ...(terms.approval_policy ? { approval_policy: { mode: terms.approval_policy.mode, ...(terms.approval_policy.amount !== undefined ? { amount: jsonDecimal(terms.approval_policy.amount) } : {}) } } : {}),
   });
   const successor = await successorOf(em, c.id);

@@ -18,6 +18,7 @@ import { Migration20261206110000_approval_reminder } from './Migration2026120611
 import { Migration20261207100000_alerts_and_webhooks } from './Migration20261207100000_alerts_and_webhooks.js';
 import { Migration20261207110000_alert_marks_on_changes } from './Migration20261207110000_alert_marks_on_changes.js';
 import { Migration20261208100000_stripe } from './Migration20261208100000_stripe.js';
+import { Migration20261208110000_recharge } from './Migration20261208110000_recharge.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -41,4 +42,5 @@ export const migrationsList = [
   { name: 'Migration20261207100000_alerts_and_webhooks', class: Migration20261207100000_alerts_and_webhooks },
   { name: 'Migration20261207110000_alert_marks_on_changes', class: Migration20261207110000_alert_marks_on_changes },
   { name: 'Migration20261208100000_stripe', class: Migration20261208100000_stripe },
+  { name: 'Migration20261208110000_recharge', class: Migration20261208110000_recharge },
 ];

@@ -1,0 +1,108 @@
+import type Metronome from '@metronome/sdk';
+import { evaluateDirty, markDirty } from '../db/alerts.js';
+import { useSdkApp } from './sdk-app.js';
+import { eventually, http, monthStart, uniqueName } from './stack.js';
+import { stripeCustomer, stripeEnv, testStripe } from './stripe/fixtures.js';
+
+/**
+ * Auto-recharge of a prepaid balance (Metronome's `prepaid_balance_threshold_configuration`)
+ * through Stripe: usage draws the prepaid commit down to the threshold, `recharge/<contract>/<n>`
+ * charges the recharge amount through a Stripe invoice and grants the commit only once paid; a
+ * declined card grants nothing, notifies `payment_gate.payment_status` and is not retried in a
+ * loop; evaluators racing on the same marks start one recharge per crossing.
+ */
+describe('auto-recharge through Stripe', () => {
+  const h = useSdkApp('recharge', { env: stripeEnv() });
+  const stripe = testStripe();
+
+  const setUp = async (card: 'pays' | 'declines', gate: 'STRIPE' | 'NONE' = 'STRIPE') => {
+    const metric = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const calls = await h.client.v1.contracts.products.create({ name: uniqueName('Calls'), type: 'USAGE', billable_metric_id: metric.data.id });
+    const credits = await h.client.v1.contracts.products.create({ name: uniqueName('Credits'), type: 'FIXED' });
+    const rateCard = await h.client.v1.contracts.rateCards.create({ name: uniqueName('card') });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: rateCard.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: monthStart(-1) });
+    const alias = uniqueName('recharge');
+    const customer = await h.client.v1.customers.create({ name: 'Prepaid Co', ingest_aliases: [alias], billing_email: `${alias}@example.test` } as Metronome.V1.CustomerCreateParams);
+    const stripeCustomerId = await stripeCustomer(stripe, card);
+    await h.client.v1.customers.billingConfig.create({ customer_id: customer.data.id, billing_provider_type: 'stripe', billing_provider_customer_id: stripeCustomerId });
+    const contract = await h.client.v1.contracts.create({
+      customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: monthStart(0),
+      commits: [{ type: 'PREPAID', product_id: credits.data.id, name: 'Starter credits', access_schedule: { schedule_items: [{ amount: 1000, starting_at: monthStart(0), ending_before: monthStart(12) }] } }],
+      prepaid_balance_threshold_configuration: {
+        commit: { product_id: credits.data.id, name: 'Auto top-up' }, is_enabled: true,
+        payment_gate_config: { payment_gate_type: gate }, threshold_amount: 500, recharge_to_amount: 2000,
+      },
+    } as unknown as Metronome.V1.ContractCreateParams);
+    let n = 0;
+    const ingest = (count: number) => h.client.v1.usage.ingest({ usage: Array.from({ length: count }, () => ({ transaction_id: `${alias}-${n++}`, customer_id: alias, event_type: 'call', timestamp: new Date(Date.now() - 1000).toISOString() })) });
+    return { customerId: customer.data.id, contractId: contract.data.id, stripeCustomerId, ingest };
+  };
+  const recharges = async (contractId: string) => h.orm.em.fork().execute<{ n: number; amount: string; balance_before: string; status: string }[]>(
+    'select n, amount::text as amount, balance_before::text as balance_before, status from recharge where contract_id = ? order by n', [contractId]);
+  const grants = async (contractId: string) => h.orm.em.fork().execute<{ name: string; amount: string }[]>(
+    `select name, access_schedule -> 'schedule_items' -> 0 ->> 'amount' as amount from balance_grant where contract_id = ? order by created_at`, [contractId]);
+  const gateNotices = async (customerId: string) => (await h.orm.em.fork().execute<{ properties: { payment_status: string; amount: number } }[]>(
+    `select properties from outbound_event where type = 'payment_gate.payment_status' and customer_id = ? order by created_at`, [customerId])).map((r) => [r.properties.payment_status, r.properties.amount]);
+
+  test('the balance falls to the threshold: one Stripe invoice for the difference, paid, then the commit is granted; above the threshold again nothing happens', async () => {
+    const s = await setUp('pays');
+    const got = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } });
+    expect(got.json.data.current.prepaid_balance_threshold_configuration).toMatchObject({ threshold_amount: 500, recharge_to_amount: 2000, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' } });
+    await s.ingest(4); // 400 of 1000: balance 600, above the threshold
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await recharges(s.contractId)).toEqual([]);
+    // Two requests at once take it to 400: concurrent rating passes, one crossing.
+    await Promise.all(Array.from({ length: 2 }, () => s.ingest(1)));
+    await eventually('recharged', async () => expect(await recharges(s.contractId)).toEqual([{ n: 1, amount: '1600', balance_before: '400', status: 'GRANTED' }]), 60_000);
+    expect(await grants(s.contractId)).toEqual([{ name: 'Starter credits', amount: '1000' }, { name: 'Auto top-up', amount: '1600' }]);
+    const invoices = (await stripe.invoices.list({ customer: s.stripeCustomerId })).data;
+    expect(invoices.map((i) => [i.total, i.status, i.metadata?.accrue_recharge])).toEqual([[1600, 'paid', `${s.contractId}:1`]]);
+    expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
+    expect(await gateNotices(s.customerId)).toEqual([['paid', 1600]]);
+    // 2000 now; 100 more usage leaves 1900: no recharge.
+    await s.ingest(1);
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await recharges(s.contractId)).toHaveLength(1);
+  });
+
+  test('a declined card: nothing granted, payment_gate.payment_status failed, and no retry loop as usage goes on', async () => {
+    const s = await setUp('declines');
+    await s.ingest(6);
+    await eventually('the recharge failed', async () => expect(await recharges(s.contractId)).toEqual([{ n: 1, amount: '1600', balance_before: '400', status: 'FAILED' }]), 60_000);
+    expect(await grants(s.contractId)).toEqual([{ name: 'Starter credits', amount: '1000' }]);
+    expect(await gateNotices(s.customerId)).toEqual([['failed', 1600]]);
+    await s.ingest(2);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await recharges(s.contractId)).toHaveLength(1);
+    expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
+  });
+
+  test('evaluators racing on the same marks start one recharge per crossing (gate NONE: granted at once)', async () => {
+    const s = await setUp('pays', 'NONE');
+    // Stop the app's own evaluator from winning every race: evaluate from here, several at once, many times.
+    await s.ingest(6);
+    for (let round = 0; round < 10; round++) {
+      await markDirty(h.orm.em.fork(), [s.customerId]);
+      await Promise.all(Array.from({ length: 4 }, () => evaluateDirty(h.orm.em.fork(), { limit: 50 })));
+    }
+    await eventually('recharged once', async () => expect(await recharges(s.contractId)).toEqual([{ n: 1, amount: '1600', balance_before: '400', status: 'GRANTED' }]), 60_000);
+    expect((await stripe.invoices.list({ customer: s.stripeCustomerId })).data).toHaveLength(0);
+    // Bad configurations: 4xx naming the field, no contract written.
+    const current = (await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } })).json.data.current;
+    const creditsId = current.prepaid_balance_threshold_configuration.commit.product_id as string;
+    const config = { commit: { product_id: creditsId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: 500, recharge_to_amount: 2000 };
+    const before = await h.orm.em.fork().execute('select count(*)::int as n from contract');
+    for (const [change, status, field] of [
+      [{ commit: { product_id: '00000000-0000-4000-8000-000000000000' } }, 404, 'prepaid_balance_threshold_configuration.commit.product_id'],
+      [{ payment_gate_config: { payment_gate_type: 'EXTERNAL' } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.payment_gate_type'],
+      [{ recharge_to_amount: 500 }, 400, 'prepaid_balance_threshold_configuration.recharge_to_amount'],
+      [{ threshold_amount: 10.5 }, 400, 'prepaid_balance_threshold_configuration.threshold_amount'],
+      [{ is_enabled: 'yes' }, 400, 'prepaid_balance_threshold_configuration.is_enabled'],
+      [{ discount_configuration: { payment_fraction: 0.9 } }, 400, 'prepaid_balance_threshold_configuration.discount_configuration'],
+    ] as const) {
+      const bad = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: s.customerId, rate_card_id: current.rate_card_id, starting_at: monthStart(1), prepaid_balance_threshold_configuration: { ...config, ...change } } });
+      expect([bad.status, bad.json.field]).toEqual([status, field]);
+    }
+    expect(await h.orm.em.fork().execute('select count(*)::int as n from contract')).toEqual(before);
+  });
+});

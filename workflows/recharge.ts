@@ -1,0 +1,23 @@
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+
+/**
+ * One auto-recharge of a contract's prepaid balance (`recharge/<contract_id>/<n>`, n = the
+ * crossing's number, started by the outbound loop for each recharge its evaluation recorded):
+ * collect the payment through the payment gate (a Stripe invoice charged at once, with
+ * idempotency keys), then grant the commit — only once paid. A declined payment grants nothing,
+ * sends `payment_gate.payment_status` (failed) and ends: the charge is not retried in a loop (the
+ * contract recharges again only after its balance was above the threshold once more).
+ */
+const stripe = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', heartbeatTimeout: '20 seconds', retry: { initialInterval: '2 seconds', maximumInterval: '10 minutes', backoffCoefficient: 2 } });
+const acts = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds', retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 } });
+
+export async function rechargeWorkflow({ contractId, n }: { contractId: string; n: number }): Promise<'GRANTED' | 'FAILED'> {
+  const paid = await stripe.chargeRecharge({ contractId, n });
+  if (paid.outcome === 'FAILED') {
+    await acts.failRecharge({ contractId, n, failure: paid.message ?? 'the payment failed' });
+    return 'FAILED';
+  }
+  await acts.grantRecharge({ contractId, n });
+  return 'GRANTED';
+}
