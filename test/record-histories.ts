@@ -31,7 +31,8 @@ import { startWebhookReceiver } from './webhook-receiver.js';
 import { saveBillingConfig } from '../db/stripe.js';
 import { Invoice } from '../db/entities.js';
 import { dunningWorkflow, stripeVoidWorkflow } from '../workflows/dunning.js';
-import { dunningWorkflowId, stripeVoidWorkflowId } from '../workflows/search-attributes.js';
+import { rechargeWorkflow } from '../workflows/recharge.js';
+import { dunningWorkflowId, rechargeWorkflowId, stripeVoidWorkflowId } from '../workflows/search-attributes.js';
 import { STRIPE_KEY, stripeCustomer, testStripe } from './stripe/fixtures.js';
 
 /**
@@ -156,6 +157,16 @@ describe(`record workflow histories (label ${label})`, () => {
     const voided = await client.workflow.start(stripeVoidWorkflow, { workflowId: stripeVoidWorkflowId(invoiceId), taskQueue, args: [{ invoiceId }] });
     expect(await voided.result()).toBe('VOID');
     await save(voided, 'stripeVoidWorkflow', 'voided');
+  });
+
+  test('recharge: paid through Stripe, then granted', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: monthStart(0), price: '1' });
+    await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { terms: { prepaid_balance_threshold_configuration: { commit: { product_id: s.productId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: '100', recharge_to_amount: '500' } } });
+    await saveBillingConfig(orm.em.fork(), { customerId: s.customerId, providerCustomerId: await stripeCustomer(testStripe(), 'pays'), collectionMethod: 'charge_automatically' });
+    await orm.em.fork().execute(`insert into recharge (contract_id, n, customer_id, amount, balance_before, status) values (?, 1, ?, 500, 0, 'PENDING')`, [s.contractId, s.customerId]);
+    const handle = await client.workflow.start(rechargeWorkflow, { workflowId: rechargeWorkflowId(s.contractId, 1), taskQueue, args: [{ contractId: s.contractId, n: 1 }] });
+    expect(await handle.result()).toBe('GRANTED');
+    await save(handle, 'rechargeWorkflow', 'granted');
   });
 
   test('rating: a run of 50 rateEvents continues as new', async () => {
