@@ -12,7 +12,8 @@ import { crashPoint } from '../workers/failpoints.js';
 import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId } from '../workflows/search-attributes.js';
-import { markRechargeStarted, unstartedRecharges } from '../db/recharge.js';
+import { markGatedCommitStarted, markRechargeStarted, unstartedGatedCommits, unstartedRecharges } from '../db/recharge.js';
+import { startCommitPayment } from './workflow-starts.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type { ActivityDeps } from './index.js';
@@ -217,5 +218,11 @@ async function startRecharges(em: EntityManager, client: Client, taskQueue: stri
     }
     await markRechargeStarted(em, r.contractId, r.n);
   }
-  return rows.length;
+  // Payment-gated commits whose start the API could not make (Temporal was down at the time).
+  const gated = await unstartedGatedCommits(em, 50);
+  for (const g of gated) {
+    await startCommitPayment(client, taskQueue, g);
+    await markGatedCommitStarted(em, g.grantId);
+  }
+  return rows.length + gated.length;
 }

@@ -7,7 +7,7 @@ import { Invoice } from '../db/entities.js';
 import { recordProviderPayment, standings } from '../db/payments.js';
 import { billingConfigOf, externalInvoices, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
 import { Contract } from '../db/entities.js';
-import { failRecharge, findRecharge, grantRecharge, recordRechargeInvoice } from '../db/recharge.js';
+import { failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice } from '../db/recharge.js';
 import { describeStripeError, isStripeCardError, isStripeRequestError, stripeClient } from '../integrations/stripe/client.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
@@ -89,6 +89,55 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
     }
     await recordExternal(em, { invoiceId: inv.id, externalId, status: 'VOID', collectionMethod, hostedUrl: si.hosted_invoice_url ?? null });
     return { outcome: 'VOID', stripeInvoiceId: externalId };
+  };
+
+  /**
+   * One payment through a Stripe invoice charged at once (a recharge, a gated commit): create (id
+   * recorded by `record`), one item, finalize, pay — each with `<keyPrefix>:<step>` as idempotency
+   * key, resuming from the recorded invoice. A decline or a request Stripe refuses is FAILED.
+   */
+  const chargeAtStripe = async (o: {
+    customerId: string; amount: string; keyPrefix: string; existingInvoiceId: string | null; description: string; itemName: string;
+    metadata: Record<string, string>; record: (externalId: string) => Promise<void>; crashPoint?: string;
+  }): Promise<{ outcome: 'PAID' | 'FAILED'; message?: string }> => {
+    if (!client) return { outcome: 'FAILED', message: 'Stripe is off (STRIPE_SECRET_KEY is not set)' };
+    const config = await billingConfigOf(orm.em.fork(), o.customerId);
+    if (!config) return { outcome: 'FAILED', message: 'the customer has no Stripe billing config' };
+    const k = (step: string) => `${o.keyPrefix}:${step}`;
+    try {
+      let si: Stripe.Invoice;
+      if (!o.existingInvoiceId) {
+        si = await client.invoices.create({
+          customer: config.providerCustomerId, collection_method: 'charge_automatically', auto_advance: false, currency: 'usd',
+          pending_invoice_items_behavior: 'exclude', description: o.description, metadata: o.metadata,
+        }, { idempotencyKey: k('create') });
+        beat();
+        await o.record(si.id!);
+      } else {
+        si = await client.invoices.retrieve(o.existingInvoiceId);
+      }
+      if (si.status === 'draft') {
+        await client.invoiceItems.create({
+          customer: config.providerCustomerId, invoice: si.id!, amount: dec(o.amount).toNumber(), currency: 'usd', description: o.itemName, metadata: o.metadata,
+        }, { idempotencyKey: k('item') });
+        si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: k('finalize') });
+        beat();
+      }
+      if (si.status === 'open') {
+        try {
+          si = await client.invoices.pay(si.id!, {}, { idempotencyKey: k('pay') });
+          if (o.crashPoint) crashPoint(o.crashPoint); // charged at Stripe; nothing granted yet
+        } catch (err) {
+          if (!isStripeCardError(err)) throw err;
+          return { outcome: 'FAILED', message: describeStripeError(err) };
+        }
+      }
+      if (si.status === 'paid') return { outcome: 'PAID' };
+      return { outcome: 'FAILED', message: `the Stripe invoice is ${si.status}` };
+    } catch (err) {
+      if (isStripeRequestError(err)) return { outcome: 'FAILED', message: describeStripeError(err) };
+      rethrow(err);
+    }
   };
 
   return {
@@ -256,46 +305,38 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
         const cfg = contract.terms?.prepaid_balance_threshold_configuration;
         if (!cfg || cfg.payment_gate_config.payment_gate_type === 'NONE') return { outcome: 'NO_GATE' };
         if (!client) return { outcome: 'FAILED', message: 'Stripe is off (STRIPE_SECRET_KEY is not set)' };
-        const config = await billingConfigOf(em, r.customerId);
-        if (!config) return { outcome: 'FAILED', message: 'the customer has no Stripe billing config' };
-        const rkey = (step: string) => `accrue:recharge:${contractId}:${n}:${step}`;
-        try {
-          let si: Stripe.Invoice;
-          if (!r.externalInvoiceId) {
-            si = await client.invoices.create({
-              customer: config.providerCustomerId, collection_method: 'charge_automatically', auto_advance: false, currency: 'usd',
-              pending_invoice_items_behavior: 'exclude', description: `Prepaid balance recharge ${n}`,
-              metadata: { accrue_recharge: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId },
-            }, { idempotencyKey: rkey('create') });
-            beat();
-            await recordRechargeInvoice(em, contractId, n, si.id!);
-          } else {
-            si = await client.invoices.retrieve(r.externalInvoiceId);
-          }
-          if (si.status === 'draft') {
-            await client.invoiceItems.create({
-              customer: config.providerCustomerId, invoice: si.id!, amount: dec(r.amount).toNumber(), currency: 'usd',
-              description: cfg.commit.name ?? 'Prepaid balance recharge', metadata: { accrue_recharge: `${contractId}:${n}` },
-            }, { idempotencyKey: rkey('item') });
-            si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: rkey('finalize') });
-            beat();
-          }
-          if (si.status === 'open') {
-            try {
-              si = await client.invoices.pay(si.id!, {}, { idempotencyKey: rkey('pay') });
-              crashPoint('@recharge-charged'); // charged at Stripe; the grant is not written yet
-            } catch (err) {
-              if (!isStripeCardError(err)) throw err;
-              return { outcome: 'FAILED', message: describeStripeError(err) };
-            }
-          }
-          if (si.status === 'paid') return { outcome: 'PAID' };
-          return { outcome: 'FAILED', message: `the Stripe invoice is ${si.status}` };
-        } catch (err) {
-          if (isStripeRequestError(err)) return { outcome: 'FAILED', message: describeStripeError(err) };
-          rethrow(err);
-        }
+        return chargeAtStripe({
+          customerId: r.customerId, amount: r.amount, keyPrefix: `accrue:recharge:${contractId}:${n}`, existingInvoiceId: r.externalInvoiceId,
+          description: `Prepaid balance recharge ${n}`, itemName: cfg.commit.name ?? 'Prepaid balance recharge',
+          metadata: { accrue_recharge: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId },
+          record: (id) => recordRechargeInvoice(em, contractId, n, id), crashPoint: '@recharge-charged',
+        });
       });
+    },
+
+    /** The payment of a payment-gated commit (its own invoice, keys `accrue:commit:<grant id>:<step>`). */
+    async chargeGatedCommit({ grantId }: { grantId: string }): Promise<{ outcome: 'PAID' | 'FAILED'; message?: string }> {
+      return classified(async () => {
+        const em = orm.em.fork();
+        const g = await findGatedCommit(em, grantId);
+        if (!g) throw new NotFoundError('gated commit', grantId);
+        if (g.status === 'GRANTED') return { outcome: 'PAID' };
+        if (g.status === 'FAILED') return { outcome: 'FAILED', message: g.failure ?? 'failed' };
+        return chargeAtStripe({
+          customerId: g.customerId, amount: g.amount, keyPrefix: `accrue:commit:${grantId}`, existingInvoiceId: g.externalInvoiceId,
+          description: `Commit ${g.name ?? grantId}`, itemName: g.name ?? 'Prepaid commit',
+          metadata: { accrue_commit: grantId, accrue_contract_id: g.contractId, accrue_customer_id: g.customerId },
+          record: (id) => recordGatedCommitInvoice(em, grantId, id),
+        });
+      });
+    },
+
+    async grantGatedCommit({ grantId }: { grantId: string }): Promise<boolean> {
+      return classified(() => grantGatedCommit(orm.em.fork(), grantId));
+    },
+
+    async failGatedCommit({ grantId, failure }: { grantId: string; failure: string }): Promise<void> {
+      return classified(() => failGatedCommit(orm.em.fork(), grantId, failure));
     },
 
     async grantRecharge({ contractId, n }: { contractId: string; n: number }): Promise<{ grantId: string; created: boolean }> {

@@ -131,7 +131,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(usageCollectorsRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(productsRouter(deps.orm));
   app.use(pricingRouter(deps.orm));
-  app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue));
+  app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue, deps.stripe));
   app.use(contractReadsRouter(deps.orm));
   app.use(contractLifecycleRouter(deps.orm));
   app.use(contractChangesRouter(deps.orm, deps.temporal, deps.taskQueue));

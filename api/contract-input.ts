@@ -199,15 +199,27 @@ const GRANT_FIELDS = ['product_id', 'access_schedule', 'priority', 'applicable_p
 /** A commit (kind from `type`) or a credit, for a contract (contractId) or the customer (contractId null). */
 export async function grantInput(
   raw: unknown, p: string, kind: 'COMMIT' | 'CREDIT',
-  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean; amendmentId?: string },
+  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean; amendmentId?: string; gates?: Map<string, 'STRIPE'> },
 ): Promise<BalanceGrant> {
-  const allowed = [...GRANT_FIELDS, ...(kind === 'COMMIT' ? ['type', 'invoice_schedule', 'amount', 'temporary_id'] : []),
+  const allowed = [...GRANT_FIELDS, ...(kind === 'COMMIT' ? ['type', 'invoice_schedule', 'amount', 'temporary_id', 'payment_gate_config'] : []),
     ...(ctx.customerLevel ? ['customer_id', 'applicable_contract_ids', ...(kind === 'COMMIT' ? ['invoice_contract_id'] : [])] : [])];
   const pp = p ? `${p}.` : '';
   const v = objectAt(raw, p, allowed);
   if (v.amount !== undefined) throw new ValidationError(`${pp}amount`, 'is deprecated; use access_schedule and invoice_schedule');
   const grantKind = kind === 'CREDIT' ? 'CREDIT' : (String(v.type ?? '').toUpperCase() as 'PREPAID' | 'POSTPAID');
   if (kind === 'COMMIT' && grantKind !== 'PREPAID' && grantKind !== 'POSTPAID') throw new ValidationError(`${pp}type`, `must be one of PREPAID, POSTPAID; got ${JSON.stringify(v.type)}`);
+  // Payment-gated commits (contracts/create only): the commit takes effect once paid through Stripe.
+  let gate: 'NONE' | 'STRIPE' = 'NONE';
+  if (v.payment_gate_config !== undefined && v.payment_gate_config !== null) {
+    const gp = `${pp}payment_gate_config`;
+    if (!ctx.gates) throw new ValidationError(gp, 'is accepted on contracts/create only');
+    const g = objectAt(v.payment_gate_config, gp, ['payment_gate_type', 'stripe_config', 'tax_type', 'precalculated_tax_config']);
+    const t = oneOf(g, 'payment_gate_type', ['NONE', 'STRIPE', 'EXTERNAL'] as const, gp)!;
+    if (t === 'EXTERNAL') throw new ValidationError(`${gp}.payment_gate_type`, 'EXTERNAL is not supported by Accrue; use STRIPE or NONE');
+    if (g.tax_type !== undefined && g.tax_type !== 'NONE') throw new ValidationError(`${gp}.tax_type`, 'only NONE is supported by Accrue');
+    if (t === 'STRIPE' && grantKind !== 'PREPAID') throw new ValidationError(`${gp}.payment_gate_type`, 'only a PREPAID commit can be payment-gated');
+    gate = t;
+  }
   const product = await ctx.products.get(v, 'product_id', p);
 
   const ap = `${pp}access_schedule`;
@@ -254,8 +266,10 @@ export async function grantInput(
   if (ctx.customerLevel && grantKind !== 'CREDIT' && invoiceSchedule && !invoiceSchedule.do_not_invoice && !invoiceContractId) {
     throw new ValidationError(`${p ? `${pp}` : ''}invoice_contract_id`, 'is required for a commit with an invoice schedule: the contract whose invoices bill it');
   }
+  const id = newId();
+  if (gate === 'STRIPE') ctx.gates!.set(id, 'STRIPE');
   return {
-    id: newId(), customerId: ctx.customerId, contractId: ctx.contractId, kind: grantKind, productId: product.id,
+    id, customerId: ctx.customerId, contractId: ctx.contractId, kind: grantKind, productId: product.id,
     name: str(v, 'name', p, { optional: true }) ?? null, description: str(v, 'description', p, { optional: true }) ?? null,
     priority, applicableProductIds: ids, applicableProductTags: tags,
     applicableContractIds: ctx.customerLevel ? stringArray(v, 'applicable_contract_ids', p, { optional: true }) ?? null : null,

@@ -156,3 +156,81 @@ export async function failRecharge(em: EntityManager, contractId: string, n: num
     await paymentGateNotice(tx, r, 'failed', { payment_gate_type: 'STRIPE', error: failure, ...(r.externalInvoiceId ? { stripe_invoice_id: r.externalInvoiceId } : {}) });
   });
 }
+
+/** A payment-gated commit waiting for (or past) its payment. */
+export interface GatedCommit {
+  grantId: string;
+  contractId: string;
+  customerId: string;
+  amount: string;
+  status: 'PENDING' | 'GRANTED' | 'FAILED';
+  externalInvoiceId: string | null;
+  failure: string | null;
+  name: string | null;
+}
+
+/** What a gated commit costs: its invoice schedule's total when it has one, else what it grants. */
+export function gatedCommitAmount(g: Pick<BalanceGrant, 'accessSchedule' | 'invoiceSchedule'>): string {
+  const items = g.invoiceSchedule?.schedule_items.length ? g.invoiceSchedule.schedule_items : g.accessSchedule.schedule_items;
+  return sum(items.map((i) => dec(i.amount))).toFixed();
+}
+
+/** Inside the contract's create transaction: the commit waits here until paid (no balance yet). */
+export async function holdGatedCommit(tx: EntityManager, g: BalanceGrant): Promise<void> {
+  const spec = { ...g, invoiceSchedule: null, invoiceContractId: null };
+  await tx.execute('insert into gated_commit (grant_id, contract_id, customer_id, amount, grant_spec, status) values (?, ?, ?, ?, ?::jsonb, ?)',
+    [g.id, g.contractId, g.customerId, gatedCommitAmount(g), JSON.stringify(spec), 'PENDING']);
+}
+
+export async function findGatedCommit(em: EntityManager, grantId: string): Promise<GatedCommit | undefined> {
+  const [r] = await em.execute<{ grant_id: string; contract_id: string; customer_id: string; amount: string; status: GatedCommit['status']; external_invoice_id: string | null; failure: string | null; name: string | null }[]>(`
+    select grant_id::text as grant_id, contract_id::text as contract_id, customer_id::text as customer_id, amount::text as amount, status,
+      external_invoice_id, failure, grant_spec ->> 'name' as name from gated_commit where grant_id = ?`, [grantId]);
+  return r && { grantId: r.grant_id, contractId: r.contract_id, customerId: r.customer_id, amount: r.amount, status: r.status, externalInvoiceId: r.external_invoice_id, failure: r.failure, name: r.name };
+}
+
+export async function unstartedGatedCommits(em: EntityManager, limit: number): Promise<{ grantId: string; contractId: string; customerId: string }[]> {
+  return (await em.execute<{ grant_id: string; contract_id: string; customer_id: string }[]>(
+    'select grant_id::text as grant_id, contract_id::text as contract_id, customer_id::text as customer_id from gated_commit where workflow_started_at is null order by created_at limit ?', [limit]))
+    .map((r) => ({ grantId: r.grant_id, contractId: r.contract_id, customerId: r.customer_id }));
+}
+
+export async function markGatedCommitStarted(em: EntityManager, grantId: string): Promise<void> {
+  await em.execute('update gated_commit set workflow_started_at = coalesce(workflow_started_at, now()) where grant_id = ?', [grantId]);
+}
+
+export async function recordGatedCommitInvoice(em: EntityManager, grantId: string, externalId: string): Promise<void> {
+  await em.execute('update gated_commit set external_invoice_id = ?, updated_at = now() where grant_id = ? and external_invoice_id is null', [externalId, grantId]);
+}
+
+/** Paid: the commit is written (its id kept), the row GRANTED and `payment_gate.payment_status` (paid) sent, in one transaction. */
+export async function grantGatedCommit(em: EntityManager, grantId: string): Promise<boolean> {
+  return em.transactional(async (tx) => {
+    const [row] = await tx.execute<{ status: string; grant_spec: Record<string, unknown> }[]>('select status, grant_spec from gated_commit where grant_id = ? for update', [grantId]);
+    if (!row) throw new Error(`gated commit ${grantId} does not exist`);
+    if (row.status === 'GRANTED') return false;
+    const g = (await findGatedCommit(tx, grantId))!;
+    const spec = row.grant_spec as unknown as BalanceGrant & { createdAt: string };
+    tx.create(BalanceGrant, { ...spec, createdAt: new Date(), archivedAt: null });
+    await tx.flush();
+    await tx.execute(`update gated_commit set status = 'GRANTED', updated_at = now() where grant_id = ?`, [grantId]);
+    await enqueueNotification(tx, {
+      type: 'payment_gate.payment_status', dedupKey: `gated-commit:${grantId}:paid`, customerId: g.customerId,
+      properties: { contract_id: g.contractId, customer_id: g.customerId, commit_id: grantId, amount: Number(g.amount), payment_status: 'paid', payment_gate_type: 'STRIPE', ...(g.externalInvoiceId ? { stripe_invoice_id: g.externalInvoiceId } : {}) },
+    });
+    return true;
+  });
+}
+
+export async function failGatedCommit(em: EntityManager, grantId: string, failure: string): Promise<void> {
+  await em.transactional(async (tx) => {
+    const [row] = await tx.execute<{ status: string }[]>('select status from gated_commit where grant_id = ? for update', [grantId]);
+    if (!row || row.status !== 'PENDING') return;
+    const g = (await findGatedCommit(tx, grantId))!;
+    await tx.execute(`update gated_commit set status = 'FAILED', failure = ?, updated_at = now() where grant_id = ?`, [failure, grantId]);
+    await enqueueNotification(tx, {
+      type: 'payment_gate.payment_status', dedupKey: `gated-commit:${grantId}:failed`, customerId: g.customerId,
+      properties: { contract_id: g.contractId, customer_id: g.customerId, commit_id: grantId, amount: Number(g.amount), payment_status: 'failed', payment_gate_type: 'STRIPE', error: failure, ...(g.externalInvoiceId ? { stripe_invoice_id: g.externalInvoiceId } : {}) },
+    });
+  });
+}

@@ -105,4 +105,48 @@ describe('auto-recharge through Stripe', () => {
     }
     expect(await h.orm.em.fork().execute('select count(*)::int as n from contract')).toEqual(before);
   });
+
+  test('a payment-gated commit takes effect once paid through Stripe; declined, it never does', async () => {
+    const metric = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const calls = await h.client.v1.contracts.products.create({ name: uniqueName('Calls'), type: 'USAGE', billable_metric_id: metric.data.id });
+    const credits = await h.client.v1.contracts.products.create({ name: uniqueName('Credits'), type: 'FIXED' });
+    const rateCard = await h.client.v1.contracts.rateCards.create({ name: uniqueName('card') });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: rateCard.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: monthStart(-1) });
+    const contractFor = async (card: 'pays' | 'declines' | 'no config') => {
+      const customer = await h.client.v1.customers.create({ name: 'Gated Co', ingest_aliases: [uniqueName('gated')] } as Metronome.V1.CustomerCreateParams);
+      const stripeCustomerId = card === 'no config' ? undefined : await stripeCustomer(stripe, card);
+      if (stripeCustomerId) await h.client.v1.customers.billingConfig.create({ customer_id: customer.data.id, billing_provider_type: 'stripe', billing_provider_customer_id: stripeCustomerId });
+      const res = await http(h.app, 'POST', '/v1/contracts/create', {
+        token: h.app.adminToken,
+        body: {
+          customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: monthStart(0),
+          commits: [{
+            type: 'PREPAID', product_id: credits.data.id, name: 'Paid credits', payment_gate_config: { payment_gate_type: 'STRIPE' },
+            access_schedule: { schedule_items: [{ amount: 5000, starting_at: monthStart(0), ending_before: monthStart(12) }] },
+            invoice_schedule: { schedule_items: [{ amount: 4500, timestamp: monthStart(0) }] }, // bought at a discount
+          }],
+        },
+      });
+      return { customerId: customer.data.id, stripeCustomerId, res };
+    };
+    const gated = async (customerId: string) => h.orm.em.fork().execute<{ amount: string; status: string }[]>('select amount::text as amount, status from gated_commit where customer_id = ?', [customerId]);
+    const granted = async (customerId: string) => h.orm.em.fork().execute<{ name: string; invoiced: boolean }[]>(`select name, invoice_schedule is not null as invoiced from balance_grant where customer_id = ?`, [customerId]);
+
+    const paid = await contractFor('pays');
+    expect(paid.res.status).toBe(200);
+    await eventually('the commit granted once paid', async () => expect(await gated(paid.customerId)).toEqual([{ amount: '4500', status: 'GRANTED' }]), 60_000);
+    expect(await granted(paid.customerId)).toEqual([{ name: 'Paid credits', invoiced: false }]); // paid through Stripe, not billed again on an invoice
+    expect((await stripe.invoices.list({ customer: paid.stripeCustomerId! })).data.map((i) => [i.total, i.status])).toEqual([[4500, 'paid']]);
+    expect(await gateNotices(paid.customerId)).toEqual([['paid', 4500]]);
+
+    const declined = await contractFor('declines');
+    expect(declined.res.status).toBe(200);
+    await eventually('the commit refused', async () => expect(await gated(declined.customerId)).toEqual([{ amount: '4500', status: 'FAILED' }]), 60_000);
+    expect(await granted(declined.customerId)).toEqual([]);
+    expect(await gateNotices(declined.customerId)).toEqual([['failed', 4500]]);
+
+    const unconfigured = await contractFor('no config');
+    expect([unconfigured.res.status, unconfigured.res.json.field]).toEqual([400, 'commits[0].payment_gate_config.payment_gate_type']);
+    expect(await gated(unconfigured.customerId)).toEqual([]);
+  });
 });

@@ -31,8 +31,10 @@ import { startWebhookReceiver } from './webhook-receiver.js';
 import { saveBillingConfig } from '../db/stripe.js';
 import { Invoice } from '../db/entities.js';
 import { dunningWorkflow, stripeVoidWorkflow } from '../workflows/dunning.js';
-import { rechargeWorkflow } from '../workflows/recharge.js';
-import { dunningWorkflowId, rechargeWorkflowId, stripeVoidWorkflowId } from '../workflows/search-attributes.js';
+import { commitPaymentWorkflow, rechargeWorkflow } from '../workflows/recharge.js';
+import { holdGatedCommit } from '../db/recharge.js';
+import { USD_CENTS } from '../billing/money.js';
+import { commitPaymentWorkflowId, dunningWorkflowId, rechargeWorkflowId, stripeVoidWorkflowId } from '../workflows/search-attributes.js';
 import { STRIPE_KEY, stripeCustomer, testStripe } from './stripe/fixtures.js';
 
 /**
@@ -167,6 +169,18 @@ describe(`record workflow histories (label ${label})`, () => {
     const handle = await client.workflow.start(rechargeWorkflow, { workflowId: rechargeWorkflowId(s.contractId, 1), taskQueue, args: [{ contractId: s.contractId, n: 1 }] });
     expect(await handle.result()).toBe('GRANTED');
     await save(handle, 'rechargeWorkflow', 'granted');
+
+    const grantId = newId();
+    await orm.em.fork().transactional((tx) => holdGatedCommit(tx, {
+      id: grantId, customerId: s.customerId, contractId: s.contractId, kind: 'PREPAID', productId: s.productId, name: 'Gated', description: null, priority: 0,
+      applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
+      accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: newId(), amount: '700', starting_at: monthStart(0), ending_before: monthStart(12) }] },
+      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null, amendmentId: null,
+      rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
+    }));
+    const gated = await client.workflow.start(commitPaymentWorkflow, { workflowId: commitPaymentWorkflowId(grantId), taskQueue, args: [{ grantId }] });
+    expect(await gated.result()).toBe('GRANTED');
+    await save(gated, 'commitPaymentWorkflow', 'granted');
   });
 
   test('rating: a run of 50 rateEvents continues as new', async () => {

@@ -7,4 +7,4 @@ export { usageCollectorWorkflow } from './usage-collector.js';
 export { notificationWorkflow } from './notification.js';
 export { outboundWorkflow } from './outbound.js';
 export { dunningWorkflow, stripeVoidWorkflow } from './dunning.js';
-export { rechargeWorkflow } from './recharge.js';
+export { commitPaymentWorkflow, rechargeWorkflow } from './recharge.js';

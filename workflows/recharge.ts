@@ -21,3 +21,18 @@ export async function rechargeWorkflow({ contractId, n }: { contractId: string; 
   await acts.grantRecharge({ contractId, n });
   return 'GRANTED';
 }
+
+/**
+ * A payment-gated commit (`commit-payment/<grant id>`, started when its contract is created): the
+ * commit's price is charged through a Stripe invoice; the commit exists (balance, draw-downs) only
+ * once paid. A declined payment leaves it ungranted and sends `payment_gate.payment_status` (failed).
+ */
+export async function commitPaymentWorkflow({ grantId }: { grantId: string }): Promise<'GRANTED' | 'FAILED'> {
+  const paid = await stripe.chargeGatedCommit({ grantId });
+  if (paid.outcome === 'FAILED') {
+    await acts.failGatedCommit({ grantId, failure: paid.message ?? 'the payment failed' });
+    return 'FAILED';
+  }
+  await acts.grantGatedCommit({ grantId });
+  return 'GRANTED';
+}

@@ -16,3 +16,4 @@ export const notificationWorkflowId = (notificationId: string) => `notification/
 export const dunningWorkflowId = (invoiceId: string) => `dunning/${invoiceId}`;
 export const stripeVoidWorkflowId = (invoiceId: string) => `stripe-void/${invoiceId}`;
 export const rechargeWorkflowId = (contractId: string, n: number) => `recharge/${contractId}/${n}`;
+export const commitPaymentWorkflowId = (grantId: string) => `commit-payment/${grantId}`;

@@ -17,6 +17,10 @@ import { contractSchedule } from '../../db/invoices.js';
 import { contractWorkflow } from '../../workflows/contract.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
+import { billingConfigOf } from '../../db/stripe.js';
+import { holdGatedCommit, markGatedCommitStarted } from '../../db/recharge.js';
+import { startCommitPayment } from '../../activities/workflow-starts.js';
+import type { StripeSettings } from '../../stack/config.js';
 import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
 
 const CREATE_FIELDS = ['customer_id', 'starting_at', 'ending_before', 'rate_card_id', 'rate_card_alias', 'name', 'uniqueness_key', 'custom_fields', 'usage_statement_schedule',
@@ -86,7 +90,7 @@ async function applyTransition(tx: EntityManager, t: NonNullable<ContractTerms['
   return from;
 }
 
-export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
+export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: string, stripe?: StripeSettings): Router {
   const r = Router();
 
   r.post('/v1/contracts/create', allow(), async (req, res) => {
@@ -113,11 +117,19 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
     const threshold = await thresholdConfigInput(body, products);
     if (threshold) terms.prepaid_balance_threshold_configuration = threshold;
     const grants: BalanceGrant[] = [];
+    const gates = new Map<string, 'STRIPE'>();
     for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {
       const list = body[key];
       if (list === undefined || list === null) continue;
       if (!Array.isArray(list)) throw new ValidationError(key, 'must be an array');
-      for (let i = 0; i < list.length; i++) grants.push(await grantInput(list[i], `${key}[${i}]`, kind, { customerId: customer.id, contractId, products }));
+      for (let i = 0; i < list.length; i++) {
+        grants.push(await grantInput(list[i], `${key}[${i}]`, kind, { customerId: customer.id, contractId, products, gates }));
+        if (gates.has(grants.at(-1)!.id)) {
+          const field = `${key}[${i}].payment_gate_config.payment_gate_type`;
+          if (!stripe?.secretKey) throw new ConflictError(`${field}: STRIPE is off in this Accrue (STRIPE_SECRET_KEY is not set)`);
+          if (!(await billingConfigOf(em, customer.id))) throw new ValidationError(field, 'STRIPE needs the customer\'s Stripe billing config (v1.customers.billingConfig.create) first');
+        }
+      }
     }
 
     const contract: Contract = {
@@ -140,7 +152,11 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
         const from = transition ? await applyTransition(tx, transition, contract) : undefined;
         tx.create(Contract, contract);
         await tx.flush();
-        for (const g of grants) tx.create(BalanceGrant, g);
+        // A payment-gated commit waits in gated_commit until paid (commit-payment/<id> grants it).
+        for (const g of grants) {
+          if (gates.has(g.id)) await holdGatedCommit(tx, g);
+          else tx.create(BalanceGrant, g);
+        }
         void from; // the old contract's workflow rolls its commits over once its last period closes
       });
     } catch (err) {
@@ -165,10 +181,20 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
         await orm.em.fork().transactional(async (tx) => {
+          await tx.execute('delete from gated_commit where contract_id = ?', [contract.id]);
           await tx.nativeDelete(BalanceGrant, { contractId: contract.id });
           await tx.nativeDelete(Contract, { id: contract.id });
         });
         throw new UnavailableError(`could not start the contract workflow (nothing was stored, retry): ${(err as Error).message}`);
+      }
+    }
+    // Payment-gated commits: their payment starts now (the outbound loop starts any this misses).
+    for (const g of grants.filter((x) => gates.has(x.id))) {
+      try {
+        await startCommitPayment(temporal, taskQueue, { grantId: g.id, contractId: contract.id, customerId: customer.id });
+        await markGatedCommitStarted(orm.em.fork(), g.id);
+      } catch {
+        // left for the outbound loop
       }
     }
     if (transition) {

@@ -19,6 +19,7 @@ import { Migration20261207100000_alerts_and_webhooks } from './Migration20261207
 import { Migration20261207110000_alert_marks_on_changes } from './Migration20261207110000_alert_marks_on_changes.js';
 import { Migration20261208100000_stripe } from './Migration20261208100000_stripe.js';
 import { Migration20261208110000_recharge } from './Migration20261208110000_recharge.js';
+import { Migration20261208120000_gated_commits } from './Migration20261208120000_gated_commits.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -43,4 +44,5 @@ export const migrationsList = [
   { name: 'Migration20261207110000_alert_marks_on_changes', class: Migration20261207110000_alert_marks_on_changes },
   { name: 'Migration20261208100000_stripe', class: Migration20261208100000_stripe },
   { name: 'Migration20261208110000_recharge', class: Migration20261208110000_recharge },
+  { name: 'Migration20261208120000_gated_commits', class: Migration20261208120000_gated_commits },
 ];
