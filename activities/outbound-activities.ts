@@ -11,7 +11,7 @@ import { DEFAULT_WEBHOOK_SETTINGS } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
 import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
-import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId } from '../workflows/search-attributes.js';
+import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId, spendThresholdWorkflowId } from '../workflows/search-attributes.js';
 import { markGatedCommitStarted, markRechargeStarted, unstartedGatedCommits, unstartedRecharges } from '../db/recharge.js';
 import { startCommitPayment } from './workflow-starts.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
@@ -209,14 +209,15 @@ async function startRecharges(em: EntityManager, client: Client, taskQueue: stri
   for (const r of rows) {
     try {
       await client.workflow.start('rechargeWorkflow', {
-        workflowId: rechargeWorkflowId(r.contractId, r.n), taskQueue, args: [{ contractId: r.contractId, n: r.n }],
+        workflowId: r.kind === 'prepaid' ? rechargeWorkflowId(r.contractId, r.n) : spendThresholdWorkflowId(r.contractId, r.n), taskQueue,
+        args: [r.kind === 'prepaid' ? { contractId: r.contractId, n: r.n } : { contractId: r.contractId, n: r.n, kind: r.kind }],
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
         typedSearchAttributes: [{ key: CustomerIdKey, value: r.customerId }, { key: ContractIdKey, value: r.contractId }, { key: LifecycleStateKey, value: 'RECHARGING' }],
       });
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     }
-    await markRechargeStarted(em, r.contractId, r.n);
+    await markRechargeStarted(em, r.contractId, r.n, r.kind);
   }
   // Payment-gated commits whose start the API could not make (Temporal was down at the time).
   const gated = await unstartedGatedCommits(em, 50);

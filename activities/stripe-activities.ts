@@ -7,7 +7,8 @@ import { Invoice } from '../db/entities.js';
 import { recordProviderPayment, standings } from '../db/payments.js';
 import { billingConfigOf, externalInvoices, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
 import { Contract } from '../db/entities.js';
-import { failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice } from '../db/recharge.js';
+import type { RechargeKind } from '../billing/recharge.js';
+import { CONFIG_KEY, failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice } from '../db/recharge.js';
 import { describeStripeError, isStripeCardError, isStripeRequestError, stripeClient } from '../integrations/stripe/client.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
@@ -294,22 +295,23 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
      * (one invoice and one charge however often this runs). NO_GATE: the contract's gate is NONE.
      * FAILED: declined, or nothing to charge (no Stripe, no billing config) — not retried.
      */
-    async chargeRecharge({ contractId, n }: { contractId: string; n: number }): Promise<{ outcome: 'PAID' | 'NO_GATE' | 'FAILED'; message?: string }> {
+    async chargeRecharge({ contractId, n, kind = 'prepaid' }: { contractId: string; n: number; kind?: RechargeKind }): Promise<{ outcome: 'PAID' | 'NO_GATE' | 'FAILED'; message?: string }> {
       return classified(async () => {
         const em = orm.em.fork();
-        const r = await findRecharge(em, contractId, n);
+        const r = await findRecharge(em, contractId, n, kind);
         if (!r) throw new NotFoundError('recharge', `${contractId}/${n}`);
         if (r.status === 'GRANTED' || r.status === 'PAID') return { outcome: 'PAID' };
         if (r.status === 'FAILED') return { outcome: 'FAILED', message: r.failure ?? 'failed' };
         const contract = await em.findOneOrFail(Contract, { id: contractId });
-        const cfg = contract.terms?.prepaid_balance_threshold_configuration;
+        const cfg = contract.terms?.[CONFIG_KEY[kind]];
         if (!cfg || cfg.payment_gate_config.payment_gate_type === 'NONE') return { outcome: 'NO_GATE' };
         if (!client) return { outcome: 'FAILED', message: 'Stripe is off (STRIPE_SECRET_KEY is not set)' };
+        const what = kind === 'prepaid' ? 'recharge' : 'spend-threshold';
         return chargeAtStripe({
-          customerId: r.customerId, amount: r.amount, keyPrefix: `accrue:recharge:${contractId}:${n}`, existingInvoiceId: r.externalInvoiceId,
-          description: `Prepaid balance recharge ${n}`, itemName: cfg.commit.name ?? 'Prepaid balance recharge',
-          metadata: { accrue_recharge: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId },
-          record: (id) => recordRechargeInvoice(em, contractId, n, id), crashPoint: '@recharge-charged',
+          customerId: r.customerId, amount: r.amount, keyPrefix: `accrue:${what}:${contractId}:${n}`, existingInvoiceId: r.externalInvoiceId,
+          description: kind === 'prepaid' ? `Prepaid balance recharge ${n}` : `Spend threshold ${n}`, itemName: cfg.commit.name ?? (kind === 'prepaid' ? 'Prepaid balance recharge' : 'Spend threshold'),
+          metadata: { [kind === 'prepaid' ? 'accrue_recharge' : 'accrue_spend_threshold']: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId },
+          record: (id) => recordRechargeInvoice(em, contractId, n, id, kind), crashPoint: '@recharge-charged',
         });
       });
     },
@@ -339,12 +341,12 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
       return classified(() => failGatedCommit(orm.em.fork(), grantId, failure));
     },
 
-    async grantRecharge({ contractId, n }: { contractId: string; n: number }): Promise<{ grantId: string; created: boolean }> {
-      return classified(() => grantRecharge(orm.em.fork(), contractId, n));
+    async grantRecharge({ contractId, n, kind = 'prepaid' }: { contractId: string; n: number; kind?: RechargeKind }): Promise<{ grantId: string; created: boolean }> {
+      return classified(() => grantRecharge(orm.em.fork(), contractId, n, kind));
     },
 
-    async failRecharge({ contractId, n, failure }: { contractId: string; n: number; failure: string }): Promise<void> {
-      return classified(() => failRecharge(orm.em.fork(), contractId, n, failure));
+    async failRecharge({ contractId, n, failure, kind = 'prepaid' }: { contractId: string; n: number; failure: string; kind?: RechargeKind }): Promise<void> {
+      return classified(() => failRecharge(orm.em.fork(), contractId, n, failure, kind));
     },
   };
 }

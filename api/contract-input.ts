@@ -1,4 +1,4 @@
-import type { ThresholdConfig } from '../billing/recharge.js';
+import type { SpendThresholdConfig, ThresholdConfig } from '../billing/recharge.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../billing/errors.js';
 import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem, TrialSpec } from '../billing/contract-terms.js';
@@ -385,8 +385,30 @@ export async function thresholdConfigInput(body: Obj, products: ProductLookup): 
   const key = 'prepaid_balance_threshold_configuration';
   if (body[key] === undefined || body[key] === null) return undefined;
   const c = objectAt(body[key], key, ['commit', 'is_enabled', 'payment_gate_config', 'recharge_to_amount', 'threshold_amount', 'custom_credit_type_id', 'discount_configuration', 'threshold_balance_specifiers']);
-  for (const unsupported of ['custom_credit_type_id', 'discount_configuration', 'threshold_balance_specifiers']) {
-    if (c[unsupported] !== undefined && c[unsupported] !== null) throw new ValidationError(`${key}.${unsupported}`, 'is not supported by Accrue');
+  const common = await thresholdCommon(c, key, products, ['custom_credit_type_id', 'discount_configuration', 'threshold_balance_specifiers']);
+  const rechargeTo = wholeAmount(c, 'recharge_to_amount', key);
+  if (!dec(rechargeTo).gt(dec(common.threshold_amount))) throw new ValidationError(`${key}.recharge_to_amount`, `must be more than threshold_amount (${common.threshold_amount})`);
+  return { ...common, recharge_to_amount: rechargeTo };
+}
+
+/**
+ * Metronome's `spend_threshold_configuration` on contract create: when the current period's invoice
+ * owes `threshold_amount` (after commits and credits), that amount is billed at once through the
+ * payment gate as a commit covering the period's usage (billing/recharge.ts).
+ */
+export async function spendThresholdInput(body: Obj, products: ProductLookup): Promise<SpendThresholdConfig | undefined> {
+  const key = 'spend_threshold_configuration';
+  if (body[key] === undefined || body[key] === null) return undefined;
+  const c = objectAt(body[key], key, ['commit', 'is_enabled', 'payment_gate_config', 'threshold_amount']);
+  const common = await thresholdCommon(c, key, products, []);
+  if (dec(common.threshold_amount).lte(0)) throw new ValidationError(`${key}.threshold_amount`, 'must be more than 0');
+  return common;
+}
+
+/** What both threshold configurations share: the commit, the switch, the payment gate and the threshold. */
+async function thresholdCommon(c: Obj, key: string, products: ProductLookup, unsupported: string[]): Promise<SpendThresholdConfig> {
+  for (const field of unsupported) {
+    if (c[field] !== undefined && c[field] !== null) throw new ValidationError(`${key}.${field}`, 'is not supported by Accrue');
   }
   const cp = `${key}.commit`;
   const commit = objectAt(c.commit, cp, ['product_id', 'name', 'description', 'priority', 'applicable_product_ids', 'applicable_product_tags', 'specifiers']);
@@ -407,8 +429,6 @@ export async function thresholdConfigInput(body: Obj, products: ProductLookup): 
     if (sc.payment_type !== undefined && sc.payment_type !== 'INVOICE') throw new ValidationError(`${gp}.stripe_config.payment_type`, 'only INVOICE is supported by Accrue');
   }
   const threshold = wholeAmount(c, 'threshold_amount', key);
-  const rechargeTo = wholeAmount(c, 'recharge_to_amount', key);
-  if (!dec(rechargeTo).gt(dec(threshold))) throw new ValidationError(`${key}.recharge_to_amount`, `must be more than threshold_amount (${threshold})`);
   return {
     commit: {
       product_id: product.id,
@@ -421,6 +441,5 @@ export async function thresholdConfigInput(body: Obj, products: ProductLookup): 
     is_enabled: bool(c, 'is_enabled', key)!,
     payment_gate_config: { payment_gate_type: gateType },
     threshold_amount: threshold,
-    recharge_to_amount: rechargeTo,
   };
 }

@@ -1,4 +1,4 @@
-import type { ThresholdConfig } from './recharge.js';
+import type { SpendThresholdConfig, ThresholdConfig } from './recharge.js';
 import type { ProductInfo, ProductType, QuantityConversion, QuantityRounding } from './invoice.js';
 import type { ContractOverride, OverrideSpecifier, Prioritization } from './overrides.js';
 import type { RateSpec, RateType } from './pricing/index.js';
@@ -151,6 +151,8 @@ export interface ContractTerms {
   arrears_policy?: { gate_access: boolean };
   /** Metronome's auto-recharge of the prepaid balance (billing/recharge.ts). */
   prepaid_balance_threshold_configuration?: ThresholdConfig;
+  /** Metronome's spend-threshold billing (billing/recharge.ts). */
+  spend_threshold_configuration?: SpendThresholdConfig;
 }
 
 /** What a contract without `renewal_notice_days` in its terms gets. */

@@ -1,4 +1,4 @@
-import { rechargeStep } from './recharge.js';
+import { rechargeStep, spendThresholdStep } from './recharge.js';
 
 describe('rechargeStep: when a prepaid balance is recharged, and by how much', () => {
   const cfg = { is_enabled: true, threshold_amount: '500', recharge_to_amount: '2000' };
@@ -19,5 +19,16 @@ describe('rechargeStep: when a prepaid balance is recharged, and by how much', (
   test('disabled: nothing happens, whatever the balance', () => {
     expect(rechargeStep('ok', '0', { ...cfg, is_enabled: false })).toEqual({ status: 'ok' });
     expect(rechargeStep('failed', '0', { ...cfg, is_enabled: false })).toEqual({ status: 'failed' });
+  });
+
+  test.each([
+    [undefined, '499', 'ok', undefined],
+    ['ok', '500', 'recharging', '500'], // reaching the threshold bills the threshold amount
+    ['ok', '1700', 'recharging', '500'], // one threshold at a time
+    ['recharging', '900', 'recharging', undefined],
+    ['failed', '800', 'failed', undefined],
+    ['failed', '100', 'ok', undefined],
+  ] as const)('spend threshold: %s owing %s → %s %s', (prev, owed, status, recharge) => {
+    expect(spendThresholdStep(prev, owed, { is_enabled: true, threshold_amount: '500' })).toEqual({ status, ...(recharge ? { recharge } : {}) });
   });
 });

@@ -17,6 +17,22 @@ export interface ThresholdConfig {
   recharge_to_amount: string;
 }
 
+/**
+ * Metronome's `spend_threshold_configuration`: when what the contract owes for the current period
+ * (its live invoice's total, after commits and credits) reaches `threshold_amount`, that amount is
+ * billed at once (through the payment gate) as a prepaid commit from the period's start, which
+ * then covers the usage already accrued — the period's invoice nets out what was paid.
+ */
+export interface SpendThresholdConfig {
+  commit: ThresholdConfig['commit'];
+  is_enabled: boolean;
+  payment_gate_config: { payment_gate_type: 'NONE' | 'STRIPE' };
+  threshold_amount: string;
+}
+
+/** Which configuration a recharge belongs to. */
+export type RechargeKind = 'prepaid' | 'spend';
+
 export type RechargeStatus = 'ok' | 'recharging' | 'failed';
 
 export interface RechargeStep {
@@ -34,4 +50,17 @@ export function rechargeStep(prev: RechargeStatus | undefined, balance: Decimal 
   if (!low) return { status: 'ok' };
   const amount = dec(cfg.recharge_to_amount).minus(left).ceil();
   return amount.gt(0) ? { status: 'recharging', recharge: amount.toFixed() } : { status: 'ok' };
+}
+
+/**
+ * The spend-threshold counterpart: at or above the threshold, bill `threshold_amount`; the same
+ * states (one charge at a time; after a failed payment, nothing until the amount owed has been
+ * below the threshold again).
+ */
+export function spendThresholdStep(prev: RechargeStatus | undefined, owed: Decimal | string, cfg: Pick<SpendThresholdConfig, 'is_enabled' | 'threshold_amount'>): RechargeStep {
+  const status = prev ?? 'ok';
+  if (!cfg.is_enabled || status === 'recharging') return { status };
+  const reached = dec(owed).gte(dec(cfg.threshold_amount));
+  if (status === 'failed') return { status: reached ? 'failed' : 'ok' };
+  return reached ? { status: 'recharging', recharge: dec(cfg.threshold_amount).toFixed() } : { status: 'ok' };
 }

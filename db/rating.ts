@@ -30,7 +30,7 @@ const big = (x: string) => BigInt(x);
  * Marks the customers of the events a pass rated for alert evaluation (db/alerts.ts), in the
  * pass's own transaction: their aggregates and the mark commit together. Only while some alert is
  * enabled, some contract has a trial spending cap (its usage moves entitlements) or recharges its
- * prepaid balance (db/recharge.ts). Inserts only: nothing here conflicts with the evaluator removing older marks.
+ * prepaid balance or bills a spend threshold (db/recharge.ts). Inserts only: nothing here conflicts with the evaluator removing older marks.
  * Wakes the outbound loop (db/wakeup.ts) when it marked anyone.
  */
 const MARK_ALERT_CUSTOMERS_SQL = `
@@ -39,7 +39,8 @@ const MARK_ALERT_CUSTOMERS_SQL = `
     select distinct k.customer_id from event e join customer_event_key k on k.key = e.customer_id
     where $WHERE and (exists (select 1 from alert where status = 'enabled')
                      or exists (select 1 from contract where archived_at is null and terms -> 'trial_spec' -> 'spending_cap' is not null)
-                     or exists (select 1 from contract where archived_at is null and (terms -> 'prepaid_balance_threshold_configuration' ->> 'is_enabled')::boolean))
+                     or exists (select 1 from contract where archived_at is null and ((terms -> 'prepaid_balance_threshold_configuration' ->> 'is_enabled')::boolean
+                                                                                  or (terms -> 'spend_threshold_configuration' ->> 'is_enabled')::boolean)))
     returning 1)
   select pg_notify('${OUTBOUND_CHANNEL}', '') from (select 1 from marked limit 1) m`;
 const maxXid = (a: string, b: string) => (big(a) > big(b) ? a : b);

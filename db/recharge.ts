@@ -1,7 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Decimal } from 'decimal.js';
 import { dec, sum, USD_CENTS } from '../billing/money.js';
-import { rechargeStep, type RechargeStatus, type ThresholdConfig } from '../billing/recharge.js';
+import { rechargeStep, spendThresholdStep, type RechargeKind, type RechargeStatus, type SpendThresholdConfig, type ThresholdConfig } from '../billing/recharge.js';
 import { customerBalances } from './balances.js';
 import { BalanceGrant, Contract } from './entities.js';
 import { uuidV5 } from './ids.js';
@@ -18,20 +18,22 @@ import { pgTextArray } from './sql.js';
  * evaluator or a retried round finds the state `recharging`. The outbound loop then starts
  * `recharge/<contract>/<n>` for every row not started yet (db/recharge.ts `unstartedRecharges`).
  */
-export interface RechargeContract {
-  id: string;
-  customerId: string;
-  config: ThresholdConfig;
-}
+export type RechargeContract = { id: string; customerId: string } & ({ kind: 'prepaid'; config: ThresholdConfig } | { kind: 'spend'; config: SpendThresholdConfig });
 
-/** Live contracts of these customers with an enabled threshold configuration. */
+/** The terms key of each kind. */
+export const CONFIG_KEY = { prepaid: 'prepaid_balance_threshold_configuration', spend: 'spend_threshold_configuration' } as const;
+
+/** Live contracts of these customers with an enabled threshold configuration (one entry per kind). */
 export async function rechargeContracts(em: EntityManager, customerIds: string[], now: Date): Promise<RechargeContract[]> {
   if (!customerIds.length) return [];
-  const rows = await em.execute<{ id: string; customer_id: string; config: ThresholdConfig }[]>(`
-    select id::text as id, customer_id::text as customer_id, terms -> 'prepaid_balance_threshold_configuration' as config
+  const rows = await em.execute<{ id: string; customer_id: string; prepaid: ThresholdConfig | null; spend: SpendThresholdConfig | null }[]>(`
+    select id::text as id, customer_id::text as customer_id, terms -> 'prepaid_balance_threshold_configuration' as prepaid, terms -> 'spend_threshold_configuration' as spend
     from contract where customer_id = any(?::uuid[]) and archived_at is null and starting_at <= ? and (ending_before is null or ending_before > ?)
-      and (terms -> 'prepaid_balance_threshold_configuration' ->> 'is_enabled')::boolean`, [pgTextArray(customerIds), now, now]);
-  return rows.map((r) => ({ id: r.id, customerId: r.customer_id, config: r.config }));
+      and ((terms -> 'prepaid_balance_threshold_configuration' ->> 'is_enabled')::boolean or (terms -> 'spend_threshold_configuration' ->> 'is_enabled')::boolean)`, [pgTextArray(customerIds), now, now]);
+  return rows.flatMap((r) => [
+    ...(r.prepaid?.is_enabled ? [{ id: r.id, customerId: r.customer_id, kind: 'prepaid' as const, config: r.prepaid }] : []),
+    ...(r.spend?.is_enabled ? [{ id: r.id, customerId: r.customer_id, kind: 'spend' as const, config: r.spend }] : []),
+  ]);
 }
 
 /** The contract's remaining prepaid balance now: its prepaid commits (and customer-level ones it may use) in effect, after draw-downs. */
@@ -43,28 +45,33 @@ export function prepaidBalance(balances: Awaited<ReturnType<typeof customerBalan
 }
 
 /** Evaluates the given contracts inside the caller's transaction (which holds their customers' locks); returns the recharges started. */
-export async function evaluateRecharges(tx: EntityManager, contracts: RechargeContract[], now: Date, preload: DraftsPreload): Promise<{ contractId: string; n: number }[]> {
+export async function evaluateRecharges(tx: EntityManager, contracts: RechargeContract[], now: Date, preload: DraftsPreload): Promise<{ contractId: string; kind: RechargeKind; n: number }[]> {
   if (!contracts.length) return [];
-  const states = new Map((await tx.execute<{ contract_id: string; status: RechargeStatus; crossings: number }[]>(
-    'select contract_id::text as contract_id, status, crossings from contract_recharge_state where contract_id = any(?::uuid[])',
-    [pgTextArray(contracts.map((c) => c.id))])).map((r) => [r.contract_id, r]));
-  const started: { contractId: string; n: number }[] = [];
+  const states = new Map((await tx.execute<{ contract_id: string; kind: RechargeKind; status: RechargeStatus; crossings: number }[]>(
+    'select contract_id::text as contract_id, kind, status, crossings from contract_recharge_state where contract_id = any(?::uuid[])',
+    [pgTextArray(contracts.map((c) => c.id))])).map((r) => [`${r.contract_id}:${r.kind}`, r]));
+  const started: { contractId: string; kind: RechargeKind; n: number }[] = [];
+  const t = now.getTime();
   for (const customerId of new Set(contracts.map((c) => c.customerId))) {
     const drafts = await customerDrafts(tx, customerId, now, { preload });
-    const balances = await customerBalances(tx, customerId, { now, drafts });
+    const balances = contracts.some((c) => c.customerId === customerId && c.kind === 'prepaid') ? await customerBalances(tx, customerId, { now, drafts }) : [];
     for (const c of contracts.filter((x) => x.customerId === customerId)) {
-      const prev = states.get(c.id);
-      const balance = prepaidBalance(balances, c.id, now.getTime());
-      const step = rechargeStep(prev?.status, balance, c.config);
+      const prev = states.get(`${c.id}:${c.kind}`);
+      // prepaid: what is left of the prepaid balance; spend: what the current period's invoice owes.
+      const current = drafts.filter((d) => d.contract.id === c.id && Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
+      const measured = c.kind === 'prepaid' ? prepaidBalance(balances, c.id, t) : sum(current.map((d) => dec(d.view.total)));
+      const step = c.kind === 'prepaid' ? rechargeStep(prev?.status, measured, c.config) : spendThresholdStep(prev?.status, measured, c.config);
       if (prev?.status === step.status && !step.recharge) continue;
       const n = (prev?.crossings ?? 0) + (step.recharge ? 1 : 0);
       await tx.execute(`
-        insert into contract_recharge_state (contract_id, status, crossings) values (?, ?, ?)
-        on conflict (contract_id) do update set status = excluded.status, crossings = excluded.crossings, updated_at = now()`, [c.id, step.status, n]);
+        insert into contract_recharge_state (contract_id, kind, status, crossings) values (?, ?, ?, ?)
+        on conflict (contract_id, kind) do update set status = excluded.status, crossings = excluded.crossings, updated_at = now()`, [c.id, c.kind, step.status, n]);
       if (step.recharge) {
-        await tx.execute('insert into recharge (contract_id, n, customer_id, amount, balance_before, status) values (?, ?, ?, ?, ?, ?)',
-          [c.id, n, customerId, step.recharge, balance.toFixed(), 'PENDING']);
-        started.push({ contractId: c.id, n });
+        // A spend-threshold commit covers the period's usage from its start.
+        const accessFrom = c.kind === 'spend' && current.length ? current[0]!.view.periodStart : null;
+        await tx.execute('insert into recharge (contract_id, kind, n, customer_id, amount, balance_before, access_from, status) values (?, ?, ?, ?, ?, ?, ?, ?)',
+          [c.id, c.kind, n, customerId, step.recharge, measured.toFixed(), accessFrom, 'PENDING']);
+        started.push({ contractId: c.id, kind: c.kind, n });
       }
     }
   }
@@ -73,7 +80,9 @@ export async function evaluateRecharges(tx: EntityManager, contracts: RechargeCo
 
 export interface RechargeRow {
   contractId: string;
+  kind: RechargeKind;
   n: number;
+  accessFrom: string | null;
   customerId: string;
   amount: string;
   balanceBefore: string;
@@ -83,76 +92,86 @@ export interface RechargeRow {
   failure: string | null;
 }
 
-export async function findRecharge(em: EntityManager, contractId: string, n: number): Promise<RechargeRow | undefined> {
-  const [r] = await em.execute<{ contract_id: string; n: number; customer_id: string; amount: string; balance_before: string; status: RechargeRow['status']; external_invoice_id: string | null; grant_id: string | null; failure: string | null }[]>(`
-    select contract_id::text as contract_id, n, customer_id::text as customer_id, amount::text as amount, balance_before::text as balance_before, status,
-      external_invoice_id, grant_id::text as grant_id, failure from recharge where contract_id = ? and n = ?`, [contractId, n]);
-  return r && { contractId: r.contract_id, n: r.n, customerId: r.customer_id, amount: r.amount, balanceBefore: r.balance_before, status: r.status, externalInvoiceId: r.external_invoice_id, grantId: r.grant_id, failure: r.failure };
+export async function findRecharge(em: EntityManager, contractId: string, n: number, kind: RechargeKind = 'prepaid'): Promise<RechargeRow | undefined> {
+  const [r] = await em.execute<{ contract_id: string; kind: RechargeKind; n: number; access_from: Date | null; customer_id: string; amount: string; balance_before: string; status: RechargeRow['status']; external_invoice_id: string | null; grant_id: string | null; failure: string | null }[]>(`
+    select contract_id::text as contract_id, kind, n, access_from, customer_id::text as customer_id, amount::text as amount, balance_before::text as balance_before, status,
+      external_invoice_id, grant_id::text as grant_id, failure from recharge where contract_id = ? and kind = ? and n = ?`, [contractId, kind, n]);
+  return r && {
+    contractId: r.contract_id, kind: r.kind, n: r.n, accessFrom: r.access_from ? new Date(r.access_from).toISOString() : null, customerId: r.customer_id, amount: r.amount,
+    balanceBefore: r.balance_before, status: r.status, externalInvoiceId: r.external_invoice_id, grantId: r.grant_id, failure: r.failure,
+  };
 }
 
-export async function unstartedRecharges(em: EntityManager, limit: number): Promise<{ contractId: string; n: number; customerId: string }[]> {
-  return (await em.execute<{ contract_id: string; n: number; customer_id: string }[]>(
-    'select contract_id::text as contract_id, n, customer_id::text as customer_id from recharge where workflow_started_at is null order by created_at limit ?', [limit]))
-    .map((r) => ({ contractId: r.contract_id, n: r.n, customerId: r.customer_id }));
+export async function unstartedRecharges(em: EntityManager, limit: number): Promise<{ contractId: string; kind: RechargeKind; n: number; customerId: string }[]> {
+  return (await em.execute<{ contract_id: string; kind: RechargeKind; n: number; customer_id: string }[]>(
+    'select contract_id::text as contract_id, kind, n, customer_id::text as customer_id from recharge where workflow_started_at is null order by created_at limit ?', [limit]))
+    .map((r) => ({ contractId: r.contract_id, kind: r.kind, n: r.n, customerId: r.customer_id }));
 }
 
-export async function markRechargeStarted(em: EntityManager, contractId: string, n: number): Promise<void> {
-  await em.execute('update recharge set workflow_started_at = coalesce(workflow_started_at, now()) where contract_id = ? and n = ?', [contractId, n]);
+export async function markRechargeStarted(em: EntityManager, contractId: string, n: number, kind: RechargeKind = 'prepaid'): Promise<void> {
+  await em.execute('update recharge set workflow_started_at = coalesce(workflow_started_at, now()) where contract_id = ? and kind = ? and n = ?', [contractId, kind, n]);
 }
 
-export async function recordRechargeInvoice(em: EntityManager, contractId: string, n: number, externalId: string): Promise<void> {
-  await em.execute('update recharge set external_invoice_id = ?, updated_at = now() where contract_id = ? and n = ? and external_invoice_id is null', [externalId, contractId, n]);
+export async function recordRechargeInvoice(em: EntityManager, contractId: string, n: number, externalId: string, kind: RechargeKind = 'prepaid'): Promise<void> {
+  await em.execute('update recharge set external_invoice_id = ?, updated_at = now() where contract_id = ? and kind = ? and n = ? and external_invoice_id is null', [externalId, contractId, kind, n]);
 }
 
 const paymentGateNotice = async (tx: EntityManager, r: RechargeRow, status: 'paid' | 'failed', extra: Record<string, unknown>) => enqueueNotification(tx, {
-  type: 'payment_gate.payment_status', dedupKey: `recharge:${r.contractId}:${r.n}:${status}`, customerId: r.customerId,
-  properties: { contract_id: r.contractId, customer_id: r.customerId, recharge_number: r.n, amount: Number(r.amount), payment_status: status, payment_gate_type: extra.payment_gate_type, ...extra },
+  type: 'payment_gate.payment_status', dedupKey: `${r.kind === 'prepaid' ? 'recharge' : 'spend-threshold'}:${r.contractId}:${r.n}:${status}`, customerId: r.customerId,
+  properties: {
+    contract_id: r.contractId, customer_id: r.customerId, ...(r.kind === 'prepaid' ? { recharge_number: r.n } : { spend_threshold_number: r.n }),
+    amount: Number(r.amount), payment_status: status, payment_gate_type: extra.payment_gate_type, ...extra,
+  },
 });
+
+/** The id of the commit a recharge (or spend-threshold charge) grants: derived, so it is granted once. */
+export const rechargeGrantId = (contractId: string, n: number, kind: RechargeKind = 'prepaid') => uuidV5(`${kind === 'prepaid' ? 'recharge' : 'spend-threshold'}:${contractId}:${n}`);
 
 /**
  * The recharge was paid (or needs no payment): the commit is granted, once — its id is derived
  * from (contract, n) — with the recharge marked GRANTED, the contract watching again, and
  * `payment_gate.payment_status` (paid) written, all in one transaction.
  */
-export async function grantRecharge(em: EntityManager, contractId: string, n: number, now = new Date()): Promise<{ grantId: string; created: boolean }> {
+export async function grantRecharge(em: EntityManager, contractId: string, n: number, kind: RechargeKind = 'prepaid', now = new Date()): Promise<{ grantId: string; created: boolean }> {
   return em.transactional(async (tx) => {
-    const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and n = ? for update', [contractId, n]);
-    if (!locked) throw new Error(`recharge ${contractId}/${n} does not exist`);
-    const r = (await findRecharge(tx, contractId, n))!;
-    const grantId = uuidV5(`recharge:${contractId}:${n}`);
+    const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and kind = ? and n = ? for update', [contractId, kind, n]);
+    if (!locked) throw new Error(`${kind} charge ${contractId}/${n} does not exist`);
+    const r = (await findRecharge(tx, contractId, n, kind))!;
+    const grantId = rechargeGrantId(contractId, n, kind);
     if (r.status === 'GRANTED') return { grantId, created: false };
     const contract = await tx.findOneOrFail(Contract, { id: contractId });
-    const cfg = contract.terms?.prepaid_balance_threshold_configuration;
-    if (!cfg) throw new Error(`contract ${contractId} has no prepaid_balance_threshold_configuration`);
-    const start = new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000).toISOString();
+    const cfg = contract.terms?.[CONFIG_KEY[kind]];
+    if (!cfg) throw new Error(`contract ${contractId} has no ${CONFIG_KEY[kind]}`);
+    const start = r.accessFrom ?? new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000).toISOString();
     const end = contract.endingBefore ? contract.endingBefore.toISOString() : '2100-01-01T00:00:00.000Z';
     tx.create(BalanceGrant, {
       id: grantId, customerId: r.customerId, contractId, kind: 'PREPAID', productId: cfg.commit.product_id,
-      name: cfg.commit.name ?? `Recharge ${n}`, description: cfg.commit.description ?? `Auto-recharge to ${cfg.recharge_to_amount} (threshold ${cfg.threshold_amount})`,
+      name: cfg.commit.name ?? (kind === 'prepaid' ? `Recharge ${n}` : `Spend threshold ${n}`),
+      description: cfg.commit.description ?? ('recharge_to_amount' in cfg ? `Auto-recharge to ${cfg.recharge_to_amount} (threshold ${cfg.threshold_amount})` : `Spend threshold ${cfg.threshold_amount} billed`),
       priority: cfg.commit.priority ?? 100, applicableProductIds: cfg.commit.applicable_product_ids ?? null, applicableProductTags: cfg.commit.applicable_product_tags ?? null,
       applicableContractIds: null, specifiers: null,
-      accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: uuidV5(`recharge-segment:${contractId}:${n}`), amount: dec(r.amount).toFixed(), starting_at: start, ending_before: end }] },
+      accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: uuidV5(`${kind}-segment:${contractId}:${n}`), amount: dec(r.amount).toFixed(), starting_at: start, ending_before: end }] },
       // Paid through the payment gate, not on a usage invoice.
       invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null,
-      customFields: { accrue_recharge: String(n) }, uniquenessKey: null, amendmentId: null, rolledOver: null, rolledOverFrom: null,
+      customFields: kind === 'prepaid' ? { accrue_recharge: String(n) } : { accrue_spend_threshold: String(n) }, uniquenessKey: null, amendmentId: null, rolledOver: null, rolledOverFrom: null,
       createdAt: now, archivedAt: null,
     });
     await tx.flush();
-    await tx.execute(`update recharge set status = 'GRANTED', grant_id = ?, updated_at = now() where contract_id = ? and n = ?`, [grantId, contractId, n]);
-    await tx.execute(`update contract_recharge_state set status = 'ok', updated_at = now() where contract_id = ? and crossings = ?`, [contractId, n]);
+    await tx.execute(`update recharge set status = 'GRANTED', grant_id = ?, updated_at = now() where contract_id = ? and kind = ? and n = ?`, [grantId, contractId, kind, n]);
+    await tx.execute(`update contract_recharge_state set status = 'ok', updated_at = now() where contract_id = ? and kind = ? and crossings = ?`, [contractId, kind, n]);
     await paymentGateNotice(tx, r, 'paid', { payment_gate_type: cfg.payment_gate_config.payment_gate_type, commit_id: grantId, ...(r.externalInvoiceId ? { stripe_invoice_id: r.externalInvoiceId } : {}) });
     return { grantId, created: true };
   });
 }
 
 /** The recharge's payment failed: nothing granted, the contract waits (no retry loop), `payment_gate.payment_status` (failed) written. */
-export async function failRecharge(em: EntityManager, contractId: string, n: number, failure: string): Promise<void> {
+export async function failRecharge(em: EntityManager, contractId: string, n: number, failure: string, kind: RechargeKind = 'prepaid'): Promise<void> {
   await em.transactional(async (tx) => {
-    const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and n = ? for update', [contractId, n]);
+    const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and kind = ? and n = ? for update', [contractId, kind, n]);
     if (!locked || locked.status === 'GRANTED' || locked.status === 'FAILED') return;
-    const r = (await findRecharge(tx, contractId, n))!;
-    await tx.execute(`update recharge set status = 'FAILED', failure = ?, updated_at = now() where contract_id = ? and n = ?`, [failure, contractId, n]);
-    await tx.execute(`update contract_recharge_state set status = 'failed', updated_at = now() where contract_id = ? and crossings = ?`, [contractId, n]);
+    const r = (await findRecharge(tx, contractId, n, kind))!;
+    await tx.execute(`update recharge set status = 'FAILED', failure = ?, updated_at = now() where contract_id = ? and kind = ? and n = ?`, [failure, contractId, kind, n]);
+    await tx.execute(`update contract_recharge_state set status = 'failed', updated_at = now() where contract_id = ? and kind = ? and crossings = ?`, [contractId, kind, n]);
     await paymentGateNotice(tx, r, 'failed', { payment_gate_type: 'STRIPE', error: failure, ...(r.externalInvoiceId ? { stripe_invoice_id: r.externalInvoiceId } : {}) });
   });
 }

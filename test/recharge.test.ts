@@ -149,4 +149,34 @@ describe('auto-recharge through Stripe', () => {
     expect([unconfigured.res.status, unconfigured.res.json.field]).toEqual([400, 'commits[0].payment_gate_config.payment_gate_type']);
     expect(await gated(unconfigured.customerId)).toEqual([]);
   });
+
+  test('spend threshold: what the period owes reaching the threshold is billed through Stripe at once, and the period invoice nets it out', async () => {
+    const metric = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const calls = await h.client.v1.contracts.products.create({ name: uniqueName('Calls'), type: 'USAGE', billable_metric_id: metric.data.id });
+    const billed = await h.client.v1.contracts.products.create({ name: uniqueName('Threshold'), type: 'FIXED' });
+    const rateCard = await h.client.v1.contracts.rateCards.create({ name: uniqueName('card') });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: rateCard.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: monthStart(-1) });
+    const alias = uniqueName('spend');
+    const customer = await h.client.v1.customers.create({ name: 'Postpaid Co', ingest_aliases: [alias] } as Metronome.V1.CustomerCreateParams);
+    const stripeCustomerId = await stripeCustomer(stripe, 'pays');
+    await h.client.v1.customers.billingConfig.create({ customer_id: customer.data.id, billing_provider_type: 'stripe', billing_provider_customer_id: stripeCustomerId });
+    const contract = await h.client.v1.contracts.create({
+      customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: monthStart(0),
+      spend_threshold_configuration: { commit: { product_id: billed.data.id, name: 'Threshold billing' }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: 500 },
+    } as unknown as Metronome.V1.ContractCreateParams);
+    const ingest = (from: number, count: number) => h.client.v1.usage.ingest({ usage: Array.from({ length: count }, (_, i) => ({ transaction_id: `${alias}-${from + i}`, customer_id: alias, event_type: 'call', timestamp: new Date(Date.now() - 1000).toISOString() })) });
+    await ingest(0, 4); // owes 400
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await h.orm.em.fork().execute('select count(*)::int as n from recharge where contract_id = ?', [contract.data.id])).toEqual([{ n: 0 }]);
+    await ingest(4, 2); // owes 600
+    await eventually('the threshold billed', async () => expect(await h.orm.em.fork().execute('select kind, n, amount::text as amount, balance_before::text as owed, status from recharge where contract_id = ?', [contract.data.id]))
+      .toEqual([{ kind: 'spend', n: 1, amount: '500', owed: '600', status: 'GRANTED' }]), 60_000);
+    expect((await stripe.invoices.list({ customer: stripeCustomerId })).data.map((i) => [i.total, i.status, i.metadata?.accrue_spend_threshold])).toEqual([[500, 'paid', `${contract.data.id}:1`]]);
+    await eventually('the period invoice owes what was not billed yet', async () => {
+      const current = (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id })).data.find((i) => i.start_timestamp === monthStart(0))!;
+      expect(current.total).toBe(100);
+    });
+    const got = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: customer.data.id, contract_id: contract.data.id } });
+    expect(got.json.data.current.spend_threshold_configuration).toMatchObject({ threshold_amount: 500, is_enabled: true });
+  });
 });

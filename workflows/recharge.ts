@@ -3,7 +3,8 @@ import type { Activities } from '../activities/index.js';
 
 /**
  * One auto-recharge of a contract's prepaid balance (`recharge/<contract_id>/<n>`, n = the
- * crossing's number, started by the outbound loop for each recharge its evaluation recorded):
+ * crossing's number, started by the outbound loop for each recharge its evaluation recorded), or
+ * one spend-threshold charge (`spend-threshold/<contract_id>/<n>`, kind `spend`):
  * collect the payment through the payment gate (a Stripe invoice charged at once, with
  * idempotency keys), then grant the commit — only once paid. A declined payment grants nothing,
  * sends `payment_gate.payment_status` (failed) and ends: the charge is not retried in a loop (the
@@ -12,13 +13,15 @@ import type { Activities } from '../activities/index.js';
 const stripe = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', heartbeatTimeout: '20 seconds', retry: { initialInterval: '2 seconds', maximumInterval: '10 minutes', backoffCoefficient: 2 } });
 const acts = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds', retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 } });
 
-export async function rechargeWorkflow({ contractId, n }: { contractId: string; n: number }): Promise<'GRANTED' | 'FAILED'> {
-  const paid = await stripe.chargeRecharge({ contractId, n });
+export async function rechargeWorkflow({ contractId, n, kind }: { contractId: string; n: number; kind?: 'prepaid' | 'spend' }): Promise<'GRANTED' | 'FAILED'> {
+  // `kind` (absent: prepaid) is passed on only when given, so a recharge's inputs stay as recorded.
+  const which = kind ? { kind } : {};
+  const paid = await stripe.chargeRecharge({ contractId, n, ...which });
   if (paid.outcome === 'FAILED') {
-    await acts.failRecharge({ contractId, n, failure: paid.message ?? 'the payment failed' });
+    await acts.failRecharge({ contractId, n, failure: paid.message ?? 'the payment failed', ...which });
     return 'FAILED';
   }
-  await acts.grantRecharge({ contractId, n });
+  await acts.grantRecharge({ contractId, n, ...which });
   return 'GRANTED';
 }
 

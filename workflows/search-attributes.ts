@@ -17,3 +17,4 @@ export const dunningWorkflowId = (invoiceId: string) => `dunning/${invoiceId}`;
 export const stripeVoidWorkflowId = (invoiceId: string) => `stripe-void/${invoiceId}`;
 export const rechargeWorkflowId = (contractId: string, n: number) => `recharge/${contractId}/${n}`;
 export const commitPaymentWorkflowId = (grantId: string) => `commit-payment/${grantId}`;
+export const spendThresholdWorkflowId = (contractId: string, n: number) => `spend-threshold/${contractId}/${n}`;

@@ -104,6 +104,9 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
         recharge_to_amount: jsonDecimal(terms.prepaid_balance_threshold_configuration.recharge_to_amount),
       },
     } : {}),
+    ...(terms.spend_threshold_configuration ? {
+      spend_threshold_configuration: { ...terms.spend_threshold_configuration, threshold_amount: jsonDecimal(terms.spend_threshold_configuration.threshold_amount) },
+    } : {}),
     ...(terms.approval_policy ? { approval_policy: { mode: terms.approval_policy.mode, ...(terms.approval_policy.amount !== undefined ? { amount: jsonDecimal(terms.approval_policy.amount) } : {}) } } : {}),
   });
   const successor = await successorOf(em, c.id);

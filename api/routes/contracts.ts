@@ -8,7 +8,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { ANCHOR_DAYS, FREQUENCIES, periodAt } from '../../billing/periods.js';
 import { BalanceGrant, Contract, RateCard } from '../../db/entities.js';
-import { approvalPolicyInput, arrearsPolicyInput, grantInput, ProductLookup, renewalNoticeDaysInput, termsInput, thresholdConfigInput, trialSpecInput } from '../contract-input.js';
+import { approvalPolicyInput, arrearsPolicyInput, grantInput, ProductLookup, renewalNoticeDaysInput, spendThresholdInput, termsInput, thresholdConfigInput, trialSpecInput } from '../contract-input.js';
 import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/contract-terms.js';
 import { tellWorkflow } from './contract-changes.js';
 import { findCustomer } from '../../db/customers.js';
@@ -25,7 +25,7 @@ import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, 
 
 const CREATE_FIELDS = ['customer_id', 'starting_at', 'ending_before', 'rate_card_id', 'rate_card_alias', 'name', 'uniqueness_key', 'custom_fields', 'usage_statement_schedule',
   'overrides', 'commits', 'credits', 'discounts', 'scheduled_charges', 'multiplier_override_prioritization', 'net_payment_terms_days', 'total_contract_value', 'transition',
-  'trial_spec', 'renewal_notice_days', 'approval_policy', 'arrears_policy', 'prepaid_balance_threshold_configuration'];
+  'trial_spec', 'renewal_notice_days', 'approval_policy', 'arrears_policy', 'prepaid_balance_threshold_configuration', 'spend_threshold_configuration'];
 const SCHEDULE_FIELDS = ['frequency', 'day', 'billing_anchor_date'];
 
 function schedule(body: Obj) {
@@ -116,6 +116,8 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
     if (arrearsPolicy) terms.arrears_policy = arrearsPolicy;
     const threshold = await thresholdConfigInput(body, products);
     if (threshold) terms.prepaid_balance_threshold_configuration = threshold;
+    const spendThreshold = await spendThresholdInput(body, products);
+    if (spendThreshold) terms.spend_threshold_configuration = spendThreshold;
     const grants: BalanceGrant[] = [];
     const gates = new Map<string, 'STRIPE'>();
     for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {
