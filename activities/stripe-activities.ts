@@ -79,7 +79,12 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
     const em = orm.em.fork();
     let si = await stripe.invoices.retrieve(externalId);
     if (si.status === 'draft') {
-      await stripe.invoices.del(externalId);
+      try {
+        await stripe.invoices.del(externalId);
+      } catch (err) {
+        // Deleted by an earlier attempt whose answer was lost: done.
+        if (!(err instanceof Error && (err as { statusCode?: number }).statusCode === 404)) throw err;
+      }
     } else if (si.status === 'open' || si.status === 'uncollectible') {
       si = await stripe.invoices.voidInvoice(externalId, {}, { idempotencyKey: key(inv.id, 'void') });
     } else if (si.status === 'paid') {
@@ -118,6 +123,7 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
         si = await client.invoices.retrieve(o.existingInvoiceId);
       }
       if (si.status === 'draft') {
+        if (!dec(o.amount).isInteger()) return { outcome: 'FAILED', message: `the amount ${o.amount} is not whole cents` };
         await client.invoiceItems.create({
           customer: config.providerCustomerId, invoice: si.id!, amount: dec(o.amount).toNumber(), currency: 'usd', description: o.itemName, metadata: o.metadata,
         }, { idempotencyKey: k('item') });
@@ -130,6 +136,8 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
           if (o.crashPoint) crashPoint(o.crashPoint); // charged at Stripe; nothing granted yet
         } catch (err) {
           if (!isStripeCardError(err)) throw err;
+          // Nothing will be granted for it: the open invoice is voided so it cannot be paid later.
+          await client.invoices.voidInvoice(si.id!, {}, { idempotencyKey: k('void') });
           return { outcome: 'FAILED', message: describeStripeError(err) };
         }
       }
@@ -164,6 +172,11 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
           return { outcome: 'SKIPPED' };
         }
         const terms = (await standings(em, [inv])).get(inv.id);
+        // Paid in full another way (a wire recorded while Stripe was down): nothing to collect.
+        if (!ext?.externalId && terms?.status === 'PAID') {
+          await recordExternal(em, { ...base, externalId: null, status: 'SKIPPED', hostedUrl: null });
+          return { outcome: 'SKIPPED' };
+        }
         try {
           let si: Stripe.Invoice;
           if (!ext?.externalId) {
@@ -200,7 +213,8 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
             beat();
           }
           await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
-          if (si.status === 'open' && config.collectionMethod === 'charge_automatically') {
+          const paidMeanwhile = (await standings(orm.em.fork(), [inv])).get(inv.id)?.status === 'PAID';
+          if (si.status === 'open' && config.collectionMethod === 'charge_automatically' && !paidMeanwhile) {
             try {
               si = await client.invoices.pay(si.id!, {}, { idempotencyKey: key(inv.id, 'pay') });
               crashPoint('@stripe-charged'); // charged at Stripe; the payment is not recorded yet

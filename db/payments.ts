@@ -17,7 +17,7 @@ import { dunningStates } from './stripe.js';
  */
 export interface PaymentInput {
   invoiceId: string;
-  /** Decimal string, > 0, at most the amount still due. */
+  /** Decimal string, > 0, at most the amount still due; `REMAINING`: whatever is due when the invoice is locked. */
   amount: string;
   /** ISO instant; defaults to now. */
   paidAt?: string;
@@ -47,16 +47,19 @@ export async function recordPayment(em: EntityManager, p: PaymentInput): Promise
   return em.transactional(async (tx) => {
     const inv = await tx.findOne(Invoice, { id: p.invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
     if (!inv) throw new NotFoundError('invoice', p.invoiceId, 'invoice_id');
-    const amount = dec(p.amount);
-    if (!amount.isInteger() || amount.lte(0)) throw new ValidationError('amount', `must be a positive whole number of cents, got ${p.amount}`);
+    const remaining = p.amount === 'REMAINING';
+    if (!remaining && (!dec(p.amount).isInteger() || dec(p.amount).lte(0))) throw new ValidationError('amount', `must be a positive whole number of cents, got ${p.amount}`);
     const [existing] = await tx.execute<{ amount: string; paid_at: Date }[]>(
       'select amount::text as amount, paid_at from invoice_payment where invoice_id = ? and reference = ?', [inv.id, p.reference]);
     if (existing) {
-      if (!dec(existing.amount).eq(amount)) throw new ConflictError(`reference: payment ${JSON.stringify(p.reference)} on invoice ${inv.id} was recorded with amount ${existing.amount}, not ${amount.toFixed()}`);
+      if (!remaining && !dec(existing.amount).eq(dec(p.amount))) throw new ConflictError(`reference: payment ${JSON.stringify(p.reference)} on invoice ${inv.id} was recorded with amount ${existing.amount}, not ${dec(p.amount).toFixed()}`);
       return { invoiceId: inv.id, contractId: inv.contractId, reference: p.reference, amount: existing.amount, paidAt: new Date(existing.paid_at).toISOString(), created: false, standing: (await standings(tx, [inv])).get(inv.id)! };
     }
     if (inv.status !== 'FINALIZED') throw new ValidationError('invoice_id', `invoice ${inv.id} is ${inv.status}; payments are recorded on finalized invoices only`);
     const before = (await standings(tx, [inv])).get(inv.id)!;
+    const amount = remaining ? dec(before.amountDue) : dec(p.amount);
+    if (remaining && amount.lte(0)) return { invoiceId: inv.id, contractId: inv.contractId, reference: p.reference, amount: '0', paidAt: p.paidAt ?? new Date().toISOString(), created: false, standing: before };
+    if (!amount.isInteger() || amount.lte(0)) throw new ValidationError('amount', `must be a positive whole number of cents, got ${p.amount}`);
     if (amount.gt(before.amountDue)) throw new ValidationError('amount', `${amount.toFixed()} is more than the ${before.amountDue} still due on invoice ${inv.id}`);
     const paidAt = p.paidAt ?? new Date().toISOString();
     await tx.execute('insert into invoice_payment (invoice_id, reference, amount, paid_at, recorded_by, source) values (?, ?, ?, ?, ?, ?)',
@@ -128,7 +131,7 @@ export async function recordProviderPayment(em: EntityManager, invoiceId: string
   const reference = `stripe:${externalId}`;
   const [done] = await em.execute<{ amount: string }[]>('select amount::text as amount from invoice_payment where invoice_id = ? and reference = ?', [invoiceId, reference]);
   if (done) return recordPayment(em.fork(), { invoiceId, amount: done.amount, reference, source: 'STRIPE' });
-  const standing = (await standings(em.fork(), [inv])).get(inv.id);
-  if (!standing || dec(standing.amountDue).lte(0)) return undefined;
-  return recordPayment(em.fork(), { invoiceId, amount: standing.amountDue, reference, source: 'STRIPE', recordedBy: 'stripe', ...(paidAt ? { paidAt } : {}) });
+  // What is due is read under the invoice's lock (a wire recorded meanwhile is not paid twice).
+  const paid = await recordPayment(em.fork(), { invoiceId, amount: 'REMAINING', reference, source: 'STRIPE', recordedBy: 'stripe', ...(paidAt ? { paidAt } : {}) });
+  return paid.created ? paid : undefined;
 }

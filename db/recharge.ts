@@ -5,7 +5,7 @@ import { rechargeStep, spendThresholdStep, type RechargeKind, type RechargeStatu
 import { customerBalances } from './balances.js';
 import { BalanceGrant, Contract } from './entities.js';
 import { uuidV5 } from './ids.js';
-import { customerDrafts, type DraftsPreload } from './invoices.js';
+import { customerDrafts, usageTotal, type DraftsPreload } from './invoices.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 
@@ -44,6 +44,24 @@ export function prepaidBalance(balances: Awaited<ReturnType<typeof customerBalan
   return sum(mine.map((b) => b.balance));
 }
 
+/**
+ * What a spend threshold measures: what the current period's invoice owes (after commits and
+ * credits), but never more than its usage and subscription charges minus what spend-threshold
+ * charges of the period have billed already — lines a commit cannot draw down (a scheduled
+ * charge, a true-up) or usage outside the commit's products would otherwise call for a charge
+ * again after every charge.
+ */
+async function spendOwed(tx: EntityManager, contractId: string, current: { view: { periodStart: string; total: string; lines: { type: string; total: string }[] } }[]): Promise<Decimal> {
+  if (!current.length) return dec(0);
+  const owed = sum(current.map((d) => dec(d.view.total)));
+  const spend = sum(current.map((d) => usageTotal(d.view.lines)));
+  const [billed] = await tx.execute<{ amount: string | null }[]>(`
+    select sum(amount)::text as amount from recharge where contract_id = ? and kind = 'spend' and status <> 'FAILED' and access_from = any(?::timestamptz[])`,
+  [contractId, `{${current.map((d) => d.view.periodStart).join(',')}}`]);
+  const unbilled = spend.minus(dec(billed?.amount ?? 0));
+  return owed.lt(unbilled) ? owed : unbilled;
+}
+
 /** Evaluates the given contracts inside the caller's transaction (which holds their customers' locks); returns the recharges started. */
 export async function evaluateRecharges(tx: EntityManager, contracts: RechargeContract[], now: Date, preload: DraftsPreload): Promise<{ contractId: string; kind: RechargeKind; n: number }[]> {
   if (!contracts.length) return [];
@@ -59,7 +77,7 @@ export async function evaluateRecharges(tx: EntityManager, contracts: RechargeCo
       const prev = states.get(`${c.id}:${c.kind}`);
       // prepaid: what is left of the prepaid balance; spend: what the current period's invoice owes.
       const current = drafts.filter((d) => d.contract.id === c.id && Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
-      const measured = c.kind === 'prepaid' ? prepaidBalance(balances, c.id, t) : sum(current.map((d) => dec(d.view.total)));
+      const measured = c.kind === 'prepaid' ? prepaidBalance(balances, c.id, t) : await spendOwed(tx, c.id, current);
       const step = c.kind === 'prepaid' ? rechargeStep(prev?.status, measured, c.config) : spendThresholdStep(prev?.status, measured, c.config);
       if (prev?.status === step.status && !step.recharge) continue;
       const n = (prev?.crossings ?? 0) + (step.recharge ? 1 : 0);
@@ -124,6 +142,15 @@ const paymentGateNotice = async (tx: EntityManager, r: RechargeRow, status: 'pai
   },
 });
 
+/**
+ * Takes the customer's evaluation lock (the one `evaluateDirty` holds for a round, db/alerts.ts):
+ * a grant or failure is then never between an evaluator's snapshot of the balances and its read
+ * of the recharge state — either the evaluator sees both the commit and the state, or neither.
+ */
+async function lockCustomerEvaluation(tx: EntityManager, contractId: string): Promise<void> {
+  await tx.execute(`select pg_advisory_xact_lock(hashtextextended('alert-customer:' || customer_id::text, 7)) from contract where id = ?`, [contractId]);
+}
+
 /** The id of the commit a recharge (or spend-threshold charge) grants: derived, so it is granted once. */
 export const rechargeGrantId = (contractId: string, n: number, kind: RechargeKind = 'prepaid') => uuidV5(`${kind === 'prepaid' ? 'recharge' : 'spend-threshold'}:${contractId}:${n}`);
 
@@ -134,6 +161,7 @@ export const rechargeGrantId = (contractId: string, n: number, kind: RechargeKin
  */
 export async function grantRecharge(em: EntityManager, contractId: string, n: number, kind: RechargeKind = 'prepaid', now = new Date()): Promise<{ grantId: string; created: boolean }> {
   return em.transactional(async (tx) => {
+    await lockCustomerEvaluation(tx, contractId);
     const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and kind = ? and n = ? for update', [contractId, kind, n]);
     if (!locked) throw new Error(`${kind} charge ${contractId}/${n} does not exist`);
     const r = (await findRecharge(tx, contractId, n, kind))!;
@@ -167,6 +195,7 @@ export async function grantRecharge(em: EntityManager, contractId: string, n: nu
 /** The recharge's payment failed: nothing granted, the contract waits (no retry loop), `payment_gate.payment_status` (failed) written. */
 export async function failRecharge(em: EntityManager, contractId: string, n: number, failure: string, kind: RechargeKind = 'prepaid'): Promise<void> {
   await em.transactional(async (tx) => {
+    await lockCustomerEvaluation(tx, contractId);
     const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and kind = ? and n = ? for update', [contractId, kind, n]);
     if (!locked || locked.status === 'GRANTED' || locked.status === 'FAILED') return;
     const r = (await findRecharge(tx, contractId, n, kind))!;
@@ -208,9 +237,16 @@ export async function findGatedCommit(em: EntityManager, grantId: string): Promi
   return r && { grantId: r.grant_id, contractId: r.contract_id, customerId: r.customer_id, amount: r.amount, status: r.status, externalInvoiceId: r.external_invoice_id, failure: r.failure, name: r.name };
 }
 
+/**
+ * Gated commits whose payment the create route did not start. Only rows older than five minutes:
+ * the route itself starts each one right after the contract's workflow, and removes the contract
+ * (and its rows) again when that workflow cannot start — a payment started meanwhile from here
+ * would charge for a contract that no longer exists.
+ */
 export async function unstartedGatedCommits(em: EntityManager, limit: number): Promise<{ grantId: string; contractId: string; customerId: string }[]> {
   return (await em.execute<{ grant_id: string; contract_id: string; customer_id: string }[]>(
-    'select grant_id::text as grant_id, contract_id::text as contract_id, customer_id::text as customer_id from gated_commit where workflow_started_at is null order by created_at limit ?', [limit]))
+    `select grant_id::text as grant_id, contract_id::text as contract_id, customer_id::text as customer_id from gated_commit
+     where workflow_started_at is null and created_at < now() - interval '5 minutes' order by created_at limit ?`, [limit]))
     .map((r) => ({ grantId: r.grant_id, contractId: r.contract_id, customerId: r.customer_id }));
 }
 

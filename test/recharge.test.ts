@@ -71,6 +71,8 @@ describe('auto-recharge through Stripe', () => {
     await eventually('the recharge failed', async () => expect(await recharges(s.contractId)).toEqual([{ n: 1, amount: '1600', balance_before: '400', status: 'FAILED' }]), 60_000);
     expect(await grants(s.contractId)).toEqual([{ name: 'Starter credits', amount: '1000' }]);
     expect(await gateNotices(s.customerId)).toEqual([['failed', 1600]]);
+    // Its Stripe invoice is voided: paying it later could not grant anything.
+    expect((await stripe.invoices.list({ customer: s.stripeCustomerId })).data.map((i) => [i.total, i.status])).toEqual([[1600, 'void']]);
     await s.ingest(2);
     await new Promise((r) => setTimeout(r, 3000));
     expect(await recharges(s.contractId)).toHaveLength(1);
@@ -163,6 +165,8 @@ describe('auto-recharge through Stripe', () => {
     const contract = await h.client.v1.contracts.create({
       customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: monthStart(0),
       spend_threshold_configuration: { commit: { product_id: billed.data.id, name: 'Threshold billing' }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: 500 },
+      // A charge no commit draws down: it is owed, but it does not call for threshold billing again and again.
+      scheduled_charges: [{ name: 'Setup fee', product_id: billed.data.id, schedule: { schedule_items: [{ timestamp: monthStart(0), amount: 2000 }] } }],
     } as unknown as Metronome.V1.ContractCreateParams);
     const ingest = (from: number, count: number) => h.client.v1.usage.ingest({ usage: Array.from({ length: count }, (_, i) => ({ transaction_id: `${alias}-${from + i}`, customer_id: alias, event_type: 'call', timestamp: new Date(Date.now() - 1000).toISOString() })) });
     await ingest(0, 4); // owes 400
@@ -170,12 +174,17 @@ describe('auto-recharge through Stripe', () => {
     expect(await h.orm.em.fork().execute('select count(*)::int as n from recharge where contract_id = ?', [contract.data.id])).toEqual([{ n: 0 }]);
     await ingest(4, 2); // owes 600
     await eventually('the threshold billed', async () => expect(await h.orm.em.fork().execute('select kind, n, amount::text as amount, balance_before::text as owed, status from recharge where contract_id = ?', [contract.data.id]))
-      .toEqual([{ kind: 'spend', n: 1, amount: '500', owed: '600', status: 'GRANTED' }]), 60_000);
+      .toEqual([{ kind: 'spend', n: 1, amount: '500', owed: '600', status: 'GRANTED' }]), 60_000); // the usage, not the fee
+
     expect((await stripe.invoices.list({ customer: stripeCustomerId })).data.map((i) => [i.total, i.status, i.metadata?.accrue_spend_threshold])).toEqual([[500, 'paid', `${contract.data.id}:1`]]);
     await eventually('the period invoice owes what was not billed yet', async () => {
       const current = (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id })).data.find((i) => i.start_timestamp === monthStart(0))!;
-      expect(current.total).toBe(100);
+      expect(current.total).toBe(2000 + 600 - 500);
     });
+    // Evaluated again (new usage under the threshold): still one charge, though 2,100 is owed.
+    await ingest(6, 1);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await h.orm.em.fork().execute('select count(*)::int as n from recharge where contract_id = ?', [contract.data.id])).toEqual([{ n: 1 }]);
     const got = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: customer.data.id, contract_id: contract.data.id } });
     expect(got.json.data.current.spend_threshold_configuration).toMatchObject({ threshold_amount: 500, is_enabled: true });
   });

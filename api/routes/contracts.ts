@@ -18,7 +18,8 @@ import { contractWorkflow } from '../../workflows/contract.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
 import { billingConfigOf } from '../../db/stripe.js';
-import { holdGatedCommit, markGatedCommitStarted } from '../../db/recharge.js';
+import { gatedCommitAmount, holdGatedCommit, markGatedCommitStarted } from '../../db/recharge.js';
+import { dec } from '../../billing/money.js';
 import { startCommitPayment } from '../../activities/workflow-starts.js';
 import type { StripeSettings } from '../../stack/config.js';
 import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
@@ -130,6 +131,10 @@ export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: stri
           const field = `${key}[${i}].payment_gate_config.payment_gate_type`;
           if (!stripe?.secretKey) throw new ConflictError(`${field}: STRIPE is off in this Accrue (STRIPE_SECRET_KEY is not set)`);
           if (!(await billingConfigOf(em, customer.id))) throw new ValidationError(field, 'STRIPE needs the customer\'s Stripe billing config (v1.customers.billingConfig.create) first');
+          const g = grants.at(-1)!;
+          // Charged as one Stripe item in whole cents; a uniqueness key would be taken only once paid.
+          if (!dec(gatedCommitAmount(g)).isInteger()) throw new ValidationError(`${key}[${i}].${g.invoiceSchedule ? 'invoice_schedule' : 'access_schedule'}`, `a payment-gated commit's price must be whole cents, got ${gatedCommitAmount(g)}`);
+          if (g.uniquenessKey) throw new ValidationError(`${key}[${i}].uniqueness_key`, 'is not supported on a payment-gated commit');
         }
       }
     }

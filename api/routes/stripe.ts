@@ -130,9 +130,12 @@ export function stripeWebhooksRouter(orm: MikroORM, temporal: Client, taskQueue:
   const accrueInvoiceOf = async (si: { id?: string; metadata?: Stripe.Metadata | null }) => {
     const byId = si.id ? await invoiceIdOfExternal(orm.em.fork(), si.id) : undefined;
     if (byId) return byId;
+    // Not recorded yet (the webhook beat the sync's record): by metadata, unless that invoice
+    // already has another Stripe copy.
     const meta = si.metadata?.accrue_invoice_id;
-    if (meta && UUID_RE.test(meta) && await orm.em.fork().findOne(Invoice, { id: meta }, { fields: ['id'] })) return meta;
-    return undefined;
+    if (!meta || !UUID_RE.test(meta) || !(await orm.em.fork().findOne(Invoice, { id: meta }, { fields: ['id'] }))) return undefined;
+    const known = (await externalInvoices(orm.em.fork(), [meta])).get(meta);
+    return known?.externalId && known.externalId !== si.id ? undefined : meta;
   };
 
   async function handle(event: Stripe.Event): Promise<{ outcome: string; invoiceId?: string }> {
