@@ -202,12 +202,22 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
             return await voidAtStripe(client, inv, si.id!, config.collectionMethod);
           }
           if (si.status === 'draft') {
-            for (const item of stripeItems(inv.lineItems, inv.total)) {
+            const items = stripeItems(inv.lineItems, inv.total);
+            for (const item of items) {
               await client.invoiceItems.create({
                 customer: config.providerCustomerId, invoice: si.id!, amount: item.amount, currency: 'usd', description: item.description,
                 metadata: { accrue_invoice_id: inv.id, accrue_line: String(item.index) },
               }, { idempotencyKey: key(inv.id, `item:${item.index}`) });
               beat();
+            }
+            // Stripe keeps idempotency keys 24 h: a draft resumed later could hold an item twice.
+            // Finalized only when Stripe's total is the Accrue invoice's.
+            const draft = await client.invoices.retrieve(si.id!);
+            const want = items.reduce((a, i) => a + i.amount, 0);
+            if (draft.total !== want) {
+              await recordExternal(em, { ...base, externalId: si.id!, status: 'INVALID_REQUEST_ERROR', hostedUrl: null });
+              log.error('the Stripe draft does not add up to the invoice; not finalized (fix the draft in Stripe and resend)', { invoiceId, stripeInvoiceId: si.id, stripeTotal: draft.total, total: want });
+              return { outcome: 'INVALID_REQUEST_ERROR', stripeInvoiceId: si.id!, message: `the Stripe draft totals ${draft.total}, not ${want}` };
             }
             si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: key(inv.id, 'finalize') });
             beat();

@@ -110,6 +110,18 @@ describe('Stripe: invoices sent, charged, paid and dunned', () => {
     for (let i = 0; i < 2; i++) expect((await webhook(refund)).status).toBe(200);
     expect(await h.orm.em.fork().execute('select reference, amount::text as amount from invoice_refund where invoice_id = ?', [s.invoiceId])).toEqual([{ reference: 'stripe:ch_refund_test', amount: '50' }]);
     expect(await h.orm.em.fork().execute(`select count(*)::int as n from outbound_event where type = 'accrue.invoice.refunded' and properties::text like ?`, [`%${s.invoiceId}%`])).toEqual([{ n: 1 }]);
+    // A refund as newer API versions send it (no charge.invoice): found through the invoice payments of its payment intent.
+    const charged = await setUp({ card: 'pays', method: 'charge_automatically', price: 9, calls: 1 });
+    const chargedInv = await eventually('paid through Stripe', async () => {
+      const j = await invoiceJson(charged.customerId, charged.invoiceId);
+      expect(j.external_invoice?.external_status).toBe('PAID');
+      return j;
+    }, 90_000);
+    const [ch] = (await stripe.charges.list({ customer: charged.stripeCustomerId })).data;
+    const refundNew = signedEvent('charge.refunded', { id: ch!.id, object: 'charge', payment_intent: ch!.payment_intent, amount: 9, amount_refunded: 9, refunded: true });
+    const refunded = await webhook(refundNew);
+    expect([refunded.status, ((await refunded.json()) as { outcome: string }).outcome]).toEqual([200, 'refund recorded']);
+    expect(await h.orm.em.fork().execute('select reference, amount::text as amount from invoice_refund where invoice_id = ?', [chargedInv.id])).toEqual([{ reference: `stripe:${ch!.id}`, amount: '9' }]);
     // Other events and other invoices are acknowledged and ignored.
     const other = await webhook(signedEvent('customer.created', { id: 'cus_x', object: 'customer' }));
     expect([other.status, ((await other.json()) as { outcome: string }).outcome]).toEqual([200, 'ignored: customer.created is not handled']);

@@ -138,6 +138,26 @@ export function stripeWebhooksRouter(orm: MikroORM, temporal: Client, taskQueue:
     return known?.externalId && known.externalId !== si.id ? undefined : meta;
   };
 
+  /**
+   * The Stripe invoice a charge paid: `charge.invoice` in API versions before 2025-03-31; since
+   * then through the invoice payments of its payment intent (asked of Stripe; unreachable → 503,
+   * and Stripe delivers the event again).
+   */
+  const client = stripeClient(settings);
+  async function invoiceOfCharge(charge: Stripe.Charge): Promise<string | undefined> {
+    const direct = (charge as unknown as { invoice?: unknown }).invoice;
+    if (typeof direct === 'string') return direct;
+    const pi = typeof charge.payment_intent === 'string' ? charge.payment_intent : charge.payment_intent?.id;
+    if (!pi || !client) return undefined;
+    try {
+      const payments = await client.invoicePayments.list({ payment: { type: 'payment_intent', payment_intent: pi }, limit: 1 });
+      const inv = payments.data[0]?.invoice;
+      return typeof inv === 'string' ? inv : inv?.id ?? undefined;
+    } catch (err) {
+      throw new UnavailableError(`could not ask Stripe which invoice charge ${charge.id} paid; Stripe will deliver the event again: ${describeStripeError(err)}`);
+    }
+  }
+
   async function handle(event: Stripe.Event): Promise<{ outcome: string; invoiceId?: string }> {
     switch (event.type) {
       case 'invoice.paid':
@@ -191,7 +211,7 @@ export function stripeWebhooksRouter(orm: MikroORM, temporal: Client, taskQueue:
       }
       case 'charge.refunded': {
         const charge = event.data.object;
-        const stripeInvoiceId = typeof (charge as { invoice?: unknown }).invoice === 'string' ? (charge as unknown as { invoice: string }).invoice : undefined;
+        const stripeInvoiceId = await invoiceOfCharge(charge);
         const invoiceId = stripeInvoiceId ? await accrueInvoiceOf({ id: stripeInvoiceId }) : undefined;
         if (!invoiceId) return { outcome: 'ignored: not a charge of an Accrue invoice' };
         await orm.em.fork().transactional(async (tx) => {

@@ -8,7 +8,8 @@ parts of Stripe's documented behaviour Accrue relies on that localstripe lacks, 
 - Invoices: `collection_method`, `days_until_due`, `auto_advance`, `currency` on create;
   invoice items created with `invoice=` join that invoice's lines; `POST /v1/invoices/{id}/finalize`;
   `hosted_invoice_url`; a declined `POST /v1/invoices/{id}/pay` answers 402 card_error (as Stripe
-  does) and sends `invoice.payment_failed`; a paid invoice also sends `invoice.paid`.
+  does) and sends `invoice.payment_failed`; a paid invoice also sends `invoice.paid`;
+  `GET /v1/invoice_payments?payment[payment_intent]=…` (what a charge paid, API 2025-03-31 on).
 - Test controls under /_config (not Stripe): `POST /_config/faults` queues a fault — the next
   `count` requests under /v1 answer `status` (500, 429…), before (`when=before`) or after
   (`when=after`: the work is done and the answer lost) handling them; faults queued one after
@@ -182,6 +183,21 @@ async def idempotency_middleware(request, handler):
     return response
 
 
+def _list_invoice_payments(payment=None, limit=None, **kwargs):
+    # Stripe's invoice payments (API 2025-03-31 on), by payment intent: what a charge paid.
+    pi = (payment or {}).get('payment_intent')
+    found = [i for i in Invoice._api_list_all(None, limit=99)._list if pi and i.payment_intent == pi]
+    return [{'id': 'inpay_' + i.id[3:], 'object': 'invoice_payment', 'invoice': i.id,
+             'payment': {'type': 'payment_intent', 'payment_intent': pi}, 'amount_paid': i.amount_paid,
+             'status': 'paid' if i.status == 'paid' else 'open'} for i in found]
+
+
+async def invoice_payments(request):
+    data = server.unflatten_data(request.query)
+    items = _list_invoice_payments(**data)
+    return json_response({'object': 'list', 'data': items, 'has_more': False, 'url': '/v1/invoice_payments'})
+
+
 async def config_faults(request):
     data = await request.json()
     faults.append({'status': int(data['status']), 'count': int(data['count']), 'when': data.get('when', 'before')})
@@ -211,6 +227,7 @@ def main():
                     route._handler = server.api_extra(overrides.pop(path), path)
     assert not overrides, 'localstripe routes not found: %s' % list(overrides)
     app.router.add_post('/v1/invoices/{id}/finalize', server.api_extra(_finalize_invoice, '/v1/invoices/{id}/finalize'))
+    app.router.add_get('/v1/invoice_payments', invoice_payments)
     app.router.add_post('/_config/faults', config_faults)
     app.router.add_get('/_config/requests', config_requests)
     app.router.add_get('/_config/faults', config_faults_left)
