@@ -14,7 +14,9 @@ import { billedCustomer, signedEvent, stripeCustomer, stripeEnv, stripeFaults, s
  */
 describe('Stripe: invoices sent, charged, paid and dunned', () => {
   const finance = `${uniqueName('finance')}@example.test`;
-  const h = useSdkApp('stripe', { env: stripeEnv({ ACCRUE_DUNNING_SCHEDULE: '2s,2s', ACCRUE_FINANCE_EMAIL: finance }) });
+  // This Accrue's own Stripe key: the faults below are scoped to it (the server is shared).
+  const appKey = 'sk_test_accrue_stripe_suite';
+  const h = useSdkApp('stripe', { env: stripeEnv({ STRIPE_SECRET_KEY: appKey, ACCRUE_DUNNING_SCHEDULE: '2s,2s', ACCRUE_FINANCE_EMAIL: finance }) });
   const stripe = testStripe();
   const p0 = monthStart(-1);
 
@@ -174,8 +176,8 @@ describe('Stripe: invoices sent, charged, paid and dunned', () => {
     const s = await setUp({
       card: 'pays', method: 'charge_automatically', price: 7, calls: 5,
       beforeContract: async () => {
-        await stripeFaults(500, 3, 'after');
-        await stripeFaults(429, 2, 'before');
+        await stripeFaults(appKey, 500, 3, 'after');
+        await stripeFaults(appKey, 429, 2, 'before');
       },
     });
     const inv = await eventually('paid through Stripe despite the faults', async () => {
@@ -183,7 +185,7 @@ describe('Stripe: invoices sent, charged, paid and dunned', () => {
       expect([j.external_invoice?.external_status, j.payment_status]).toEqual(['PAID', 'PAID']);
       return j;
     }, 120_000);
-    expect(await stripeFaultsLeft()).toBe(0);
+    expect(await stripeFaultsLeft(appKey)).toBe(0);
     const invoices = (await stripe.invoices.list({ customer: s.stripeCustomerId })).data;
     expect(invoices.map((i) => [i.id, i.total, i.status])).toEqual([[inv.external_invoice.invoice_id, 35, 'paid']]);
     expect((await stripe.invoices.listLineItems(invoices[0]!.id!)).data.map((l) => l.amount)).toEqual([35]);

@@ -27,14 +27,18 @@ export async function stripeCustomer(stripe: Stripe, card: 'pays' | 'declines' |
   return customer.id;
 }
 
-/** Faults of the Stripe-protocol server: the next `count` API requests answer `status` (before or after doing the work). */
-export async function stripeFaults(status: number, count: number, when: 'before' | 'after' = 'before'): Promise<void> {
-  const res = await fetch(`${testStack().stripeApiBase}/_config/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ status, count, when }) });
+/**
+ * Faults of the Stripe-protocol server: the next `count` API requests made with the secret `key`
+ * answer `status` (before or after doing the work). The server is shared by test files running in
+ * parallel, so an Accrue under fault gets a key of its own and nobody else's requests are hit.
+ */
+export async function stripeFaults(key: string, status: number, count: number, when: 'before' | 'after' = 'before'): Promise<void> {
+  const res = await fetch(`${testStack().stripeApiBase}/_config/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ key, status, count, when }) });
   if (!res.ok) throw new Error(`faults ${res.status}`);
 }
 
-export async function stripeFaultsLeft(): Promise<number> {
-  const res = await fetch(`${testStack().stripeApiBase}/_config/faults`);
+export async function stripeFaultsLeft(key: string): Promise<number> {
+  const res = await fetch(`${testStack().stripeApiBase}/_config/faults?key=${encodeURIComponent(key)}`);
   return ((await res.json()) as { count: number }).count;
 }
 

@@ -10,11 +10,12 @@ parts of Stripe's documented behaviour Accrue relies on that localstripe lacks, 
   `hosted_invoice_url`; a declined `POST /v1/invoices/{id}/pay` answers 402 card_error (as Stripe
   does) and sends `invoice.payment_failed`; a paid invoice also sends `invoice.paid`;
   `GET /v1/invoice_payments?payment[payment_intent]=…` (what a charge paid, API 2025-03-31 on).
-- Test controls under /_config (not Stripe): `POST /_config/faults` queues a fault — the next
-  `count` requests under /v1 answer `status` (500, 429…), before (`when=before`) or after
-  (`when=after`: the work is done and the answer lost) handling them; faults queued one after
-  the other apply in turn. `GET /_config/faults` shows what is left; `GET /_config/requests`
-  counts requests.
+- Test controls under /_config (not Stripe): `POST /_config/faults` queues a fault for one API
+  key — the next `count` requests under /v1 made with that key answer `status` (500, 429…),
+  before (`when=before`) or after (`when=after`: the work is done and the answer lost) handling
+  them; faults queued one after the other apply in turn. Test files share this server and run in
+  parallel, so a fault only ever hits the key it names. `GET /_config/faults?key=…` shows what
+  is left for a key; `GET /_config/requests` counts requests.
 
 Run: python3 localstripe_server.py --port N (PYTHONPATH must reach localstripe).
 """
@@ -136,7 +137,7 @@ def _void_invoice(cls, id, **kwargs):
 Invoice._api_void_invoice = classmethod(_void_invoice)
 
 # ---- the request pipeline: faults outermost, idempotency innermost --------------------------
-faults = []  # queue of {'status', 'count', 'when'}
+faults = []  # queue of {'key', 'status', 'count', 'when'}
 requests = {'total': 0, 'by_route': {}}
 idempotent = {}
 
@@ -148,10 +149,10 @@ async def fault_middleware(request, handler):
     requests['total'] += 1
     route = request.method + ' ' + '/'.join(p if not ('_' in p and len(p) > 12) else '{id}' for p in request.path.split('/'))
     requests['by_route'][route] = requests['by_route'].get(route, 0) + 1
-    while faults and faults[0]['count'] <= 0:
-        faults.pop(0)
-    if faults:
-        fault = faults[0]
+    faults[:] = [f for f in faults if f['count'] > 0]
+    key = server.get_api_key(request)
+    fault = next((f for f in faults if f['key'] == key), None)
+    if fault is not None:
         fault['count'] -= 1
         status = fault['status']
         if fault['when'] == 'after':
@@ -200,12 +201,16 @@ async def invoice_payments(request):
 
 async def config_faults(request):
     data = await request.json()
-    faults.append({'status': int(data['status']), 'count': int(data['count']), 'when': data.get('when', 'before')})
+    if not data.get('key'):
+        return json_response({'error': {'message': 'key: the API key the fault applies to is required'}}, status=400)
+    faults.append({'key': data['key'], 'status': int(data['status']), 'count': int(data['count']), 'when': data.get('when', 'before')})
     return web.Response()
 
 
 async def config_faults_left(request):
-    return json_response({'count': sum(f['count'] for f in faults), 'queue': faults})
+    key = request.query.get('key')
+    mine = [f for f in faults if f['key'] == key and f['count'] > 0]
+    return json_response({'count': sum(f['count'] for f in mine), 'queue': mine})
 
 
 async def config_requests(request):
