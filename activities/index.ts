@@ -1,9 +1,10 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Mailer } from '../integrations/email/mailer.js';
-import type { LifecycleSettings, StripeSettings, WebhookSettings } from '../stack/config.js';
+import type { HubSpotSettings, LifecycleSettings, StripeSettings, WebhookSettings } from '../stack/config.js';
 import { createApprovalActivities } from './approval-activities.js';
 import { createCollectorActivities } from './collector-activities.js';
 import { createContractActivities } from './contract-activities.js';
+import { createCrmActivities } from './crm-activities.js';
 import { createInvoiceActivities } from './invoice-activities.js';
 import { createNoticeActivities } from './notice-activities.js';
 import { createOutboundActivities } from './outbound-activities.js';
@@ -26,10 +27,12 @@ export interface ActivityDeps {
   webhooks?: Partial<WebhookSettings>;
   /** Stripe (key, API base, dunning schedule); Stripe is off without a key. */
   stripe?: StripeSettings;
+  /** HubSpot (token, API base, property names, sync intervals); the CRM integration is off without a token. */
+  hubspot?: HubSpotSettings;
 }
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps), ...createOutboundActivities(deps), ...createStripeActivities(deps) };
+  return { ...createContractActivities(deps), ...createInvoiceActivities(deps), ...createNoticeActivities(deps), ...createApprovalActivities(deps), ...createRatingActivities(deps), ...createCollectorActivities(deps), ...createOutboundActivities(deps), ...createStripeActivities(deps), ...createCrmActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -13,7 +13,8 @@ import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId, spendThresholdWorkflowId } from '../workflows/search-attributes.js';
 import { markGatedCommitStarted, markRechargeStarted, unstartedGatedCommits, unstartedRecharges } from '../db/recharge.js';
-import { startCommitPayment } from './workflow-starts.js';
+import { startCommitPayment, startCrmSync } from './workflow-starts.js';
+import { crmLinkedCustomers } from '../db/crm.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type { ActivityDeps } from './index.js';
@@ -30,7 +31,10 @@ const IDLE_SLEEP_MS = 25;
 const MAX_IDLE_SLEEP_MS = 1_000;
 const WINDOW_SWEEP_MS = 30_000;
 
-export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps) {
+/** Notifications that change what the CRM shows about the customer: each tells its crm-sync workflow. */
+const CRM_NOTIFICATION_TYPES = new Set(['accrue.contract.lifecycle_changed', 'contract.create', 'contract.end', 'invoice.finalized', 'accrue.invoice.payment_status_changed', 'accrue.invoice.refunded']);
+
+export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: ActivityDeps) {
   const settings = { ...DEFAULT_WEBHOOK_SETTINGS, ...webhooks };
 
   /**
@@ -113,6 +117,10 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
           await resolveEndpoints(em, DISPATCH_BATCH);
           const ready = await undispatched(em, DISPATCH_BATCH);
           const started: string[] = [];
+          // HubSpot-linked customers' changes go to their crm-sync workflows (before the
+          // notification is marked dispatched, so a killed worker tells them again).
+          const crmCustomers = hubspot?.accessToken ? await crmLinkedCustomers(em, ready.filter((n) => n.customerId && CRM_NOTIFICATION_TYPES.has(n.type)).map((n) => n.customerId!)) : new Set<string>();
+          const crmTold = new Set<string>();
           let i = 0;
           await Promise.all(Array.from({ length: Math.min(DISPATCH_CONCURRENCY, ready.length) }, async () => {
             for (let k = i++; k < ready.length; k = i++) {
@@ -128,6 +136,10 @@ export function createOutboundActivities({ orm, mailer, webhooks }: ActivityDeps
                 if (r.status === 'FAILED_ATTEMPT') pending.push(endpointId);
                 // Crash tests: killed after a delivery is recorded, before the notification is marked dispatched.
                 if (r.status === 'DELIVERED') crashPoint('@outbound-delivered');
+              }
+              if (n.customerId && crmCustomers.has(n.customerId) && CRM_NOTIFICATION_TYPES.has(n.type) && !crmTold.has(n.customerId)) {
+                crmTold.add(n.customerId);
+                await startCrmSync(client, taskQueue, n.customerId, n.type);
               }
               if (pending.length || email) {
                 const input: NotificationWorkflowInput = {

@@ -27,8 +27,9 @@ import { usageRouter } from './routes/usage.js';
 import { usageCollectorsRouter } from './routes/usage-collectors.js';
 import { webhookEndpointsRouter } from './routes/webhook-endpoints.js';
 import { metricsCache } from './metrics-cache.js';
-import { DEFAULT_LIFECYCLE_SETTINGS, type LifecycleSettings, type StripeSettings } from '../stack/config.js';
+import { DEFAULT_LIFECYCLE_SETTINGS, type HubSpotSettings, type LifecycleSettings, type StripeSettings } from '../stack/config.js';
 import { billingConfigRouter, stripeWebhooksRouter } from './routes/stripe.js';
+import { hubspotWebhooksRouter } from './routes/hubspot.js';
 
 export interface ApiDeps {
   orm: MikroORM;
@@ -48,6 +49,8 @@ export interface ApiDeps {
   webhooksAllowPrivate?: boolean;
   /** Stripe (off without a secret key): billing configs and inbound webhooks. */
   stripe?: StripeSettings;
+  /** HubSpot (off without an access token): inbound deal webhooks. */
+  hubspot?: HubSpotSettings;
 }
 
 /**
@@ -113,6 +116,8 @@ export function createApp(deps: ApiDeps): Express {
 
   // Signed by Stripe, not by an Accrue token; verified on the raw body, so before the JSON parser.
   app.use(stripeWebhooksRouter(deps.orm, deps.temporal, deps.taskQueue, deps.stripe));
+  // Signed by HubSpot (v3 signature over the raw body), likewise before the JSON parser and auth.
+  app.use(hubspotWebhooksRouter(deps.temporal, deps.taskQueue, deps.hubspot));
   app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
   app.use((req, _res, next) => {
     checkRequestStrings(req.body);

@@ -90,17 +90,18 @@ export interface UndispatchedNotification {
   endpointIds: string[];
   /** Its customer has a billing email (alerts are emailed there too). */
   customerEmail: boolean;
+  customerId: string | null;
 }
 
 /** Notifications whose endpoints are fixed and whose delivery workflow has not been started yet. */
 export async function undispatched(em: EntityManager, limit: number): Promise<UndispatchedNotification[]> {
-  const rows = await em.execute<{ id: string; type: string; endpoint_ids: string[] | null; customer_email: boolean }[]>(`
-    select n.id::text as id, n.type,
+  const rows = await em.execute<{ id: string; type: string; endpoint_ids: string[] | null; customer_email: boolean; customer_id: string | null }[]>(`
+    select n.id::text as id, n.type, n.customer_id::text as customer_id,
            array(select d.endpoint_id::text from webhook_delivery d where d.notification_id = n.id order by d.endpoint_id) as endpoint_ids,
            exists (select 1 from customer c where c.id = n.customer_id and c.billing_email is not null) as customer_email
     from outbound_event n where n.dispatched_at is null and n.endpoints_resolved_at is not null
     order by n.created_at limit ?`, [limit]);
-  return rows.map((r) => ({ id: r.id, type: r.type, endpointIds: r.endpoint_ids ?? [], customerEmail: r.customer_email }));
+  return rows.map((r) => ({ id: r.id, type: r.type, endpointIds: r.endpoint_ids ?? [], customerEmail: r.customer_email, customerId: r.customer_id }));
 }
 
 export async function markDispatched(em: EntityManager, ids: string[]): Promise<void> {

@@ -30,6 +30,68 @@ export interface Config {
   lifecycle: LifecycleSettings;
   webhooks: WebhookSettings;
   stripe: StripeSettings;
+  hubspot: HubSpotSettings;
+}
+
+/** The billing facts Accrue keeps current on HubSpot companies and deals. */
+export const CRM_FIELDS = ['current_period_spend', 'commit_remaining', 'lifecycle_state', 'last_invoice_number', 'last_invoice_total', 'last_invoice_status', 'renewal_date'] as const;
+export type CrmField = typeof CRM_FIELDS[number];
+
+/**
+ * HubSpot both ways (issue 12). Without HUBSPOT_ACCESS_TOKEN the integration is off. Calls go
+ * through @hubspot/api-client, pointed at HUBSPOT_API_BASE when set (a HubSpot-protocol server in
+ * tests); HUBSPOT_CLIENT_SECRET verifies inbound webhooks (v3 signatures). A deal moved to
+ * ACCRUE_HUBSPOT_CLOSED_WON_STAGE (`closedwon`) starts its contract. The billing facts are written
+ * to properties named `accrue_<field>` unless ACCRUE_HUBSPOT_PROPERTIES renames them
+ * (`lifecycle_state=billing_state,renewal_date=renews_on`); current-period spend and commit
+ * remaining are refreshed every ACCRUE_HUBSPOT_SYNC_INTERVAL (1h), changes (transitions,
+ * invoices, payments) are pushed within ACCRUE_HUBSPOT_COALESCE (10s), and a customer is pushed
+ * at least daily. ACCRUE_PUBLIC_URL is the address HubSpot calls (the v3 signature covers the full
+ * URI); without it the request's own host is used. A prepaid commit from a deal is given on
+ * ACCRUE_HUBSPOT_COMMIT_PRODUCT (a product id), or on a FIXED product Accrue creates once.
+ * The token and secret are never logged or returned.
+ */
+export interface HubSpotSettings {
+  accessToken?: string;
+  apiBase?: string;
+  clientSecret?: string;
+  closedWonStage: string;
+  publicUrl?: string;
+  commitProductId?: string;
+  properties: Record<CrmField, string>;
+  syncIntervalMs: number;
+  coalesceMs: number;
+}
+
+export const DEFAULT_HUBSPOT_PROPERTIES = Object.fromEntries(CRM_FIELDS.map((f) => [f, `accrue_${f}`])) as Record<CrmField, string>;
+
+export function loadHubSpotSettings(env: NodeJS.ProcessEnv = process.env): HubSpotSettings {
+  const apiBase = env.HUBSPOT_API_BASE?.trim() || undefined;
+  if (apiBase && !/^https?:\/\/[^/]+\/?$/.test(apiBase)) throw new Error(`HUBSPOT_API_BASE must be a URL like http://127.0.0.1:12112 (scheme, host and port only): ${JSON.stringify(apiBase)}`);
+  const publicUrl = env.ACCRUE_PUBLIC_URL?.trim().replace(/\/+$/, '') || undefined;
+  if (publicUrl && !/^https?:\/\/[^/]+(\/.*)?$/.test(publicUrl)) throw new Error(`ACCRUE_PUBLIC_URL must be a URL like https://billing.example.com: ${JSON.stringify(publicUrl)}`);
+  const properties = { ...DEFAULT_HUBSPOT_PROPERTIES };
+  for (const pair of (env.ACCRUE_HUBSPOT_PROPERTIES ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [field, name] = pair.split('=').map((x) => x.trim());
+    if (!(CRM_FIELDS as readonly string[]).includes(field ?? '')) throw new Error(`ACCRUE_HUBSPOT_PROPERTIES: ${JSON.stringify(field)} is not one of ${CRM_FIELDS.join(', ')}`);
+    if (!name || !/^[a-z][a-z0-9_]{0,99}$/.test(name)) throw new Error(`ACCRUE_HUBSPOT_PROPERTIES: ${field} needs a HubSpot property name (lowercase letters, digits, _), got ${JSON.stringify(name ?? '')}`);
+    properties[field as CrmField] = name;
+  }
+  if (new Set(Object.values(properties)).size !== CRM_FIELDS.length) throw new Error('ACCRUE_HUBSPOT_PROPERTIES: two fields have the same property name');
+  const commitProductId = env.ACCRUE_HUBSPOT_COMMIT_PRODUCT?.trim() || undefined;
+  if (commitProductId && !/^[0-9a-f-]{36}$/i.test(commitProductId)) throw new Error(`ACCRUE_HUBSPOT_COMMIT_PRODUCT must be a product id (uuid): ${JSON.stringify(commitProductId)}`);
+  const syncIntervalMs = parseDurationMs(env.ACCRUE_HUBSPOT_SYNC_INTERVAL ?? '1h', 'ACCRUE_HUBSPOT_SYNC_INTERVAL');
+  const coalesceMs = parseDurationMs(env.ACCRUE_HUBSPOT_COALESCE ?? '10s', 'ACCRUE_HUBSPOT_COALESCE');
+  if (syncIntervalMs <= 0 || syncIntervalMs > 86_400_000) throw new Error('ACCRUE_HUBSPOT_SYNC_INTERVAL must be positive and at most 24h (a customer is pushed at least daily)');
+  return {
+    ...(env.HUBSPOT_ACCESS_TOKEN ? { accessToken: env.HUBSPOT_ACCESS_TOKEN } : {}),
+    ...(apiBase ? { apiBase: apiBase.replace(/\/$/, '') } : {}),
+    ...(env.HUBSPOT_CLIENT_SECRET ? { clientSecret: env.HUBSPOT_CLIENT_SECRET } : {}),
+    closedWonStage: env.ACCRUE_HUBSPOT_CLOSED_WON_STAGE?.trim() || 'closedwon',
+    ...(publicUrl ? { publicUrl } : {}),
+    ...(commitProductId ? { commitProductId: commitProductId.toLowerCase() } : {}),
+    properties, syncIntervalMs, coalesceMs,
+  };
 }
 
 /**
@@ -147,5 +209,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     lifecycle: loadLifecycleSettings(env),
     webhooks: loadWebhookSettings(env),
     stripe: loadStripeSettings(env),
+    hubspot: loadHubSpotSettings(env),
   };
 }

@@ -189,6 +189,9 @@ try {
   say(config.stripe.secretKey
     ? `Stripe       on (${config.stripe.apiBase ?? 'api.stripe.com'}; webhooks ${config.stripe.webhookSecret ? 'verified with STRIPE_WEBHOOK_SECRET' : 'off: STRIPE_WEBHOOK_SECRET is not set'}; dunning ${process.env.ACCRUE_DUNNING_SCHEDULE ?? '1d,3d,5d,7d'})`
     : 'Stripe       off (set STRIPE_SECRET_KEY to send invoices to Stripe; billing configs for Stripe are refused until then)');
+  say(config.hubspot.accessToken
+    ? `HubSpot      on (${config.hubspot.apiBase ?? 'api.hubapi.com'}; deal webhooks ${config.hubspot.clientSecret ? `verified with HUBSPOT_CLIENT_SECRET at ${config.hubspot.publicUrl ?? 'this host'}/v1/accrue/webhooks/hubspot` : 'off: HUBSPOT_CLIENT_SECRET is not set'}; closed-won stage ${config.hubspot.closedWonStage})`
+    : 'HubSpot      off (set HUBSPOT_ACCESS_TOKEN and HUBSPOT_CLIENT_SECRET to start contracts from closed-won deals and keep the CRM current)');
   say('Ctrl-C stops everything; data stays in ' + dataDir);
   for (const s of services) void supervise(s);
 } catch (err) {

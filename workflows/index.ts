@@ -8,3 +8,4 @@ export { notificationWorkflow } from './notification.js';
 export { outboundWorkflow } from './outbound.js';
 export { dunningWorkflow, stripeVoidWorkflow } from './dunning.js';
 export { commitPaymentWorkflow, rechargeWorkflow } from './recharge.js';
+export { crmDealWorkflow, crmSyncWorkflow } from './crm.js';

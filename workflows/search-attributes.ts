@@ -18,3 +18,5 @@ export const stripeVoidWorkflowId = (invoiceId: string) => `stripe-void/${invoic
 export const rechargeWorkflowId = (contractId: string, n: number) => `recharge/${contractId}/${n}`;
 export const commitPaymentWorkflowId = (grantId: string) => `commit-payment/${grantId}`;
 export const spendThresholdWorkflowId = (contractId: string, n: number) => `spend-threshold/${contractId}/${n}`;
+export const crmDealWorkflowId = (dealId: string) => `crm-deal/${dealId}`;
+export const crmSyncWorkflowId = (customerId: string) => `crm-sync/${customerId}`;

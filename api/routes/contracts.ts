@@ -91,124 +91,135 @@ async function applyTransition(tx: EntityManager, t: NonNullable<ContractTerms['
   return from;
 }
 
+/**
+ * `v1/contracts/create`: validates the request (every error names its field), writes the contract
+ * and its commits and credits in one transaction, and starts its `contract/<id>` workflow — or,
+ * when Temporal cannot take it, removes the contract again (nothing half-created). Shared by the
+ * route and by the CRM's deal workflow (which sends the same Metronome-shaped request).
+ */
+export async function createContract({ orm, temporal, taskQueue, stripe }: { orm: MikroORM; temporal: Client; taskQueue: string; stripe?: StripeSettings | undefined }, input: unknown): Promise<{ id: string; customerId: string }> {
+  const body = objectAt(input, '', CREATE_FIELDS);
+  const customerId = reqUuid(body, 'customer_id');
+  const startingAt = hourTimestamp(body, 'starting_at') as string;
+  const endingBefore = hourTimestamp(body, 'ending_before', '', { optional: true });
+  if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError('ending_before', 'must be after starting_at');
+  const sched = schedule(body);
+  const em = orm.em.fork();
+  const customer = await findCustomer(em, customerId);
+  if (customer.archivedAt) throw new ValidationError('customer_id', 'refers to an archived customer');
+  const card = await rateCardFor(em, body, startingAt);
+  const products = new ProductLookup(em);
+  const contractId = newId();
+  const terms = await termsInput(body, products);
+  const trial = trialSpecInput(body, startingAt, endingBefore);
+  if (trial) terms.trial_spec = trial;
+  terms.renewal_notice_days = renewalNoticeDaysInput(body) ?? DEFAULT_RENEWAL_NOTICE_DAYS;
+  const approvalPolicy = approvalPolicyInput(body);
+  if (approvalPolicy) terms.approval_policy = approvalPolicy;
+  const arrearsPolicy = arrearsPolicyInput(body);
+  if (arrearsPolicy) terms.arrears_policy = arrearsPolicy;
+  const threshold = await thresholdConfigInput(body, products);
+  if (threshold) terms.prepaid_balance_threshold_configuration = threshold;
+  const spendThreshold = await spendThresholdInput(body, products);
+  if (spendThreshold) terms.spend_threshold_configuration = spendThreshold;
+  const grants: BalanceGrant[] = [];
+  const gates = new Map<string, 'STRIPE'>();
+  for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {
+    const list = body[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) throw new ValidationError(key, 'must be an array');
+    for (let i = 0; i < list.length; i++) {
+      grants.push(await grantInput(list[i], `${key}[${i}]`, kind, { customerId: customer.id, contractId, products, gates }));
+      if (gates.has(grants.at(-1)!.id)) {
+        const field = `${key}[${i}].payment_gate_config.payment_gate_type`;
+        if (!stripe?.secretKey) throw new ConflictError(`${field}: STRIPE is off in this Accrue (STRIPE_SECRET_KEY is not set)`);
+        if (!(await billingConfigOf(em, customer.id))) throw new ValidationError(field, 'STRIPE needs the customer\'s Stripe billing config (v1.customers.billingConfig.create) first');
+        const g = grants.at(-1)!;
+        // Charged as one Stripe item in whole cents; a uniqueness key would be taken only once paid.
+        if (!dec(gatedCommitAmount(g)).isInteger()) throw new ValidationError(`${key}[${i}].${g.invoiceSchedule ? 'invoice_schedule' : 'access_schedule'}`, `a payment-gated commit's price must be whole cents, got ${gatedCommitAmount(g)}`);
+        if (g.uniquenessKey) throw new ValidationError(`${key}[${i}].uniqueness_key`, 'is not supported on a payment-gated commit');
+      }
+    }
+  }
+
+  const contract: Contract = {
+    id: contractId, customerId: customer.id, rateCardId: card.id,
+    name: str(body, 'name', '', { optional: true }) ?? null,
+    startingAt: new Date(startingAt), endingBefore: endingBefore ? new Date(endingBefore) : null,
+    usageStatementFrequency: sched.frequency, usageStatementDay: sched.day,
+    billingAnchorDate: sched.anchor ? new Date(sched.anchor) : null,
+    uniquenessKey: str(body, 'uniqueness_key', '', { optional: true, max: 128 }) ?? null,
+    customFields: stringRecord(body, 'custom_fields') ?? {},
+    terms,
+    createdAt: new Date(), archivedAt: null,
+  };
+  periodAt(contractSchedule(contract), 0); // rejects an impossible schedule before anything is written
+  const transition = transitionInput(body);
+  if (transition) contract.terms = { ...contract.terms, transition };
+  try {
+    // The contract and its commits and credits commit together, or not at all.
+    await em.transactional(async (tx) => {
+      const from = transition ? await applyTransition(tx, transition, contract) : undefined;
+      tx.create(Contract, contract);
+      await tx.flush();
+      // A payment-gated commit waits in gated_commit until paid (commit-payment/<id> grants it).
+      for (const g of grants) {
+        if (gates.has(g.id)) await holdGatedCommit(tx, g);
+        else tx.create(BalanceGrant, g);
+      }
+      void from; // the old contract's workflow rolls its commits over once its last period closes
+    });
+  } catch (err) {
+    if (err instanceof UniqueConstraintViolationException) throw new ConflictError(`uniqueness_key: ${/balance_grant/.test(err.message) ? 'a commit or credit uniqueness_key' : contract.uniquenessKey} was already used`);
+    throw err;
+  }
+
+  // The contract is committed; now its lifecycle workflow. If Temporal cannot take it, the
+  // contract is removed again so the caller can simply retry: nothing is left half-created.
+  try {
+    await temporal.workflow.start(contractWorkflow, {
+      workflowId: contractWorkflowId(contract.id),
+      taskQueue,
+      args: [{ contractId: contract.id }],
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      typedSearchAttributes: [
+        { key: CustomerIdKey, value: customer.id },
+        { key: ContractIdKey, value: contract.id },
+        { key: LifecycleStateKey, value: contract.terms.trial_spec ? 'TRIAL' : 'ACTIVE' },
+      ],
+    });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
+      await orm.em.fork().transactional(async (tx) => {
+        await tx.execute('delete from gated_commit where contract_id = ?', [contract.id]);
+        await tx.nativeDelete(BalanceGrant, { contractId: contract.id });
+        await tx.nativeDelete(Contract, { id: contract.id });
+      });
+      throw new UnavailableError(`could not start the contract workflow (nothing was stored, retry): ${(err as Error).message}`);
+    }
+  }
+  // Payment-gated commits: their payment starts now (the outbound loop starts any this misses).
+  for (const g of grants.filter((x) => gates.has(x.id))) {
+    try {
+      await startCommitPayment(temporal, taskQueue, { grantId: g.id, contractId: contract.id, customerId: customer.id });
+      await markGatedCommitStarted(orm.em.fork(), g.id);
+    } catch {
+      // left for the outbound loop
+    }
+  }
+  if (transition) {
+    const from = await orm.em.fork().findOne(Contract, { id: transition.from_contract_id });
+    if (from) await tellWorkflow(temporal, taskQueue, orm.em.fork(), from);
+  }
+  return { id: contract.id, customerId: customer.id };
+}
+
 export function contractsRouter(orm: MikroORM, temporal: Client, taskQueue: string, stripe?: StripeSettings): Router {
   const r = Router();
 
   r.post('/v1/contracts/create', allow(), async (req, res) => {
-    const body = objectAt(req.body, '', CREATE_FIELDS);
-    const customerId = reqUuid(body, 'customer_id');
-    const startingAt = hourTimestamp(body, 'starting_at') as string;
-    const endingBefore = hourTimestamp(body, 'ending_before', '', { optional: true });
-    if (endingBefore && Date.parse(endingBefore) <= Date.parse(startingAt)) throw new ValidationError('ending_before', 'must be after starting_at');
-    const sched = schedule(body);
-    const em = orm.em.fork();
-    const customer = await findCustomer(em, customerId);
-    if (customer.archivedAt) throw new ValidationError('customer_id', 'refers to an archived customer');
-    const card = await rateCardFor(em, body, startingAt);
-    const products = new ProductLookup(em);
-    const contractId = newId();
-    const terms = await termsInput(body, products);
-    const trial = trialSpecInput(body, startingAt, endingBefore);
-    if (trial) terms.trial_spec = trial;
-    terms.renewal_notice_days = renewalNoticeDaysInput(body) ?? DEFAULT_RENEWAL_NOTICE_DAYS;
-    const approvalPolicy = approvalPolicyInput(body);
-    if (approvalPolicy) terms.approval_policy = approvalPolicy;
-    const arrearsPolicy = arrearsPolicyInput(body);
-    if (arrearsPolicy) terms.arrears_policy = arrearsPolicy;
-    const threshold = await thresholdConfigInput(body, products);
-    if (threshold) terms.prepaid_balance_threshold_configuration = threshold;
-    const spendThreshold = await spendThresholdInput(body, products);
-    if (spendThreshold) terms.spend_threshold_configuration = spendThreshold;
-    const grants: BalanceGrant[] = [];
-    const gates = new Map<string, 'STRIPE'>();
-    for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {
-      const list = body[key];
-      if (list === undefined || list === null) continue;
-      if (!Array.isArray(list)) throw new ValidationError(key, 'must be an array');
-      for (let i = 0; i < list.length; i++) {
-        grants.push(await grantInput(list[i], `${key}[${i}]`, kind, { customerId: customer.id, contractId, products, gates }));
-        if (gates.has(grants.at(-1)!.id)) {
-          const field = `${key}[${i}].payment_gate_config.payment_gate_type`;
-          if (!stripe?.secretKey) throw new ConflictError(`${field}: STRIPE is off in this Accrue (STRIPE_SECRET_KEY is not set)`);
-          if (!(await billingConfigOf(em, customer.id))) throw new ValidationError(field, 'STRIPE needs the customer\'s Stripe billing config (v1.customers.billingConfig.create) first');
-          const g = grants.at(-1)!;
-          // Charged as one Stripe item in whole cents; a uniqueness key would be taken only once paid.
-          if (!dec(gatedCommitAmount(g)).isInteger()) throw new ValidationError(`${key}[${i}].${g.invoiceSchedule ? 'invoice_schedule' : 'access_schedule'}`, `a payment-gated commit's price must be whole cents, got ${gatedCommitAmount(g)}`);
-          if (g.uniquenessKey) throw new ValidationError(`${key}[${i}].uniqueness_key`, 'is not supported on a payment-gated commit');
-        }
-      }
-    }
-
-    const contract: Contract = {
-      id: contractId, customerId: customer.id, rateCardId: card.id,
-      name: str(body, 'name', '', { optional: true }) ?? null,
-      startingAt: new Date(startingAt), endingBefore: endingBefore ? new Date(endingBefore) : null,
-      usageStatementFrequency: sched.frequency, usageStatementDay: sched.day,
-      billingAnchorDate: sched.anchor ? new Date(sched.anchor) : null,
-      uniquenessKey: str(body, 'uniqueness_key', '', { optional: true, max: 128 }) ?? null,
-      customFields: stringRecord(body, 'custom_fields') ?? {},
-      terms,
-      createdAt: new Date(), archivedAt: null,
-    };
-    periodAt(contractSchedule(contract), 0); // rejects an impossible schedule before anything is written
-    const transition = transitionInput(body);
-    if (transition) contract.terms = { ...contract.terms, transition };
-    try {
-      // The contract and its commits and credits commit together, or not at all.
-      await em.transactional(async (tx) => {
-        const from = transition ? await applyTransition(tx, transition, contract) : undefined;
-        tx.create(Contract, contract);
-        await tx.flush();
-        // A payment-gated commit waits in gated_commit until paid (commit-payment/<id> grants it).
-        for (const g of grants) {
-          if (gates.has(g.id)) await holdGatedCommit(tx, g);
-          else tx.create(BalanceGrant, g);
-        }
-        void from; // the old contract's workflow rolls its commits over once its last period closes
-      });
-    } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) throw new ConflictError(`uniqueness_key: ${/balance_grant/.test(err.message) ? 'a commit or credit uniqueness_key' : contract.uniquenessKey} was already used`);
-      throw err;
-    }
-
-    // The contract is committed; now its lifecycle workflow. If Temporal cannot take it, the
-    // contract is removed again so the caller can simply retry: nothing is left half-created.
-    try {
-      await temporal.workflow.start(contractWorkflow, {
-        workflowId: contractWorkflowId(contract.id),
-        taskQueue,
-        args: [{ contractId: contract.id }],
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-        typedSearchAttributes: [
-          { key: CustomerIdKey, value: customer.id },
-          { key: ContractIdKey, value: contract.id },
-          { key: LifecycleStateKey, value: contract.terms.trial_spec ? 'TRIAL' : 'ACTIVE' },
-        ],
-      });
-    } catch (err) {
-      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
-        await orm.em.fork().transactional(async (tx) => {
-          await tx.execute('delete from gated_commit where contract_id = ?', [contract.id]);
-          await tx.nativeDelete(BalanceGrant, { contractId: contract.id });
-          await tx.nativeDelete(Contract, { id: contract.id });
-        });
-        throw new UnavailableError(`could not start the contract workflow (nothing was stored, retry): ${(err as Error).message}`);
-      }
-    }
-    // Payment-gated commits: their payment starts now (the outbound loop starts any this misses).
-    for (const g of grants.filter((x) => gates.has(x.id))) {
-      try {
-        await startCommitPayment(temporal, taskQueue, { grantId: g.id, contractId: contract.id, customerId: customer.id });
-        await markGatedCommitStarted(orm.em.fork(), g.id);
-      } catch {
-        // left for the outbound loop
-      }
-    }
-    if (transition) {
-      const from = await orm.em.fork().findOne(Contract, { id: transition.from_contract_id });
-      if (from) await tellWorkflow(temporal, taskQueue, orm.em.fork(), from);
-    }
-    res.json({ data: { id: contract.id } });
+    const { id } = await createContract({ orm, temporal, taskQueue, stripe }, req.body);
+    res.json({ data: { id } });
   });
 
   return r;

@@ -20,6 +20,7 @@ import { Migration20261207110000_alert_marks_on_changes } from './Migration20261
 import { Migration20261208100000_stripe } from './Migration20261208100000_stripe.js';
 import { Migration20261208110000_recharge } from './Migration20261208110000_recharge.js';
 import { Migration20261208120000_gated_commits } from './Migration20261208120000_gated_commits.js';
+import { Migration20261209100000_crm } from './Migration20261209100000_crm.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -45,4 +46,5 @@ export const migrationsList = [
   { name: 'Migration20261208100000_stripe', class: Migration20261208100000_stripe },
   { name: 'Migration20261208110000_recharge', class: Migration20261208110000_recharge },
   { name: 'Migration20261208120000_gated_commits', class: Migration20261208120000_gated_commits },
+  { name: 'Migration20261209100000_crm', class: Migration20261209100000_crm },
 ];
