@@ -7,7 +7,7 @@ import { AccrueError, ConflictError, NotFoundError, ValidationError } from '../b
 import { changedProperties, CRM_PROPERTY_DEFINITIONS, crmPropertyValues, DEAL_PROPERTIES, dealProblemNote, planContractFromDeal, type DealProblem } from '../billing/crm.js';
 import { contractIdByUniquenessKey, crmFacts, crmLink, crmNoteId, crmTasksDue, lastPushed, recordCrmDeal, recordCrmNote, recordCrmTask, recordPushed, upsertCrmCustomer } from '../db/crm.js';
 import { uuidV5 } from '../db/ids.js';
-import { describeHubSpotError, hubspotClient, hubspotRetryDelayMs, hubspotStatus, isHubSpotRequestError } from '../integrations/hubspot/client.js';
+import { describeHubSpotError, hubspotClient, hubspotRetryDelayMs, hubspotStatus, isHubSpotRequestError, isMissingProperty } from '../integrations/hubspot/client.js';
 import { CRM_FIELDS, type HubSpotSettings } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
 import { contractWorkflowId, ContractIdKey, CustomerIdKey, LifecycleStateKey } from '../workflows/search-attributes.js';
@@ -56,13 +56,24 @@ function hubspotFailure(err: unknown, what: string): Error {
   return ApplicationFailure.retryable(message, 'HubSpotUnavailable');
 }
 
+/**
+ * One HubSpot call: heartbeats first (a killed worker's attempt is retried within the heartbeat
+ * timeout) and stops if Temporal has given up on this attempt, so a late attempt never runs on
+ * beside its retry; the call itself times out (integrations/hubspot/client.ts).
+ */
 async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  ctx.heartbeat(what);
+  if (ctx.cancellationSignal.aborted) throw ApplicationFailure.retryable(`attempt cancelled before ${what}`, 'Cancelled');
   try {
     return await fn();
   } catch (err) {
     throw hubspotFailure(err, what);
   }
 }
+
+/** A full push (every value, not only changes) at least this often: HubSpot edits by hand are overwritten. */
+const FULL_PUSH_MS = 86_400_000;
 
 /** A marker hidden in the notes and tasks Accrue writes: a retried create finds its earlier one. */
 const markerOf = (kind: string, key: string) => `accrue:${kind}:${createHash('sha256').update(key).digest('hex').slice(0, 20)}`;
@@ -134,8 +145,9 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
       }
       const assoc = (deal.associations ?? {}) as Record<string, { results?: { id: string; type?: string }[] }>;
       const companies = assoc.companies?.results ?? [];
-      // The primary company when HubSpot says which one is; otherwise the first.
-      const companyId = (companies.find((c) => /primary/i.test(c.type ?? '')) ?? companies[0])?.id;
+      // The primary company (v3 names its association type deal_to_company; others are
+      // deal_to_company_unlabeled or labelled); otherwise the first.
+      const companyId = (companies.find((c) => c.type === 'deal_to_company') ?? companies[0])?.id;
       let company: DealSnapshot['company'] = null;
       if (companyId) {
         const c = await call(`reading company ${companyId}`, () => hs.crm.companies.basicApi.getById(companyId, ['name', 'domain', 'accrue_billing_email'], undefined, ['contacts']));
@@ -188,11 +200,12 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
         ...(plan.endingBefore ? { ending_before: plan.endingBefore } : {}),
         ...(plan.trialDays ? { trial_spec: { length_in_days: plan.trialDays } } : {}),
         ...(plan.renewalNoticeDays !== undefined ? { renewal_notice_days: plan.renewalNoticeDays } : {}),
+        ...(plan.netPaymentTermsDays !== undefined ? { net_payment_terms_days: plan.netPaymentTermsDays } : {}),
         ...(plan.commitCents ? {
           commits: [{
             type: 'PREPAID', product_id: await commitProductId(), name: `${plan.name} prepaid commit`,
-            access_schedule: { schedule_items: [{ amount: Number(plan.commitCents), starting_at: plan.startingAt, ending_before: plan.endingBefore }] },
-            invoice_schedule: { schedule_items: [{ amount: Number(plan.commitCents), timestamp: plan.startingAt }] },
+            access_schedule: { schedule_items: [{ amount: plan.commitCents, starting_at: plan.startingAt, ending_before: plan.endingBefore }] },
+            invoice_schedule: { schedule_items: [{ amount: plan.commitCents, timestamp: plan.startingAt }] },
           }],
         } : {}),
       };
@@ -256,43 +269,78 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
       if (!link) return { linked: false, off: false, companyWrites: 0, dealWrites: 0, tasks: 0, ...intervals };
       await ensureProperties(hs, 'companies');
       if (link.deals.length) await ensureProperties(hs, 'deals');
-      const facts = await crmFacts(em, customerId, link.deals.map((d) => d.contractId), new Date());
+      const now = new Date();
+      const facts = await crmFacts(em, customerId, link.deals.map((d) => d.contractId), now);
       let companyWrites = 0;
       let dealWrites = 0;
+      // Each object on its own: one HubSpot refuses (a deal deleted there, an owner who left)
+      // does not hold up the others; the refusals are reported at the end. Transient failures
+      // (429, 5xx, no answer) fail the attempt at once: Temporal retries it, and writes repeat harmlessly.
+      const refused: string[] = [];
+      const each = async (what: string, fn: () => Promise<void>) => {
+        try {
+          await fn();
+        } catch (err) {
+          if (!(err instanceof ApplicationFailure) || err.type !== 'HubSpotRequestRefused') throw err;
+          refused.push(err.message);
+          log.warn('HubSpot refused a CRM update; the others go on', { customerId, what, error: err.message });
+        }
+      };
       const write = async (objectType: 'companies' | 'deals', objectId: string, values: Record<string, string>) => {
-        const changed = changedProperties(values, await lastPushed(em, objectType, objectId));
+        const last = await lastPushed(em, objectType, objectId);
+        const full = !last || now.getTime() - last.pushedAt.getTime() >= FULL_PUSH_MS;
+        const changed = full ? values : changedProperties(values, last.properties);
         if (!Object.keys(changed).length) return false;
         const api = objectType === 'companies' ? hs.crm.companies.basicApi : hs.crm.deals.basicApi;
-        await call(`updating ${objectType} ${objectId}`, () => api.update(objectId, { properties: changed }));
+        await call(`updating ${objectType} ${objectId}`, () => api.update(objectId, { properties: changed }).catch((err: unknown) => {
+          if (!isMissingProperty(err)) throw err;
+          // A property deleted on HubSpot since Accrue made it: made again on the retry.
+          ensured.delete(objectType);
+          throw ApplicationFailure.retryable(`${objectType} ${objectId}: ${describeHubSpotError(err)}; the property is made again on the retry`, 'HubSpotPropertyMissing');
+        }));
         crashPoint('@crm-pushed');
         await recordPushed(em, objectType, objectId, changed);
         return true;
       };
-      if (await write('companies', link.companyId, crmPropertyValues(facts.company, settings!.properties))) companyWrites++;
+      await each(`company ${link.companyId}`, async () => {
+        if (await write('companies', link.companyId, crmPropertyValues(facts.company, settings!.properties))) companyWrites++;
+      });
       for (const d of link.deals) {
         const f = facts.contracts.get(d.contractId);
-        if (f && await write('deals', d.dealId, crmPropertyValues(f, settings!.properties))) dealWrites++;
+        if (f) {
+          await each(`deal ${d.dealId}`, async () => {
+            if (await write('deals', d.dealId, crmPropertyValues(f, settings!.properties))) dealWrites++;
+          });
+        }
       }
       let tasks = 0;
-      for (const t of await crmTasksDue(em, customerId)) {
-        const marker = markerOf('task', `${t.contractId}:${t.seq}`);
-        let taskId = await findMarked(hs, t.dealId, 'tasks', marker);
-        if (!taskId) {
-          const subject = t.kind === 'renewal_notice' ? 'Renewal coming up: talk to the customer' : 'Customer in arrears: an invoice is overdue';
-          const task = await call(`creating a task on deal ${t.dealId}`, () => hs.crm.objects.tasks.basicApi.create({
-            properties: {
-              hs_task_subject: subject, hs_task_status: 'NOT_STARTED', hs_task_priority: t.kind === 'arrears_entered' ? 'HIGH' : 'MEDIUM', hs_timestamp: t.at,
-              hs_task_body: `${t.reason} (Accrue contract ${t.contractId}).\n\n(${marker})`,
-              ...(t.ownerId ? { hubspot_owner_id: t.ownerId } : {}),
-            },
-            associations: [{ to: { id: t.dealId }, types: [{ associationCategory: 'HUBSPOT_DEFINED' as never, associationTypeId: TASK_TO_DEAL }] }],
-          }));
-          taskId = task.id;
-          tasks++;
-          crashPoint('@crm-task-created');
-        }
-        await recordCrmTask(em, { contractId: t.contractId, seq: t.seq, dealId: t.dealId, kind: t.kind, taskId });
+      for (const t of await crmTasksDue(em, customerId, now)) {
+        await each(`task ${t.key} on deal ${t.dealId}`, async () => {
+          const marker = markerOf('task', `${t.contractId}:${t.key}`);
+          let taskId = await findMarked(hs, t.dealId, 'tasks', marker);
+          if (!taskId) {
+            const subject = t.kind === 'renewal_notice' ? 'Renewal coming up: talk to the customer' : 'Customer in arrears: an invoice is overdue';
+            const create = (owner: string | null) => hs.crm.objects.tasks.basicApi.create({
+              properties: {
+                hs_task_subject: subject, hs_task_status: 'NOT_STARTED', hs_task_priority: t.kind === 'arrears_entered' ? 'HIGH' : 'MEDIUM', hs_timestamp: t.at,
+                hs_task_body: `${t.reason} (Accrue contract ${t.contractId}).\n\n(${marker})`,
+                ...(owner ? { hubspot_owner_id: owner } : {}),
+              },
+              associations: [{ to: { id: t.dealId }, types: [{ associationCategory: 'HUBSPOT_DEFINED' as never, associationTypeId: TASK_TO_DEAL }] }],
+            });
+            // An owner HubSpot no longer knows: the task is made without one rather than not at all.
+            const task = await call(`creating a task on deal ${t.dealId}`, () => create(t.ownerId).catch((err: unknown) => {
+              if (t.ownerId && hubspotStatus(err) === 400 && /owner/i.test(JSON.stringify((err as { body?: unknown }).body ?? ''))) return create(null);
+              throw err;
+            }));
+            taskId = task.id;
+            tasks++;
+            crashPoint('@crm-task-created');
+          }
+          await recordCrmTask(em, { contractId: t.contractId, key: t.key, dealId: t.dealId, kind: t.kind, taskId });
+        });
       }
+      if (refused.length) throw ApplicationFailure.nonRetryable(`HubSpot refused ${refused.length} update(s): ${refused.join('; ')}`, 'HubSpotRequestRefused');
       if (companyWrites || dealWrites || tasks) log.info('CRM updated', { customerId, companyWrites, dealWrites, tasks });
       return { linked: true, off: false, companyWrites, dealWrites, tasks, ...intervals };
     },
@@ -306,6 +354,7 @@ function dealPropertyOf(field: string): string {
   if (field.startsWith('ending_before')) return 'accrue_term_months';
   if (field.startsWith('trial_spec')) return 'accrue_trial_days';
   if (field.startsWith('renewal_notice_days')) return 'accrue_renewal_notice_days';
+  if (field.startsWith('net_payment_terms_days')) return 'accrue_net_payment_terms_days';
   if (field.startsWith('commits')) return 'accrue_commit_amount';
   if (field.startsWith('customer_id')) return 'company';
   return field;

@@ -8,8 +8,8 @@ const names = {
 describe('planContractFromDeal: what a closed-won deal asks for', () => {
   test.each([
     ['alias, date, term, commit, trial, notice',
-      { dealname: 'Acme', accrue_rate_card: 'enterprise-2026', accrue_start_date: '2026-03-01', accrue_term_months: '12', accrue_commit_amount: '1,250.50', accrue_trial_days: '14', accrue_renewal_notice_days: '60' },
-      { rateCard: { alias: 'enterprise-2026' }, startingAt: '2026-03-01T00:00:00.000Z', endingBefore: '2027-03-01T00:00:00.000Z', commitCents: '125050', trialDays: 14, renewalNoticeDays: 60, name: 'Acme' }],
+      { dealname: 'Acme', accrue_rate_card: 'enterprise-2026', accrue_start_date: '2026-03-01', accrue_term_months: '12', accrue_commit_amount: '1,250.50', accrue_trial_days: '14', accrue_renewal_notice_days: '60', accrue_net_payment_terms_days: '0' },
+      { rateCard: { alias: 'enterprise-2026' }, startingAt: '2026-03-01T00:00:00.000Z', endingBefore: '2027-03-01T00:00:00.000Z', commitCents: '125050', trialDays: 14, renewalNoticeDays: 60, netPaymentTermsDays: 0, name: 'Acme' }],
     ['a rate card id, HubSpot epoch-ms date, open-ended',
       { accrue_rate_card: '0F8B2A4E-1C2D-4E5F-8A9B-0C1D2E3F4A5B', accrue_start_date: String(Date.UTC(2026, 0, 31)), accrue_term_months: '', accrue_commit_amount: null },
       { rateCard: { id: '0f8b2a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b' }, startingAt: '2026-01-31T00:00:00.000Z', name: 'HubSpot deal 77' }],

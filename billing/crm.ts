@@ -7,7 +7,7 @@ import { addDays, addMonthsClamped } from './periods.js';
  */
 
 /** The deal properties Accrue reads (HubSpot's own and Accrue's custom ones). */
-export const DEAL_PROPERTIES = ['dealname', 'dealstage', 'hubspot_owner_id', 'accrue_rate_card', 'accrue_start_date', 'accrue_term_months', 'accrue_commit_amount', 'accrue_trial_days', 'accrue_renewal_notice_days'] as const;
+export const DEAL_PROPERTIES = ['dealname', 'dealstage', 'hubspot_owner_id', 'accrue_rate_card', 'accrue_start_date', 'accrue_term_months', 'accrue_commit_amount', 'accrue_trial_days', 'accrue_renewal_notice_days', 'accrue_net_payment_terms_days'] as const;
 
 export interface DealContractPlan {
   /** A rate card id (uuid) or alias. */
@@ -18,6 +18,7 @@ export interface DealContractPlan {
   commitCents?: string;
   trialDays?: number;
   renewalNoticeDays?: number;
+  netPaymentTermsDays?: number;
   name: string;
 }
 
@@ -61,7 +62,9 @@ function wholeNumber(raw: string, min: number, max: number): number | string {
  * the end date (open-ended without it); `accrue_commit_amount` (in the currency's units, at most
  * 2 decimals) is a prepaid commit over the whole term, so it needs the term; `accrue_trial_days`
  * starts the contract with a trial of that many days; `accrue_renewal_notice_days` sets when the
- * renewal notice comes (30 days before the end by default, 0 for none).
+ * renewal notice comes (30 days before the end by default, 0 for none);
+ * `accrue_net_payment_terms_days` when its invoices are due (30 days after they are issued by
+ * default).
  */
 export function planContractFromDeal(dealId: string, props: Record<string, string | null | undefined>): { plan: DealContractPlan } | { problems: DealProblem[] } {
   const problems: DealProblem[] = [];
@@ -114,6 +117,13 @@ export function planContractFromDeal(dealId: string, props: Record<string, strin
     if (typeof n === 'string') problem('accrue_renewal_notice_days', `${n}, got ${JSON.stringify(noticeRaw)}`);
     else renewalNoticeDays = n;
   }
+  const netRaw = present(props.accrue_net_payment_terms_days);
+  let netPaymentTermsDays: number | undefined;
+  if (netRaw) {
+    const n = wholeNumber(netRaw, 0, 365);
+    if (typeof n === 'string') problem('accrue_net_payment_terms_days', `${n}, got ${JSON.stringify(netRaw)}`);
+    else netPaymentTermsDays = n;
+  }
   if (start !== undefined && term !== undefined && trialDays !== undefined && addDays(start, trialDays) > addMonthsClamped(start, term)) {
     problem('accrue_trial_days', `the trial (${trialDays} days) is longer than the term (${term} months)`);
   }
@@ -127,6 +137,7 @@ export function planContractFromDeal(dealId: string, props: Record<string, strin
       ...(commitCents ? { commitCents } : {}),
       ...(trialDays !== undefined ? { trialDays } : {}),
       ...(renewalNoticeDays !== undefined ? { renewalNoticeDays } : {}),
+      ...(netPaymentTermsDays !== undefined ? { netPaymentTermsDays } : {}),
       name: present(props.dealname) ?? `HubSpot deal ${dealId}`,
     },
   };

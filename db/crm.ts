@@ -7,6 +7,7 @@ import { Contract, Customer, CustomerIngestAlias, Invoice } from './entities.js'
 import { newId } from './ids.js';
 import { customerDrafts } from './invoices.js';
 import { lifecycleStates } from './lifecycle.js';
+import { lifecycleTimes } from '../billing/lifecycle-times.js';
 import { standings } from './payments.js';
 
 /**
@@ -91,8 +92,10 @@ export async function crmLinkedCustomers(em: EntityManager, customerIds: string[
 /**
  * The billing facts of a customer (for its company) and of each linked contract (for its deal),
  * from the same drafts, balances, lifecycle log and payment standings the API shows.
- * The company's lifecycle state and renewal date are those of its main contract: the latest
- * starting one that has not ended, else the latest starting one.
+ * The company's lifecycle state is ARREARS when any of its live contracts is in arrears, else
+ * that of its main contract — the latest started one that has not ended (a renewal signed ahead
+ * of its start is not yet the main one), else the latest started — whose end is the renewal date.
+ * The last invoice is the finalized (or voided) one of the latest period.
  */
 export async function crmFacts(em: EntityManager, customerId: string, contractIds: string[], now: Date): Promise<{ company: CrmFacts; contracts: Map<string, CrmFacts> }> {
   const t = now.getTime();
@@ -101,21 +104,25 @@ export async function crmFacts(em: EntityManager, customerId: string, contractId
   const current = drafts.filter((d) => Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
   const balances = await customerBalances(em, customerId, { now, drafts });
   const states = await lifecycleStates(em, contracts);
-  const invoices = await em.find(Invoice, { customerId, status: { $in: ['FINALIZED', 'VOID'] }, finalizedAt: { $ne: null } }, { orderBy: { finalizedAt: 'desc', id: 'asc' } });
+  const invoices = await em.find(Invoice, { customerId, status: { $in: ['FINALIZED', 'VOID'] }, finalizedAt: { $ne: null } }, { orderBy: { periodEnd: 'desc', finalizedAt: 'desc', id: 'asc' } });
   const standing = await standings(em, invoices);
   const sum = (xs: Dec[]) => xs.reduce((a, b) => a.plus(b), dec(0));
+  const stateOf = (c: Contract) => states.get(c.id)?.state ?? null;
 
   // The company's facts count every commit (customer-level ones too); a deal's, its contract's.
   const factsOf = (scope: Contract[], customerLevel: boolean): CrmFacts => {
     const ids = new Set(scope.map((c) => c.id));
     const commits = balances.filter((b) => b.grant.kind !== 'CREDIT' && (customerLevel || (!!b.grant.contractId && ids.has(b.grant.contractId))));
     const scoped = current.filter((d) => ids.has(d.contract.id));
-    const main = scope.find((c) => !['ENDED', 'ARCHIVED'].includes(states.get(c.id)?.state ?? '')) ?? scope[0];
+    const started = scope.filter((c) => c.startingAt.getTime() <= t);
+    const live = (c: Contract) => !['ENDED', 'ARCHIVED'].includes(stateOf(c) ?? '');
+    const main = started.find(live) ?? scope.find(live) ?? started[0] ?? scope[0];
+    const state = scope.some((c) => stateOf(c) === 'ARREARS') ? 'ARREARS' : main ? stateOf(main) : null;
     const last = invoices.find((i) => ids.has(i.contractId));
     return {
       currentPeriodSpendCents: scoped.length ? sum(scoped.map((d) => dec(d.view.total))).toFixed() : scope.length ? '0' : null,
       commitRemainingCents: commits.length ? sum(commits.map((b) => b.balance)).toFixed() : null,
-      lifecycleState: main ? states.get(main.id)?.state ?? null : null,
+      lifecycleState: state,
       lastInvoice: last ? { id: last.id, totalCents: dec(last.total).toFixed(), status: last.status === 'VOID' ? 'VOID' : standing.get(last.id)?.status ?? 'UNPAID' } : null,
       renewalDate: main?.endingBefore ? main.endingBefore.toISOString() : null,
     };
@@ -126,9 +133,10 @@ export async function crmFacts(em: EntityManager, customerId: string, contractId
   return { company, contracts: byContract };
 }
 
-export async function lastPushed(em: EntityManager, objectType: 'companies' | 'deals', objectId: string): Promise<Record<string, string> | null> {
-  const [r] = await em.execute<{ properties: Record<string, string> }[]>('select properties from crm_push where object_type = ? and object_id = ?', [objectType, objectId]);
-  return r?.properties ?? null;
+/** What was last written to the object, and when anything was last written there. */
+export async function lastPushed(em: EntityManager, objectType: 'companies' | 'deals', objectId: string): Promise<{ properties: Record<string, string>; pushedAt: Date } | null> {
+  const [r] = await em.execute<{ properties: Record<string, string>; pushed_at: Date }[]>('select properties, pushed_at from crm_push where object_type = ? and object_id = ?', [objectType, objectId]);
+  return r ? { properties: r.properties, pushedAt: new Date(r.pushed_at) } : null;
 }
 
 /** Records what HubSpot now holds for the object (merged over what it held). */
@@ -141,7 +149,8 @@ export async function recordPushed(em: EntityManager, objectType: 'companies' | 
 
 export interface CrmTaskDue {
   contractId: string;
-  seq: number;
+  /** One task per key: `renewal:<end date>`, `arrears:<transition seq>`. */
+  key: string;
   kind: 'renewal_notice' | 'arrears_entered';
   dealId: string;
   ownerId: string | null;
@@ -150,26 +159,45 @@ export interface CrmTaskDue {
 }
 
 /**
- * Lifecycle transitions of the customer's deal contracts that ask for a task for the deal's owner
- * (renewal notice, entering arrears) and have none yet: one task per transition.
+ * The tasks the customer's deal owners are due and do not have yet: one per renewal of a deal's
+ * contract once its renewal notice time has come (while it runs: derived from the contract, so
+ * a notice that came while the contract was in arrears counts too), and one per entry into
+ * arrears (its lifecycle transition).
  */
-export async function crmTasksDue(em: EntityManager, customerId: string): Promise<CrmTaskDue[]> {
-  const rows = await em.execute<{ contract_id: string; seq: number; hooks: string[]; deal_id: string; owner_id: string | null; at: Date; reason: string }[]>(`
-    select t.contract_id::text as contract_id, t.seq, t.hooks, d.deal_id, d.owner_id, t.at, t.reason
+export async function crmTasksDue(em: EntityManager, customerId: string, now: Date): Promise<CrmTaskDue[]> {
+  const deals = await em.execute<{ deal_id: string; contract_id: string; owner_id: string | null }[]>(
+    'select deal_id, contract_id::text as contract_id, owner_id from crm_deal where customer_id = ? order by created_at, deal_id', [customerId]);
+  if (!deals.length) return [];
+  const contracts = new Map((await em.find(Contract, { id: { $in: deals.map((d) => d.contract_id) } })).map((c) => [c.id, c]));
+  const states = await lifecycleStates(em, [...contracts.values()]);
+  const due: CrmTaskDue[] = [];
+  for (const d of deals) {
+    const c = contracts.get(d.contract_id);
+    if (!c || c.archivedAt || !c.endingBefore) continue;
+    const at = lifecycleTimes(c, { trialReminderDays: 0 }).renewalNoticeAt;
+    const state = states.get(c.id)?.state;
+    if (at && Date.parse(at) <= now.getTime() && now < c.endingBefore && state !== 'TRIAL' && state !== 'ENDED' && state !== 'ARCHIVED') {
+      due.push({ contractId: c.id, key: `renewal:${c.endingBefore.toISOString()}`, kind: 'renewal_notice', dealId: d.deal_id, ownerId: d.owner_id, at, reason: `The contract ends on ${c.endingBefore.toISOString().slice(0, 10)}; its renewal notice period began` });
+    }
+  }
+  const arrears = await em.execute<{ contract_id: string; seq: number; deal_id: string; owner_id: string | null; at: Date; reason: string }[]>(`
+    select t.contract_id::text as contract_id, t.seq, d.deal_id, d.owner_id, t.at, t.reason
     from crm_deal d join contract_lifecycle_transition t on t.contract_id = d.contract_id
-    where d.customer_id = ? and t.hooks && array['renewal_notice', 'arrears_entered']::text[]
-      and not exists (select 1 from crm_task k where k.contract_id = t.contract_id and k.seq = t.seq and k.task_id is not null)
+    where d.customer_id = ? and 'arrears_entered' = any(t.hooks)
     order by t.at, t.seq`, [customerId]);
-  return rows.map((r) => ({
-    contractId: r.contract_id, seq: r.seq, kind: r.hooks.includes('renewal_notice') ? 'renewal_notice' : 'arrears_entered',
-    dealId: r.deal_id, ownerId: r.owner_id, at: new Date(r.at).toISOString(), reason: r.reason,
-  }));
+  for (const r of arrears) {
+    due.push({ contractId: r.contract_id, key: `arrears:${r.seq}`, kind: 'arrears_entered', dealId: r.deal_id, ownerId: r.owner_id, at: new Date(r.at).toISOString(), reason: `Entered arrears: ${r.reason}` });
+  }
+  if (!due.length) return [];
+  const done = new Set((await em.execute<{ contract_id: string; key: string }[]>(
+    'select contract_id::text as contract_id, key from crm_task where contract_id = any(?::uuid[]) and task_id is not null', [`{${[...contracts.keys()].join(',')}}`])).map((r) => `${r.contract_id}|${r.key}`));
+  return due.filter((t) => !done.has(`${t.contractId}|${t.key}`));
 }
 
-export async function recordCrmTask(em: EntityManager, t: { contractId: string; seq: number; dealId: string; kind: string; taskId: string }): Promise<void> {
+export async function recordCrmTask(em: EntityManager, t: { contractId: string; key: string; dealId: string; kind: string; taskId: string }): Promise<void> {
   await em.execute(`
-    insert into crm_task (contract_id, seq, deal_id, kind, task_id) values (?, ?, ?, ?, ?)
-    on conflict (contract_id, seq) do update set task_id = excluded.task_id where crm_task.task_id is null`, [t.contractId, t.seq, t.dealId, t.kind, t.taskId]);
+    insert into crm_task (contract_id, key, deal_id, kind, task_id) values (?, ?, ?, ?, ?)
+    on conflict (contract_id, key) do update set task_id = excluded.task_id where crm_task.task_id is null`, [t.contractId, t.key, t.dealId, t.kind, t.taskId]);
 }
 
 export async function crmNoteId(em: EntityManager, dealId: string, marker: string): Promise<string | null> {

@@ -298,6 +298,9 @@ describe('bad input', () => {
     await rejected('GET', `/v1/customers/${id}/billing-config/stripe`, {}, 404, 'customer_id', /billing config/);
     const hook = await http(app, 'POST', '/v1/accrue/webhooks/stripe', { rawBody: '{}' });
     expect([hook.status, hook.json.message]).toEqual([409, expect.stringMatching(/STRIPE_WEBHOOK_SECRET is not set/)]);
+    // HubSpot is off too (no HUBSPOT_ACCESS_TOKEN): its webhook is a 409, nothing is verified or started.
+    const crm = await http(app, 'POST', '/v1/accrue/webhooks/hubspot', { rawBody: '[]' });
+    expect([crm.status, crm.json.message]).toEqual([409, expect.stringMatching(/HUBSPOT_ACCESS_TOKEN and HUBSPOT_CLIENT_SECRET must both be set/)]);
     expect(await orm.em.fork().execute('select count(*)::int as n from customer_billing_config')).toEqual([{ n: 0 }]);
   });
 });

@@ -98,8 +98,20 @@ describe('HubSpot: closed-won deals start contracts, and the CRM shows billing s
       expect(fake.objects.companies.get(s.company.id)!.properties.accrue_current_period_spend).toBe('2.00');
       expect(fake.objects.deals.get(deal.id)!.properties.accrue_current_period_spend).toBe('2.00');
     }, 30_000);
-    // Nothing changed since: no further writes to the company.
+    // Ten ingest requests over ~3 s (ten rating passes): the company gets one write per interval, not one per pass.
     const writes = () => fake.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith(`/companies/${s.company.id}`) && r.status === 200).length;
+    const t0 = Date.now();
+    const w0 = writes();
+    for (let b = 0; b < 10; b++) {
+      await h.client.v1.usage.ingest({ usage: [{ transaction_id: `${deal.id}-burst-${b}`, customer_id: s.company.id, event_type: 'call', timestamp: new Date(Date.now() - 60_000).toISOString() }] });
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await eventually('the burst pushed', async () => expect(fake.objects.companies.get(s.company.id)!.properties.accrue_current_period_spend).toBe('7.00'), 30_000);
+    const intervals = Math.ceil((Date.now() - t0) / 2000);
+    expect(writes() - w0).toBeGreaterThan(0);
+    expect(writes() - w0).toBeLessThanOrEqual(intervals + 1);
+    expect(writes() - w0).toBeLessThan(10);
+    // Nothing changed since: no further writes to the company.
     const before = writes();
     await new Promise((r) => setTimeout(r, 5000));
     expect(writes()).toBe(before);

@@ -36,6 +36,10 @@ import { holdGatedCommit } from '../db/recharge.js';
 import { USD_CENTS } from '../billing/money.js';
 import { commitPaymentWorkflowId, dunningWorkflowId, rechargeWorkflowId, stripeVoidWorkflowId } from '../workflows/search-attributes.js';
 import { STRIPE_KEY, stripeCustomer, testStripe } from './stripe/fixtures.js';
+import { loadHubSpotSettings } from '../stack/config.js';
+import { crmChangedSignal, crmDealWorkflow, crmSyncStatusQuery, crmSyncWorkflow, dealChangedSignal } from '../workflows/crm.js';
+import { crmDealWorkflowId, crmSyncWorkflowId } from '../workflows/search-attributes.js';
+import { startHubSpotFake, type HubSpotFake } from './hubspot/server.js';
 
 /**
  * `npm run record:histories`: runs every workflow type through its representative paths on the
@@ -62,6 +66,7 @@ describe(`record workflow histories (label ${label})`, () => {
   let client: Client;
   let worker: Worker;
   let running: Promise<void>;
+  let hubspot: HubSpotFake;
   const taskQueue = uniqueName('record');
   const recorded: string[] = [];
 
@@ -71,11 +76,13 @@ describe(`record workflow histories (label ${label})`, () => {
     mailer = createSmtpMailer(testStack().smtpUrl, 'Accrue Billing <billing@accrue.local>');
     connection = await Connection.connect({ address: testStack().temporalAddress });
     client = new Client({ connection });
+    hubspot = await startHubSpotFake({ token: 'pat-record', clientSecret: 'record-secret' });
     worker = await Worker.create({
       connection: await NativeConnection.connect({ address: testStack().temporalAddress }),
       taskQueue,
       workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'), // the build `npm test` made: what replay.test.ts replays against
-      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true }, stripe: { secretKey: STRIPE_KEY, apiBase: testStack().stripeApiBase, dunningScheduleMs: [500, 500] } }),
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true }, stripe: { secretKey: STRIPE_KEY, apiBase: testStack().stripeApiBase, dunningScheduleMs: [500, 500] },
+        hubspot: loadHubSpotSettings({ HUBSPOT_ACCESS_TOKEN: hubspot.token, HUBSPOT_API_BASE: hubspot.url, HUBSPOT_CLIENT_SECRET: hubspot.clientSecret, ACCRUE_HUBSPOT_COALESCE: '100ms', ACCRUE_HUBSPOT_SYNC_INTERVAL: '1s' }) }),
     });
     running = worker.run();
   });
@@ -84,6 +91,7 @@ describe(`record workflow histories (label ${label})`, () => {
     await running;
     await connection?.close();
     mailer?.close();
+    await hubspot?.close();
     await orm?.close();
     process.stderr.write(`[accrue] recorded ${recorded.length} histories into test/histories/:\n  ${recorded.join('\n  ')}\n`);
   });
@@ -281,6 +289,29 @@ describe(`record workflow histories (label ${label})`, () => {
     } finally {
       await source.end();
     }
+  });
+
+  test('crm: a closed-won deal becomes a contract; a bad deal is noted and fails; the customer sync pushes on a change and on its interval', async () => {
+    const { rateCardId } = await seedContract(orm.em.fork(), { startingAt: monthStart(-1), price: '1' });
+    const company = hubspot.create('companies', { name: 'Recorded Co', accrue_billing_email: 'ap@recorded.test' });
+    const good = hubspot.create('deals', { dealname: 'Recorded deal', dealstage: 'closedwon', hubspot_owner_id: '1', accrue_rate_card: rateCardId, accrue_start_date: monthStart(0), accrue_term_months: '12' });
+    const bad = hubspot.create('deals', { dealname: 'Bad deal', dealstage: 'closedwon', accrue_start_date: monthStart(0) });
+    for (const d of [good, bad]) hubspot.associate('deals', d.id, 'companies', company.id);
+    const deal = await client.workflow.signalWithStart(crmDealWorkflow, { workflowId: crmDealWorkflowId(good.id), taskQueue, args: [{ dealId: good.id }], signal: dealChangedSignal });
+    const outcome = await deal.result();
+    expect(outcome).toMatchObject({ status: 'CREATED' });
+    await save(deal, 'crmDealWorkflow', 'contract-created');
+    const failing = await client.workflow.signalWithStart(crmDealWorkflow, { workflowId: crmDealWorkflowId(bad.id), taskQueue, args: [{ dealId: bad.id }], signal: dealChangedSignal });
+    await expect(failing.result()).rejects.toThrow();
+    await save(failing, 'crmDealWorkflow', 'invalid-noted');
+    const customerId = (outcome as { customerId: string }).customerId;
+    const sync = client.workflow.getHandle<typeof crmSyncWorkflow>(crmSyncWorkflowId(customerId));
+    await eventually('pushed on start and on its interval', async () => expect((await sync.query(crmSyncStatusQuery)).pushes).toBeGreaterThanOrEqual(2), 30_000);
+    await sync.signal(crmChangedSignal, { reason: 'recorded change' });
+    const before = (await sync.query(crmSyncStatusQuery)).pushes;
+    await eventually('pushed after the change', async () => expect((await sync.query(crmSyncStatusQuery)).pushes).toBeGreaterThan(before), 30_000);
+    await save(sync, 'crmSyncWorkflow', 'pushes');
+    await sync.terminate('recorded');
   });
 
   /** Waits until the close's stage query answers AWAITING_APPROVAL. */

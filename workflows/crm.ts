@@ -9,30 +9,46 @@ import type { CrmPushResult, DealOutcome } from '../activities/crm-activities.js
  * limit: after HubSpot's Retry-After on a 429, with backoff (up to 5 minutes apart) on a 5xx or
  * no answer; a request HubSpot refuses outright (another 4xx) is not retried.
  */
-const hubspot = proxyActivities<Activities>({
-  startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '5 minutes', nonRetryableErrorTypes: ['HubSpotRequestRefused', 'HubSpotOff', 'DealNotFound'] },
-});
+const retry = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '5 minutes', nonRetryableErrorTypes: ['HubSpotRequestRefused', 'HubSpotOff', 'DealNotFound'] };
+/** Activities calling HubSpot heartbeat before every call, so a killed worker's attempt is retried within 30 s. */
+const hubspot = proxyActivities<Activities>({ startToCloseTimeout: '5 minutes', heartbeatTimeout: '30 seconds', retry });
+/** Accrue's own steps (the contract, the sync's start). */
+const accrue = proxyActivities<Activities>({ startToCloseTimeout: '1 minute', retry });
+
+/** The deal changed again (another webhook) while its run was going: read it again before giving up. */
+export const dealChangedSignal = defineSignal('dealChanged');
 
 /**
- * `crm-deal/<deal id>`, started by HubSpot's webhook when a deal reaches the closed-won stage (or
- * is created there, or an Accrue property of it changes): reads the deal and its company, creates
- * or updates the customer and creates the contract once (`uniqueness_key` hubspot-deal-<id>), then
- * starts the customer's CRM sync. A deal that is not closed-won ends the run with nothing done.
- * A deal whose properties cannot make a contract gets a note saying which property is wrong, and
- * the run fails (visible in the Temporal UI as Failed, with the same message); saving the fixed
- * deal starts a new run.
+ * `crm-deal/<deal id>`, started (or told, signal `dealChanged`) by HubSpot's webhook when a deal
+ * reaches the closed-won stage, is created there, or an Accrue property of it changes: reads the
+ * deal and its company, creates or updates the customer and creates the contract once
+ * (`uniqueness_key` hubspot-deal-<id>), then starts the customer's CRM sync. A deal that is not
+ * closed-won ends the run with nothing done. A deal whose properties cannot make a contract gets
+ * a note saying which property is wrong, and the run fails (visible in the Temporal UI as Failed,
+ * with the same message) — unless the deal changed meanwhile, then it is read again; saving the
+ * fixed deal later starts a new run.
  */
 export async function crmDealWorkflow({ dealId }: { dealId: string }): Promise<DealOutcome | { status: 'NOT_CLOSED_WON'; stage: string | null }> {
-  const deal = await hubspot.readHubSpotDeal({ dealId });
-  if (!deal.closedWon) return { status: 'NOT_CLOSED_WON', stage: deal.properties.dealstage ?? null };
-  const outcome = await hubspot.createContractFromDeal({ deal });
-  if (outcome.status === 'INVALID') {
-    await hubspot.noteOnHubSpotDeal({ dealId, problems: outcome.problems });
-    throw ApplicationFailure.nonRetryable(`deal ${dealId} cannot become a contract: ${outcome.problems.map((p) => `${p.property}: ${p.message}`).join('; ')}`, 'InvalidDeal');
+  let changed = false;
+  setHandler(dealChangedSignal, () => {
+    changed = true;
+  });
+  for (let read = 1; ; read++) {
+    changed = false;
+    const deal = await hubspot.readHubSpotDeal({ dealId });
+    if (!deal.closedWon) {
+      if (changed && read < 20) continue;
+      return { status: 'NOT_CLOSED_WON', stage: deal.properties.dealstage ?? null };
+    }
+    const outcome = await accrue.createContractFromDeal({ deal });
+    if (outcome.status === 'INVALID') {
+      await hubspot.noteOnHubSpotDeal({ dealId, problems: outcome.problems });
+      if (changed && read < 20) continue;
+      throw ApplicationFailure.nonRetryable(`deal ${dealId} cannot become a contract: ${outcome.problems.map((p) => `${p.property}: ${p.message}`).join('; ')}`, 'InvalidDeal');
+    }
+    await accrue.startCrmSyncFor({ customerId: outcome.customerId, reason: `deal ${dealId} closed won` });
+    return outcome;
   }
-  await hubspot.startCrmSyncFor({ customerId: outcome.customerId, reason: `deal ${dealId} closed won` });
-  return outcome;
 }
 
 /** The customer's billing facts changed (a lifecycle transition, an invoice finalized, a payment). */

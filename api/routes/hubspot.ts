@@ -33,8 +33,8 @@ export function dealsToLook(events: HubSpotEvent[], closedWonStage: string): str
  * (`X-HubSpot-Signature-v3` over method + full URI + raw body + `X-HubSpot-Request-Timestamp`,
  * keyed with HUBSPOT_CLIENT_SECRET; the timestamp within 5 minutes): anything else is a 401 and
  * changes nothing. A deal moved to the closed-won stage, created in it, or with an `accrue_*`
- * property changed starts `crm-deal/<deal id>` (a run already going absorbs the redelivery; a
- * finished one is run again and finds the contract it made). 200 means every run has started
+ * property changed starts `crm-deal/<deal id>` (a run already going is told, and reads the deal
+ * again if it changed after its read; a finished one is run again and finds the contract it made). 200 means every run has started
  * (Temporal holds it); a 503 makes HubSpot deliver again.
  */
 export function hubspotWebhooksRouter(temporal: Client, taskQueue: string, settings: HubSpotSettings | undefined): Router {
@@ -57,9 +57,10 @@ export function hubspotWebhooksRouter(temporal: Client, taskQueue: string, setti
     const deals = dealsToLook(events, settings.closedWonStage);
     for (const dealId of deals) {
       try {
-        await temporal.workflow.start('crmDealWorkflow', {
-          workflowId: crmDealWorkflowId(dealId), taskQueue, args: [{ dealId }],
-          workflowIdConflictPolicy: 'USE_EXISTING', workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+        // A run going reads the deal again if it changed after its read; a finished one runs anew.
+        await temporal.workflow.signalWithStart('crmDealWorkflow', {
+          workflowId: crmDealWorkflowId(dealId), taskQueue, args: [{ dealId }], signal: 'dealChanged',
+          workflowIdReusePolicy: 'ALLOW_DUPLICATE',
           typedSearchAttributes: [{ key: LifecycleStateKey, value: 'CRM_DEAL' }],
         });
       } catch (err) {

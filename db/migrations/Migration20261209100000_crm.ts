@@ -33,12 +33,12 @@ export class Migration20261209100000_crm extends Migration {
       );
       create table crm_task (
         contract_id uuid not null references contract (id),
-        seq int not null,
+        key text not null,
         deal_id text not null,
         kind text not null,
         task_id text,
         created_at timestamptz not null default now(),
-        primary key (contract_id, seq)
+        primary key (contract_id, key)
       );
       create table crm_note (
         deal_id text not null,

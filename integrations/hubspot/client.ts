@@ -1,4 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import type { Duplex } from 'node:stream';
 import { Client, Signature } from '@hubspot/api-client';
 import type { HubSpotSettings } from '../../stack/config.js';
 
@@ -10,7 +13,27 @@ import type { HubSpotSettings } from '../../stack/config.js';
  */
 export function hubspotClient(s: Pick<HubSpotSettings, 'accessToken' | 'apiBase'> | undefined): Client | undefined {
   if (!s?.accessToken) return undefined;
-  return new Client({ accessToken: s.accessToken, numberOfApiCallRetries: 0, ...(s.apiBase ? { basePath: s.apiBase } : {}) });
+  const https = !s.apiBase || s.apiBase.startsWith('https:');
+  return new Client({ accessToken: s.accessToken, numberOfApiCallRetries: 0, httpAgent: timeoutAgent(https, HUBSPOT_CALL_TIMEOUT_MS), ...(s.apiBase ? { basePath: s.apiBase } : {}) });
+}
+
+/** A HubSpot call that has not answered for this long is abandoned (and retried by Temporal). */
+export const HUBSPOT_CALL_TIMEOUT_MS = 15_000;
+
+/**
+ * An agent whose sockets are destroyed after `ms` without traffic, so a HubSpot call that hangs
+ * fails (the client has no timeout of its own) instead of outliving its activity's attempt.
+ */
+function timeoutAgent(https: boolean, ms: number): HttpAgent {
+  const Base = https ? HttpsAgent : HttpAgent;
+  class TimeoutAgent extends (Base as typeof HttpAgent) {
+    override createConnection(...args: Parameters<HttpAgent['createConnection']>): Duplex {
+      const socket = super.createConnection(...args) as Duplex & { setTimeout(ms: number, cb: () => void): void };
+      socket.setTimeout(ms, () => socket.destroy(new Error(`HubSpot did not answer within ${ms} ms`)));
+      return socket;
+    }
+  }
+  return new TimeoutAgent({ keepAlive: true });
 }
 
 /** The HTTP status of a HubSpot answer the client threw on (its ApiException), if it was one. */
@@ -19,10 +42,19 @@ export function hubspotStatus(err: unknown): number | undefined {
   return typeof code === 'number' && code >= 100 && code < 600 ? code : undefined;
 }
 
-/** HubSpot refused the request itself (4xx other than 429): the same call cannot succeed by retrying. */
+/**
+ * HubSpot refused the request itself: the same call cannot succeed by retrying. Not 429 (rate
+ * limit), 408 (timeout), 423 (record locked, e.g. during a merge), 401/403 (a token being
+ * rotated or a scope being granted: fixed by an operator, then the retry succeeds).
+ */
 export function isHubSpotRequestError(err: unknown): boolean {
   const s = hubspotStatus(err);
-  return s !== undefined && s >= 400 && s < 500 && s !== 429;
+  return s !== undefined && s >= 400 && s < 500 && ![401, 403, 408, 423, 429].includes(s);
+}
+
+/** A property write refused because the property does not exist (deleted on HubSpot since it was made). */
+export function isMissingProperty(err: unknown): boolean {
+  return hubspotStatus(err) === 400 && /PROPERTY_DOESNT_EXIST/.test(JSON.stringify((err as { body?: unknown }).body ?? ''));
 }
 
 /** How long HubSpot asked us to wait (a 429's `Retry-After`, in seconds or as an HTTP date). */

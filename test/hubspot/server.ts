@@ -48,7 +48,7 @@ type ObjectType = typeof OBJECT_TYPES[number];
 
 /** Each object type's own properties (HubSpot's defaults plus the custom ones a portal set up for Accrue). */
 const BASE_PROPERTIES: Record<ObjectType, string[]> = {
-  deals: ['dealname', 'dealstage', 'pipeline', 'amount', 'closedate', 'hubspot_owner_id', 'accrue_rate_card', 'accrue_start_date', 'accrue_term_months', 'accrue_commit_amount', 'accrue_trial_days', 'accrue_renewal_notice_days'],
+  deals: ['dealname', 'dealstage', 'pipeline', 'amount', 'closedate', 'hubspot_owner_id', 'accrue_rate_card', 'accrue_start_date', 'accrue_term_months', 'accrue_commit_amount', 'accrue_trial_days', 'accrue_renewal_notice_days', 'accrue_net_payment_terms_days'],
   companies: ['name', 'domain', 'accrue_billing_email'],
   contacts: ['email', 'firstname', 'lastname'],
   notes: ['hs_note_body', 'hs_timestamp', 'hubspot_owner_id'],
