@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure, Context, log } from '@temporalio/activity';
+import pg from 'pg';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Client as HubSpot } from '@hubspot/api-client';
 import { createContract } from '../api/routes/contracts.js';
@@ -33,6 +34,8 @@ export interface CrmPushResult {
   companyWrites: number;
   dealWrites: number;
   tasks: number;
+  /** Objects HubSpot refused outright (a deal deleted there…): tried again at the next push. */
+  refused: string[];
   /** The operator's intervals, handed to the workflow (workflows never read the environment). */
   syncIntervalMs: number;
   coalesceMs: number;
@@ -64,7 +67,7 @@ function hubspotFailure(err: unknown, what: string): Error {
 async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
   ctx.heartbeat(what);
-  if (ctx.cancellationSignal.aborted) throw ApplicationFailure.retryable(`attempt cancelled before ${what}`, 'Cancelled');
+  if (ctx.cancellationSignal.aborted) throw new CancelledFailure(`attempt cancelled before ${what}`);
   try {
     return await fn();
   } catch (err) {
@@ -75,11 +78,30 @@ async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
 /** A full push (every value, not only changes) at least this often: HubSpot edits by hand are overwritten. */
 const FULL_PUSH_MS = 86_400_000;
 
+/**
+ * Runs `fn` holding a PostgreSQL session lock on `key`, on a connection of its own (no
+ * transaction held open across HubSpot calls): an attempt Temporal gave up on but that still runs
+ * (a worker cut off from Temporal, not from PostgreSQL) and its retry never work on one customer or
+ * deal at once — the second is refused and retried. A dead worker's connection, and its lock, go.
+ */
+async function withCrmLock<T>(databaseUrl: string, key: string, fn: () => Promise<T>): Promise<T> {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    const { rows } = await db.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtextextended($1, 0)) as ok', [`accrue:crm:${key}`]);
+    if (!rows[0]?.ok) throw ApplicationFailure.retryable(`another attempt is still working on ${key}; retried`, 'CrmBusy');
+    return await fn();
+  } finally {
+    await db.end().catch(() => {});
+  }
+}
+
 /** A marker hidden in the notes and tasks Accrue writes: a retried create finds its earlier one. */
 const markerOf = (kind: string, key: string) => `accrue:${kind}:${createHash('sha256').update(key).digest('hex').slice(0, 20)}`;
 
 export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
   const settings: HubSpotSettings | undefined = hubspot;
+  const databaseUrl = orm.config.get('clientUrl')!;
   const client = hubspotClient(settings);
   const need = (): HubSpot => {
     if (!client || !settings) throw ApplicationFailure.nonRetryable('HubSpot is off in this Accrue (HUBSPOT_ACCESS_TOKEN is not set)', 'HubSpotOff');
@@ -93,10 +115,12 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
     if (!p) {
       p = (async () => {
         const existing = new Set((await call(`reading ${objectType} properties`, () => hs.crm.properties.coreApi.getAll(objectType))).results.map((x) => x.name));
+        const ctx = Context.current();
         for (const field of CRM_FIELDS) {
           const name = settings!.properties[field];
           if (existing.has(name)) continue;
           const def = CRM_PROPERTY_DEFINITIONS[field];
+          ctx.heartbeat(`creating ${objectType} property ${name}`);
           try {
             await hs.crm.properties.coreApi.create(objectType, {
               name, label: def.label, description: def.description, groupName: objectType === 'companies' ? 'companyinformation' : 'dealinformation',
@@ -136,13 +160,10 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
     /** The deal (Accrue's properties, stage, owner) and its company with the billing email to use. */
     async readHubSpotDeal({ dealId }: { dealId: string }): Promise<DealSnapshot> {
       const hs = need();
-      let deal;
-      try {
-        deal = await hs.crm.deals.basicApi.getById(dealId, [...DEAL_PROPERTIES], undefined, ['companies', 'contacts']);
-      } catch (err) {
+      const deal = await call(`reading deal ${dealId}`, () => hs.crm.deals.basicApi.getById(dealId, [...DEAL_PROPERTIES], undefined, ['companies', 'contacts']).catch((err: unknown) => {
         if (hubspotStatus(err) === 404) throw ApplicationFailure.nonRetryable(`HubSpot has no deal ${dealId}`, 'DealNotFound');
-        throw hubspotFailure(err, `reading deal ${dealId}`);
-      }
+        throw err;
+      }));
       const assoc = (deal.associations ?? {}) as Record<string, { results?: { id: string; type?: string }[] }>;
       const companies = assoc.companies?.results ?? [];
       // The primary company (v3 names its association type deal_to_company; others are
@@ -228,6 +249,7 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
     /** A note on the deal saying what is wrong with it: once per distinct set of problems. */
     async noteOnHubSpotDeal({ dealId, problems }: { dealId: string; problems: DealProblem[] }): Promise<{ noteId: string; created: boolean }> {
       const hs = need();
+      return withCrmLock(databaseUrl, `deal:${dealId}`, async () => {
       const body = dealProblemNote(problems);
       const marker = markerOf('deal-note', `${dealId}\n${body}`);
       const em = orm.em.fork();
@@ -245,6 +267,7 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
       crashPoint('@crm-note-created');
       await recordCrmNote(em, dealId, marker, note.id);
       return { noteId: note.id, created: true };
+      });
     },
 
     /** Starts (or tells) `crm-sync/<customer>` so the new contract shows on the company and the deal. */
@@ -261,12 +284,13 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
      * are absolute values (a rewrite is the same write) and tasks carry a marker found on retry.
      */
     async pushCrmState({ customerId }: { customerId: string }): Promise<CrmPushResult> {
-      if (!client || !settings) return { linked: false, off: true, companyWrites: 0, dealWrites: 0, tasks: 0, syncIntervalMs: 0, coalesceMs: 0 };
+      if (!client || !settings) return { linked: false, off: true, companyWrites: 0, dealWrites: 0, tasks: 0, refused: [], syncIntervalMs: 0, coalesceMs: 0 };
       const hs = client;
       const intervals = { syncIntervalMs: settings.syncIntervalMs, coalesceMs: settings.coalesceMs };
       const em = orm.em.fork();
       const link = await crmLink(em, customerId);
-      if (!link) return { linked: false, off: false, companyWrites: 0, dealWrites: 0, tasks: 0, ...intervals };
+      if (!link) return { linked: false, off: false, companyWrites: 0, dealWrites: 0, tasks: 0, refused: [], ...intervals };
+      return withCrmLock(databaseUrl, `customer:${customerId}`, async () => {
       await ensureProperties(hs, 'companies');
       if (link.deals.length) await ensureProperties(hs, 'deals');
       const now = new Date();
@@ -288,7 +312,7 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
       };
       const write = async (objectType: 'companies' | 'deals', objectId: string, values: Record<string, string>) => {
         const last = await lastPushed(em, objectType, objectId);
-        const full = !last || now.getTime() - last.pushedAt.getTime() >= FULL_PUSH_MS;
+        const full = !last || now.getTime() - last.fullPushedAt.getTime() >= FULL_PUSH_MS;
         const changed = full ? values : changedProperties(values, last.properties);
         if (!Object.keys(changed).length) return false;
         const api = objectType === 'companies' ? hs.crm.companies.basicApi : hs.crm.deals.basicApi;
@@ -299,7 +323,7 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
           throw ApplicationFailure.retryable(`${objectType} ${objectId}: ${describeHubSpotError(err)}; the property is made again on the retry`, 'HubSpotPropertyMissing');
         }));
         crashPoint('@crm-pushed');
-        await recordPushed(em, objectType, objectId, changed);
+        await recordPushed(em, objectType, objectId, changed, full);
         return true;
       };
       await each(`company ${link.companyId}`, async () => {
@@ -340,9 +364,9 @@ export function createCrmActivities({ orm, hubspot, stripe }: ActivityDeps) {
           await recordCrmTask(em, { contractId: t.contractId, key: t.key, dealId: t.dealId, kind: t.kind, taskId });
         });
       }
-      if (refused.length) throw ApplicationFailure.nonRetryable(`HubSpot refused ${refused.length} update(s): ${refused.join('; ')}`, 'HubSpotRequestRefused');
       if (companyWrites || dealWrites || tasks) log.info('CRM updated', { customerId, companyWrites, dealWrites, tasks });
-      return { linked: true, off: false, companyWrites, dealWrites, tasks, ...intervals };
+      return { linked: true, off: false, companyWrites, dealWrites, tasks, refused, ...intervals };
+      });
     },
   };
 }

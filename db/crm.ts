@@ -133,18 +133,19 @@ export async function crmFacts(em: EntityManager, customerId: string, contractId
   return { company, contracts: byContract };
 }
 
-/** What was last written to the object, and when anything was last written there. */
-export async function lastPushed(em: EntityManager, objectType: 'companies' | 'deals', objectId: string): Promise<{ properties: Record<string, string>; pushedAt: Date } | null> {
-  const [r] = await em.execute<{ properties: Record<string, string>; pushed_at: Date }[]>('select properties, pushed_at from crm_push where object_type = ? and object_id = ?', [objectType, objectId]);
-  return r ? { properties: r.properties, pushedAt: new Date(r.pushed_at) } : null;
+/** What was last written to the object, and when every property was last written there. */
+export async function lastPushed(em: EntityManager, objectType: 'companies' | 'deals', objectId: string): Promise<{ properties: Record<string, string>; fullPushedAt: Date } | null> {
+  const [r] = await em.execute<{ properties: Record<string, string>; full_pushed_at: Date }[]>('select properties, full_pushed_at from crm_push where object_type = ? and object_id = ?', [objectType, objectId]);
+  return r ? { properties: r.properties, fullPushedAt: new Date(r.full_pushed_at) } : null;
 }
 
-/** Records what HubSpot now holds for the object (merged over what it held). */
-export async function recordPushed(em: EntityManager, objectType: 'companies' | 'deals', objectId: string, properties: Record<string, string>): Promise<void> {
+/** Records what HubSpot now holds for the object (merged over what it held); `full`: every property was written. */
+export async function recordPushed(em: EntityManager, objectType: 'companies' | 'deals', objectId: string, properties: Record<string, string>, full: boolean): Promise<void> {
   await em.execute(`
     insert into crm_push (object_type, object_id, properties) values (?, ?, ?::jsonb)
-    on conflict (object_type, object_id) do update set properties = crm_push.properties || excluded.properties, pushed_at = now()`,
-  [objectType, objectId, JSON.stringify(properties)]);
+    on conflict (object_type, object_id) do update set properties = crm_push.properties || excluded.properties, pushed_at = now(),
+      full_pushed_at = case when ? then now() else crm_push.full_pushed_at end`,
+  [objectType, objectId, JSON.stringify(properties), full]);
 }
 
 export interface CrmTaskDue {

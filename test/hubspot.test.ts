@@ -144,6 +144,18 @@ describe('HubSpot: closed-won deals start contracts, and the CRM shows billing s
     expect(notesOn(deal.id)).toHaveLength(2);
   });
 
+  test('a deal without a company: noted; once the company is associated (deal.associationChange) it becomes a contract', async () => {
+    const s = await setUp();
+    const deal = fake.create('deals', { dealname: 'Lonely deal', dealstage: 'closedwon', accrue_rate_card: s.alias, accrue_start_date: monthStart(0) });
+    expect((await fake.sendWebhook(hook(), stageChange(deal.id))).status).toBe(200);
+    await eventually('run failed', async () => expect(await runStatus(deal.id)).toBe('FAILED'));
+    expect(notesOn(deal.id)).toEqual([expect.stringContaining('company: the deal has no associated company')]);
+    fake.associate('deals', deal.id, 'companies', s.company.id);
+    const change = { eventId: 9, subscriptionId: 2, portalId: 62515, appId: 1, occurredAt: Date.now(), subscriptionType: 'deal.associationChange', attemptNumber: 0, changeSource: 'CRM_UI', associationType: 'DEAL_TO_COMPANY', fromObjectId: Number(deal.id), toObjectId: Number(s.company.id), associationRemoved: false, isPrimaryAssociation: true };
+    expect((await fake.sendWebhook(hook(), [change])).status).toBe(200);
+    await eventually('contract created', async () => expect(await contractsOfDeal(deal.id)).toHaveLength(1));
+  });
+
   test('webhooks that are not HubSpot\'s: wrong secret, stale or missing timestamp, tampered body → 401, nothing started', async () => {
     const s = await setUp();
     const deal = newDeal(s.company.id, { accrue_rate_card: s.alias, accrue_start_date: monthStart(0).slice(0, 10) });

@@ -42,6 +42,8 @@ export async function crmDealWorkflow({ dealId }: { dealId: string }): Promise<D
     }
     const outcome = await accrue.createContractFromDeal({ deal });
     if (outcome.status === 'INVALID') {
+      // Changed since the read: the problems may be fixed already — read again before noting.
+      if (changed && read < 20) continue;
       await hubspot.noteOnHubSpotDeal({ dealId, problems: outcome.problems });
       if (changed && read < 20) continue;
       throw ApplicationFailure.nonRetryable(`deal ${dealId} cannot become a contract: ${outcome.problems.map((p) => `${p.property}: ${p.message}`).join('; ')}`, 'InvalidDeal');
@@ -90,6 +92,7 @@ export async function crmSyncWorkflow(input: CrmSyncInput): Promise<void> {
       log.warn('CRM push refused; trying again later', { customerId: input.customerId, error: String((err as Error).message) });
       continue;
     }
+    if (lastPush.refused?.length) log.warn('HubSpot refused some CRM updates; tried again at the next push', { customerId: input.customerId, refused: lastPush.refused });
     if (lastPush.off || !lastPush.linked) return;
     intervalMs = lastPush.syncIntervalMs;
     coalesceMs = lastPush.coalesceMs;

@@ -8,6 +8,8 @@ import { crmDealWorkflowId, LifecycleStateKey } from '../../workflows/search-att
 interface HubSpotEvent {
   subscriptionType?: unknown;
   objectId?: unknown;
+  fromObjectId?: unknown;
+  associationType?: unknown;
   propertyName?: unknown;
   propertyValue?: unknown;
 }
@@ -18,12 +20,16 @@ export function dealsToLook(events: HubSpotEvent[], closedWonStage: string): str
   events.forEach((e, i) => {
     if (typeof e !== 'object' || e === null || typeof e.subscriptionType !== 'string') throw new ValidationError(`[${i}].subscriptionType`, 'is missing: not a HubSpot webhook event');
     if (!e.subscriptionType.startsWith('deal.')) return;
-    const id = typeof e.objectId === 'number' || typeof e.objectId === 'string' ? String(e.objectId) : '';
-    if (!/^\d{1,30}$/.test(id)) throw new ValidationError(`[${i}].objectId`, `must be a HubSpot object id, got ${JSON.stringify(e.objectId)}`);
+    // A company associated with a deal (what the "no associated company" note asks for).
+    const association = e.subscriptionType === 'deal.associationChange';
+    if (association && !(typeof e.associationType === 'string' && e.associationType.startsWith('DEAL_TO_COMPANY'))) return;
+    const raw = association ? e.fromObjectId : e.objectId;
+    const id = typeof raw === 'number' || typeof raw === 'string' ? String(raw) : '';
+    if (!/^\d{1,30}$/.test(id)) throw new ValidationError(`[${i}].${association ? 'fromObjectId' : 'objectId'}`, `must be a HubSpot object id, got ${JSON.stringify(raw)}`);
     const closedWon = e.subscriptionType === 'deal.propertyChange' && e.propertyName === 'dealstage' && e.propertyValue === closedWonStage;
     // A fixed Accrue property of a closed-won deal whose contract could not be made: try again.
     const accrueProperty = e.subscriptionType === 'deal.propertyChange' && typeof e.propertyName === 'string' && e.propertyName.startsWith('accrue_');
-    if (closedWon || accrueProperty || e.subscriptionType === 'deal.creation') deals.add(id);
+    if (closedWon || accrueProperty || association || e.subscriptionType === 'deal.creation') deals.add(id);
   });
   return [...deals];
 }

@@ -29,6 +29,7 @@ export class Migration20261209100000_crm extends Migration {
         object_id text not null,
         properties jsonb not null,
         pushed_at timestamptz not null default now(),
+        full_pushed_at timestamptz not null default now(),
         primary key (object_type, object_id)
       );
       create table crm_task (

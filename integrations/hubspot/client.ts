@@ -33,7 +33,8 @@ function timeoutAgent(https: boolean, ms: number): HttpAgent {
       return socket;
     }
   }
-  return new TimeoutAgent({ keepAlive: true });
+  // `timeout` too: Node resets a pooled socket's timeout to the agent's own when it is reused.
+  return new TimeoutAgent({ keepAlive: true, timeout: ms });
 }
 
 /** The HTTP status of a HubSpot answer the client threw on (its ApiException), if it was one. */
