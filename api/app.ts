@@ -27,9 +27,10 @@ import { usageRouter } from './routes/usage.js';
 import { usageCollectorsRouter } from './routes/usage-collectors.js';
 import { webhookEndpointsRouter } from './routes/webhook-endpoints.js';
 import { metricsCache } from './metrics-cache.js';
-import { DEFAULT_LIFECYCLE_SETTINGS, type HubSpotSettings, type LifecycleSettings, type StripeSettings } from '../stack/config.js';
+import { DEFAULT_LIFECYCLE_SETTINGS, loadConsoleSettings, type ConsoleSettings, type HubSpotSettings, type LifecycleSettings, type StripeSettings } from '../stack/config.js';
 import { billingConfigRouter, stripeWebhooksRouter } from './routes/stripe.js';
 import { hubspotWebhooksRouter } from './routes/hubspot.js';
+import { consolePublicRouter, consoleRouter, dashboardsRouter } from './routes/console.js';
 
 export interface ApiDeps {
   orm: MikroORM;
@@ -51,6 +52,8 @@ export interface ApiDeps {
   stripe?: StripeSettings;
   /** HubSpot (off without an access token): inbound deal webhooks. */
   hubspot?: HubSpotSettings;
+  /** The web console: session and dashboard URL lifetimes, the Temporal UI link. */
+  console?: ConsoleSettings;
 }
 
 /**
@@ -118,6 +121,9 @@ export function createApp(deps: ApiDeps): Express {
   app.use(stripeWebhooksRouter(deps.orm, deps.temporal, deps.taskQueue, deps.stripe));
   // Signed by HubSpot (v3 signature over the raw body), likewise before the JSON parser and auth.
   app.use(hubspotWebhooksRouter(deps.temporal, deps.taskQueue, deps.hubspot));
+  // The console's pages, its login and the customer dashboards' data (signed URLs): no Accrue token.
+  const consoleSettings = deps.console ?? loadConsoleSettings({});
+  app.use(consolePublicRouter(deps.orm, consoleSettings, deps.adminToken));
   app.use(express.json({ limit: '1mb', strict: false, reviver: exactNumbers as (key: string, value: unknown) => unknown, type: ['application/json', 'application/*+json'] }));
   app.use((req, _res, next) => {
     checkRequestStrings(req.body);
@@ -147,6 +153,8 @@ export function createApp(deps: ApiDeps): Express {
   app.use(approvalsRouter(deps.orm, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
   app.use(alertsRouter(deps.orm));
   app.use(webhookEndpointsRouter(deps.orm, { allowPrivate: deps.webhooksAllowPrivate ?? false }));
+  app.use(consoleRouter(deps.orm, consoleSettings, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
+  app.use(dashboardsRouter(deps.orm, consoleSettings));
   app.use(allow('read'), notFound);
   app.use(clientErrors, errorHandler);
   return app;

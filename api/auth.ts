@@ -3,6 +3,7 @@ import type { RequestHandler } from 'express';
 import { ForbiddenError, UnauthorizedError } from '../billing/errors.js';
 import type { TokenScope } from '../db/entities.js';
 import { findTokenScope, hashToken, sameSecret } from '../db/tokens.js';
+import { findConsoleSession, SESSION_PREFIX } from '../db/console.js';
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -50,6 +51,14 @@ export function authenticate(orm: MikroORM, adminToken?: string, cache = new Tok
     const token = m[1]!;
     if (adminToken && sameSecret(token, adminToken)) {
       req.scope = 'admin';
+      return next();
+    }
+    if (token.startsWith(SESSION_PREFIX)) {
+      // A console login (never cached: its expiry is checked on every request).
+      const session = await findConsoleSession(orm.em.fork(), token);
+      if (session === 'expired') throw new UnauthorizedError('Authorization: the console session has expired; log in again');
+      if (!session) throw new UnauthorizedError('Authorization: unknown console session');
+      req.scope = session;
       return next();
     }
     const key = hashToken(token);

@@ -27,7 +27,7 @@ const temporal = new Client({ connection, namespace: config.temporalNamespace })
 const entitlements = new EntitlementsCache(orm, config.databaseUrl);
 await entitlements.start().catch((err: Error) => console.error(`[api] entitlements: not listening yet (${err.message}); retrying`));
 const tokenCache = new TokenCache();
-const app = createApp({ orm, entitlements, tokenCache, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool, lifecycle: config.lifecycle, webhooksAllowPrivate: config.webhooks.allowPrivate, stripe: config.stripe, hubspot: config.hubspot });
+const app = createApp({ orm, entitlements, tokenCache, temporal, taskQueue: config.taskQueue, adminToken: config.adminToken, ingestMaxAgeMs: config.ingestMaxAgeMs, ingestPool, lifecycle: config.lifecycle, webhooksAllowPrivate: config.webhooks.allowPrivate, stripe: config.stripe, hubspot: config.hubspot, console: config.console });
 // Entitlement checks that are fully known in memory skip Express (api/fast-path.ts).
 const fast = entitlementsFastPath(entitlements, tokenCache, config.adminToken);
 const server = createServer((req, res) => {

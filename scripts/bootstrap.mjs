@@ -144,6 +144,33 @@ function ensureLocalstripe() {
 
 function build(node, env) {
   must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { env });
+  // The console's pages (Preact, Pico CSS, uPlot), bundled into dist/console: served by the API.
+  must(node, [join(ROOT, 'scripts', 'build-console.mjs')], { env });
+}
+
+/**
+ * The browser of the console tests: Debian's chromium (Playwright drives it; no browser download).
+ * Installed with apt-get when missing (root, as on CI); its path goes to the tests.
+ */
+function ensureChromium() {
+  for (const p of [process.env.ACCRUE_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser']) if (p && existsSync(p)) return p;
+  log('installing Debian\'s chromium for the console tests (apt-get)');
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
+  const apt = (...args) => {
+    try {
+      return run(sudo[0] ?? 'apt-get', [...sudo.slice(1), ...(sudo.length ? ['apt-get'] : []), ...args], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    } catch {
+      return 1; // no apt-get or sudo here
+    }
+  };
+  if (apt('install', '-y', '--no-install-recommends', 'chromium') !== 0) {
+    apt('update');
+    if (apt('install', '-y', '--no-install-recommends', 'chromium') !== 0) {
+      log('could not install chromium (apt-get install chromium); the console tests need it');
+      process.exit(1);
+    }
+  }
+  return '/usr/bin/chromium';
 }
 
 function handOver(node, args, env) {
@@ -174,6 +201,7 @@ switch (command) {
     break;
   case 'typecheck':
     must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--noEmit'], { env });
+    must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.console.json')], { env });
     break;
   case 'start': {
     const temporal = process.env.TEMPORAL_ADDRESS ? {} : ensureTemporal(false);
@@ -189,15 +217,18 @@ switch (command) {
   case 'test': {
     const temporal = ensureTemporal(true);
     const localstripe = ensureLocalstripe();
+    const chromium = ensureChromium();
     build(node, env);
-    // Tests are type-checked too (Jest's SWC transform strips types without checking them).
+    // Tests are type-checked too (Jest's SWC transform strips types without checking them), and the console's pages.
     must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--noEmit'], { env });
+    must(node, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.console.json')], { env });
     handOver(node, ['--experimental-vm-modules', '--no-warnings=ExperimentalWarning',
       join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js'), ...rest], {
       ...env,
       ACCRUE_TEMPORAL_BIN: temporal.cli ?? '',
       ACCRUE_TEMPORAL_TEST_SERVER_BIN: temporal.testServer ?? '',
       ACCRUE_LOCALSTRIPE_PATH: localstripe,
+      ACCRUE_CHROMIUM: chromium,
     });
     break;
   }

@@ -31,6 +31,31 @@ export interface Config {
   webhooks: WebhookSettings;
   stripe: StripeSettings;
   hubspot: HubSpotSettings;
+  console: ConsoleSettings;
+}
+
+/**
+ * The web console (issue 13). A finance login lasts ACCRUE_CONSOLE_SESSION_TTL (8h); a customer
+ * dashboard URL (v1.dashboards.getEmbeddableUrl) is valid for ACCRUE_DASHBOARD_URL_TTL (24h).
+ * ACCRUE_TEMPORAL_UI_URL links each contract to its workflow in the Temporal Web UI (`npm start`
+ * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs.
+ */
+export interface ConsoleSettings {
+  sessionTtlMs: number;
+  dashboardUrlTtlMs: number;
+  temporalUiUrl?: string;
+  temporalNamespace: string;
+  publicUrl?: string;
+}
+
+export function loadConsoleSettings(env: NodeJS.ProcessEnv = process.env): ConsoleSettings {
+  const sessionTtlMs = parseDurationMs(env.ACCRUE_CONSOLE_SESSION_TTL ?? '8h', 'ACCRUE_CONSOLE_SESSION_TTL');
+  const dashboardUrlTtlMs = parseDurationMs(env.ACCRUE_DASHBOARD_URL_TTL ?? '24h', 'ACCRUE_DASHBOARD_URL_TTL');
+  if (sessionTtlMs <= 0 || dashboardUrlTtlMs <= 0) throw new Error('ACCRUE_CONSOLE_SESSION_TTL and ACCRUE_DASHBOARD_URL_TTL must be positive');
+  const ui = env.ACCRUE_TEMPORAL_UI_URL?.trim().replace(/\/+$/, '') || undefined;
+  if (ui && !/^https?:\/\/[^\s]+$/.test(ui)) throw new Error(`ACCRUE_TEMPORAL_UI_URL must be a URL like http://127.0.0.1:8233: ${JSON.stringify(ui)}`);
+  const publicUrl = env.ACCRUE_PUBLIC_URL?.trim().replace(/\/+$/, '') || undefined;
+  return { sessionTtlMs, dashboardUrlTtlMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
 }
 
 /** The billing facts Accrue keeps current on HubSpot companies and deals. */
@@ -210,5 +235,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhooks: loadWebhookSettings(env),
     stripe: loadStripeSettings(env),
     hubspot: loadHubSpotSettings(env),
+    console: loadConsoleSettings(env),
   };
 }

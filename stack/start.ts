@@ -154,6 +154,7 @@ try {
         detached: true,
       }));
     env.TEMPORAL_ADDRESS = temporal.address;
+    if (temporal.uiUrl && !env.ACCRUE_TEMPORAL_UI_URL) env.ACCRUE_TEMPORAL_UI_URL = temporal.uiUrl;
     say(`Temporal     ${temporal.address}  (Web UI ${temporal.uiUrl})`);
   } else say(`Temporal     using TEMPORAL_ADDRESS ${env.TEMPORAL_ADDRESS}`);
 

@@ -21,6 +21,7 @@ import { Migration20261208100000_stripe } from './Migration20261208100000_stripe
 import { Migration20261208110000_recharge } from './Migration20261208110000_recharge.js';
 import { Migration20261208120000_gated_commits } from './Migration20261208120000_gated_commits.js';
 import { Migration20261209100000_crm } from './Migration20261209100000_crm.js';
+import { Migration20261210100000_console } from './Migration20261210100000_console.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -47,4 +48,5 @@ export const migrationsList = [
   { name: 'Migration20261208110000_recharge', class: Migration20261208110000_recharge },
   { name: 'Migration20261208120000_gated_commits', class: Migration20261208120000_gated_commits },
   { name: 'Migration20261209100000_crm', class: Migration20261209100000_crm },
+  { name: 'Migration20261210100000_console', class: Migration20261210100000_console },
 ];

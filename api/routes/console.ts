@@ -1,0 +1,409 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import express, { Router, type Request, type Response } from 'express';
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
+import { ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../billing/errors.js';
+import { dec, jsonDecimal, type Dec } from '../../billing/money.js';
+import { alertsForCustomer, customerAlertStates } from '../../db/alerts.js';
+import { pendingApprovals } from '../../db/approvals.js';
+import { customerBalances } from '../../db/balances.js';
+import { createConsoleSession, dashboardSecret, endConsoleSession } from '../../db/console.js';
+import { crmFacts } from '../../db/crm.js';
+import { findCustomer } from '../../db/customers.js';
+import { BillableMetric, Contract, Customer, Invoice, Product } from '../../db/entities.js';
+import { customerDrafts } from '../../db/invoices.js';
+import { lifecycleStates } from '../../db/lifecycle.js';
+import { findTokenScope, sameSecret } from '../../db/tokens.js';
+import { usageSeries, windowStarts, type WindowSize } from '../../db/usage-series.js';
+import { ROOT, type ConsoleSettings, type LifecycleSettings } from '../../stack/config.js';
+import { contractWorkflowId } from '../../workflows/search-attributes.js';
+import { allow } from '../auth.js';
+import { objectAt, oneOf, reqStr, reqUuid, type Obj } from '../validate.js';
+
+const DAY_MS = 86_400_000;
+export const DASHBOARDS = ['usage', 'invoices', 'credits', 'commits_and_credits'] as const;
+const COLOR_NAMES = ['Gray_dark', 'Gray_medium', 'Gray_light', 'Gray_extralight', 'White', 'Primary_medium', 'Primary_light', 'UsageLine_0', 'UsageLine_1', 'UsageLine_2', 'UsageLine_3', 'UsageLine_4', 'UsageLine_5', 'UsageLine_6', 'UsageLine_7', 'UsageLine_8', 'UsageLine_9', 'Primary_green', 'Primary_red', 'Progress_bar', 'Progress_bar_background', 'Action', 'Action_hover'];
+export type Dashboard = typeof DASHBOARDS[number];
+
+/** What a signed dashboard URL carries: whose dashboard, which one, until when, and how it looks. */
+export interface DashboardClaims {
+  customerId: string;
+  dashboard: Dashboard;
+  expiresAt: number;
+  colors: Record<string, string>;
+  labels: Record<string, string>;
+}
+
+const b64 = (b: Buffer | string) => Buffer.from(b).toString('base64url');
+
+export function signDashboard(secret: Buffer, claims: DashboardClaims): string {
+  const payload = b64(JSON.stringify(claims));
+  return `${payload}.${b64(createHmac('sha256', secret).update(payload).digest())}`;
+}
+
+/** The claims of a dashboard token, or why it is refused (tampered, expired). */
+export function verifyDashboard(secret: Buffer, token: string | undefined, now = Date.now()): DashboardClaims {
+  const [payload, sig, extra] = (token ?? '').split('.');
+  if (!payload || !sig || extra !== undefined) throw new UnauthorizedError('dashboard URL: the token is missing or malformed');
+  const expected = createHmac('sha256', secret).update(payload).digest();
+  const given = Buffer.from(sig, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new UnauthorizedError('dashboard URL: the signature does not match (the URL was changed)');
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as DashboardClaims;
+  if (!(claims.expiresAt > now)) throw new UnauthorizedError('dashboard URL: expired; ask for a new one (v1.dashboards.getEmbeddableUrl)');
+  return claims;
+}
+
+/** Temporal Web UI link of a contract's workflow. */
+function workflowUrl(settings: ConsoleSettings, contractId: string): string | null {
+  return settings.temporalUiUrl ? `${settings.temporalUiUrl}/namespaces/${encodeURIComponent(settings.temporalNamespace)}/workflows/${encodeURIComponent(contractWorkflowId(contractId))}` : null;
+}
+
+const cents = (d: Dec | string | null | undefined) => (d === null || d === undefined ? null : jsonDecimal(dec(d).toFixed()));
+
+/**
+ * Usage over time for a customer: every metric with usage in [from, to), per group of its first
+ * group key (if any), per hour or day — the same aggregates invoices read.
+ */
+export async function usageChart(em: EntityManager, customerId: string, from: string, to: string, window: Exclude<WindowSize, 'NONE'>, onlyMetricIds?: string[]) {
+  const ids = onlyMetricIds ?? (await em.execute<{ metric_id: string }[]>(
+    'select distinct metric_id::text as metric_id from usage_daily where customer_id = ? and day >= ? and day < ?',
+    [customerId, new Date(Date.parse(from) - DAY_MS), to])).map((r) => r.metric_id);
+  const metrics = ids.length ? await em.find(BillableMetric, { id: { $in: ids } }, { orderBy: { name: 'asc' } }) : [];
+  return Promise.all(metrics.map(async (m) => {
+    const groupKeys = m.groupKeys[0]?.length ? [m.groupKeys[0][0]!] : [];
+    const rows = await usageSeries(em, m, { customerIds: [customerId], from, to, window, groupKeys });
+    const groups = new Map<string, { group: Record<string, string | null> | null; points: [string, string | null][] }>();
+    for (const r of rows) {
+      const key = JSON.stringify(r.group ?? {});
+      (groups.get(key) ?? groups.set(key, { group: r.group, points: [] }).get(key)!).points.push([r.windowStart, r.value]);
+    }
+    // Every window of the range, 0 where nothing was measured: the chart's time axis is the range.
+    const size = window === 'DAY' ? DAY_MS : 3_600_000;
+    const starts = windowStarts(new Date(Math.floor(Date.parse(from) / size) * size).toISOString(), to, window);
+    const filled = [...groups.values()].map((g) => {
+      const at = new Map(g.points);
+      return { group: g.group, points: starts.map((w) => [w, at.get(w) ?? '0'] as [string, string | null]) };
+    });
+    return { metric_id: m.id, name: m.name, group_key: groupKeys[0] ?? null, groups: filled };
+  }));
+}
+
+/**
+ * What a customer's dashboard shows: usage over time, the current draft invoice, commits and
+ * credits with their burn-down and the projected day they run out, and the alerts in effect.
+ */
+async function dashboardData(em: EntityManager, customerId: string, window: Exclude<WindowSize, 'NONE'>) {
+  const now = new Date();
+  const t = now.getTime();
+  const customer = await findCustomer(em, customerId);
+  const drafts = await customerDrafts(em, customerId, now);
+  const current = drafts.filter((d) => Date.parse(d.view.periodStart) <= t && t < Date.parse(d.view.periodEnd));
+  const from = window === 'HOUR'
+    ? new Date(Math.floor(t / 3_600_000) * 3_600_000 - 47 * 3_600_000).toISOString()
+    : new Date(Math.floor(t / DAY_MS) * DAY_MS - 29 * DAY_MS).toISOString();
+  const to = new Date(Math.floor(t / 3_600_000) * 3_600_000 + 3_600_000).toISOString();
+  const usage = await usageChart(em, customerId, from, to, window);
+  const balances = await customerBalances(em, customerId, { now, drafts });
+  const periodStart = current.length ? Math.min(...current.map((d) => Date.parse(d.view.periodStart))) : t;
+  const drawnThisPeriod = new Map<string, Dec>();
+  for (const d of current) for (const x of d.inv.drawdowns) drawnThisPeriod.set(x.grantId, (drawnThisPeriod.get(x.grantId) ?? dec(0)).plus(x.amount));
+  const alerts = await alertsForCustomer(em, customerId);
+  const states = await customerAlertStates(em, customerId, alerts.map((a) => a.id));
+  return {
+    customer: { id: customer.id, name: customer.name },
+    generated_at: now.toISOString(),
+    usage: { window, from, to, metrics: usage },
+    draft: current.map((d) => ({
+      invoice_id: d.view.id, start_timestamp: d.view.periodStart, end_timestamp: d.view.periodEnd, total: cents(d.view.total),
+      lines: d.view.lines.filter((l) => !dec(l.total).isZero() || l.type === 'usage').map((l) => ({ name: l.name, type: l.type, quantity: l.quantity ?? null, unit_price: l.unit_price ?? null, total: cents(l.total) })),
+    })),
+    balances: balances.filter((b) => b.segments.some((s) => s.startingAt <= t && t < s.endingBefore)).map((b) => {
+      const remaining = b.balance;
+      const drawn = drawnThisPeriod.get(b.grant.id) ?? dec(0);
+      const elapsedDays = Math.max((t - periodStart) / DAY_MS, 1 / 24);
+      // The rate this period has drawn at, carried forward: the day the balance reaches zero.
+      const perDay = drawn.div(elapsedDays);
+      const expires = Math.max(...b.segments.filter((x) => x.startingAt <= t && t < x.endingBefore).map((x) => x.endingBefore));
+      const at = perDay.gt(0) && remaining.gt(0) ? t + Math.round(remaining.div(perDay).toNumber() * DAY_MS) : null;
+      // Running out after it expires is not running out: it lasts until it expires.
+      const runsOut = at !== null && at < expires ? new Date(at).toISOString() : null;
+      return {
+        id: b.grant.id, name: b.grant.name ?? (b.grant.kind === 'CREDIT' ? 'Credit' : 'Commit'), type: b.grant.kind,
+        remaining: cents(remaining), drawn_this_period: cents(drawn), period_start: new Date(periodStart).toISOString(),
+        burn: [[new Date(periodStart).toISOString(), cents(remaining.plus(drawn))], [now.toISOString(), cents(remaining)]],
+        projected_run_out: runsOut, expires_at: Number.isFinite(expires) ? new Date(expires).toISOString() : null,
+      };
+    }),
+    alerts: alerts.map((a) => ({ id: a.id, name: a.name, type: a.type, threshold: jsonDecimal(a.threshold), status: states.get(a.id)?.status ?? 'evaluating' })),
+  };
+}
+
+/** A cheap fingerprint of what the dashboard shows: it changes when usage is rated or an invoice moves. */
+async function dashboardFingerprint(em: EntityManager, customerId: string): Promise<string> {
+  const [r] = await em.execute<{ f: string }[]>(`
+    select concat_ws('|',
+      (select max(rated_at)::text from usage_daily where customer_id = ?),
+      (select count(*)::text from usage_daily where customer_id = ?),
+      (select max(coalesce(finalized_at, frozen_at))::text from invoice where customer_id = ?),
+      (select max(created_at)::text from balance_grant where customer_id = ?)) as f`, [customerId, customerId, customerId, customerId]);
+  return r?.f ?? '';
+}
+
+function windowOf(req: Request): Exclude<WindowSize, 'NONE'> {
+  const w = String(req.query.window ?? 'HOUR').toUpperCase();
+  if (w !== 'HOUR' && w !== 'DAY') throw new ValidationError('window', `must be HOUR or DAY, got ${JSON.stringify(req.query.window)}`);
+  return w;
+}
+
+/**
+ * The console's API (finance pages, customer dashboards) and the pages themselves, served from
+ * the build (`dist/console`, bundled by esbuild at build time: no CDN, no second server).
+ *
+ * - `POST /v1/accrue/console/sessions {token}` logs in with an Accrue token (admin, finance or
+ *   read; not ingest) and answers a session token that expires (ACCRUE_CONSOLE_SESSION_TTL);
+ *   the page sends it as its bearer token, so every API rule (scopes) applies to the console too.
+ * - `GET /v1/accrue/console/queue|customers|revenue`, `GET …/console/invoices/{id}/usage`.
+ * - `POST /v1/dashboards/getEmbeddableUrl` (Metronome's): a signed, time-limited URL of
+ *   `/console/embed/{dashboard}`; its data (`GET /v1/accrue/embed/data`) and live updates
+ *   (`GET /v1/accrue/embed/events`, server-sent events) answer only for the URL's customer.
+ */
+export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, adminToken: string | undefined): Router {
+  const r = Router();
+  const secret = () => dashboardSecret(orm.em.fork());
+
+  r.post('/v1/accrue/console/sessions', express.json({ limit: '16kb' }), async (req, res) => {
+    const body = objectAt(req.body ?? {}, '', ['token']);
+    const token = reqStr(body, 'token', '', 512);
+    const scope = adminToken && sameSecret(token, adminToken) ? 'admin' : await findTokenScope(orm.em.fork(), token);
+    if (!scope) throw new UnauthorizedError('token: unknown or revoked');
+    if (scope === 'ingest') throw new ForbiddenError('token: an ingest token cannot open the console (use a finance, read or admin token)');
+    const session = await createConsoleSession(orm.em.fork(), scope, settings.sessionTtlMs);
+    res.status(201).json({ data: { session_token: session.token, scope, expires_at: session.expiresAt.toISOString() } });
+  });
+
+  const claims = async (req: Request) => {
+    const c = verifyDashboard(await secret(), typeof req.query.t === 'string' ? req.query.t : undefined);
+    if (req.query.customer_id !== undefined && req.query.customer_id !== c.customerId) throw new ForbiddenError('customer_id: this dashboard URL is for another customer');
+    return c;
+  };
+
+  r.get('/v1/accrue/embed/data', async (req, res) => {
+    const c = await claims(req);
+    const data = await dashboardData(orm.em.fork(), c.customerId, windowOf(req));
+    const invoices = c.dashboard === 'invoices'
+      ? (await orm.em.fork().find(Invoice, { customerId: c.customerId, status: { $in: ['FINALIZED', 'VOID'] } }, { orderBy: { periodEnd: 'desc' }, limit: 24 }))
+        .map((i) => ({ id: i.id, start_timestamp: i.periodStart.toISOString(), end_timestamp: i.periodEnd.toISOString(), status: i.status, total: cents(i.total) }))
+      : undefined;
+    res.json({ data: { ...data, dashboard: c.dashboard, colors: c.colors, labels: c.labels, expires_at: new Date(c.expiresAt).toISOString(), ...(invoices ? { invoices } : {}) } });
+  });
+
+  /** Server-sent events: `changed` whenever the customer's rated usage, invoices or grants move. */
+  r.get('/v1/accrue/embed/events', async (req, res) => {
+    const c = await claims(req);
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    let last = await dashboardFingerprint(orm.em.fork(), c.customerId);
+    res.write(`event: ready\ndata: {}\n\n`);
+    let closed = false;
+    req.on('close', () => {
+      closed = true;
+    });
+    const tick = async () => {
+      while (!closed) {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        if (closed) break;
+        if (Date.now() >= c.expiresAt) {
+          res.write('event: expired\ndata: {}\n\n');
+          break;
+        }
+        try {
+          const now = await dashboardFingerprint(orm.em.fork(), c.customerId);
+          if (now !== last) {
+            last = now;
+            res.write(`event: changed\ndata: ${JSON.stringify({ at: new Date().toISOString() })}\n\n`);
+          } else res.write(': keep-alive\n\n');
+        } catch {
+          // PostgreSQL briefly away: try again next second
+        }
+      }
+      res.end();
+    };
+    void tick();
+  });
+
+  // The pages: the finance console and the embeddable dashboards (built into dist/console).
+  const dir = join(ROOT, 'dist', 'console');
+  const page = (file: string, frameable: boolean) => (_req: Request, res: Response) => {
+    if (!existsSync(join(dir, file))) throw new NotFoundError('console page', file);
+    res.setHeader('content-security-policy', `default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors ${frameable ? '*' : "'none'"}`);
+    if (!frameable) res.setHeader('x-frame-options', 'DENY');
+    res.sendFile(join(dir, file));
+  };
+  r.get('/console', page('index.html', false));
+  r.get('/console/embed/:dashboard', (req, res) => {
+    if (!(DASHBOARDS as readonly string[]).includes(String(req.params.dashboard))) throw new NotFoundError('dashboard', String(req.params.dashboard));
+    return page('embed.html', true)(req, res);
+  });
+  r.use('/console/assets', express.static(join(dir, 'assets'), { immutable: false, index: false, fallthrough: false }));
+  return r;
+}
+
+/** The console's authenticated API (behind the usual bearer-token authentication). */
+export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycle: LifecycleSettings): Router {
+  const r = Router();
+
+  r.post('/v1/accrue/console/sessions/end', allow('read', 'finance'), async (req, res) => {
+    const token = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
+    if (token) await endConsoleSession(orm.em.fork(), token);
+    res.json({});
+  });
+
+  r.get('/v1/accrue/console/me', allow('read', 'finance'), (req, res) => {
+    res.json({ data: { scope: req.scope, temporal_ui_url: settings.temporalUiUrl ?? null } });
+  });
+
+  /** The approval queue with each invoice's biggest lines. */
+  r.get('/v1/accrue/console/queue', allow('finance'), async (_req, res) => {
+    const em = orm.em.fork();
+    const rows = await pendingApprovals(em, lifecycle);
+    const invoices = new Map((rows.length ? await em.find(Invoice, { id: { $in: rows.map((x) => x.invoice_id) } }) : []).map((i) => [i.id, i]));
+    res.json({
+      data: rows.map((row) => {
+        const inv = invoices.get(row.invoice_id);
+        const lines = [...(inv?.lineItems ?? [])].sort((a, b) => dec(b.total).abs().cmp(dec(a.total).abs())).slice(0, 3);
+        const change = row.previous_total !== null && !dec(row.previous_total).isZero() ? dec(row.total).minus(row.previous_total).div(row.previous_total).times(100).toDecimalPlaces(1).toFixed() : null;
+        return {
+          invoice_id: row.invoice_id, customer_id: row.customer_id, customer_name: row.customer_name, contract_id: row.contract_id,
+          start_timestamp: row.period_start, end_timestamp: row.period_end, total: cents(row.total), previous_total: cents(row.previous_total),
+          change_percent: change !== null ? jsonDecimal(change) : null, approval_status: row.approval_status,
+          biggest_lines: lines.map((l) => ({ name: l.name, total: cents(l.total) })),
+          workflow_url: workflowUrl(settings, row.contract_id),
+        };
+      }),
+    });
+  });
+
+  /** The usage behind an invoice: its period, per metric and group, by day (by hour for periods under 3 days). */
+  r.get('/v1/accrue/console/invoices/:invoice_id/usage', allow('read', 'finance'), async (req, res) => {
+    const em = orm.em.fork();
+    const id = String(req.params.invoice_id);
+    if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ValidationError('invoice_id', 'must be an invoice id');
+    const inv = await em.findOne(Invoice, { id });
+    if (!inv) throw new NotFoundError('invoice', id, 'invoice_id');
+    const window = inv.periodEnd.getTime() - inv.periodStart.getTime() < 3 * DAY_MS ? 'HOUR' : 'DAY';
+    // The metrics the invoice's usage lines are priced on.
+    const productIds = [...new Set(inv.lineItems.filter((l) => l.type === 'usage' && l.product_id).map((l) => l.product_id!))];
+    const metricIds = productIds.length ? (await em.find(Product, { id: { $in: productIds } })).map((p) => p.billableMetricId).filter((m): m is string => !!m) : [];
+    res.json({ data: { window, metrics: await usageChart(em, inv.customerId, inv.periodStart.toISOString(), inv.periodEnd.toISOString(), window, [...new Set(metricIds)]) } });
+  });
+
+  /** Customers with lifecycle state, current-period spend, commit remaining and renewals; each contract links to its workflow. */
+  r.get('/v1/accrue/console/customers', allow('read', 'finance'), async (_req, res) => {
+    const em = orm.em.fork();
+    const customers = await em.find(Customer, { archivedAt: null }, { orderBy: { name: 'asc', id: 'asc' }, limit: 500 });
+    const contracts = customers.length ? await em.find(Contract, { customerId: { $in: customers.map((c) => c.id) } }, { orderBy: { startingAt: 'desc' } }) : [];
+    const states = await lifecycleStates(em, contracts);
+    const now = new Date();
+    const out = [];
+    for (const c of customers) {
+      const mine = contracts.filter((k) => k.customerId === c.id);
+      const facts = mine.length ? (await crmFacts(em, c.id, [], now)).company : null;
+      out.push({
+        id: c.id, name: c.name, billing_email: c.billingEmail ?? null,
+        lifecycle_state: facts?.lifecycleState ?? null,
+        current_period_spend: cents(facts?.currentPeriodSpendCents), commit_remaining: cents(facts?.commitRemainingCents),
+        renewal_date: facts?.renewalDate ?? null,
+        contracts: mine.map((k) => ({
+          id: k.id, name: k.name, starting_at: k.startingAt.toISOString(), ending_before: k.endingBefore?.toISOString() ?? null,
+          lifecycle_state: states.get(k.id)?.state ?? null, workflow_url: workflowUrl(settings, k.id),
+        })),
+      });
+    }
+    const soon = now.getTime() + 90 * DAY_MS;
+    res.json({
+      data: out,
+      upcoming_renewals: out.flatMap((c) => c.contracts.filter((k) => k.ending_before && Date.parse(k.ending_before) > now.getTime() && Date.parse(k.ending_before) <= soon && !['ENDED', 'ARCHIVED'].includes(k.lifecycle_state ?? ''))
+        .map((k) => ({ customer_id: c.id, customer_name: c.name, contract_id: k.id, ending_before: k.ending_before }))).sort((a, b) => Date.parse(a.ending_before!) - Date.parse(b.ending_before!)),
+    });
+  });
+
+  /**
+   * Revenue by day and product over [from, to): billed (finalized invoices' lines, on the day the
+   * invoice's period ends) and draft (the open periods' live drafts, on today), in cents.
+   */
+  r.get('/v1/accrue/console/revenue', allow('read', 'finance'), async (req, res) => {
+    const day = (v: unknown, field: string) => {
+      if (typeof v !== 'string' || !/^\d{4}-\d{2}-\d{2}$/.test(v) || Number.isNaN(Date.parse(`${v}T00:00:00Z`))) throw new ValidationError(field, `must be a date (YYYY-MM-DD), got ${JSON.stringify(v)}`);
+      return Date.parse(`${v}T00:00:00Z`);
+    };
+    const from = day(req.query.from, 'from');
+    const to = day(req.query.to, 'to') + DAY_MS;
+    if (to <= from) throw new ValidationError('to', 'must not be before from');
+    if (to - from > 400 * DAY_MS) throw new ValidationError('to', 'the range is at most 400 days');
+    const em = orm.em.fork();
+    const days: string[] = [];
+    for (let t = from; t < to; t += DAY_MS) days.push(new Date(t).toISOString().slice(0, 10));
+    const billed = new Map<string, Map<string, Dec>>();
+    const draft = new Map<string, Map<string, Dec>>();
+    const add = (m: Map<string, Map<string, Dec>>, product: string, d: string, v: Dec) => {
+      const p = m.get(product) ?? m.set(product, new Map()).get(product)!;
+      p.set(d, (p.get(d) ?? dec(0)).plus(v));
+    };
+    const invoices = await em.find(Invoice, { status: 'FINALIZED', periodEnd: { $gt: new Date(from), $lte: new Date(to) } });
+    for (const i of invoices) {
+      const d = new Date(i.periodEnd.getTime() - 1).toISOString().slice(0, 10);
+      for (const l of i.lineItems) if (!dec(l.total).isZero()) add(billed, l.product_id ? l.name : `${l.type}`, d, dec(l.total));
+    }
+    const now = new Date();
+    const today = now.toISOString().slice(0, 10);
+    if (Date.parse(`${today}T00:00:00Z`) >= from && Date.parse(`${today}T00:00:00Z`) < to) {
+      const live = await em.execute<{ customer_id: string }[]>('select distinct customer_id::text as customer_id from contract where archived_at is null limit 500');
+      for (const { customer_id } of live) {
+        for (const dr of await customerDrafts(em, customer_id, now)) {
+          if (Date.parse(dr.view.periodStart) > now.getTime()) continue;
+          for (const l of dr.view.lines) if (!dec(l.total).isZero()) add(draft, l.product_id ? l.name : `${l.type}`, today, dec(l.total));
+        }
+      }
+    }
+    const series = (m: Map<string, Map<string, Dec>>) => [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([product, byDay]) => ({ product, values: days.map((d) => cents(byDay.get(d) ?? dec(0))) }));
+    res.json({ data: { days, billed: series(billed), draft: series(draft) } });
+  });
+
+  return r;
+}
+
+/** `v1.dashboards.getEmbeddableUrl`: a signed URL of the customer's dashboard, valid ACCRUE_DASHBOARD_URL_TTL. */
+export function dashboardsRouter(orm: MikroORM, settings: ConsoleSettings): Router {
+  const r = Router();
+  r.post('/v1/dashboards/getEmbeddableUrl', allow('finance'), async (req, res) => {
+    const body = objectAt(req.body, '', ['customer_id', 'dashboard', 'color_overrides', 'bm_group_key_overrides', 'dashboard_options']);
+    const customerId = reqUuid(body, 'customer_id');
+    const dashboard = oneOf(body, 'dashboard', DASHBOARDS, '')!;
+    await findCustomer(orm.em.fork(), customerId);
+    const colors: Record<string, string> = {};
+    const list = (key: string) => {
+      const v = body[key];
+      if (v === undefined || v === null) return [];
+      if (!Array.isArray(v)) throw new ValidationError(key, 'must be an array');
+      return v.map((x, i) => objectAt(x, `${key}[${i}]`, key === 'color_overrides' ? ['name', 'value'] : key === 'bm_group_key_overrides' ? ['group_key_name', 'display_name', 'value_display_names'] : ['key', 'value']) as Obj);
+    };
+    list('color_overrides').forEach((c, i) => {
+      const name = reqStr(c, 'name', `color_overrides[${i}]`, 64);
+      if (!COLOR_NAMES.includes(name)) throw new ValidationError(`color_overrides[${i}].name`, `must be one of ${COLOR_NAMES.join(', ')}, got ${JSON.stringify(name)}`);
+      const value = reqStr(c, 'value', `color_overrides[${i}]`, 16);
+      if (!/^#[0-9a-fA-F]{6}$/.test(value)) throw new ValidationError(`color_overrides[${i}].value`, `must be a hex colour like #1A2B3C, got ${JSON.stringify(value)}`);
+      colors[name] = value;
+    });
+    const labels: Record<string, string> = {};
+    list('bm_group_key_overrides').forEach((g, i) => {
+      const key = reqStr(g, 'group_key_name', `bm_group_key_overrides[${i}]`, 128);
+      if (g.display_name !== undefined) labels[key] = reqStr(g, 'display_name', `bm_group_key_overrides[${i}]`, 128);
+    });
+    list('dashboard_options');
+    const secret = await dashboardSecret(orm.em.fork());
+    const token = signDashboard(secret, { customerId, dashboard, expiresAt: Date.now() + settings.dashboardUrlTtlMs, colors, labels });
+    const base = settings.publicUrl ?? `${req.protocol}://${req.get('host') ?? ''}`;
+    res.json({ data: { url: `${base}/console/embed/${dashboard}?t=${token}` } });
+  });
+  return r;
+}

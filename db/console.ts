@@ -1,0 +1,36 @@
+import { randomBytes } from 'node:crypto';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { TokenScope } from './entities.js';
+import { hashToken } from './tokens.js';
+
+/** Console sessions (a finance login) and the key that signs customer dashboard URLs. */
+
+export const SESSION_PREFIX = 'acs_';
+
+/** A new session for a token's scope: its own token (shown once), stored by hash, expiring. */
+export async function createConsoleSession(em: EntityManager, scope: TokenScope, ttlMs: number): Promise<{ token: string; expiresAt: Date }> {
+  const token = `${SESSION_PREFIX}${randomBytes(24).toString('base64url')}`;
+  const expiresAt = new Date(Date.now() + ttlMs);
+  await em.execute('insert into console_session (token_hash, scope, expires_at) values (?, ?, ?)', [hashToken(token), scope, expiresAt]);
+  // Expired sessions are of no use to anyone: cleared as new ones are made.
+  await em.execute(`delete from console_session where expires_at < now() - interval '1 day'`);
+  return { token, expiresAt };
+}
+
+/** The session's scope, 'expired', or undefined for a token that never was a session. */
+export async function findConsoleSession(em: EntityManager, token: string): Promise<TokenScope | 'expired' | undefined> {
+  const [r] = await em.execute<{ scope: TokenScope; expired: boolean }[]>('select scope, expires_at <= now() as expired from console_session where token_hash = ?', [hashToken(token)]);
+  if (!r) return undefined;
+  return r.expired ? 'expired' : r.scope;
+}
+
+export async function endConsoleSession(em: EntityManager, token: string): Promise<void> {
+  await em.execute('delete from console_session where token_hash = ?', [hashToken(token)]);
+}
+
+/** The dashboard-signing key: made once (the first replica to ask wins), the same for every replica. */
+export async function dashboardSecret(em: EntityManager): Promise<Buffer> {
+  await em.execute('insert into console_secret (id, secret) values (1, ?) on conflict (id) do nothing', [randomBytes(32).toString('base64url')]);
+  const [r] = await em.execute<{ secret: string }[]>('select secret from console_secret where id = 1');
+  return Buffer.from(r!.secret, 'base64url');
+}
