@@ -4,7 +4,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm install --no-audit --no-fund
 COPY . .
-RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json && npm prune --omit=dev
+RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json && node scripts/build-console.mjs && npm prune --omit=dev
 
 FROM node:24.11.1-bookworm-slim
 WORKDIR /app

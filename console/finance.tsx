@@ -14,6 +14,44 @@ import './style.css';
  * product. Every action is the API's own, with the session's scope.
  */
 
+/**
+ * Calls `onChange` whenever the finance data moves (server-sent events from
+ * /v1/accrue/console/events, read with fetch so the session goes as a bearer token; reconnects).
+ */
+function useLive(onChange: () => void, onError: (e: unknown) => void) {
+  useEffect(() => {
+    const ctrl = new AbortController();
+    void (async () => {
+      while (!ctrl.signal.aborted) {
+        try {
+          const res = await fetch('/v1/accrue/console/events', { headers: { authorization: `Bearer ${session()?.token ?? ''}` }, signal: ctrl.signal });
+          if (res.status === 401) {
+            onError(new ApiError(401, ((await res.json()) as { message?: string }).message ?? 'session expired'));
+            return;
+          }
+          if (!res.ok || !res.body) throw new Error(String(res.status));
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buf = '';
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buf += value;
+            for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
+              const event = buf.slice(0, i);
+              buf = buf.slice(i + 2);
+              if (/^event: changed/m.test(event)) onChange();
+            }
+          }
+        } catch {
+          if (ctrl.signal.aborted) return;
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    })();
+    return () => ctrl.abort();
+  }, []);
+}
+
 type Route = { page: 'queue' } | { page: 'customers' } | { page: 'revenue' } | { page: 'invoice'; customerId: string; invoiceId: string };
 
 function parseRoute(): Route {
@@ -101,9 +139,11 @@ interface QueueRow {
 
 function Queue({ onError }: { onError: (e: unknown) => void }) {
   const [rows, setRows] = useState<QueueRow[] | null>(null);
+  const load = () => api<{ data: QueueRow[] }>('GET', '/v1/accrue/console/queue').then((r) => setRows(r.data), onError);
   useEffect(() => {
-    api<{ data: QueueRow[] }>('GET', '/v1/accrue/console/queue').then((r) => setRows(r.data), onError);
+    void load();
   }, []);
+  useLive(() => void load(), onError);
   if (!rows) return <p aria-busy="true">Loading the approval queue…</p>;
   return (
     <section>
@@ -111,11 +151,12 @@ function Queue({ onError }: { onError: (e: unknown) => void }) {
       {!rows.length ? <p>Nothing is waiting for approval.</p> : (
         <div class="overflow-auto">
           <table class="striped" data-testid="queue">
-            <thead><tr><th scope="col">Customer</th><th scope="col">Period</th><th scope="col">Total</th><th scope="col">Change</th><th scope="col">Biggest lines</th><th scope="col"><span class="sr-only">Open</span></th></tr></thead>
+            <thead><tr><th scope="col">Customer</th><th scope="col">Contract</th><th scope="col">Period</th><th scope="col">Total</th><th scope="col">Change</th><th scope="col">Biggest lines</th><th scope="col"><span class="sr-only">Open</span></th></tr></thead>
             <tbody>
               {rows.map((r) => (
                 <tr key={r.invoice_id} data-invoice={r.invoice_id}>
                   <td>{r.customer_name}</td>
+                  <td>{r.workflow_url ? <a href={r.workflow_url} target="_blank" rel="noopener" title="The contract's workflow in the Temporal UI">{r.contract_id.slice(0, 8)}</a> : r.contract_id.slice(0, 8)}</td>
                   <td>{day(r.start_timestamp)} → {day(r.end_timestamp)}</td>
                   <td>{money(r.total)}</td>
                   <td>{r.change_percent === null ? 'first' : `${r.change_percent > 0 ? '+' : ''}${r.change_percent}% (was ${money(r.previous_total)})`}</td>
@@ -238,9 +279,11 @@ interface CustomerRow {
 
 function Customers({ onError }: { onError: (e: unknown) => void }) {
   const [data, setData] = useState<{ data: CustomerRow[]; upcoming_renewals: { customer_name: string; contract_id: string; ending_before: string }[] } | null>(null);
+  const load = () => api<typeof data>('GET', '/v1/accrue/console/customers').then(setData, onError);
   useEffect(() => {
-    api<typeof data>('GET', '/v1/accrue/console/customers').then(setData, onError);
+    void load();
   }, []);
+  useLive(() => void load(), onError);
   if (!data) return <p aria-busy="true">Loading customers…</p>;
   return (
     <section>

@@ -7,19 +7,30 @@ import { hashToken } from './tokens.js';
 
 export const SESSION_PREFIX = 'acs_';
 
-/** A new session for a token's scope: its own token (shown once), stored by hash, expiring. */
-export async function createConsoleSession(em: EntityManager, scope: TokenScope, ttlMs: number): Promise<{ token: string; expiresAt: Date }> {
+/**
+ * A new session for a token's scope: its own token (shown once), stored by hash, expiring. The
+ * console is finance's: an admin token logs in with finance scope. `sourceToken` null: the
+ * operator's ACCRUE_ADMIN_TOKEN (not in the token table).
+ */
+export async function createConsoleSession(em: EntityManager, scope: TokenScope, sourceToken: string | null, ttlMs: number): Promise<{ token: string; scope: TokenScope; expiresAt: Date }> {
   const token = `${SESSION_PREFIX}${randomBytes(24).toString('base64url')}`;
   const expiresAt = new Date(Date.now() + ttlMs);
-  await em.execute('insert into console_session (token_hash, scope, expires_at) values (?, ?, ?)', [hashToken(token), scope, expiresAt]);
+  const sessionScope: TokenScope = scope === 'admin' ? 'finance' : scope;
+  await em.execute('insert into console_session (token_hash, scope, source_token_hash, expires_at) values (?, ?, ?, ?)', [hashToken(token), sessionScope, sourceToken === null ? null : hashToken(sourceToken), expiresAt]);
   // Expired sessions are of no use to anyone: cleared as new ones are made.
   await em.execute(`delete from console_session where expires_at < now() - interval '1 day'`);
-  return { token, expiresAt };
+  return { token, scope: sessionScope, expiresAt };
 }
 
-/** The session's scope, 'expired', or undefined for a token that never was a session. */
+/**
+ * The session's scope, 'expired' (past its time, or the token that logged in was revoked since),
+ * or undefined for a token that never was a session.
+ */
 export async function findConsoleSession(em: EntityManager, token: string): Promise<TokenScope | 'expired' | undefined> {
-  const [r] = await em.execute<{ scope: TokenScope; expired: boolean }[]>('select scope, expires_at <= now() as expired from console_session where token_hash = ?', [hashToken(token)]);
+  const [r] = await em.execute<{ scope: TokenScope; expired: boolean }[]>(`
+    select s.scope, s.expires_at <= now()
+      or (s.source_token_hash is not null and not exists (select 1 from api_token t where t.token_hash = s.source_token_hash and t.revoked_at is null)) as expired
+    from console_session s where s.token_hash = ?`, [hashToken(token)]);
   if (!r) return undefined;
   return r.expired ? 'expired' : r.scope;
 }
@@ -28,8 +39,16 @@ export async function endConsoleSession(em: EntityManager, token: string): Promi
   await em.execute('delete from console_session where token_hash = ?', [hashToken(token)]);
 }
 
-/** The dashboard-signing key: made once (the first replica to ask wins), the same for every replica. */
-export async function dashboardSecret(em: EntityManager): Promise<Buffer> {
+let cachedSecret: Promise<Buffer> | undefined;
+
+/** The dashboard-signing key: made once (the first replica to ask wins), the same for every replica; kept in memory once read. */
+export function dashboardSecret(em: EntityManager): Promise<Buffer> {
+  cachedSecret ??= readDashboardSecret(em);
+  cachedSecret.catch(() => { cachedSecret = undefined; });
+  return cachedSecret;
+}
+
+async function readDashboardSecret(em: EntityManager): Promise<Buffer> {
   await em.execute('insert into console_secret (id, secret) values (1, ?) on conflict (id) do nothing', [randomBytes(32).toString('base64url')]);
   const [r] = await em.execute<{ secret: string }[]>('select secret from console_secret where id = 1');
   return Buffer.from(r!.secret, 'base64url');

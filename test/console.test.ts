@@ -73,6 +73,12 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     await expect(page.locator(`tr[data-invoice="${a.invoice.invoice_id}"]`).textContent()).resolves.toContain('$2.00');
     await shot(page, 'approval-queue');
 
+    // A new invoice entering the queue shows on the open page, without a reload.
+    await page.evaluate(() => { (globalThis as { accrueMarker?: number }).accrueMarker = 7; });
+    const late = await billedCustomer('Late Co', 1);
+    await page.locator(`tr[data-invoice="${late.invoice.invoice_id}"]`).waitFor({ timeout: 30_000 });
+    expect(await page.evaluate(() => (globalThis as { accrueMarker?: number }).accrueMarker)).toBe(7);
+
     await page.locator(`tr[data-invoice="${a.invoice.invoice_id}"]`).getByRole('button', { name: 'Open' }).click();
     await page.getByTestId('lines').waitFor();
     await expect(page.getByTestId('approval-status').textContent()).resolves.toBe('PENDING_APPROVAL');
@@ -164,7 +170,7 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     const ingest = (count: number, model: string) => h.client.v1.usage.ingest({ usage: Array.from({ length: count }, () => ({ transaction_id: `${alias}-${n++}`, customer_id: alias, event_type: 'tokens', timestamp: new Date(Date.now() - 60_000).toISOString(), properties: { model } })) });
     await ingest(3, 'small');
 
-    const { data } = await h.client.v1.dashboards.getEmbeddableURL({ customer_id: customer.data.id, dashboard: 'usage', color_overrides: [{ name: 'UsageLine_0', value: '#7c3aed' }], bm_group_key_overrides: [{ group_key_name: 'model', display_name: 'Model' }] });
+    const { data } = await h.client.v1.dashboards.getEmbeddableURL({ customer_id: customer.data.id, dashboard: 'usage', color_overrides: [{ name: 'UsageLine_0', value: '#7c3aed' }], bm_group_key_overrides: [{ group_key_name: 'model', display_name: 'Model', value_display_names: { large: 'Large model', small: 'Small model' } }] });
     const url = data.url!;
     expect(url).toMatch(new RegExp(`^${h.app.baseURL}/console/embed/usage\\?t=`));
     const page = await browser.newPage({ viewport: { width: 390, height: 844 } }); // a phone
@@ -178,14 +184,20 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     await page.evaluate(() => { (globalThis as { accrueMarker?: number }).accrueMarker = 42; });
     await ingest(5, 'large');
     await eventually('usage rose on the open page', async () => expect(await page.getByTestId('usage-total-Tokens').textContent()).toBe('8'), 30_000);
-    await eventually('draft and commit followed', async () => {
-      expect(await page.getByTestId('draft-total').textContent()).toBe('$0.00');
-      expect(await page.getByTestId('balance-remaining').textContent()).toBe('$99.20');
-    }, 30_000);
-    await expect(page.getByTestId('run-out').textContent()).resolves.toMatch(/^\d{4}-\d{2}-\d{2}$/);
+    await eventually('the draft followed', async () => expect(await page.getByTestId('draft-total').textContent()).toBe('$0.00'), 30_000);
     expect(await page.evaluate(() => (globalThis as { accrueMarker?: number }).accrueMarker)).toBe(42);
+    // Group values under their display names (bm_group_key_overrides.value_display_names).
+    await expect(page.locator('.u-legend').first().textContent()).resolves.toContain('Large model');
     await page.setViewportSize({ width: 1280, height: 900 });
     await shot(page, 'dashboard');
+    // The usage dashboard shows usage, not balances; the commits and credits one shows the burn-down.
+    expect(await page.getByTestId('balance-remaining').count()).toBe(0);
+    const creditsUrl = (await h.client.v1.dashboards.getEmbeddableURL({ customer_id: customer.data.id, dashboard: 'commits_and_credits' })).data.url!;
+    await page.goto(creditsUrl);
+    await eventually('balance', async () => expect(await page.getByTestId('balance-remaining').textContent()).toBe('$99.20'), 30_000);
+    await expect(page.getByTestId('run-out').textContent()).resolves.toMatch(/^\d{4}-\d{2}-\d{2}$/);
+    expect(await page.getByTestId('usage-total-Tokens').count()).toBe(0);
+    await shot(page, 'dashboard-credits');
 
     // Another customer's data with this URL: refused.
     const t = new URL(url).searchParams.get('t')!;
@@ -207,6 +219,10 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     expect((await http(h.app, 'POST', '/v1/dashboards/getEmbeddableUrl', { token: reader, body: { customer_id: customer.data.id, dashboard: 'usage' } })).status).toBe(403);
     const bad = await http(h.app, 'POST', '/v1/dashboards/getEmbeddableUrl', { token: finance, body: { customer_id: customer.data.id, dashboard: 'spend' } });
     expect([bad.status, bad.json.message]).toEqual([400, expect.stringContaining('dashboard')]);
+    const badColor = await http(h.app, 'POST', '/v1/dashboards/getEmbeddableUrl', { token: finance, body: { customer_id: customer.data.id, dashboard: 'usage', color_overrides: [{ name: 'UsageLine_0', value: 'purple' }] } });
+    expect([badColor.status, badColor.json.message]).toEqual([400, expect.stringContaining('color_overrides[0].value')]);
+    const badOption = await http(h.app, 'POST', '/v1/dashboards/getEmbeddableUrl', { token: finance, body: { customer_id: customer.data.id, dashboard: 'invoices', dashboard_options: [{ key: 'invoice_status_filter', value: 'PAID' }] } });
+    expect([badOption.status, badOption.json.message]).toEqual([400, expect.stringContaining('invoice_status_filter')]);
     await page.close();
   });
 });

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
-import { ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../billing/errors.js';
+import { AccrueError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../billing/errors.js';
 import { dec, jsonDecimal, type Dec } from '../../billing/money.js';
 import { alertsForCustomer, customerAlertStates } from '../../db/alerts.js';
 import { pendingApprovals } from '../../db/approvals.js';
@@ -19,10 +19,11 @@ import { usageSeries, windowStarts, type WindowSize } from '../../db/usage-serie
 import { ROOT, type ConsoleSettings, type LifecycleSettings } from '../../stack/config.js';
 import { contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr, reqUuid, type Obj } from '../validate.js';
+import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../validate.js';
 
 const DAY_MS = 86_400_000;
 export const DASHBOARDS = ['usage', 'invoices', 'credits', 'commits_and_credits'] as const;
+const DASHBOARD_OPTIONS = ['show_zero_usage_line_items', 'contract_id', 'invoice_type', 'invoice_status_filter', 'hide_voided_invoices', 'billable_status_filter', 'hide_grant_name', 'credit_ledger_credit_type_id'];
 const COLOR_NAMES = ['Gray_dark', 'Gray_medium', 'Gray_light', 'Gray_extralight', 'White', 'Primary_medium', 'Primary_light', 'UsageLine_0', 'UsageLine_1', 'UsageLine_2', 'UsageLine_3', 'UsageLine_4', 'UsageLine_5', 'UsageLine_6', 'UsageLine_7', 'UsageLine_8', 'UsageLine_9', 'Primary_green', 'Primary_red', 'Progress_bar', 'Progress_bar_background', 'Action', 'Action_hover'];
 export type Dashboard = typeof DASHBOARDS[number];
 
@@ -32,7 +33,12 @@ export interface DashboardClaims {
   dashboard: Dashboard;
   expiresAt: number;
   colors: Record<string, string>;
+  /** Group key → its display name. */
   labels: Record<string, string>;
+  /** Group key → value → its display name. */
+  values: Record<string, Record<string, string>>;
+  /** Metronome's dashboard_options (show_zero_usage_line_items, invoice_status_filter, hide_grant_name…). */
+  options: Record<string, string>;
 }
 
 const b64 = (b: Buffer | string) => Buffer.from(b).toString('base64url');
@@ -52,6 +58,11 @@ export function verifyDashboard(secret: Buffer, token: string | undefined, now =
   const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as DashboardClaims;
   if (!(claims.expiresAt > now)) throw new UnauthorizedError('dashboard URL: expired; ask for a new one (v1.dashboards.getEmbeddableUrl)');
   return claims;
+}
+
+/** Revenue is kept apart by credit type and product (by id; lines without one by their type). */
+function revenueKey(creditType: string, l: { product_id?: string; name: string; type: string }): string {
+  return JSON.stringify([creditType, l.product_id ?? '', l.product_id ? l.name : l.type]);
 }
 
 /** Temporal Web UI link of a contract's workflow. */
@@ -150,6 +161,73 @@ async function dashboardFingerprint(em: EntityManager, customerId: string): Prom
   return r?.f ?? '';
 }
 
+/** What the finance pages show moving: invoices entering or leaving the queue, finalized, paid or voided. */
+async function financeFingerprint(em: EntityManager): Promise<string> {
+  const [r] = await em.execute<{ f: string }[]>(`
+    select concat_ws('|',
+      (select count(*)::text from invoice where status = 'DRAFT' and approval_status = 'PENDING_APPROVAL'),
+      (select max(greatest(frozen_at, finalized_at, voided_at))::text from invoice),
+      (select count(*)::text from invoice_payment)) as f`);
+  return r?.f ?? '';
+}
+
+/** Open streams per dashboard URL or console session: more are refused (429). */
+const MAX_STREAMS_PER_HOLDER = 20;
+const holders = new Map<string, number>();
+
+/**
+ * A server-sent event stream: `ready`, then `changed` whenever `fingerprint` answers something new
+ * (asked once a second: one small indexed query per open page), a comment line otherwise to keep
+ * the connection alive, and `expired` (then the end) at `expiresAt`. It ends when the client goes:
+ * the close listener is set before anything is awaited, and every write checks it.
+ */
+async function streamChanges(req: Request, res: Response, opts: { holder: string; fingerprint: () => Promise<string>; expiresAt: number }): Promise<void> {
+  const open = holders.get(opts.holder) ?? 0;
+  if (open >= MAX_STREAMS_PER_HOLDER) throw new TooManyStreams();
+  holders.set(opts.holder, open + 1);
+  let closed = false;
+  res.on('close', () => {
+    closed = true;
+  });
+  try {
+    let last = await opts.fingerprint();
+    if (closed) return;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    res.write('event: ready\ndata: {}\n\n');
+    while (!closed && !res.destroyed) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      if (closed || res.destroyed) break;
+      if (Date.now() >= opts.expiresAt) {
+        res.write('event: expired\ndata: {}\n\n');
+        break;
+      }
+      try {
+        const now = await opts.fingerprint();
+        if (now !== last) {
+          last = now;
+          res.write(`event: changed\ndata: ${JSON.stringify({ at: new Date().toISOString() })}\n\n`);
+        } else res.write(': keep-alive\n\n');
+      } catch {
+        // PostgreSQL briefly away: try again next second
+      }
+    }
+  } finally {
+    const n = (holders.get(opts.holder) ?? 1) - 1;
+    if (n > 0) holders.set(opts.holder, n);
+    else holders.delete(opts.holder);
+    if (res.headersSent && !res.writableEnded) res.end();
+  }
+  void req;
+}
+
+class TooManyStreams extends AccrueError {
+  readonly status = 429;
+  readonly code = 'too_many_requests';
+  constructor() {
+    super('too many live connections for this dashboard URL or session; close some pages');
+  }
+}
+
 function windowOf(req: Request): Exclude<WindowSize, 'NONE'> {
   const w = String(req.query.window ?? 'HOUR').toUpperCase();
   if (w !== 'HOUR' && w !== 'DAY') throw new ValidationError('window', `must be HOUR or DAY, got ${JSON.stringify(req.query.window)}`);
@@ -175,11 +253,13 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
   r.post('/v1/accrue/console/sessions', express.json({ limit: '16kb' }), async (req, res) => {
     const body = objectAt(req.body ?? {}, '', ['token']);
     const token = reqStr(body, 'token', '', 512);
-    const scope = adminToken && sameSecret(token, adminToken) ? 'admin' : await findTokenScope(orm.em.fork(), token);
+    const operator = !!adminToken && sameSecret(token, adminToken);
+    const scope = operator ? 'admin' : await findTokenScope(orm.em.fork(), token);
     if (!scope) throw new UnauthorizedError('token: unknown or revoked');
     if (scope === 'ingest') throw new ForbiddenError('token: an ingest token cannot open the console (use a finance, read or admin token)');
-    const session = await createConsoleSession(orm.em.fork(), scope, settings.sessionTtlMs);
-    res.status(201).json({ data: { session_token: session.token, scope, expires_at: session.expiresAt.toISOString() } });
+    // Finance's console: an admin token logs in with finance scope; revoking the token ends its sessions.
+    const session = await createConsoleSession(orm.em.fork(), scope, operator ? null : token, settings.sessionTtlMs);
+    res.status(201).json({ data: { session_token: session.token, scope: session.scope, expires_at: session.expiresAt.toISOString() } });
   });
 
   const claims = async (req: Request) => {
@@ -188,47 +268,39 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
     return c;
   };
 
+  /**
+   * The dashboard's data — only what its kind shows: `usage` (usage over time, the draft invoice,
+   * alerts), `invoices` (the draft and past invoices, `invoice_status_filter`), `credits` (credit
+   * balances) or `commits_and_credits` (commit and credit balances), with alerts.
+   */
   r.get('/v1/accrue/embed/data', async (req, res) => {
     const c = await claims(req);
-    const data = await dashboardData(orm.em.fork(), c.customerId, windowOf(req));
-    const invoices = c.dashboard === 'invoices'
-      ? (await orm.em.fork().find(Invoice, { customerId: c.customerId, status: { $in: ['FINALIZED', 'VOID'] } }, { orderBy: { periodEnd: 'desc' }, limit: 24 }))
-        .map((i) => ({ id: i.id, start_timestamp: i.periodStart.toISOString(), end_timestamp: i.periodEnd.toISOString(), status: i.status, total: cents(i.total) }))
-      : undefined;
-    res.json({ data: { ...data, dashboard: c.dashboard, colors: c.colors, labels: c.labels, expires_at: new Date(c.expiresAt).toISOString(), ...(invoices ? { invoices } : {}) } });
+    const em = orm.em.fork();
+    const all = await dashboardData(em, c.customerId, windowOf(req));
+    const zeroLines = c.options.show_zero_usage_line_items === 'true';
+    const draft = all.draft.map((d) => ({ ...d, lines: d.lines.filter((l) => zeroLines || JSON.stringify(l.total) !== "0") }));
+    const base = { customer: all.customer, generated_at: all.generated_at, dashboard: c.dashboard, colors: c.colors, labels: c.labels, values: c.values, expires_at: new Date(c.expiresAt).toISOString(), alerts: all.alerts };
+    let body: Record<string, unknown>;
+    if (c.dashboard === 'usage') body = { ...base, usage: all.usage, draft };
+    else if (c.dashboard === 'invoices') {
+      const filter = c.options.invoice_status_filter ?? 'FINALIZED_AND_DRAFT';
+      const statuses = filter === 'ALL' ? ['FINALIZED', 'VOID'] : filter === 'VOID' ? ['VOID'] : filter === 'DRAFT' ? [] : ['FINALIZED'];
+      const invoices = statuses.length
+        ? (await em.find(Invoice, { customerId: c.customerId, status: { $in: statuses as ('FINALIZED' | 'VOID')[] }, ...(c.options.contract_id ? { contractId: c.options.contract_id } : {}) }, { orderBy: { periodEnd: 'desc' }, limit: 24 }))
+          .map((i) => ({ id: i.id, start_timestamp: i.periodStart.toISOString(), end_timestamp: i.periodEnd.toISOString(), status: i.status, total: cents(i.total) }))
+        : [];
+      body = { ...base, invoices, ...(filter === 'ALL' || filter.includes('DRAFT') ? { draft } : {}) };
+    } else {
+      const hideName = c.options.hide_grant_name === 'true';
+      body = { ...base, balances: all.balances.filter((b) => c.dashboard === 'commits_and_credits' || b.type === 'CREDIT').map((b) => (hideName ? { ...b, name: b.type === 'CREDIT' ? 'Credit' : 'Commit' } : b)) };
+    }
+    res.json({ data: body });
   });
 
   /** Server-sent events: `changed` whenever the customer's rated usage, invoices or grants move. */
   r.get('/v1/accrue/embed/events', async (req, res) => {
     const c = await claims(req);
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    let last = await dashboardFingerprint(orm.em.fork(), c.customerId);
-    res.write(`event: ready\ndata: {}\n\n`);
-    let closed = false;
-    req.on('close', () => {
-      closed = true;
-    });
-    const tick = async () => {
-      while (!closed) {
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        if (closed) break;
-        if (Date.now() >= c.expiresAt) {
-          res.write('event: expired\ndata: {}\n\n');
-          break;
-        }
-        try {
-          const now = await dashboardFingerprint(orm.em.fork(), c.customerId);
-          if (now !== last) {
-            last = now;
-            res.write(`event: changed\ndata: ${JSON.stringify({ at: new Date().toISOString() })}\n\n`);
-          } else res.write(': keep-alive\n\n');
-        } catch {
-          // PostgreSQL briefly away: try again next second
-        }
-      }
-      res.end();
-    };
-    void tick();
+    await streamChanges(req, res, { holder: `url:${String(req.query.t).slice(-43)}`, fingerprint: () => dashboardFingerprint(orm.em.fork(), c.customerId), expiresAt: c.expiresAt });
   });
 
   // The pages: the finance console and the embeddable dashboards (built into dist/console).
@@ -256,6 +328,13 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
     const token = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
     if (token) await endConsoleSession(orm.em.fork(), token);
     res.json({});
+  });
+
+  /** Live updates of the finance pages (server-sent events; the page reads them with its bearer token). */
+  r.get('/v1/accrue/console/events', allow('read', 'finance'), async (req, res) => {
+    // Ends after 5 minutes: the page reconnects, and its session is checked again.
+    const bearer = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    await streamChanges(req, res, { holder: `session:${bearer.slice(-16)}`, fingerprint: () => financeFingerprint(orm.em.fork()), expiresAt: Date.now() + 300_000 });
   });
 
   r.get('/v1/accrue/console/me', allow('read', 'finance'), (req, res) => {
@@ -352,7 +431,7 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
     const invoices = await em.find(Invoice, { status: 'FINALIZED', periodEnd: { $gt: new Date(from), $lte: new Date(to) } });
     for (const i of invoices) {
       const d = new Date(i.periodEnd.getTime() - 1).toISOString().slice(0, 10);
-      for (const l of i.lineItems) if (!dec(l.total).isZero()) add(billed, l.product_id ? l.name : `${l.type}`, d, dec(l.total));
+      for (const l of i.lineItems) if (!dec(l.total).isZero()) add(billed, revenueKey(i.creditTypeName, l), d, dec(l.total));
     }
     const now = new Date();
     const today = now.toISOString().slice(0, 10);
@@ -361,11 +440,14 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
       for (const { customer_id } of live) {
         for (const dr of await customerDrafts(em, customer_id, now)) {
           if (Date.parse(dr.view.periodStart) > now.getTime()) continue;
-          for (const l of dr.view.lines) if (!dec(l.total).isZero()) add(draft, l.product_id ? l.name : `${l.type}`, today, dec(l.total));
+          for (const l of dr.view.lines) if (!dec(l.total).isZero()) add(draft, revenueKey(dr.view.creditType.name, l), today, dec(l.total));
         }
       }
     }
-    const series = (m: Map<string, Map<string, Dec>>) => [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([product, byDay]) => ({ product, values: days.map((d) => cents(byDay.get(d) ?? dec(0))) }));
+    const series = (m: Map<string, Map<string, Dec>>) => [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([key, byDay]) => {
+      const [creditType, product, name] = JSON.parse(key) as [string, string, string];
+      return { product: name, product_id: product || null, credit_type: creditType, values: days.map((d) => cents(byDay.get(d) ?? dec(0))) };
+    });
     res.json({ data: { days, billed: series(billed), draft: series(draft) } });
   });
 
@@ -395,13 +477,23 @@ export function dashboardsRouter(orm: MikroORM, settings: ConsoleSettings): Rout
       colors[name] = value;
     });
     const labels: Record<string, string> = {};
+    const values: Record<string, Record<string, string>> = {};
     list('bm_group_key_overrides').forEach((g, i) => {
       const key = reqStr(g, 'group_key_name', `bm_group_key_overrides[${i}]`, 128);
       if (g.display_name !== undefined) labels[key] = reqStr(g, 'display_name', `bm_group_key_overrides[${i}]`, 128);
+      if (g.value_display_names !== undefined) values[key] = stringRecord(g, 'value_display_names', `bm_group_key_overrides[${i}]`) ?? {};
     });
-    list('dashboard_options');
+    const options: Record<string, string> = {};
+    list('dashboard_options').forEach((o, i) => {
+      const key = reqStr(o, 'key', `dashboard_options[${i}]`, 64);
+      if (!DASHBOARD_OPTIONS.includes(key)) throw new ValidationError(`dashboard_options[${i}].key`, `must be one of ${DASHBOARD_OPTIONS.join(', ')}, got ${JSON.stringify(key)}`);
+      options[key] = reqStr(o, 'value', `dashboard_options[${i}]`, 64);
+    });
+    if (options.invoice_status_filter && !['VOID', 'FINALIZED', 'DRAFT', 'FINALIZED_AND_DRAFT', 'ALL'].includes(options.invoice_status_filter)) {
+      throw new ValidationError('dashboard_options.invoice_status_filter', `must be VOID, FINALIZED, DRAFT, FINALIZED_AND_DRAFT or ALL, got ${JSON.stringify(options.invoice_status_filter)}`);
+    }
     const secret = await dashboardSecret(orm.em.fork());
-    const token = signDashboard(secret, { customerId, dashboard, expiresAt: Date.now() + settings.dashboardUrlTtlMs, colors, labels });
+    const token = signDashboard(secret, { customerId, dashboard, expiresAt: Date.now() + settings.dashboardUrlTtlMs, colors, labels, values, options });
     const base = settings.publicUrl ?? `${req.protocol}://${req.get('host') ?? ''}`;
     res.json({ data: { url: `${base}/console/embed/${dashboard}?t=${token}` } });
   });

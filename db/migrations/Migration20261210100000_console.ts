@@ -11,6 +11,8 @@ export class Migration20261210100000_console extends Migration {
       create table console_session (
         token_hash text primary key,
         scope text not null,
+        -- The hash of the token that logged in (null: the operator's ACCRUE_ADMIN_TOKEN): revoking it ends its sessions.
+        source_token_hash text,
         created_at timestamptz not null default now(),
         expires_at timestamptz not null
       );
