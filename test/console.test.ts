@@ -113,6 +113,21 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     });
     await shot(page, 'invoice-rejected');
 
+    // Void and regenerate from the page (Late Co's invoice, approved first).
+    expect((await http(h.app, 'POST', `/v1/invoices/${late.invoice.invoice_id}/approve`, { token: finance, body: { total: late.invoice.total } })).status).toBe(200);
+    await page.goto(`${h.app.baseURL}/console#/invoice/${late.customerId}/${late.invoice.invoice_id}`);
+    await eventually('finalized', async () => expect(await page.getByTestId('invoice-status').textContent()).toBe('FINALIZED'));
+    page.once('dialog', (d) => void d.accept());
+    await page.getByRole('button', { name: 'Void invoice' }).click();
+    await eventually('voided', async () => expect(await page.getByTestId('invoice-status').textContent()).toBe('VOID'));
+    await page.getByRole('button', { name: 'Regenerate invoice' }).click();
+    await page.getByText('Regenerate: done').waitFor();
+    await eventually('regenerated', async () => {
+      const rows = await h.orm.em.fork().execute<{ n: number }[]>('select count(*)::int as n from invoice where regenerated_from_invoice_id = ?', [late.invoice.invoice_id]);
+      expect(rows).toEqual([{ n: 1 }]);
+    });
+    await shot(page, 'invoice-voided-regenerated');
+
     await page.getByRole('link', { name: 'Customers' }).click();
     await page.getByTestId('customers').waitFor();
     const row = page.locator(`tr[data-customer="${a.customerId}"]`);
@@ -137,6 +152,19 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     expect(await invoiceOf(c.customerId, c.invoice.invoice_id)).toMatchObject({ approval_status: 'PENDING_APPROVAL' });
     await shot(page, 'read-only-refused');
     await page.close();
+
+    // Revoking the token that logged in ends its sessions at once.
+    const doomed = (await http(h.app, 'POST', '/v1/accrue/tokens', { token: h.app.adminToken, body: { name: 'to revoke', scope: 'read' } })).json.data.token as string;
+    const r2 = await login(doomed);
+    await r2.getByTestId('scope').waitFor();
+    await h.orm.em.fork().execute(`update api_token set revoked_at = now() where token_hash = encode(sha256(convert_to(?, 'UTF8')), 'hex')`, [doomed]);
+    await r2.getByRole('link', { name: 'Customers' }).click();
+    await r2.getByLabel('Accrue token').waitFor();
+    await r2.close();
+    // The admin token opens the console with finance's scope.
+    const adm = await login(h.app.adminToken);
+    await expect(adm.getByTestId('scope').textContent()).resolves.toBe('finance');
+    await adm.close();
 
     const f = await login(finance);
     await f.getByTestId('queue').waitFor();
