@@ -19,7 +19,7 @@ import { eventually, http, monthStart, uniqueName } from './stack.js';
 const SHOTS = join(ROOT, 'test-results', 'console');
 
 describe('console: finance pages and customer dashboards in a browser', () => {
-  const h = useSdkApp('console', { env: { ACCRUE_APPROVAL_POLICY: 'ALWAYS' } });
+  const h = useSdkApp('console', { env: { ACCRUE_APPROVAL_POLICY: 'ALWAYS', ACCRUE_TEMPORAL_UI_URL: 'http://127.0.0.1:8233' } });
   let browser: Browser;
   let finance: string;
   let reader: string;
@@ -132,6 +132,8 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     await page.getByTestId('customers').waitFor();
     const row = page.locator(`tr[data-customer="${a.customerId}"]`);
     await expect(row.textContent()).resolves.toContain('ACTIVE');
+    // Each contract links to its workflow in the Temporal UI.
+    expect(await row.getByRole('link').first().getAttribute('href')).toBe(`http://127.0.0.1:8233/namespaces/default/workflows/contract%2F${a.contractId}`);
     await shot(page, 'customers');
     await page.getByRole('link', { name: 'Revenue' }).click();
     await eventually('billed revenue shown', async () => expect(await page.getByTestId('billed-total').textContent()).toBe('$2.00'));
