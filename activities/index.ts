@@ -21,6 +21,8 @@ export interface ActivityDeps {
    * default): then an ended contract with no renewal bills its late usage on an invoice of its own.
    */
   lateUsageWindowMs?: number;
+  /** How long raw events and their deduplication keys are kept (ACCRUE_EVENT_RETENTION); the ingest window + 2 days by default. */
+  eventRetentionMs?: number;
   /** Operator defaults for trials, approvals and reminders; DEFAULT_LIFECYCLE_SETTINGS where a field is missing. */
   lifecycle?: Partial<LifecycleSettings>;
   /** Webhook delivery retries and address policy; DEFAULT_WEBHOOK_SETTINGS where a field is missing. */

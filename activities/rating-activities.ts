@@ -1,4 +1,5 @@
 import { Context, CancelledFailure } from '@temporalio/activity';
+import { maintainEventPartitions, type PartitionReport } from '../db/event-partitions.js';
 import { backfillChunk, ratePass } from '../db/rating.js';
 import type { ActivityDeps } from './index.js';
 
@@ -8,7 +9,11 @@ const PASS_EVENTS = 20_000;
 const BACKFILL_CHUNK_EVENTS = 10_000;
 const IDLE_SLEEP_MS = 25;
 
-export function createRatingActivities({ orm }: ActivityDeps) {
+/** Day partitions of events kept ready ahead of today. */
+const PARTITIONS_AHEAD_DAYS = 7;
+const DAY_MS = 86_400_000;
+
+export function createRatingActivities({ orm, lateUsageWindowMs, eventRetentionMs }: ActivityDeps) {
   return {
     /**
      * Rates for `runForMs`, pass after pass, heartbeating between passes. Each pass commits on its
@@ -35,6 +40,16 @@ export function createRatingActivities({ orm }: ActivityDeps) {
         }
       }
       return { passes, events };
+    },
+
+    /**
+     * The `event-partitions` schedule's work (db/event-partitions.ts): partitions for the coming
+     * days, retirement of those past the retention window (by default the ingest window + 2 days:
+     * an event can be 24 h ahead, and a day of margin). Idempotent.
+     */
+    async maintainEventPartitions(): Promise<PartitionReport> {
+      const retentionMs = eventRetentionMs ?? (lateUsageWindowMs ?? 34 * DAY_MS) + 2 * DAY_MS;
+      return maintainEventPartitions(orm.em.fork(), { now: new Date(), aheadDays: PARTITIONS_AHEAD_DAYS, retentionMs });
     },
 
     async backfillMetric({ metricId, maxEvents }: { metricId: string; maxEvents?: number }): Promise<{ done: boolean; processed: number; total: number }> {

@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
+import { EVENTS_BY_ID_SQL } from './events.js';
 import type { Sql } from './metric-sql.js';
 import { pgTextArray } from './sql.js';
 
@@ -30,8 +31,8 @@ async function tryAggregate(tx: EntityManager, aggregate: Aggregate, metric: Bil
   await tx.execute('savepoint accrue_probe');
   try {
     await aggregate(tx, metric, backfill
-      ? { sql: 'e.transaction_id = any(?::text[])', params: [pgTextArray(ids)] }
-      : { sql: 'e.transaction_id = any(?::text[]) and (e.xid >= ?::xid8 or e.xid < ?::xid8)', params: [pgTextArray(ids), metric.ratingFromXid, metric.backfillCursorXid] });
+      ? { sql: EVENTS_BY_ID_SQL, params: [pgTextArray(ids), pgTextArray(ids)] }
+      : { sql: `${EVENTS_BY_ID_SQL} and (e.xid >= ?::xid8 or e.xid < ?::xid8)`, params: [pgTextArray(ids), pgTextArray(ids), metric.ratingFromXid, metric.backfillCursorXid] });
     return null;
   } catch (err) {
     if (!isEventDataError(err)) throw err;
@@ -76,6 +77,7 @@ export async function quarantinePoisonEvents(tx: EntityManager, aggregate: Aggre
       `with bad as (${bad})
        insert into event_quarantine (transaction_id, metric_id, customer_id, event_type, ts, properties, xid, reason)
        select e.transaction_id, ?::uuid, e.customer_id, e.event_type, e.ts, e.properties, e.xid, bad.reason from event e join bad using (transaction_id)
+        where e.xid = any(array(select k.xid from event_key k join bad using (transaction_id)))
        on conflict do nothing`, [rows, opts.backfillOf]);
     return found.size;
   }
@@ -83,6 +85,7 @@ export async function quarantinePoisonEvents(tx: EntityManager, aggregate: Aggre
   await tx.execute(
     `with bad as (${bad}),
           moved as (delete from event e using bad where e.transaction_id = bad.transaction_id
+                      and e.xid = any(array(select k.xid from event_key k join bad using (transaction_id)))
                     returning e.transaction_id, e.customer_id, e.event_type, e.ts, e.properties, e.xid, bad.reason)
      insert into event_quarantine (transaction_id, customer_id, event_type, ts, properties, xid, reason)
      select * from moved on conflict do nothing`, [rows]);

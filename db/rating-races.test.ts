@@ -151,9 +151,9 @@ describe('rating races', () => {
     const c = await customer('m16-old');
     await ingest('m16-old', 2);
     // Accepted before any metric read `gpus` (straight into `event` here): counted by the COUNT metrics.
-    await orm.em.fork().execute(`insert into event (transaction_id, customer_id, event_type, ts, properties) values ('m16-poison', 'm16-old', 'api', ?, '{"gpus": "1e1000000"}')`,
+    await orm.em.fork().execute(`with k as (insert into event_key (transaction_id) values ('m16-poison')) insert into event (transaction_id, customer_id, event_type, ts, properties) values ('m16-poison', 'm16-old', 'api', ?, '{"gpus": "1e1000000"}')`,
       [new Date(base).toISOString()]);
-    await orm.em.fork().execute(`insert into event (transaction_id, customer_id, event_type, ts, properties) values ('m16-fine', 'm16-old', 'api', ?, '{"gpus": "3"}')`,
+    await orm.em.fork().execute(`with k as (insert into event_key (transaction_id) values ('m16-fine')) insert into event (transaction_id, customer_id, event_type, ts, properties) values ('m16-fine', 'm16-old', 'api', ?, '{"gpus": "3"}')`,
       [new Date(base).toISOString()]);
     await rateUntilIdle();
     const gpus = await metric('m16-gpus', { aggregationType: 'SUM', aggregationKey: 'gpus' });

@@ -1,6 +1,7 @@
 import { IsolationLevel } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
+import { EVENTS_BY_ID_SQL } from './events.js';
 import { groupValuesSql, metricFilterSql, valueSql, type Sql } from './metric-sql.js';
 import { isEventDataError, quarantinePoisonEvents } from './quarantine.js';
 import { pgTextArray } from './sql.js';
@@ -251,12 +252,12 @@ async function rematchPass(tx: EntityManager): Promise<number> {
     `delete from event_unmatched u using customer_event_key k where k.key = u.customer_key returning u.transaction_id`);
   if (!resolved.length) return 0;
   const ids = pgTextArray(resolved.map((r) => r.transaction_id));
-  await tx.execute(MARK_ALERT_CUSTOMERS_SQL.replace('$WHERE', 'e.transaction_id = any(?::text[])'), [ids]);
+  await tx.execute(MARK_ALERT_CUSTOMERS_SQL.replace('$WHERE', EVENTS_BY_ID_SQL), [ids, ids]);
   for (const metric of await activeMetrics(tx)) {
     // Only where this metric already covers the event: live-rated range, or what its backfill passed.
     await aggregateMetric(tx, metric, {
-      sql: 'e.transaction_id = any(?::text[]) and (e.xid >= ?::xid8 or e.xid < ?::xid8)',
-      params: [ids, metric.ratingFromXid, metric.backfillCursorXid],
+      sql: `${EVENTS_BY_ID_SQL} and (e.xid >= ?::xid8 or e.xid < ?::xid8)`,
+      params: [ids, ids, metric.ratingFromXid, metric.backfillCursorXid],
     });
   }
   return resolved.length;

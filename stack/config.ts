@@ -26,6 +26,12 @@ export interface Config {
   invoiceGracePeriodMs: number;
   /** Oldest event timestamp ingest accepts, as an age (Metronome: 34 days). */
   ingestMaxAgeMs: number;
+  /**
+   * How long raw events and their deduplication keys are kept (ACCRUE_EVENT_RETENTION; default
+   * the ingest window + 2 days, and never less: a retry of any event ingest still accepts must
+   * find its key). Aggregates are kept forever.
+   */
+  eventRetentionMs: number;
   dataDir: string;
   lifecycle: LifecycleSettings;
   webhooks: WebhookSettings;
@@ -219,6 +225,12 @@ function required(env: NodeJS.ProcessEnv, name: string): string {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = Number(env.PORT ?? 8080);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number: ${env.PORT}`);
+  const ingestMaxAgeMs = parseDurationMs(env.ACCRUE_INGEST_MAX_AGE ?? '34d', 'ACCRUE_INGEST_MAX_AGE');
+  const minRetentionMs = ingestMaxAgeMs + 2 * 86_400_000;
+  const eventRetentionMs = env.ACCRUE_EVENT_RETENTION ? parseDurationMs(env.ACCRUE_EVENT_RETENTION, 'ACCRUE_EVENT_RETENTION') : minRetentionMs;
+  if (eventRetentionMs < minRetentionMs) {
+    throw new Error(`ACCRUE_EVENT_RETENTION must be at least the ingest window plus 2 days (${minRetentionMs / 86_400_000}d): ${env.ACCRUE_EVENT_RETENTION}`);
+  }
   return {
     databaseUrl: required(env, 'DATABASE_URL'),
     temporalAddress: required(env, 'TEMPORAL_ADDRESS'),
@@ -229,7 +241,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port,
     adminToken: env.ACCRUE_ADMIN_TOKEN || undefined,
     invoiceGracePeriodMs: parseDurationMs(env.ACCRUE_INVOICE_GRACE_PERIOD ?? '24h', 'ACCRUE_INVOICE_GRACE_PERIOD'),
-    ingestMaxAgeMs: parseDurationMs(env.ACCRUE_INGEST_MAX_AGE ?? '34d', 'ACCRUE_INGEST_MAX_AGE'),
+    ingestMaxAgeMs,
+    eventRetentionMs,
     dataDir: env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'),
     lifecycle: loadLifecycleSettings(env),
     webhooks: loadWebhookSettings(env),

@@ -76,7 +76,8 @@ describe('poison events', () => {
     // Written straight into `event`, as ingest would never accept them: a value numeric cannot
     // hold, and a UNIQUE value too large for the index of distinct values.
     await orm.em.fork().execute(
-      `insert into event (transaction_id, customer_id, event_type, ts, properties) values
+      `with k as (insert into event_key (transaction_id) values ('poison-number'), ('poison-unique'))
+       insert into event (transaction_id, customer_id, event_type, ts, properties) values
          ('poison-number', 'pa', 'llm', ?, '{"tokens": "1e1000000"}'),
          ('poison-unique', 'pb', 'llm', ?, jsonb_build_object('user', ?::text, 'tokens', 2))`, [at, at, randomBytes(10_000).toString('hex')]);
     expect((await ingest([

@@ -24,6 +24,7 @@ import { outboundWorkflow } from '../workflows/outbound.js';
 import { ratingWorkflow } from '../workflows/rating.js';
 import { contractWorkflowId, invoiceWorkflowId, metricBackfillWorkflowId, notificationWorkflowId, outboundWorkflowId, ratingWorkflowId } from '../workflows/search-attributes.js';
 import { usageCollectorWorkflow } from '../workflows/usage-collector.js';
+import { eventPartitionsWorkflow } from '../workflows/event-partitions.js';
 import { seedContract } from './db-fixtures.js';
 import { writeHistoryFile } from './history-files.js';
 import { createTestDatabase, eventually, monthStart, testStack, uniqueName } from './stack.js';
@@ -289,6 +290,12 @@ describe(`record workflow histories (label ${label})`, () => {
     } finally {
       await source.end();
     }
+  });
+
+  test('event partitions: one run of the schedule\'s upkeep', async () => {
+    const handle = await client.workflow.start(eventPartitionsWorkflow, { workflowId: uniqueName('event-partitions-run'), taskQueue, args: [] });
+    expect((await handle.result()).retired).toEqual([]);
+    await save(handle, 'eventPartitionsWorkflow', 'upkeep');
   });
 
   test('crm: a closed-won deal becomes a contract; a bad deal is noted and fails; the customer sync pushes on a change and on its interval', async () => {

@@ -9,3 +9,4 @@ export { outboundWorkflow } from './outbound.js';
 export { dunningWorkflow, stripeVoidWorkflow } from './dunning.js';
 export { commitPaymentWorkflow, rechargeWorkflow } from './recharge.js';
 export { crmDealWorkflow, crmSyncWorkflow } from './crm.js';
+export { eventPartitionsWorkflow } from './event-partitions.js';

@@ -10,6 +10,7 @@ export const contractWorkflowId = (contractId: string) => `contract/${contractId
 export const invoiceWorkflowId = (invoiceId: string) => `invoice/${invoiceId}`;
 export const ratingWorkflowId = (taskQueue: string) => `rating/${taskQueue}`;
 export const metricBackfillWorkflowId = (metricId: string) => `metric-backfill/${metricId}`;
+export const eventPartitionsScheduleId = (taskQueue: string) => `event-partitions/${taskQueue}`;
 export const usageCollectorScheduleId = (collectorId: string) => `usage-collector/${collectorId}`;
 export const outboundWorkflowId = (taskQueue: string) => `outbound/${taskQueue}`;
 export const notificationWorkflowId = (notificationId: string) => `notification/${notificationId}`;

@@ -5,6 +5,7 @@ import { matchesMetric } from '../../billing/metering/match.js';
 import { BillableMetric, Customer } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
+import { EVENTS_BY_ID_SQL } from '../../db/events.js';
 import { pgTextArray } from '../../db/sql.js';
 import { usageSeries, windowStarts, WINDOW_MS, type SeriesRow, type WindowSize } from '../../db/usage-series.js';
 import { allow } from '../auth.js';
@@ -158,12 +159,12 @@ export function usageRouter(orm: MikroORM, metrics: MetricsCache): Router {
               (e.xid < (select xid from rating_cursor where id = 'events')
                  and not exists (select 1 from event_unmatched u where u.transaction_id = e.transaction_id)) as rated,
               (select count(*)::text from event_duplicate d where d.transaction_id = e.transaction_id) as duplicates
-         from event e where e.transaction_id = any(?::text[])`, [pgTextArray(ids)]);
+         from event e where ${EVENTS_BY_ID_SQL}`, [pgTextArray(ids), pgTextArray(ids)]);
     // Accrue: duplicates whose payload differs from the stored event's (a reused transaction_id, not a retry).
     const conflicting = new Map((await em.execute<{ transaction_id: string; n: string }[]>(
       `select d.transaction_id, count(*)::text as n from event_duplicate d join event e using (transaction_id)
-        where d.transaction_id = any(?::text[]) and d.payload_hash <> event_payload_hash(e.customer_id, e.event_type, e.ts, e.properties)
-        group by d.transaction_id`, [pgTextArray(ids)])).map((c) => [c.transaction_id, Number(c.n)]));
+        where d.transaction_id = any(?::text[]) and ${EVENTS_BY_ID_SQL} and d.payload_hash <> event_payload_hash(e.customer_id, e.event_type, e.ts, e.properties)
+        group by d.transaction_id`, [pgTextArray(ids), pgTextArray(ids), pgTextArray(ids)])).map((c) => [c.transaction_id, Number(c.n)]));
     const customers = new Map((await em.find(Customer, { id: { $in: rows.map((r) => r.matched).filter((x): x is string => !!x) } })).map((c) => [c.id, c]));
     const active = await metrics.get();
     const data: Record<string, unknown>[] = rows.flatMap((row) => {
