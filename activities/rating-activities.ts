@@ -3,8 +3,12 @@ import { maintainEventPartitions, type PartitionReport } from '../db/event-parti
 import { backfillChunk, ratePass } from '../db/rating.js';
 import type { ActivityDeps } from './index.js';
 
-/** Events per rating pass (one transaction). Large enough to amortize, small enough to stay sub-second. */
-const PASS_EVENTS = 20_000;
+/**
+ * Most events per rating pass (one transaction). A pass takes what arrived since the last one, so
+ * under load passes grow and each aggregate row absorbs more events; the cap keeps a pass after a
+ * long backlog around a second.
+ */
+const PASS_EVENTS = 100_000;
 /** Events per backfill chunk: a few seconds of work at most, well inside the activity timeout. */
 const BACKFILL_CHUNK_EVENTS = 10_000;
 const IDLE_SLEEP_MS = 25;

@@ -2,7 +2,7 @@ import { IsolationLevel } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { BillableMetric } from './entities.js';
 import { EVENTS_BY_ID_SQL } from './events.js';
-import { groupValuesSql, metricFilterSql, valueSql, type Sql } from './metric-sql.js';
+import { groupValuesSql, metricFilterSql, metricGroupKeys, valueSql, type Sql } from './metric-sql.js';
 import { isEventDataError, quarantinePoisonEvents } from './quarantine.js';
 import { pgTextArray } from './sql.js';
 import { OUTBOUND_CHANNEL } from './wakeup.js';
@@ -50,14 +50,22 @@ const maxXid = (a: string, b: string) => (big(a) > big(b) ? a : b);
 export async function aggregateMetric(em: EntityManager, metric: BillableMetric, source: Sql): Promise<void> {
   const filter = metricFilterSql(metric);
   const gv = groupValuesSql(metric);
+  const keys = metricGroupKeys(metric);
   const unique = metric.aggregationType === 'UNIQUE';
   // usage_hourly takes a numeric value (none for COUNT and UNIQUE); UNIQUE's text values go to usage_unique_hourly.
   const numeric: Sql = unique ? { sql: 'null::numeric', params: [] } : valueSql(metric);
-  const events = (v: Sql): Sql => ({
-    sql: `select e.transaction_id, e.ts, e.customer_id, ${v.sql} as v, ${gv.sql} as gv from event e where (${source.sql}) and (${filter.sql})`,
-    params: [...v.params, ...gv.params, ...source.params, ...filter.params],
+  // Group values travel as text columns g0..gn (grouping by text is cheaper than by a jsonb built
+  // per event); the {key: value} object is built once per group.
+  const groupCols = keys.map((_, i) => `g${i}`);
+  const events = (v: Sql, withGv: boolean): Sql => ({
+    sql: `select e.transaction_id, e.ts, e.customer_id, ${v.sql} as v, ${withGv ? `${gv.sql} as gv` : keys.map((_, i) => `e.properties ->> ? as g${i}`).join(', ') || 'null as g_'}
+            from event e where (${source.sql}) and (${filter.sql})`,
+    params: [...v.params, ...(withGv ? gv.params : keys), ...source.params, ...filter.params],
   });
-  const rows = events(numeric);
+  const gvOfGroup: Sql = keys.length
+    ? { sql: `jsonb_build_object(${keys.map((_, i) => `?::text, x.g${i}`).join(', ')})`, params: keys }
+    : { sql: `'{}'::jsonb`, params: [] };
+  const rows = events(numeric, false);
   // Only the columns this aggregation reads: the newest-event columns cost a sort per group.
   const none = { value_sum: 'null::numeric', value_max: 'null::numeric', latest_ts: 'null::timestamptz', latest_tx: 'null::text', latest_value: 'null::numeric' };
   const chosen = {
@@ -86,10 +94,10 @@ export async function aggregateMetric(em: EntityManager, metric: BillableMetric,
        latest_ts = case when ${newer(t)} then excluded.latest_ts else ${t}.latest_ts end`;
   await em.execute(
     `with h as materialized (
-       select k.customer_id, date_trunc('hour', x.ts) as hour, x.gv, count(*) as event_count, ${columns}
+       select k.customer_id, date_trunc('hour', x.ts) as hour, ${gvOfGroup.sql} as gv, count(*) as event_count, ${columns}
          from (${rows.sql}) x
          join customer_event_key k on k.key = x.customer_id
-        group by k.customer_id, date_trunc('hour', x.ts), x.gv
+        group by k.customer_id, date_trunc('hour', x.ts)${groupCols.map((c) => `, x.${c}`).join('')}
      ), hourly as (
        insert into usage_hourly (metric_id, customer_id, hour, group_values, event_count, value_sum, value_max, latest_ts, latest_tx, latest_value)
        select ?::uuid, h.customer_id, h.hour, h.gv, h.event_count, h.value_sum, h.value_max, h.latest_ts, h.latest_tx, h.latest_value from h
@@ -101,10 +109,10 @@ export async function aggregateMetric(em: EntityManager, metric: BillableMetric,
             (array_agg(h.latest_value order by h.latest_ts desc nulls last, h.latest_tx desc))[1]
        from h group by 2, 3, 4
      on conflict (metric_id, customer_id, day, group_values) do update set ${merge('usage_daily')}`,
-    [...rows.params, metric.id, metric.id],
+    [...gvOfGroup.params, ...rows.params, metric.id, metric.id],
   );
   if (unique) {
-    const values = events(valueSql(metric));
+    const values = events(valueSql(metric), true);
     await em.execute(
       `with u as materialized (
          select distinct k.customer_id, date_trunc('hour', x.ts) as hour, x.gv, x.v
@@ -166,6 +174,8 @@ export async function asRatingWriter<T>(em: EntityManager, work: (tx: EntityMana
     try {
       return await em.fork().transactional(async (tx) => {
         await tx.execute('lock table rating_cursor in exclusive mode');
+        // A pass sorts its slice by customer, hour and group: in memory, not in temporary files.
+        await tx.execute(`set local work_mem = '64MB'`);
         return work(tx);
       }, { isolationLevel: IsolationLevel.REPEATABLE_READ });
     } catch (err) {
