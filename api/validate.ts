@@ -213,3 +213,18 @@ export function checkRequestStrings(root: unknown): void {
     throw new ValidationError(first.field, `${first.message.slice(first.field.length + 2)}${more}`, problems);
   }
 }
+
+/**
+ * The nesting limit of checkRequestStrings alone, for a body whose strings need no check
+ * (api/app.ts: no escape in it can produce an unstorable string); too deep → the same error.
+ */
+export function checkJsonDepth(root: unknown): void {
+  const tooDeep = (v: unknown, depth: number): boolean => {
+    if (typeof v !== 'object' || v === null) return false;
+    if (depth >= MAX_JSON_DEPTH) return true;
+    if (Array.isArray(v)) return v.some((x) => tooDeep(x, depth + 1));
+    for (const k in v) if (Object.hasOwn(v, k) && tooDeep((v as Obj)[k], depth + 1)) return true;
+    return false;
+  };
+  if (tooDeep(root, 0)) checkRequestStrings(root);
+}

@@ -262,9 +262,12 @@ describe('bad input', () => {
     const big = await rawIngest(JSON.stringify([{ transaction_id: 'big', customer_id: 'c1', event_type: 'e', timestamp: '2026-01-01T00:00:00Z', properties: { blob: 'x'.repeat(1_100_000) } }]));
     expect([big.status, big.json.field]).toEqual([413, 'body']);
 
-    // Deep enough to overflow the JSON reviver's recursion, and just past the limit.
+    // Deep enough to overflow any recursive walk of the parsed body, and just past the limit.
     const deep = await rawIngest('['.repeat(200_000) + ']'.repeat(200_000));
-    expect([deep.status, deep.json.field, deep.json.message]).toEqual([400, 'body', `body: is nested deeper than ${MAX_JSON_DEPTH} levels`]);
+    expect([deep.status, deep.json.field, deep.json.message]).toEqual([400, 'body', expect.stringMatching(new RegExp(`^body: is nested deeper than ${MAX_JSON_DEPTH} levels`))]);
+    // The same with a number the exact-number reviver must keep (its recursion overflows first).
+    const deepExact = await rawIngest('['.repeat(200_000) + '1.50' + ']'.repeat(200_000));
+    expect([deepExact.status, deepExact.json.field, deepExact.json.message]).toEqual([400, 'body', `body: is nested deeper than ${MAX_JSON_DEPTH} levels`]);
     const nested = (n: number): unknown => (n === 0 ? 1 : { a: nested(n - 1) });
     const past = await rawIngest(JSON.stringify([{ transaction_id: 'deep', customer_id: 'c1', event_type: 'e', timestamp: '2026-01-01T00:00:00Z', properties: nested(MAX_JSON_DEPTH) }]));
     expect([past.status, past.json.field, past.json.message]).toEqual([400, 'body', expect.stringMatching(new RegExp(`nested deeper than ${MAX_JSON_DEPTH} levels`))]);
