@@ -108,8 +108,10 @@ async function lane(id: number): Promise<void> {
   }
 }
 
+const cpu0 = process.cpuUsage();
 await Promise.all(Array.from({ length: cfg.concurrency }, (_, i) => lane(i)));
 const elapsed = (Date.now() - start) / 1000;
+const cpu = process.cpuUsage(cpu0);
 // Expected totals per customer alias over the unique events of the batches sent, in integer
 // milli-tokens (values have at most 3 decimals) so the check is exact.
 const sentBodies = bodies.filter((_, i) => statuses[i] === 200);
@@ -127,7 +129,7 @@ latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
 process.stdout.write(JSON.stringify({
   requests: sent, failed, failedStatuses: [...new Set(statuses.filter((s) => s !== 200))], events: sent * 100, uniqueEvents: seen.size, seconds: elapsed,
-  eventsPerSec: (sent * 100) / elapsed, p50: pct(50), p99: pct(99),
+  eventsPerSec: (sent * 100) / elapsed, p50: pct(50), p99: pct(99), cpuSeconds: (cpu.user + cpu.system) / 1e6,
   expected: Object.fromEntries([...sentExpected].map(([k, v]) => [k, v.toString()])),
 }));
 agent.destroy();

@@ -89,6 +89,9 @@ describe('event partitions', () => {
       await holder.query(`with k as (insert into event_key (transaction_id) values ($1))
                           insert into event (transaction_id, customer_id, event_type, ts, properties) values ($1, 'conc', 'llm', now(), '{"tokens": 1}')`, [id]);
       const retries = ingestStats.conflictRetries;
+      let removed = 0;
+      const onRemove = () => removed++;
+      pool.on('remove', onRemove);
       const pending = insertEvents(pool, [ev(id, 'conc', 2), ev(`${id}-other`, 'conc', 3)]);
       // The batch is blocked on the holder's key (a lock wait), not finished.
       await waitFor(async () => (await sql<{ n: string }>(
@@ -97,6 +100,9 @@ describe('event partitions', () => {
       await holder.end();
       expect(await pending).toBe(outcome === 'commit' ? 1 : 2);
       expect(ingestStats.conflictRetries).toBe(retries + (outcome === 'commit' ? 1 : 0));
+      // The unique violation did not cost the pool its connection (a new login per conflict).
+      pool.off('remove', onRemove);
+      expect(removed).toBe(0);
       expect(await where(id)).toHaveLength(1);
       expect(await where(`${id}-other`)).toHaveLength(1);
       const payload = (await sql<{ t: string }>(`select properties->>'tokens' as t from event where transaction_id = $1`, [id]))[0]!.t;

@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type pg from 'pg';
+import { isDatabaseUnavailable } from './pool.js';
 import { pgTextArray } from './sql.js';
 
 export interface NewEvent {
@@ -40,12 +41,24 @@ export async function insertEvents(db: EntityManager | pg.Pool, events: NewEvent
   // Through MikroORM (collectors, tests) the batch may run inside a caller's transaction, which a
   // unique violation would abort: that path waits on conflicts from the start.
   if ('execute' in db) return runInsert(db, insertSql(true), params);
+  // One connection for both attempts, released as healthy after a unique violation (pool.query
+  // would close the connection on any error: a new backend and login per conflict).
+  const client = await db.connect();
+  let broken: Error | undefined;
   try {
-    return await runInsert(db, insertSql(false), params);
+    try {
+      return await runInsert(client, insertSql(false), params);
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23505') throw err;
+      ingestStats.conflictRetries++;
+      return await runInsert(client, insertSql(true), params);
+    }
   } catch (err) {
-    if ((err as { code?: string }).code !== '23505') throw err;
-    ingestStats.conflictRetries++;
-    return runInsert(db, insertSql(true), params);
+    // A statement PostgreSQL refused (an SQLSTATE) leaves the connection usable; anything else may not.
+    if (typeof (err as { code?: unknown }).code !== 'string' || !/^[0-9A-Z]{5}$/.test((err as { code: string }).code) || isDatabaseUnavailable(err)) broken = err as Error;
+    throw err;
+  } finally {
+    client.release(broken);
   }
 }
 
@@ -72,7 +85,7 @@ const insertSql = (onConflict: boolean) =>
    )
    select count(*)::text as inserted from firsts`;
 
-async function runInsert(db: EntityManager | pg.Pool, sql: string, params: string[][]): Promise<number> {
+async function runInsert(db: EntityManager | pg.PoolClient, sql: string, params: string[][]): Promise<number> {
   // On a raw pg pool (the API's hot path) the arrays travel as bound parameters, as a prepared
   // statement; MikroORM would inline them as escaped literals.
   const res = 'execute' in db
