@@ -23,6 +23,8 @@ export interface ActivityDeps {
   lateUsageWindowMs?: number;
   /** How long raw events and their deduplication keys are kept (ACCRUE_EVENT_RETENTION); the ingest window + 2 days by default. */
   eventRetentionMs?: number;
+  /** Least time between the starts of two rating passes that each found fewer than 10,000 events (ACCRUE_RATING_INTERVAL, 250 ms). */
+  ratingIntervalMs?: number;
   /** Operator defaults for trials, approvals and reminders; DEFAULT_LIFECYCLE_SETTINGS where a field is missing. */
   lifecycle?: Partial<LifecycleSettings>;
   /** Webhook delivery retries and address policy; DEFAULT_WEBHOOK_SETTINGS where a field is missing. */

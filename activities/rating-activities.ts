@@ -12,12 +12,18 @@ const PASS_EVENTS = 100_000;
 /** Events per backfill chunk: a few seconds of work at most, well inside the activity timeout. */
 const BACKFILL_CHUNK_EVENTS = 10_000;
 const IDLE_SLEEP_MS = 25;
+/**
+ * A pass smaller than this waits for the rest of the rating interval before the next one: each
+ * pass upserts one aggregate row per (metric, customer, hour, group) it touches, so many small
+ * passes cost several times the CPU of a few larger ones (bench:ingest, README "Benchmarks").
+ */
+const FULL_PASS_EVENTS = 10_000;
 
 /** Day partitions of events kept ready ahead of today. */
 const PARTITIONS_AHEAD_DAYS = 7;
 const DAY_MS = 86_400_000;
 
-export function createRatingActivities({ orm, lateUsageWindowMs, eventRetentionMs }: ActivityDeps) {
+export function createRatingActivities({ orm, lateUsageWindowMs, eventRetentionMs, ratingIntervalMs = 250 }: ActivityDeps) {
   return {
     /**
      * Rates for `runForMs`, pass after pass, heartbeating between passes. Each pass commits on its
@@ -30,13 +36,17 @@ export function createRatingActivities({ orm, lateUsageWindowMs, eventRetentionM
       let passes = 0;
       let events = 0;
       while (Date.now() < until) {
+        const started = Date.now();
         const r = await ratePass(orm.em.fork(), PASS_EVENTS);
         passes++;
         events += r.events;
         ctx.heartbeat({ cursor: r.cursor, events });
-        if (r.events === 0 && r.rematched === 0) {
+        const idle = r.events === 0 && r.rematched === 0;
+        // Nothing new: look again soon. A small pass: let events gather until the interval is up.
+        const wait = idle ? IDLE_SLEEP_MS : r.events < FULL_PASS_EVENTS ? started + ratingIntervalMs - Date.now() : 0;
+        if (wait > 0) {
           try {
-            await ctx.sleep(IDLE_SLEEP_MS);
+            await ctx.sleep(wait);
           } catch (err) {
             if (err instanceof CancelledFailure) break;
             throw err;

@@ -71,8 +71,12 @@ function exactNumbers(this: unknown, _key: string, value: unknown, context?: { s
 const EXACT_SOURCE = Symbol('exactNumbersSource');
 const STRINGS_SAFE = Symbol('stringsSafe');
 type RawJson = { [EXACT_SOURCE]?: string; [STRINGS_SAFE]?: boolean };
-/** A number literal in a value position (a string's content may match too: then the slow path runs, still right). */
-const NUMBER_LITERAL = /(?:^|[:[,])\s*(-?\d[\d.eE+-]*)/g;
+/**
+ * A number literal in a value position: after `:`, `[`, `,` or at the start, and followed by `,`,
+ * `}`, `]` or the end (so the digits of a timestamp string do not count). A string's content may
+ * still match: then the slow path runs, still right.
+ */
+const NUMBER_LITERAL = /(?:^|[:[,])\s*(-?\d[\d.eE+-]*)\s*(?=[,}\]]|$)/g;
 /** Whether some number in this JSON text would not survive JSON.parse as written (exactNumbers keeps those as strings). */
 export function needsExactNumbers(text: string): boolean {
   NUMBER_LITERAL.lastIndex = 0;

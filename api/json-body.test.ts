@@ -19,7 +19,11 @@ describe('raw JSON body checks', () => {
     ['123456789012345678', true],
     ['  9007199254740993', true],
     ['{"a":{"b":[1,2,{"c":100.0}]}}', true],
-    ['{"a": "x:1.50"}', true], // inside a string: a false alarm, harmless
+    ['{"a": "x:1.50"}', false], // inside a string, not a number
+    ['{"a": "x:1.50,"}', true], // inside a string but shaped like a value: a false alarm, harmless
+    ['[{"timestamp":"2026-12-07T14:19:01.123Z","properties":{"at":"10:30","v":"1.50"}}]', false],
+    ['[{"a":1.50 }]', true],
+    ['[{"a":[1,2.0]}]', true],
   ])('needsExactNumbers(%s) = %s', (text, expected) => {
     expect(needsExactNumbers(text)).toBe(expected);
   });

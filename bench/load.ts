@@ -129,7 +129,7 @@ latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
 process.stdout.write(JSON.stringify({
   requests: sent, failed, failedStatuses: [...new Set(statuses.filter((s) => s !== 200))], events: sent * 100, uniqueEvents: seen.size, seconds: elapsed,
-  eventsPerSec: (sent * 100) / elapsed, p50: pct(50), p99: pct(99), cpuSeconds: (cpu.user + cpu.system) / 1e6,
+  eventsPerSec: (sent * 100) / elapsed, p50: pct(50), p99: pct(99), cpuSeconds: (cpu.user + cpu.system) / 1e6, prebuildCpuSeconds: (cpu0.user + cpu0.system) / 1e6,
   expected: Object.fromEntries([...sentExpected].map(([k, v]) => [k, v.toString()])),
 }));
 agent.destroy();

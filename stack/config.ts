@@ -32,6 +32,11 @@ export interface Config {
    * find its key). Aggregates are kept forever.
    */
   eventRetentionMs: number;
+  /**
+   * Least time between two small rating passes (ACCRUE_RATING_INTERVAL, default 250ms): usage
+   * shows up to this much later, and the rater spends a fraction of the CPU per event.
+   */
+  ratingIntervalMs: number;
   dataDir: string;
   lifecycle: LifecycleSettings;
   webhooks: WebhookSettings;
@@ -243,6 +248,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     invoiceGracePeriodMs: parseDurationMs(env.ACCRUE_INVOICE_GRACE_PERIOD ?? '24h', 'ACCRUE_INVOICE_GRACE_PERIOD'),
     ingestMaxAgeMs,
     eventRetentionMs,
+    ratingIntervalMs: parseDurationMs(env.ACCRUE_RATING_INTERVAL ?? '250ms', 'ACCRUE_RATING_INTERVAL'),
     dataDir: env.ACCRUE_DATA_DIR ?? join(ROOT, '.data'),
     lifecycle: loadLifecycleSettings(env),
     webhooks: loadWebhookSettings(env),

@@ -20,7 +20,7 @@ const worker = await Worker.create({
   taskQueue: config.taskQueue,
   workflowsPath: fileURLToPath(new URL('../workflows/index.js', import.meta.url)),
   // withFailpoints: untouched unless ACCRUE_FAILPOINTS is set (crash tests only).
-  activities: withFailpoints(createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs, eventRetentionMs: config.eventRetentionMs, lifecycle: config.lifecycle, webhooks: config.webhooks, stripe: config.stripe, hubspot: config.hubspot })),
+  activities: withFailpoints(createActivities({ orm, mailer, invoiceGracePeriodMs: config.invoiceGracePeriodMs, lateUsageWindowMs: config.ingestMaxAgeMs, eventRetentionMs: config.eventRetentionMs, ratingIntervalMs: config.ratingIntervalMs, lifecycle: config.lifecycle, webhooks: config.webhooks, stripe: config.stripe, hubspot: config.hubspot })),
   shutdownGraceTime: '10 seconds',
   // ACCRUE_WORKER_MAX_CACHED_WORKFLOWS: how many workflows stay in memory between their tasks
   // (the SDK's default is sized from the heap, ~2,300 here); a workflow evicted from the cache is
