@@ -27,7 +27,7 @@ const LAG_RATE = Number(process.env.BENCH_LAG_RATE ?? 50_000);
 const CUSTOMERS = 1000;
 const log = (m: string) => console.log(`[bench] ${m}`);
 
-interface LoadResult { requests: number; failed: number; events: number; uniqueEvents: number; seconds: number; eventsPerSec: number; p50: number; p99: number; cpuSeconds: number; prebuildCpuSeconds: number; expected: Record<string, string> }
+interface LoadResult { requests: number; failed: number; events: number; uniqueEvents: number; seconds: number; eventsPerSec: number; p50: number; p99: number; cpuSeconds: number; prebuildCpuSeconds: number; machineCpuSeconds: number; connectionErrors: string[]; retried: number; expected: Record<string, string> }
 
 function runLoad(args: object): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
@@ -56,11 +56,6 @@ function postgresCpuSeconds(postmaster: number): number {
   } catch { /* gone */ }
   return total;
 }
-/** CPU seconds the whole machine spent busy (every process, the kernel included), from /proc/stat. */
-function machineCpuSeconds(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) / 100;
-}
 function statusKb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   try {
     const m = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -87,7 +82,8 @@ let stops: (() => Promise<void>)[] = [];
 try {
   const [pgPort, tPort] = await Promise.all([freePort(), freePort()]);
   const [postgres, temporal] = await Promise.all([
-    startPostgres({ dataDir: join(work, 'pg'), port: pgPort }),
+    // pg_stat_statements: where PostgreSQL's time goes in phase 1 (reported below).
+    startPostgres({ dataDir: join(work, 'pg'), port: pgPort, settings: ['shared_preload_libraries=pg_stat_statements', 'pg_stat_statements.track=all'] }),
     startTemporal({ bin: process.env.ACCRUE_TEMPORAL_BIN!, port: tPort }),
   ]);
   stops = [() => temporal.stop(), () => postgres.stop()];
@@ -96,6 +92,7 @@ try {
   const admin = new pg.Client({ connectionString: postgres.url });
   await admin.connect();
   await admin.query(`alter system set max_wal_size = '4GB'`);
+  await admin.query('create extension if not exists pg_stat_statements');
   await admin.query('select pg_reload_conf()');
 
   const token = `bench-${Date.now()}`;
@@ -106,7 +103,7 @@ try {
   };
   // BENCH_PROFILE=dir writes a V8 CPU profile of each API process there (for `where the time goes`).
   const profile = process.env.BENCH_PROFILE ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
-  const apis = ports.map((port) => spawnService('api', { ...env, ...profile, PORT: String(port) }, { quiet: true }));
+  const apis = ports.map((port) => spawnService('api', { ...env, ...profile, PORT: String(port) }, { quiet: !process.env.BENCH_VERBOSE }));
   // BENCH_INGEST_ONLY=1 starts the worker (the rater) only after phase 1, to measure ingest alone.
   const ingestOnly = process.env.BENCH_INGEST_ONLY === '1';
   let worker = ingestOnly ? undefined : spawnService('worker', env, { quiet: true });
@@ -139,16 +136,19 @@ try {
   // Phase 1: sustained throughput at full speed.
   log(`phase 1: ${SECONDS} s at full speed, ${CONCURRENCY} connections over ${API_PROCESSES} API processes`);
   const pids = { api: apis.map((a) => a.pid!), worker: worker?.pid ?? 0, postgres: postgresPids(), temporal: temporal.pid ?? 0 };
-  const cpu0 = { api: pids.api.map(cpuSeconds), worker: cpuSeconds(pids.worker), pg: postgresCpuSeconds(postgres.pid!), temporal: cpuSeconds(pids.temporal), self: process.cpuUsage(), machine: machineCpuSeconds() };
+  const cpu0 = { api: pids.api.map(cpuSeconds), worker: cpuSeconds(pids.worker), pg: postgresCpuSeconds(postgres.pid!), temporal: cpuSeconds(pids.temporal), self: process.cpuUsage() };
   let pgPeakRssKb = 0;
   const sampler = setInterval(() => { pgPeakRssKb = Math.max(pgPeakRssKb, postgresPids().reduce((s, p) => s + statusKb(p, 'VmRSS'), 0)); }, 500);
+  await admin.query('select pg_stat_statements_reset()');
   const full = await runLoad({ targets, token, seconds: SECONDS, concurrency: CONCURRENCY, customers: CUSTOMERS, seed: 1, prefix });
-  const cpu1 = { api: pids.api.map(cpuSeconds), worker: cpuSeconds(pids.worker), pg: postgresCpuSeconds(postgres.pid!), temporal: cpuSeconds(pids.temporal), self: process.cpuUsage(cpu0.self), machine: machineCpuSeconds() };
+  const cpu1 = { api: pids.api.map(cpuSeconds), worker: cpuSeconds(pids.worker), pg: postgresCpuSeconds(postgres.pid!), temporal: cpuSeconds(pids.temporal), self: process.cpuUsage(cpu0.self) };
   if (!worker) {
     worker = spawnService('worker', env, { quiet: true });
     children.push(worker);
     pids.worker = worker.pid!;
   }
+  const statements = (await admin.query<{ ms: number; calls: string; q: string }>(
+    `select total_exec_time as ms, calls::text, regexp_replace(query, '\\s+', ' ', 'g') as q from pg_stat_statements order by total_exec_time desc limit 6`)).rows;
   const drainMs = await caughtUp();
   log(`phase 1: ${full.eventsPerSec.toFixed(0)} events/s, p50 ${full.p50.toFixed(1)} ms, p99 ${full.p99.toFixed(1)} ms, ${full.failed} failed; rating drained ${drainMs} ms after`);
 
@@ -247,15 +247,15 @@ try {
     api: cpu1.api.reduce((s, v, i) => s + v - cpu0.api[i]!, 0),
     worker: cpu1.worker - cpu0.worker,
     pg: cpu1.pg - cpu0.pg,
-    // Without the load process building its batches before it starts sending.
-    machine: cpu1.machine - cpu0.machine - full.prebuildCpuSeconds,
+    // While the load process was sending (it measures the machine itself: its batch building before that is left out).
+    machine: full.machineCpuSeconds,
     temporal: cpu1.temporal - cpu0.temporal,
     self: (cpu1.self.user + cpu1.self.system) / 1e6,
   };
   const rows: [string, string][] = [
     ['machine', machine],
     ['setup', `${API_PROCESSES} API processes, 1 worker${ingestOnly ? ' (started after phase 1: ingest measured alone)' : ''}, load generator in its own process, ${CONCURRENCY} keep-alive connections, batches of 100 events, ${CUSTOMERS} customers, 10 % duplicate retries, 5 % late events, 2 group keys`],
-    ['sustained accepted events/s (phase 1)', `${full.eventsPerSec.toFixed(0)} over ${full.seconds.toFixed(1)} s (${full.events} events, ${full.failed} failed requests)`],
+    ['sustained accepted events/s (phase 1)', `${full.eventsPerSec.toFixed(0)} over ${full.seconds.toFixed(1)} s (${full.events} events, ${full.failed} failed requests${full.retried ? `, ${full.retried} sent again after a lost connection (${full.connectionErrors.join(', ')})` : ''})`],
     ['request latency p50 / p99 (phase 1)', `${full.p50.toFixed(1)} ms / ${full.p99.toFixed(1)} ms`],
     ['rating drained after phase 1', `${drainMs} ms`],
     ['totals checked exactly', wrong.length === 0 ? `all ${Object.keys(full.expected).length} customers equal (${full.uniqueEvents} unique of ${full.events} sent; ${storedEvents} stored)` : `${wrong.length} customers DIFFER`],
@@ -264,6 +264,7 @@ try {
     ['Accrue ÷ bare PostgreSQL', `${((full.eventsPerSec / bareServer) * 100).toFixed(1)} % of the server-side rate, ${((full.eventsPerSec / bareClient) * 100).toFixed(1)} % of the client-side rate`],
     ['CPU seconds in phase 1 (API / worker / PostgreSQL / Temporal / load client / bench; whole machine)', `${cpuUse.api.toFixed(1)} / ${cpuUse.worker.toFixed(1)} / ${cpuUse.pg.toFixed(1)} / ${cpuUse.temporal.toFixed(1)} / ${full.cpuSeconds.toFixed(1)} / ${cpuUse.self.toFixed(1)}; ${cpuUse.machine.toFixed(1)} busy of ${(cpus().length * full.seconds).toFixed(0)} available`],
     ['CPU µs per accepted event in phase 1 (API / worker / PostgreSQL / load client)', [cpuUse.api, cpuUse.worker, cpuUse.pg, full.cpuSeconds].map((c) => ((c / full.events) * 1e6).toFixed(1)).join(' / ')],
+    ['PostgreSQL statements in phase 1 by execution time (pg_stat_statements)', statements.map((st) => `${(st.ms / 1000).toFixed(1)} s in ${st.calls} × ${st.q.slice(0, 60).replaceAll('|', '\\|')}…`).join('; ')],
     ['peak memory (RSS)', `API ${pids.api.map((p) => `${(statusKb(p, 'VmHWM') / 1024).toFixed(0)} MB`).join(' + ')}, worker ${(statusKb(pids.worker, 'VmHWM') / 1024).toFixed(0)} MB, PostgreSQL ${(pgPeakRssKb / 1024).toFixed(0)} MB (all backends)`],
   ];
   const table = ['| measure | result |', '|---|---|', ...rows.map(([k, v]) => `| ${k} | ${v} |`)].join('\n');

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 
 /**
@@ -64,6 +65,8 @@ function batch(): string {
   return JSON.stringify(events);
 }
 
+const errorCodes: string[] = [];
+let retried = 0;
 const agent = new Agent({ keepAlive: true, maxSockets: cfg.concurrency });
 function post(target: string, body: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -74,7 +77,8 @@ function post(target: string, body: string): Promise<number> {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });
-    req.on('error', reject);
+    // A connection error is a failed request (reported by its code), not the end of the run.
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(-1 * (errorCodes.push(err.code ?? err.message), 1)));
     req.end(body);
   });
 }
@@ -100,7 +104,13 @@ async function lane(id: number): Promise<void> {
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
     const t0 = performance.now();
-    const status = await post(cfg.targets[(i + id) % cfg.targets.length]!, bodies[i]!);
+    let status = await post(cfg.targets[(i + id) % cfg.targets.length]!, bodies[i]!);
+    // A lost connection leaves the outcome unknown: send the same batch again, as an idempotent
+    // client does (transaction_ids make the retry safe), so the expected totals stay exact.
+    for (let attempt = 1; status === -1 && attempt < 5; attempt++) {
+      retried++;
+      status = await post(cfg.targets[(i + id + attempt) % cfg.targets.length]!, bodies[i]!);
+    }
     latencies.push(performance.now() - t0);
     statuses[i] = status;
     if (status === 200) sent++;
@@ -108,10 +118,17 @@ async function lane(id: number): Promise<void> {
   }
 }
 
+/** CPU seconds the whole machine spent busy (every process and the kernel), from /proc/stat. */
+const machineBusy = () => {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / 100;
+};
+const machine0 = machineBusy();
 const cpu0 = process.cpuUsage();
 await Promise.all(Array.from({ length: cfg.concurrency }, (_, i) => lane(i)));
 const elapsed = (Date.now() - start) / 1000;
 const cpu = process.cpuUsage(cpu0);
+const machineCpuSeconds = machineBusy() - machine0;
 // Expected totals per customer alias over the unique events of the batches sent, in integer
 // milli-tokens (values have at most 3 decimals) so the check is exact.
 const sentBodies = bodies.filter((_, i) => statuses[i] === 200);
@@ -128,8 +145,8 @@ for (const body of sentBodies) {
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
 process.stdout.write(JSON.stringify({
-  requests: sent, failed, failedStatuses: [...new Set(statuses.filter((s) => s !== 200))], events: sent * 100, uniqueEvents: seen.size, seconds: elapsed,
-  eventsPerSec: (sent * 100) / elapsed, p50: pct(50), p99: pct(99), cpuSeconds: (cpu.user + cpu.system) / 1e6, prebuildCpuSeconds: (cpu0.user + cpu0.system) / 1e6,
+  requests: sent, failed, failedStatuses: [...new Set(statuses.filter((s) => s !== 200))], connectionErrors: [...new Set(errorCodes)], connectionErrorCount: errorCodes.length, retried, events: sent * 100, uniqueEvents: seen.size, seconds: elapsed,
+  eventsPerSec: (sent * 100) / elapsed, p50: pct(50), p99: pct(99), cpuSeconds: (cpu.user + cpu.system) / 1e6, prebuildCpuSeconds: (cpu0.user + cpu0.system) / 1e6, machineCpuSeconds,
   expected: Object.fromEntries([...sentExpected].map(([k, v]) => [k, v.toString()])),
 }));
 agent.destroy();

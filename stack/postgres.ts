@@ -47,6 +47,8 @@ export interface PostgresOptions {
    * and databases freely). Passwords are still set; `npm start` never trusts.
    */
   trust?: boolean;
+  /** Extra server settings (`name=value`, passed as -c): benchmarks only (e.g. pg_stat_statements). */
+  settings?: string[];
   /** Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops it in order. */
   detached?: boolean;
   log?: (line: string) => void;
@@ -213,6 +215,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<RunningPostg
     `listen_addresses=127.0.0.1`, `port=${opts.port}`, `unix_socket_directories=`,
     'max_connections=200', 'timezone=UTC', 'log_timezone=UTC', 'password_encryption=scram-sha-256',
     ...(opts.unsafeFast ? ['fsync=off', 'synchronous_commit=off', 'full_page_writes=off'] : []),
+    ...(opts.settings ?? []),
   ];
   const server = await startServerProcess({
     name: 'PostgreSQL',
