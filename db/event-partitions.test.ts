@@ -5,7 +5,7 @@ import { eventPartitions, maintainEventPartitions } from './event-partitions.js'
 import { ingestStats, insertEvents, type NewEvent } from './events.js';
 import { newId } from './ids.js';
 import { insertMetric } from './metrics.js';
-import { ratePass } from './rating.js';
+import { ratePass, ratingBacklog } from './rating.js';
 import { createTestDatabase } from '../test/stack.js';
 
 /**
@@ -49,10 +49,19 @@ describe('event partitions', () => {
     await em.flush();
     return id;
   }
+  /**
+   * Rates until nothing is waiting. A pass may find nothing while some other database's
+   * transaction holds back the cluster-wide xmin (the shared test cluster), so this waits on
+   * the backlog itself, not on an empty pass.
+   */
   async function rateAll(): Promise<void> {
-    for (;;) {
+    const pending = async () => (await ratingBacklog(orm.em.fork())) || (await sql<{ p: boolean }>(
+      'select exists (select 1 from event_unmatched u join customer_event_key k on k.key = u.customer_key) as p'))[0]!.p;
+    const until = Date.now() + 60_000;
+    while (await pending()) {
+      if (Date.now() > until) throw new Error('rating did not catch up in 60 s');
       const r = await ratePass(orm.em.fork(), 10_000);
-      if (r.events === 0 && r.rematched === 0) return;
+      if (r.events === 0 && r.rematched === 0) await new Promise((res) => setTimeout(res, 20));
     }
   }
   const where = async (id: string) => (await sql<{ p: string }>(`select tableoid::regclass::text as p from event where transaction_id = $1`, [id])).map((r) => r.p);
@@ -118,8 +127,15 @@ describe('event partitions', () => {
     await insertMetric(orm.em.fork(), { id: newId(), name: 'ret tokens', aggregationType: 'SUM', aggregationKey: 'tokens', eventTypeFilter: { in_values: ['llm'] }, propertyFilters: [], groupKeys: [], customFields: {} });
     await rateAll();
     // Two old days: one rated, one whose events the rater has not reached yet.
+    // A transaction elsewhere in the cluster (as other test files' are) holds back the rater's
+    // xmin for a moment: passes find nothing until it ends, and rateAll must wait it out.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    await holder.query('begin');
+    await holder.query('select pg_current_xact_id()');
     await storedOn(old, ev('r-rated', 'ret-known', 3, new Date(old).toISOString()));
     await storedOn(old, ev('r-waiting', 'ret-later', 4, new Date(old).toISOString()));
+    setTimeout(() => void holder.query('commit').then(() => holder.end()), 300);
     await rateAll();
     expect(await tokens(known)).toBe('3');
     await storedOn(older, ev('r-unrated', 'ret-known', 5, new Date(older).toISOString()));
