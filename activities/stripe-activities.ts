@@ -8,7 +8,7 @@ import { recordProviderPayment, standings } from '../db/payments.js';
 import { billingConfigOf, externalInvoices, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
 import { Contract } from '../db/entities.js';
 import type { RechargeKind } from '../billing/recharge.js';
-import { CONFIG_KEY, failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice } from '../db/recharge.js';
+import { CONFIG_KEY, failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice, type GrantedRecharge } from '../db/recharge.js';
 import { describeStripeError, isStripeCardError, isStripeRequestError, stripeClient } from '../integrations/stripe/client.js';
 import type { ActivityDeps } from './index.js';
 import { classified } from './failures.js';
@@ -365,8 +365,12 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
       return classified(() => failGatedCommit(orm.em.fork(), grantId, failure));
     },
 
-    async grantRecharge({ contractId, n, kind = 'prepaid' }: { contractId: string; n: number; kind?: RechargeKind }): Promise<{ grantId: string; created: boolean }> {
-      return classified(() => grantRecharge(orm.em.fork(), contractId, n, kind));
+    async grantRecharge({ contractId, n, kind = 'prepaid' }: { contractId: string; n: number; kind?: RechargeKind }): Promise<GrantedRecharge> {
+      return classified(async () => {
+        const granted = await grantRecharge(orm.em.fork(), contractId, n, kind);
+        if (granted.created && granted.invoice) crashPoint('@recharge-invoiced'); // granted and billed; its invoice's close not started yet
+        return granted;
+      });
     },
 
     async failRecharge({ contractId, n, failure, kind = 'prepaid' }: { contractId: string; n: number; failure: string; kind?: RechargeKind }): Promise<void> {

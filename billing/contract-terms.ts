@@ -119,6 +119,8 @@ export interface StoredScheduleItem {
   amount: string;
   quantity: string;
   unit_price: string;
+  /** Set when the item is billed on its own (SCHEDULED) invoice, not on the period's invoice it falls in. */
+  invoice_id?: string;
 }
 
 export interface StoredCharge {

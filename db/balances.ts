@@ -116,7 +116,7 @@ export function grantJson(g: BalanceGrant, product: Product | undefined, extra: 
     ...(g.invoiceSchedule ? {
       invoice_schedule: {
         credit_type: CREDIT_TYPE, do_not_invoice: !!g.invoiceSchedule.do_not_invoice,
-        schedule_items: g.invoiceSchedule.schedule_items.map((s) => ({ id: s.id, timestamp: s.timestamp, amount: jsonDecimal(s.amount), quantity: jsonDecimal(s.quantity), unit_price: jsonDecimal(s.unit_price) })),
+        schedule_items: g.invoiceSchedule.schedule_items.map((s) => ({ id: s.id, timestamp: s.timestamp, amount: jsonDecimal(s.amount), quantity: jsonDecimal(s.quantity), unit_price: jsonDecimal(s.unit_price), ...(s.invoice_id ? { invoice_id: s.invoice_id } : {}) })),
       },
     } : {}),
     ...(g.applicableProductIds ? { applicable_product_ids: g.applicableProductIds } : {}),

@@ -202,6 +202,8 @@ export const Invoice = defineEntity({
     id: p.uuid().primary(),
     customerId: p.uuid(),
     contractId: p.uuid(),
+    /** USAGE: a contract period's invoice; SCHEDULED: a commit billed on its own invoice when granted (its period is that instant). */
+    type: p.text().$type<'USAGE' | 'SCHEDULED'>(),
     periodStart: p.datetime(),
     periodEnd: p.datetime(),
     status: p.text().$type<'DRAFT' | 'FINALIZED' | 'VOID'>(),

@@ -5,7 +5,7 @@ import type { Period } from '../billing/periods.js';
 import { lockCustomerBalances } from './balance-lock.js';
 import { customerEventKeys } from './customers.js';
 import { BalanceLedgerEntry, Contract, Invoice } from './entities.js';
-import { computeInvoice, computeLateUsageInvoice, lateUsageInvoiceId, ledgerEntriesOf, openPeriods, periodOrder, storedLines } from './invoices.js';
+import { computeInvoice, computeLateUsageInvoice, computeScheduledInvoice, lateUsageInvoiceId, ledgerEntriesOf, openPeriods, periodOrder, storedLines } from './invoices.js';
 import { ratingCaughtUp } from './rating.js';
 
 export interface FreezeInput {
@@ -60,7 +60,9 @@ export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Pr
 
 /** Computes one period's invoice and writes it and its ledger entries (flushed, so the next computation in this transaction sees them). */
 async function storeFrozen(em: EntityManager, contract: Contract, period: Pick<Period, 'start' | 'end'>, invoiceId: string, existing: Invoice | null, regeneratedFromInvoiceId?: string): Promise<FrozenInvoice> {
-  const computed = await computeInvoice(em, contract, period, { invoiceId, regeneratedFromInvoiceId });
+  const computed = existing?.type === 'SCHEDULED'
+    ? await computeScheduledInvoice(em, contract, invoiceId, period)
+    : await computeInvoice(em, contract, period, { invoiceId, regeneratedFromInvoiceId });
   const now = new Date();
   if (existing) {
     existing.lineItems = storedLines(computed);
@@ -73,6 +75,7 @@ async function storeFrozen(em: EntityManager, contract: Contract, period: Pick<P
       id: invoiceId,
       customerId: contract.customerId,
       contractId: contract.id,
+      type: 'USAGE',
       periodStart: new Date(period.start),
       periodEnd: new Date(period.end),
       status: 'DRAFT',
@@ -117,11 +120,31 @@ export async function freezeLateUsageInvoiceTx(em: EntityManager, contractId: st
   if (!computed) return null;
   const now = new Date();
   em.create(Invoice, {
-    id, customerId: contract.customerId, contractId: contract.id, periodStart: contract.endingBefore!, periodEnd: contract.endingBefore!,
+    id, customerId: contract.customerId, contractId: contract.id, type: 'USAGE', periodStart: contract.endingBefore!, periodEnd: contract.endingBefore!,
     status: 'DRAFT', approvalStatus: 'PENDING_APPROVAL', creditTypeId: computed.creditType.id, creditTypeName: computed.creditType.name,
     lineItems: storedLines(computed), total: computed.total.toString(), subtotal: computed.subtotal.toString(), frozenAt: now, createdAt: now,
     regeneratedFromInvoiceId: null,
   });
   await em.flush();
   return { invoiceId: id, status: 'DRAFT', total: computed.total.toString(), periodStart: at, periodEnd: at };
+}
+
+/**
+ * Stores, frozen and awaiting its close, the SCHEDULED invoice of a commit whose invoice schedule
+ * item names it (computeScheduledInvoice) — inside the transaction that grants the commit, so the
+ * commit never exists unbilled. Its period is the instant `at`. Idempotent: an existing one is kept.
+ */
+export async function storeScheduledInvoiceTx(em: EntityManager, contract: Contract, invoiceId: string, at: string): Promise<FrozenInvoice> {
+  const existing = await em.findOne(Invoice, { id: invoiceId });
+  if (existing) return { status: existing.status, total: existing.total };
+  const computed = await computeScheduledInvoice(em, contract, invoiceId, { start: at, end: at });
+  const now = new Date();
+  em.create(Invoice, {
+    id: invoiceId, customerId: contract.customerId, contractId: contract.id, type: 'SCHEDULED', periodStart: new Date(at), periodEnd: new Date(at),
+    status: 'DRAFT', approvalStatus: 'PENDING_APPROVAL', creditTypeId: computed.creditType.id, creditTypeName: computed.creditType.name,
+    lineItems: storedLines(computed), total: computed.total.toString(), subtotal: computed.subtotal.toString(), frozenAt: now, createdAt: now,
+    regeneratedFromInvoiceId: null,
+  });
+  await em.flush();
+  return { status: 'DRAFT', total: computed.total.toString() };
 }

@@ -383,7 +383,8 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     const billedOn = g.invoiceContractId ?? g.contractId;
     if (g.kind === 'PREPAID' && g.invoiceSchedule && !g.invoiceSchedule.do_not_invoice && billedOn === contract.id) {
       for (const item of g.invoiceSchedule.schedule_items) {
-        if (!inPeriod(item.timestamp)) continue;
+        // An item with its own invoice (computeScheduledInvoice) is billed there, not here.
+        if (!inPeriod(item.timestamp) || item.invoice_id) continue;
         fixedCharges.push({ kind: 'commit_purchase', id: item.id, productId: g.productId, name, timestamp: Date.parse(item.timestamp), quantity: item.quantity, unitPrice: item.unit_price, commitId: g.id });
       }
     }
@@ -415,6 +416,26 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
   }
   const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
   return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections, trials });
+}
+
+/**
+ * A SCHEDULED invoice: a commit billed on its own invoice when it is granted (an auto-recharge or
+ * spend-threshold commit with payment gate NONE). Its lines are the customer's commit invoice
+ * schedule items that name this invoice, as commit-purchase lines — the same lines a period
+ * invoice bills for a commit's schedule item in its period (which skips these items). Its period
+ * is the instant of the grant.
+ */
+export async function computeScheduledInvoice(em: EntityManager, contract: Contract, invoiceId: string, period: Pick<Period, 'start' | 'end'>): Promise<AssembledInvoice> {
+  const at = Date.parse(period.start);
+  const grants = await em.find(BalanceGrant, { customerId: contract.customerId }, { orderBy: { createdAt: 'asc', id: 'asc' } });
+  const items = grants.flatMap((g) => (g.invoiceSchedule?.do_not_invoice ? [] : g.invoiceSchedule?.schedule_items ?? []).filter((i) => i.invoice_id === invoiceId).map((item) => ({ g, item })));
+  const products = new Map<string, ProductInfo>();
+  for (const p of items.length ? await em.find(Product, { id: { $in: [...new Set(items.map((x) => x.g.productId))] } }) : []) products.set(p.id, productInfo(productRecordOf(p), at));
+  const fixedCharges: FixedCharge[] = items.map(({ g, item }) => ({
+    kind: 'commit_purchase', id: item.id, productId: g.productId, name: g.name ?? products.get(g.productId)?.name ?? 'Commit',
+    timestamp: Date.parse(item.timestamp), quantity: item.quantity, unitPrice: item.unit_price, commitId: g.id,
+  }));
+  return assembleInvoice({ creditType: USD_CENTS, periodStart: at, periodEnd: Date.parse(period.end), products, slices: [], fixedCharges });
 }
 
 /** A contract's trial: its spec and window (billing/trial.ts), or null. */
@@ -651,6 +672,7 @@ export interface InvoiceView {
   id: string;
   customerId: string;
   contractId: string;
+  type: 'USAGE' | 'SCHEDULED';
   periodStart: string;
   periodEnd: string;
   status: 'DRAFT' | 'FINALIZED' | 'VOID';
@@ -672,6 +694,7 @@ export function viewOfStored(inv: Invoice): InvoiceView {
     id: inv.id,
     customerId: inv.customerId,
     contractId: inv.contractId,
+    type: inv.type,
     periodStart: inv.periodStart.toISOString(),
     periodEnd: inv.periodEnd.toISOString(),
     status: inv.status,
@@ -843,6 +866,7 @@ export function draftViewOf(inv: AssembledInvoice, contract: Contract, period: P
     id,
     customerId: contract.customerId,
     contractId: contract.id,
+    type: 'USAGE',
     periodStart: period.start,
     periodEnd: period.end,
     status: 'DRAFT',

@@ -3,7 +3,8 @@ import type { Decimal } from 'decimal.js';
 import { dec, sum, USD_CENTS } from '../billing/money.js';
 import { rechargeStep, spendThresholdStep, type RechargeKind, type RechargeStatus, type SpendThresholdConfig, type ThresholdConfig } from '../billing/recharge.js';
 import { customerBalances } from './balances.js';
-import { BalanceGrant, Contract } from './entities.js';
+import { BalanceGrant, Contract, Invoice } from './entities.js';
+import { storeScheduledInvoiceTx } from './invoice-freeze.js';
 import { uuidV5 } from './ids.js';
 import { customerDrafts, usageTotal, type DraftsPreload } from './invoices.js';
 import { enqueueNotification } from './notifications.js';
@@ -154,41 +155,67 @@ async function lockCustomerEvaluation(tx: EntityManager, contractId: string): Pr
 /** The id of the commit a recharge (or spend-threshold charge) grants: derived, so it is granted once. */
 export const rechargeGrantId = (contractId: string, n: number, kind: RechargeKind = 'prepaid') => uuidV5(`${kind === 'prepaid' ? 'recharge' : 'spend-threshold'}:${contractId}:${n}`);
 
+/** The id of the SCHEDULED invoice that bills a recharge (or spend-threshold charge) granted without a payment gate: derived, so it is written once. */
+export const rechargeInvoiceId = (contractId: string, n: number, kind: RechargeKind = 'prepaid') => uuidV5(`${kind === 'prepaid' ? 'recharge' : 'spend-threshold'}-invoice:${contractId}:${n}`);
+
+/** What grantRecharge did; `invoice`: the SCHEDULED invoice billing the commit (gate NONE), to be closed like any other. */
+export interface GrantedRecharge {
+  grantId: string;
+  created: boolean;
+  invoice?: { id: string; at: string; customerId: string };
+}
+
 /**
  * The recharge was paid (or needs no payment): the commit is granted, once — its id is derived
  * from (contract, n) — with the recharge marked GRANTED, the contract watching again, and
  * `payment_gate.payment_status` (paid) written, all in one transaction.
+ *
+ * Without a payment gate (NONE) nothing was collected, so the commit is billed: its invoice
+ * schedule has one item at the grant's instant naming its own SCHEDULED invoice, and that invoice
+ * is stored in the same transaction (frozen, awaiting its close: approval policy, finalize, email,
+ * Stripe). A granted commit is never unbilled, and a retried grant finds both and bills nothing more.
  */
-export async function grantRecharge(em: EntityManager, contractId: string, n: number, kind: RechargeKind = 'prepaid', now = new Date()): Promise<{ grantId: string; created: boolean }> {
+export async function grantRecharge(em: EntityManager, contractId: string, n: number, kind: RechargeKind = 'prepaid', now = new Date()): Promise<GrantedRecharge> {
   return em.transactional(async (tx) => {
     await lockCustomerEvaluation(tx, contractId);
     const [locked] = await tx.execute<{ status: string }[]>('select status from recharge where contract_id = ? and kind = ? and n = ? for update', [contractId, kind, n]);
     if (!locked) throw new Error(`${kind} charge ${contractId}/${n} does not exist`);
     const r = (await findRecharge(tx, contractId, n, kind))!;
     const grantId = rechargeGrantId(contractId, n, kind);
-    if (r.status === 'GRANTED') return { grantId, created: false };
+    const invoiceId = rechargeInvoiceId(contractId, n, kind);
+    if (r.status === 'GRANTED') {
+      const billed = await tx.findOne(Invoice, { id: invoiceId }, { fields: ['periodStart'] });
+      return { grantId, created: false, ...(billed ? { invoice: { id: invoiceId, at: billed.periodStart.toISOString(), customerId: r.customerId } } : {}) };
+    }
     const contract = await tx.findOneOrFail(Contract, { id: contractId });
     const cfg = contract.terms?.[CONFIG_KEY[kind]];
     if (!cfg) throw new Error(`contract ${contractId} has no ${CONFIG_KEY[kind]}`);
     const start = r.accessFrom ?? new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000).toISOString();
     const end = contract.endingBefore ? contract.endingBefore.toISOString() : '2100-01-01T00:00:00.000Z';
+    const amount = dec(r.amount).toFixed();
+    const at = now.toISOString();
+    const billed = cfg.payment_gate_config.payment_gate_type === 'NONE';
     tx.create(BalanceGrant, {
       id: grantId, customerId: r.customerId, contractId, kind: 'PREPAID', productId: cfg.commit.product_id,
       name: cfg.commit.name ?? (kind === 'prepaid' ? `Recharge ${n}` : `Spend threshold ${n}`),
       description: cfg.commit.description ?? ('recharge_to_amount' in cfg ? `Auto-recharge to ${cfg.recharge_to_amount} (threshold ${cfg.threshold_amount})` : `Spend threshold ${cfg.threshold_amount} billed`),
       priority: cfg.commit.priority ?? 100, applicableProductIds: cfg.commit.applicable_product_ids ?? null, applicableProductTags: cfg.commit.applicable_product_tags ?? null,
       applicableContractIds: null, specifiers: null,
-      accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: uuidV5(`${kind}-segment:${contractId}:${n}`), amount: dec(r.amount).toFixed(), starting_at: start, ending_before: end }] },
-      // Paid through the payment gate, not on a usage invoice.
-      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null,
+      accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: uuidV5(`${kind}-segment:${contractId}:${n}`), amount, starting_at: start, ending_before: end }] },
+      // Gated: paid through the payment gate. Ungated: billed on its own invoice, now.
+      invoiceSchedule: billed ? { credit_type_id: USD_CENTS.id, schedule_items: [{ id: uuidV5(`${kind}-invoice-item:${contractId}:${n}`), timestamp: at, amount, quantity: '1', unit_price: amount, invoice_id: invoiceId }] } : null,
+      invoiceContractId: null, rolloverFraction: null, rateType: null,
       customFields: kind === 'prepaid' ? { accrue_recharge: String(n) } : { accrue_spend_threshold: String(n) }, uniquenessKey: null, amendmentId: null, rolledOver: null, rolledOverFrom: null,
       createdAt: now, archivedAt: null,
     });
     await tx.flush();
+    if (billed) await storeScheduledInvoiceTx(tx, contract, invoiceId, at);
     await tx.execute(`update recharge set status = 'GRANTED', grant_id = ?, updated_at = now() where contract_id = ? and kind = ? and n = ?`, [grantId, contractId, kind, n]);
     await tx.execute(`update contract_recharge_state set status = 'ok', updated_at = now() where contract_id = ? and kind = ? and crossings = ?`, [contractId, kind, n]);
-    await paymentGateNotice(tx, r, 'paid', { payment_gate_type: cfg.payment_gate_config.payment_gate_type, commit_id: grantId, ...(r.externalInvoiceId ? { stripe_invoice_id: r.externalInvoiceId } : {}) });
-    return { grantId, created: true };
+    await paymentGateNotice(tx, r, 'paid', {
+      payment_gate_type: cfg.payment_gate_config.payment_gate_type, commit_id: grantId, ...(r.externalInvoiceId ? { stripe_invoice_id: r.externalInvoiceId } : {}), ...(billed ? { invoice_id: invoiceId } : {}),
+    });
+    return { grantId, created: true, ...(billed ? { invoice: { id: invoiceId, at, customerId: r.customerId } } : {}) };
   });
 }
 

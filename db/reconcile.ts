@@ -2,7 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { dec, sum } from '../billing/money.js';
 import { BillableMetric, Contract, Invoice, type StoredInvoiceLine } from './entities.js';
 import type { Decimal } from 'decimal.js';
-import { BILLED_USAGE_TYPES, computeInvoice, contractTrial, customerDrafts, storedLines, usageTotal, type Draft, type InvoiceView } from './invoices.js';
+import { BILLED_USAGE_TYPES, computeInvoice, computeScheduledInvoice, contractTrial, customerDrafts, storedLines, usageTotal, type Draft, type InvoiceView } from './invoices.js';
 import { inTrialUsageTotal } from '../billing/trial-cap.js';
 import { metricFilterSql, valueSql } from './metric-sql.js';
 import { ratingBacklog } from './rating.js';
@@ -124,7 +124,10 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
       const billedCorrections = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id).map((l) => ({
         correctedInvoiceId: l.corrected_invoice_id!, productId: l.product_id, name: l.name, amount: l.total, reason: l.reason ?? '', trialContractId: l.trial_contract_id,
       }));
-      const again = await computeInvoice(em, contract, { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() }, { invoiceId: inv.id, usageReader: rawUsageParts, asOf: inv.frozenAt, corrections: billedCorrections });
+      const period = { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() };
+      const again = inv.type === 'SCHEDULED'
+        ? await computeScheduledInvoice(em, contract, inv.id, period)
+        : await computeInvoice(em, contract, period, { invoiceId: inv.id, usageReader: rawUsageParts, asOf: inv.frozenAt, corrections: billedCorrections });
       checked.push({ report: reportOf(inv.id, contract.id, inv.status, inv.periodStart.toISOString(), inv.total, inv.lineItems), billed: inv.lineItems, rederived: storedLines(again), finalized: inv.status === 'FINALIZED' });
     }
     if (open) {

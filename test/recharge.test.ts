@@ -1,7 +1,7 @@
 import type Metronome from '@metronome/sdk';
 import { evaluateDirty, markDirty } from '../db/alerts.js';
 import { useSdkApp } from './sdk-app.js';
-import { eventually, http, monthStart, uniqueName } from './stack.js';
+import { eventually, http, mailTo, monthStart, uniqueName } from './stack.js';
 import { stripeCustomer, stripeEnv, testStripe } from './stripe/fixtures.js';
 
 /**
@@ -32,10 +32,11 @@ describe('auto-recharge through Stripe', () => {
         commit: { product_id: credits.data.id, name: 'Auto top-up' }, is_enabled: true,
         payment_gate_config: { payment_gate_type: gate }, threshold_amount: 500, recharge_to_amount: 2000,
       },
+      approval_policy: { mode: 'NEVER' },
     } as unknown as Metronome.V1.ContractCreateParams);
     let n = 0;
     const ingest = (count: number) => h.client.v1.usage.ingest({ usage: Array.from({ length: count }, () => ({ transaction_id: `${alias}-${n++}`, customer_id: alias, event_type: 'call', timestamp: new Date(Date.now() - 1000).toISOString() })) });
-    return { customerId: customer.data.id, contractId: contract.data.id, stripeCustomerId, ingest };
+    return { customerId: customer.data.id, contractId: contract.data.id, stripeCustomerId, billingEmail: `${alias}@example.test`, ingest };
   };
   const recharges = async (contractId: string) => h.orm.em.fork().execute<{ n: number; amount: string; balance_before: string; status: string }[]>(
     'select n, amount::text as amount, balance_before::text as balance_before, status from recharge where contract_id = ? order by n', [contractId]);
@@ -79,7 +80,7 @@ describe('auto-recharge through Stripe', () => {
     expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
   });
 
-  test('evaluators racing on the same marks start one recharge per crossing (gate NONE: granted at once)', async () => {
+  test('evaluators racing on the same marks start one recharge per crossing (gate NONE: granted at once and billed on its own invoice, once)', async () => {
     const s = await setUp('pays', 'NONE');
     // Stop the app's own evaluator from winning every race: evaluate from here, several at once, many times.
     await s.ingest(6);
@@ -88,7 +89,27 @@ describe('auto-recharge through Stripe', () => {
       await Promise.all(Array.from({ length: 4 }, () => evaluateDirty(h.orm.em.fork(), { limit: 50 })));
     }
     await eventually('recharged once', async () => expect(await recharges(s.contractId)).toEqual([{ n: 1, amount: '1600', balance_before: '400', status: 'GRANTED' }]), 60_000);
-    expect((await stripe.invoices.list({ customer: s.stripeCustomerId })).data).toHaveLength(0);
+    expect(await grants(s.contractId)).toEqual([{ name: 'Starter credits', amount: '1000' }, { name: 'Auto top-up', amount: '1600' }]);
+    // Not free: its own SCHEDULED invoice at the grant, finalized (policy NEVER), emailed, collected through Stripe — once.
+    const billed = await eventually('the recharge invoice closed and collected', async () => {
+      const all = (await http(h.app, 'GET', `/v1/customers/${s.customerId}/invoices`, { token: h.app.adminToken })).json.data as Record<string, any>[];
+      const scheduled = all.filter((i) => i.type === 'SCHEDULED');
+      expect(scheduled.map((i) => [i.total, i.status, i.payment_status, i.external_invoice?.external_status, !!i.emailed_at])).toEqual([[1600, 'FINALIZED', 'PAID', 'PAID', true]]);
+      return { scheduled: scheduled[0]!, usage: all.filter((i) => i.type === 'USAGE') };
+    }, 60_000);
+    expect(billed.scheduled.line_items.map((l: Record<string, unknown>) => [l.type, l.name, l.total])).toEqual([['commit_purchase', 'Auto top-up', 1600]]);
+    expect(billed.scheduled.start_timestamp).toBe(billed.scheduled.end_timestamp);
+    // The period invoice draws on the commit but does not bill its purchase again.
+    expect(billed.usage.flatMap((i) => i.line_items).filter((l: Record<string, unknown>) => l.type === 'commit_purchase' && l.name === 'Auto top-up')).toEqual([]);
+    expect((await stripe.invoices.list({ customer: s.stripeCustomerId })).data.map((i) => [i.total, i.status, i.metadata?.accrue_invoice_id])).toEqual([[1600, 'paid', billed.scheduled.id]]);
+    expect((await mailTo(s.billingEmail)).map((m) => m.subject)).toEqual([`Your invoice of ${billed.scheduled.start_timestamp.slice(0, 10)}: $16.00`]);
+    await s.ingest(2); // 2000 − 200 = 1800: above the threshold, nothing more is billed
+    for (let round = 0; round < 3; round++) {
+      await markDirty(h.orm.em.fork(), [s.customerId]);
+      await Promise.all(Array.from({ length: 4 }, () => evaluateDirty(h.orm.em.fork(), { limit: 50 })));
+    }
+    expect(await recharges(s.contractId)).toHaveLength(1);
+    expect(await h.orm.em.fork().execute(`select count(*)::int as n from invoice where customer_id = ? and type = 'SCHEDULED'`, [s.customerId])).toEqual([{ n: 1 }]);
     // Bad configurations: 4xx naming the field, no contract written.
     const current = (await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } })).json.data.current;
     const creditsId = current.prepaid_balance_threshold_configuration.commit.product_id as string;

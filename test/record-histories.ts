@@ -190,6 +190,14 @@ describe(`record workflow histories (label ${label})`, () => {
     const gated = await client.workflow.start(commitPaymentWorkflow, { workflowId: commitPaymentWorkflowId(grantId), taskQueue, args: [{ grantId }] });
     expect(await gated.result()).toBe('GRANTED');
     await save(gated, 'commitPaymentWorkflow', 'granted');
+
+    // Without a payment gate: granted at once, billed on its own invoice, whose close it starts.
+    const free = await seedContract(orm.em.fork(), { startingAt: monthStart(0), price: '1' });
+    await orm.em.fork().nativeUpdate(Contract, { id: free.contractId }, { terms: { approval_policy: { mode: 'NEVER' }, prepaid_balance_threshold_configuration: { commit: { product_id: free.productId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: '100', recharge_to_amount: '500' } } });
+    await orm.em.fork().execute(`insert into recharge (contract_id, n, customer_id, amount, balance_before, status) values (?, 1, ?, 500, 0, 'PENDING')`, [free.contractId, free.customerId]);
+    const billed = await client.workflow.start(rechargeWorkflow, { workflowId: rechargeWorkflowId(free.contractId, 1), taskQueue, args: [{ contractId: free.contractId, n: 1 }] });
+    expect(await billed.result()).toBe('GRANTED');
+    await save(billed, 'rechargeWorkflow', 'granted-and-billed');
   });
 
   test('rating: a run of 50 rateEvents continues as new', async () => {

@@ -1,5 +1,8 @@
-import { proxyActivities } from '@temporalio/workflow';
+import { ParentClosePolicy, patched, proxyActivities, startChild } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
+import { invoiceCloseWorkflow } from './invoice-close.js';
+import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey, invoiceWorkflowId } from './search-attributes.js';
 
 /**
  * One auto-recharge of a contract's prepaid balance (`recharge/<contract_id>/<n>`, n = the
@@ -9,6 +12,10 @@ import type { Activities } from '../activities/index.js';
  * idempotency keys), then grant the commit — only once paid. A declined payment grants nothing,
  * sends `payment_gate.payment_status` (failed) and ends: the charge is not retried in a loop (the
  * contract recharges again only after its balance was above the threshold once more).
+ * Without a payment gate (NONE) the commit is granted at once and billed: the grant stores its
+ * SCHEDULED invoice in the same transaction, and this workflow starts that invoice's close
+ * (`invoice/<invoice_id>`: approval policy, finalize, email, Stripe), which lives on by itself.
+ * Histories without the RECHARGE_INVOICE_PATCH marker (older builds) start no close.
  */
 const stripe = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', heartbeatTimeout: '20 seconds', retry: { initialInterval: '2 seconds', maximumInterval: '10 minutes', backoffCoefficient: 2 } });
 const acts = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds', retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 } });
@@ -21,9 +28,29 @@ export async function rechargeWorkflow({ contractId, n, kind }: { contractId: st
     await acts.failRecharge({ contractId, n, failure: paid.message ?? 'the payment failed', ...which });
     return 'FAILED';
   }
-  await acts.grantRecharge({ contractId, n, ...which });
+  const granted = await acts.grantRecharge({ contractId, n, ...which });
+  if (granted.invoice && patched(RECHARGE_INVOICE_PATCH)) {
+    const { id: invoiceId, at, customerId } = granted.invoice;
+    try {
+      await startChild(invoiceCloseWorkflow, {
+        workflowId: invoiceWorkflowId(invoiceId),
+        args: [{ invoiceId, contractId, periodStart: at, periodEnd: at }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        typedSearchAttributes: [
+          { key: CustomerIdKey, value: customerId }, { key: ContractIdKey, value: contractId },
+          { key: InvoiceIdKey, value: invoiceId }, { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
+        ],
+      });
+    } catch (err) {
+      // Started already (this workflow's earlier attempt): that close carries on.
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    }
+  }
   return 'GRANTED';
 }
+
+/** Marks histories of recharges that start the close of the invoice billing an ungated commit. */
+export const RECHARGE_INVOICE_PATCH = 'accrue-recharge-invoice';
 
 /**
  * A payment-gated commit (`commit-payment/<grant id>`, started when its contract is created): the

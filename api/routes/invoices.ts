@@ -77,7 +77,7 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payme
     id: v.id,
     customer_id: v.customerId,
     contract_id: v.contractId,
-    type: 'USAGE',
+    type: v.type,
     status: v.status,
     credit_type: creditType,
     total: jsonDecimal(v.total),
@@ -292,6 +292,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const old = await em.findOne(Invoice, { id });
     if (!old) throw new NotFoundError('closed invoice', id, 'id');
     if (old.status !== 'VOID') throw new ConflictError(`invoice ${id} is ${old.status}; only a voided invoice can be regenerated`);
+    if (old.type === 'SCHEDULED') throw new ConflictError(`invoice ${id} bills a commit's purchase (type SCHEDULED); it has no period to bill again and is not regenerated`);
     const newId = uuidV5(`regenerated:${old.id}`);
     const input = { invoiceId: newId, contractId: old.contractId, periodStart: old.periodStart.toISOString(), periodEnd: old.periodEnd.toISOString(), regeneratedFromInvoiceId: old.id };
     await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, { ...input, recompute: false }));

@@ -13,13 +13,15 @@ export { formatUsdCents } from '../../billing/money.js';
  * formatted by `formatUsdCents`, the same as the PDF and the API: they cannot disagree.
  */
 export function renderInvoiceEmail(invoice: InvoiceView, customer: { name: string; billingEmail: string }): OutgoingMail {
-  const period = `${invoice.periodStart.slice(0, 10)} to ${invoice.periodEnd.slice(0, 10)}`;
+  // A SCHEDULED invoice bills a commit bought at one instant (an auto-recharge): a date, not a period.
+  const scheduled = invoice.type === 'SCHEDULED';
+  const period = scheduled ? invoice.periodStart.slice(0, 10) : `${invoice.periodStart.slice(0, 10)} to ${invoice.periodEnd.slice(0, 10)}`;
   const total = formatUsdCents(invoice.total);
-  const subject = `Your invoice for ${period}: ${total}`;
-  const { text, html } = renderMail(`Invoice for ${period}`, [
+  const subject = `Your invoice ${scheduled ? 'of' : 'for'} ${period}: ${total}`;
+  const { text, html } = renderMail(`Invoice ${scheduled ? 'of' : 'for'} ${period}`, [
     paragraph(`Hello ${customer.name},`),
-    paragraph(`Your invoice for usage from ${period} (UTC) is final. The PDF is attached.`),
-    facts([['Invoice', invoice.id], ['Period', `${period} (UTC)`], ['Total', total]]),
+    paragraph(scheduled ? `Your invoice of ${period} (UTC) for ${invoice.lines.map((l) => l.name).join(', ')} is final. The PDF is attached.` : `Your invoice for usage from ${period} (UTC) is final. The PDF is attached.`),
+    facts([['Invoice', invoice.id], [scheduled ? 'Date' : 'Period', `${period} (UTC)`], ['Total', total]]),
     table(['Item', 'Quantity', 'Amount'], invoice.lines.map((l) => [l.name, l.quantity ?? '', formatUsdCents(l.total)]), { foot: ['Total', '', total], numeric: [1, 2] }),
     note(`Invoice total in cents: ${invoice.total}`),
   ]);
