@@ -81,6 +81,31 @@ export async function notifyPaymentStatus(tx: EntityManager, inv: Pick<Invoice, 
   });
 }
 
+/**
+ * Why these invoices cannot be voided: the payments still kept on them. Voiding an invoice that
+ * was paid (in full or in part) would leave the money recorded against nothing and let regenerate
+ * bill the period again; it is refused until the payments are refunded (refunds reported by the
+ * provider add up to at least what was paid). Read under the invoices' row locks, so no payment
+ * slips in between the check and the void. Undefined when every invoice may be voided.
+ */
+export async function voidBlockedByPayments(em: EntityManager, invoiceIds: readonly string[]): Promise<string | undefined> {
+  if (!invoiceIds.length) return undefined;
+  const rows = await em.execute<{ invoice_id: string; payments: { reference: string; amount: string }[]; paid: string; refunded: string }[]>(`
+    select p.invoice_id::text as invoice_id,
+      json_agg(json_build_object('reference', p.reference, 'amount', p.amount::text) order by p.paid_at, p.reference) as payments,
+      sum(p.amount)::text as paid,
+      coalesce((select sum(r.amount) from invoice_refund r where r.invoice_id = p.invoice_id), 0)::text as refunded
+    from invoice_payment p where p.invoice_id = any(?::uuid[])
+    group by p.invoice_id order by p.invoice_id`, [pgTextArray([...invoiceIds])]);
+  const kept = rows.filter((r) => dec(r.paid).gt(dec(r.refunded)));
+  if (!kept.length) return undefined;
+  return kept.map((r) => {
+    const list = r.payments.map((x) => `${JSON.stringify(x.reference)} (${dec(x.amount).toFixed()})`).join(', ');
+    const refunded = dec(r.refunded).isZero() ? '' : `, ${dec(r.refunded).toFixed()} refunded`;
+    return `invoice ${r.invoice_id} has payments ${list}${refunded}`;
+  }).join('; ');
+}
+
 type InvoiceLike = Pick<Invoice, 'id' | 'contractId' | 'status' | 'total'> & { finalizedAt?: Date | string | null };
 
 /** The payment standing of each invoice: paid so far, due, status, due date (finalized ones only). */
