@@ -2,15 +2,18 @@ import type Metronome from '@metronome/sdk';
 import pg from 'pg';
 import { useSdkApp } from './sdk-app.js';
 import { eventually, http, mailTo, monthStart } from './stack.js';
-import { billedCustomer, signedEvent, stripeCustomer, stripeEnv, testStripe } from './stripe/fixtures.js';
+import { billedCustomer, signedEvent, stripeCustomer, stripeEnv, stripeFaults, stripeFaultsClear, stripeFaultsLeft, testStripe } from './stripe/fixtures.js';
 
 /**
  * Money already received stays where it was received: a paid (or partly paid) invoice is not
  * voided — so regenerate cannot bill its period again — until its payments are refunded, and a
- * void racing a payment lets only one of them through.
+ * void racing a payment lets only one of them through. On an invoice Stripe collects, Stripe asks
+ * for exactly what is due: a part paid by hand is refused (before the Stripe invoice exists and
+ * during its dunning), the whole amount paid by hand marks the Stripe invoice paid out of band
+ * (its hosted link can no longer be paid), and a charge that got there first wins.
  */
-describe('paid invoices: void and regenerate', () => {
-  // This Accrue's own Stripe key.
+describe('paid invoices: void, regenerate and manual payments on Stripe invoices', () => {
+  // This Accrue's own Stripe key: the faults below are scoped to it (the server is shared).
   const appKey = 'sk_test_accrue_paid_invoices';
   const h = useSdkApp('paid_invoices', { env: stripeEnv({ STRIPE_SECRET_KEY: appKey }) });
   const stripe = testStripe();
@@ -135,5 +138,88 @@ describe('paid invoices: void and regenerate', () => {
     expect((await webhook(signedEvent('charge.refunded', { id: charge!.id, object: 'charge', invoice: stripeInvoiceId, amount: 4000, amount_refunded: 4000, refunded: true }))).status).toBe(200);
     expect((await voidInvoice(s.invoiceId)).status).toBe(200);
     expect((await regenerate(s.invoiceId)).status).toBe(200);
+  });
+
+  const payments = async (invoiceId: string) => h.orm.em.fork().execute<{ reference: string; amount: string; source: string }[]>(
+    'select reference, amount::text as amount, source from invoice_payment where invoice_id = ? order by recorded_at', [invoiceId]);
+
+  test('manual payments before the Stripe invoice exists (Stripe down): a part is refused, Stripe then charges exactly the total; the whole amount paid by hand is never sent', async () => {
+    const partlyCustomer = await customerWithUsage({ stripe: 'charge_automatically' });
+    const wholeCustomer = await customerWithUsage({ stripe: 'charge_automatically' });
+    // Stripe answers 500 to everything this Accrue asks until the faults are dropped.
+    await stripeFaults(appKey, 500, 10_000);
+    let partly, whole;
+    try {
+      partly = await contractFor(partlyCustomer);
+      expect((await invoiceJson(partly.customerId, partly.invoiceId)).external_invoice).toBeUndefined();
+      const part = await pay(partly.invoiceId, { amount: 1500, reference: 'wire-part' });
+      expect([part.status, part.json.message]).toEqual([409, expect.stringMatching(/^amount: invoice \S+ is collected through Stripe, which asks for the whole 4000 due/)]);
+      whole = await contractFor(wholeCustomer);
+      expect((await invoiceJson(whole.customerId, whole.invoiceId)).external_invoice).toBeUndefined();
+      expect((await pay(whole.invoiceId, { amount: 4000, reference: 'wire-whole' })).status).toBe(201);
+      expect(await stripeFaultsLeft(appKey)).toBeGreaterThan(0); // Stripe had answered nothing all along
+    } finally {
+      await stripeFaultsClear(appKey);
+    }
+
+    const charged = await eventually('the refused part changed nothing: charged in full through Stripe', async () => {
+      const j = await invoiceJson(partly.customerId, partly.invoiceId);
+      expect([j.external_invoice?.external_status, j.payment_status]).toEqual(['PAID', 'PAID']);
+      return j;
+    }, 120_000);
+    const si = await stripe.invoices.retrieve(charged.external_invoice.invoice_id);
+    expect([si.total, si.amount_paid]).toEqual([4000, 4000]);
+    expect(await payments(partly.invoiceId)).toEqual([{ reference: `stripe:${si.id}`, amount: '4000', source: 'STRIPE' }]);
+    await eventually('the invoice paid by hand is not sent to Stripe', async () => {
+      expect((await invoiceJson(whole.customerId, whole.invoiceId)).external_invoice?.external_status).toBe('SKIPPED');
+    }, 120_000);
+    expect((await stripe.invoices.list({ customer: whole.stripeCustomerId })).data).toEqual([]);
+    expect((await stripe.charges.list({ customer: whole.stripeCustomerId })).data).toEqual([]);
+    expect(await payments(whole.invoiceId)).toEqual([{ reference: 'wire-whole', amount: '4000', source: 'MANUAL' }]);
+  });
+
+  test('manual payments during dunning: a part is refused; the whole amount marks the Stripe invoice paid out of band, which cannot be paid again, and ends the dunning', async () => {
+    const s = await setUp({ stripe: 'charge_automatically', card: 'declines' });
+    const dunned = await eventually('the charge declined, dunning', async () => {
+      const j = await invoiceJson(s.customerId, s.invoiceId);
+      expect([j.external_invoice?.external_status, j.payment_status, j.dunning?.status]).toEqual(['PAYMENT_FAILED', 'UNPAID', 'ACTIVE']);
+      return j;
+    }, 90_000);
+    const stripeInvoiceId = dunned.external_invoice.invoice_id as string;
+    const part = await pay(s.invoiceId, { amount: 1000, reference: 'wire-part' });
+    expect([part.status, part.json.message]).toEqual([409, expect.stringContaining(`is collected through Stripe (${stripeInvoiceId}), which asks for the whole 4000 due`)]);
+    expect((await stripe.invoices.retrieve(stripeInvoiceId)).amount_due).toBe(4000);
+
+    const whole = await pay(s.invoiceId, { amount: 4000, reference: 'wire-whole' });
+    expect([whole.status, whole.json.data]).toEqual([201, expect.objectContaining({ payment_status: 'PAID', amount_due: 0 })]);
+    const si = await stripe.invoices.retrieve(stripeInvoiceId);
+    expect([si.status, (si as unknown as { paid_out_of_band: boolean }).paid_out_of_band]).toEqual(['paid', true]);
+    // Its hosted link cannot be paid again: Stripe refuses, nothing is charged.
+    await expect(stripe.invoices.pay(stripeInvoiceId)).rejects.toThrow(/already paid/);
+    expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data.filter((c) => c.paid)).toEqual([]);
+    // The same request again is the same payment; Stripe's invoice.paid for the mark records nothing more.
+    expect((await pay(s.invoiceId, { amount: 4000, reference: 'wire-whole' })).status).toBe(200);
+    const webhook = await fetch(`${h.app.baseURL}/v1/accrue/webhooks/stripe`, { method: 'POST', ...signedEvent('invoice.paid', si) });
+    expect([webhook.status, ((await webhook.json()) as { outcome: string }).outcome]).toEqual([200, 'already paid']);
+    expect(await payments(s.invoiceId)).toEqual([{ reference: 'wire-whole', amount: '4000', source: 'MANUAL' }]);
+    await eventually('dunning ended', async () => {
+      const j = await invoiceJson(s.customerId, s.invoiceId);
+      expect([j.payment_status, j.external_invoice.external_status, j.dunning?.status]).toEqual(['PAID', 'PAID', 'PAID']);
+    });
+  });
+
+  test('the customer paid the Stripe invoice first: the whole amount paid by hand is refused (409), Stripe\'s payment is recorded', async () => {
+    const s = await setUp({ stripe: 'send_invoice' });
+    const open = await eventually('sent to Stripe, open', async () => {
+      const j = await invoiceJson(s.customerId, s.invoiceId);
+      expect(j.external_invoice?.external_status).toBe('FINALIZED');
+      return j;
+    }, 90_000);
+    const stripeInvoiceId = open.external_invoice.invoice_id as string;
+    expect((await stripe.invoices.pay(stripeInvoiceId)).status).toBe('paid'); // through the hosted link
+    const late = await pay(s.invoiceId, { amount: 4000, reference: 'wire-late' });
+    expect([late.status, late.json.message]).toEqual([409, expect.stringContaining(`was paid through Stripe (${stripeInvoiceId}) meanwhile; payment "wire-late" is not recorded`)]);
+    expect(await payments(s.invoiceId)).toEqual([{ reference: `stripe:${stripeInvoiceId}`, amount: '4000', source: 'STRIPE' }]);
+    expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
   });
 });
