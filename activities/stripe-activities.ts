@@ -1,11 +1,13 @@
+import { LockMode } from '@mikro-orm/core';
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type Stripe from 'stripe';
 import { ConflictError, NotFoundError } from '../billing/errors.js';
 import { dec } from '../billing/money.js';
 import { stripeItems } from '../billing/stripe-items.js';
 import { Invoice } from '../db/entities.js';
-import { recordProviderPayment, standings } from '../db/payments.js';
-import { billingConfigOf, externalInvoices, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
+import { standings } from '../db/payments.js';
+import { recordStripePaid, settleOutOfBand } from '../integrations/stripe/out-of-band.js';
+import { billingConfigOf, externalInvoices, outOfBandPayment, recordDunning, recordExternal, type DunningState, type ExternalStatus } from '../db/stripe.js';
 import { Contract } from '../db/entities.js';
 import type { RechargeKind } from '../billing/recharge.js';
 import { CONFIG_KEY, failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice, type GrantedRecharge } from '../db/recharge.js';
@@ -223,19 +225,50 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
             beat();
           }
           await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
-          const paidMeanwhile = (await standings(orm.em.fork(), [inv])).get(inv.id)?.status === 'PAID';
-          if (si.status === 'open' && config.collectionMethod === 'charge_automatically' && !paidMeanwhile) {
+          // Read under the invoice's row lock, after the copy's id is recorded: a manual payment
+          // either committed before (seen here) or sees the copy and settles it at Stripe itself.
+          const gate = await orm.em.fork().transactional(async (tx) => {
+            await tx.findOne(Invoice, { id: invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE, fields: ['id'] });
+            return { standing: (await standings(tx, [inv])).get(inv.id), noted: await outOfBandPayment(tx, invoiceId) };
+          });
+          if (si.status === 'open' && gate.noted) {
+            // A manual payment of the whole amount is settling it out of band: it is finished here.
+            await settleOutOfBand(client, em, invoiceId, si.id!);
+            si = await client.invoices.retrieve(si.id!);
+          } else if (si.status === 'open' && gate.standing?.status === 'PAID') {
+            // Paid in Accrue meanwhile: its copy can no longer be paid at Stripe.
+            try {
+              si = await client.invoices.pay(si.id!, { paid_out_of_band: true }, { idempotencyKey: key(inv.id, 'out_of_band') });
+            } catch (err) {
+              if (!isStripeRequestError(err)) throw err;
+              si = await client.invoices.retrieve(si.id!);
+            }
+            await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
+            return { outcome: statusOf(si), stripeInvoiceId: si.id!, customerId: inv.customerId };
+          } else if (si.status === 'open' && gate.standing && !dec(gate.standing.amountDue).eq(si.amount_due)) {
+            // Stripe would ask for something else than what is due: nothing is collected there.
+            await recordExternal(em, { ...base, externalId: si.id!, status: 'INVALID_REQUEST_ERROR', hostedUrl: si.hosted_invoice_url ?? null });
+            log.error('the Stripe invoice asks for another amount than is due; not charged (settle it in Stripe)', { invoiceId, stripeInvoiceId: si.id, stripeAmountDue: si.amount_due, amountDue: gate.standing.amountDue });
+            return { outcome: 'INVALID_REQUEST_ERROR', stripeInvoiceId: si.id!, message: `the Stripe invoice asks for ${si.amount_due}, not the ${gate.standing.amountDue} due` };
+          } else if (si.status === 'open' && config.collectionMethod === 'charge_automatically') {
             try {
               si = await client.invoices.pay(si.id!, {}, { idempotencyKey: key(inv.id, 'pay') });
               crashPoint('@stripe-charged'); // charged at Stripe; the payment is not recorded yet
             } catch (err) {
-              if (!isStripeCardError(err)) throw err;
-              await recordExternal(em, { ...base, externalId: si.id!, status: 'PAYMENT_FAILED', hostedUrl: si.hosted_invoice_url ?? null });
-              log.info('the card payment failed; dunning starts', { invoiceId, stripeInvoiceId: si.id, error: describeStripeError(err) });
-              return { outcome: 'PAYMENT_FAILED', stripeInvoiceId: si.id!, message: describeStripeError(err), customerId: inv.customerId };
+              if (isStripeRequestError(err)) {
+                // Settled meanwhile (marked paid out of band for a manual payment): see by what.
+                const now = await client.invoices.retrieve(si.id!);
+                if (now.status !== 'paid') throw err;
+                si = now;
+              } else {
+                if (!isStripeCardError(err)) throw err;
+                await recordExternal(em, { ...base, externalId: si.id!, status: 'PAYMENT_FAILED', hostedUrl: si.hosted_invoice_url ?? null });
+                log.info('the card payment failed; dunning starts', { invoiceId, stripeInvoiceId: si.id, error: describeStripeError(err) });
+                return { outcome: 'PAYMENT_FAILED', stripeInvoiceId: si.id!, message: describeStripeError(err), customerId: inv.customerId };
+              }
             }
           }
-          if (si.status === 'paid') await recordProviderPayment(em, invoiceId, si.id!);
+          if (si.status === 'paid') await recordStripePaid(client, em, invoiceId, si.id!);
           await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
           const dunningAt = si.status === 'open' && config.collectionMethod === 'send_invoice' && terms?.dueAt ? { firstAttemptAt: terms.dueAt } : {};
           return { outcome: statusOf(si), stripeInvoiceId: si.id!, customerId: inv.customerId, ...dunningAt };
@@ -291,18 +324,28 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
         const base = { invoiceId, externalId: ext.externalId, collectionMethod: ext.collectionMethod };
         try {
           let si = await client.invoices.retrieve(ext.externalId);
-          if (si.status === 'open') {
+          if (si.status === 'open' && (await outOfBandPayment(em, invoiceId))) {
+            // A manual payment of the whole amount is settling it out of band: not charged.
+            await settleOutOfBand(client, em, invoiceId, si.id!);
+            si = await client.invoices.retrieve(si.id!);
+          } else if (si.status === 'open') {
             try {
               si = await client.invoices.pay(si.id!, {}, { idempotencyKey: key(inv.id, `dunning:${attempt}`) });
             } catch (err) {
-              if (!isStripeCardError(err)) throw err;
-              await recordExternal(em, { ...base, status: 'PAYMENT_FAILED', hostedUrl: si.hosted_invoice_url ?? null });
-              return { outcome: 'FAILED', message: describeStripeError(err) };
+              if (isStripeRequestError(err)) {
+                const now = await client.invoices.retrieve(si.id!);
+                if (now.status !== 'paid') throw err;
+                si = now; // settled meanwhile (paid out of band)
+              } else {
+                if (!isStripeCardError(err)) throw err;
+                await recordExternal(em, { ...base, status: 'PAYMENT_FAILED', hostedUrl: si.hosted_invoice_url ?? null });
+                return { outcome: 'FAILED', message: describeStripeError(err) };
+              }
             }
           }
           await recordExternal(em, { ...base, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
           if (si.status === 'paid') {
-            await recordProviderPayment(em, invoiceId, si.id!);
+            await recordStripePaid(client, em, invoiceId, si.id!);
             return { outcome: 'PAID' };
           }
           return si.status === 'void' ? { outcome: 'SETTLED' } : { outcome: 'FAILED', message: `the Stripe invoice is ${si.status}` };

@@ -190,7 +190,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(contractChangesRouter(deps.orm, deps.temporal, deps.taskQueue));
   app.use(balancesRouter(deps.orm));
   app.use(invoicesRouter(deps.orm, deps.temporal, deps.taskQueue));
-  app.use(invoicePaymentsRouter(deps.orm, deps.temporal));
+  app.use(invoicePaymentsRouter(deps.orm, deps.temporal, deps.stripe));
   app.use(billingConfigRouter(deps.orm, deps.stripe));
   app.use(approvalsRouter(deps.orm, { ...DEFAULT_LIFECYCLE_SETTINGS, ...deps.lifecycle }));
   app.use(alertsRouter(deps.orm));

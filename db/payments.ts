@@ -7,7 +7,7 @@ import type { Decimal } from 'decimal.js';
 import { Contract, Invoice } from './entities.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
-import { dunningStates } from './stripe.js';
+import { dunningStates, noteOutOfBand, stripeCollection, type OutOfBandPayment } from './stripe.js';
 
 /**
  * Payments against finalized invoices: the one domain function every payment goes through (a
@@ -27,6 +27,21 @@ export interface PaymentInput {
   source?: 'MANUAL' | 'STRIPE';
 }
 
+/** A payment received outside a billing provider, in an Accrue where Stripe may be on. */
+export interface ManualPaymentInput extends Omit<PaymentInput, 'source' | 'amount'> {
+  amount: string;
+  /** Stripe is on: invoices it collects (`stripeCollection`) take only payments of the whole amount due. */
+  stripeOn: boolean;
+}
+
+/**
+ * The invoice's Stripe copy is open: it is marked paid out of band first (the caller asks Stripe,
+ * which settles it against any charge in flight), then the noted payment is recorded.
+ */
+export interface SettleAtStripeFirst {
+  settleAtStripe: { invoiceId: string; contractId: string; stripeInvoiceId: string; payment: OutOfBandPayment };
+}
+
 export interface RecordedPayment {
   invoiceId: string;
   contractId: string;
@@ -44,7 +59,31 @@ export interface RecordedPayment {
  * amount answers the recorded payment; with another amount it is a conflict.
  */
 export async function recordPayment(em: EntityManager, p: PaymentInput): Promise<RecordedPayment> {
-  return em.transactional(async (tx) => {
+  const r = await recordPaymentOnce(em, p);
+  if ('settleAtStripe' in r) throw new Error('unreachable: only manual payments are settled at Stripe');
+  return r;
+}
+
+/**
+ * A manual payment (`POST /v1/accrue/invoices/{id}/payments`). On an invoice Stripe collects, only
+ * the whole amount due is taken (Stripe asks for all of it: a part paid here would be collected
+ * again there) — a smaller amount is a 409; while its Stripe copy is being created, a 409 to
+ * retry; once the copy is open, the payment is noted and `settleAtStripe` returned.
+ */
+export async function recordManualPayment(em: EntityManager, p: ManualPaymentInput): Promise<RecordedPayment | SettleAtStripeFirst> {
+  return recordPaymentOnce(em, { ...p, source: 'MANUAL' }, p.stripeOn);
+}
+
+/**
+ * The payment noted for the Stripe copy `stripeInvoiceId`, now paid out of band there: recorded
+ * as the manual payment it is (idempotent on its reference).
+ */
+export async function recordSettledOutOfBand(em: EntityManager, invoiceId: string, payment: OutOfBandPayment): Promise<RecordedPayment> {
+  return recordPayment(em, { invoiceId, amount: payment.amount, reference: payment.reference, paidAt: payment.paidAt, recordedBy: payment.recordedBy, source: 'MANUAL' });
+}
+
+async function recordPaymentOnce(em: EntityManager, p: PaymentInput, stripeOn = false): Promise<RecordedPayment | SettleAtStripeFirst> {
+  return em.transactional(async (tx): Promise<RecordedPayment | SettleAtStripeFirst> => {
     const inv = await tx.findOne(Invoice, { id: p.invoiceId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
     if (!inv) throw new NotFoundError('invoice', p.invoiceId, 'invoice_id');
     const remaining = p.amount === 'REMAINING';
@@ -62,6 +101,20 @@ export async function recordPayment(em: EntityManager, p: PaymentInput): Promise
     if (!amount.isInteger() || amount.lte(0)) throw new ValidationError('amount', `must be a positive whole number of cents, got ${p.amount}`);
     if (amount.gt(before.amountDue)) throw new ValidationError('amount', `${amount.toFixed()} is more than the ${before.amountDue} still due on invoice ${inv.id}`);
     const paidAt = p.paidAt ?? new Date().toISOString();
+    const collection = stripeOn ? await stripeCollection(tx, inv) : undefined;
+    if (collection) {
+      const at = collection.externalId ? ` (${collection.externalId})` : '';
+      if (amount.lt(before.amountDue)) throw new ConflictError(`amount: invoice ${inv.id} is collected through Stripe${at}, which asks for the whole ${before.amountDue} due; a manual payment must settle all of it (or the customer pays at Stripe)`);
+      if (collection.externalId && (collection.status === 'QUEUED' || collection.status === 'DRAFT')) {
+        throw new ConflictError(`invoice ${inv.id} is being sent to Stripe${at}; retry the payment in a moment`);
+      }
+      if (collection.externalId) {
+        const payment = { reference: p.reference, amount: amount.toFixed(), paidAt, recordedBy: p.recordedBy ?? null };
+        const noted = await noteOutOfBand(tx, inv.id, payment);
+        if (noted.reference !== p.reference) throw new ConflictError(`invoice ${inv.id} is being settled at Stripe by payment ${JSON.stringify(noted.reference)}; repeat that request`);
+        return { settleAtStripe: { invoiceId: inv.id, contractId: inv.contractId, stripeInvoiceId: collection.externalId, payment: noted } };
+      }
+    }
     await tx.execute('insert into invoice_payment (invoice_id, reference, amount, paid_at, recorded_by, source) values (?, ?, ?, ?, ?, ?)',
       [inv.id, p.reference, amount.toFixed(), paidAt, p.recordedBy ?? null, p.source ?? 'MANUAL']);
     const after = (await standings(tx, [inv])).get(inv.id)!;
@@ -79,6 +132,31 @@ export async function notifyPaymentStatus(tx: EntityManager, inv: Pick<Invoice, 
     type: 'accrue.invoice.payment_status_changed', dedupKey: `payment_status:${inv.id}:${cause}`, customerId: inv.customerId,
     properties: { invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, payment_status: status, amount_due: Number(amountDue.toString()), ...extra },
   });
+}
+
+/**
+ * Why these invoices cannot be voided: the payments still kept on them. Voiding an invoice that
+ * was paid (in full or in part) would leave the money recorded against nothing and let regenerate
+ * bill the period again; it is refused until the payments are refunded (refunds reported by the
+ * provider add up to at least what was paid). Read under the invoices' row locks, so no payment
+ * slips in between the check and the void. Undefined when every invoice may be voided.
+ */
+export async function voidBlockedByPayments(em: EntityManager, invoiceIds: readonly string[]): Promise<string | undefined> {
+  if (!invoiceIds.length) return undefined;
+  const rows = await em.execute<{ invoice_id: string; payments: { reference: string; amount: string }[]; paid: string; refunded: string }[]>(`
+    select p.invoice_id::text as invoice_id,
+      json_agg(json_build_object('reference', p.reference, 'amount', p.amount::text) order by p.paid_at, p.reference) as payments,
+      sum(p.amount)::text as paid,
+      coalesce((select sum(r.amount) from invoice_refund r where r.invoice_id = p.invoice_id), 0)::text as refunded
+    from invoice_payment p where p.invoice_id = any(?::uuid[])
+    group by p.invoice_id order by p.invoice_id`, [pgTextArray([...invoiceIds])]);
+  const kept = rows.filter((r) => dec(r.paid).gt(dec(r.refunded)));
+  if (!kept.length) return undefined;
+  return kept.map((r) => {
+    const list = r.payments.map((x) => `${JSON.stringify(x.reference)} (${dec(x.amount).toFixed()})`).join(', ');
+    const refunded = dec(r.refunded).isZero() ? '' : `, ${dec(r.refunded).toFixed()} refunded`;
+    return `invoice ${r.invoice_id} has payments ${list}${refunded}`;
+  }).join('; ');
 }
 
 type InvoiceLike = Pick<Invoice, 'id' | 'contractId' | 'status' | 'total'> & { finalizedAt?: Date | string | null };
@@ -123,7 +201,9 @@ export async function unsettledInvoices(em: EntityManager, contractId: string): 
  * activity, a dunning retry and the `invoice.paid` webhook may all report it; the first one
  * records it). Stripe may have covered part of it from the customer's Stripe balance (e.g. an
  * amount below its minimum charge carried from an earlier invoice): it is paid all the same.
- * Undefined when nothing was due any more (already paid, voided).
+ * Undefined when nothing was due any more (already paid, voided). A copy with a manual payment
+ * noted for it (`noteOutOfBand`) goes through `settleOutOfBand` instead, which knows which of the
+ * two Stripe settled.
  */
 export async function recordProviderPayment(em: EntityManager, invoiceId: string, externalId: string, paidAt?: string): Promise<RecordedPayment | undefined> {
   const inv = await em.fork().findOne(Invoice, { id: invoiceId }, { fields: ['id', 'contractId', 'status', 'total', 'finalizedAt'] });

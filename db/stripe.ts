@@ -104,3 +104,54 @@ export async function recordDunning(em: EntityManager, d: { invoiceId: string; s
       next_attempt_at = excluded.next_attempt_at, updated_at = now()
     where invoice_dunning.status = 'ACTIVE'`, [d.invoiceId, d.status, d.step, d.steps, d.nextAttemptAt]);
 }
+
+/** A manual payment for which the invoice's Stripe copy is being (or was) marked paid out of band. */
+export interface OutOfBandPayment {
+  reference: string;
+  amount: string;
+  paidAt: string;
+  recordedBy: string | null;
+}
+
+/**
+ * Notes, in the payment's transaction, that the Stripe copy is to be marked paid out of band for
+ * this payment. Another payment already noted (not the same reference) is a conflict: one
+ * settlement at a time.
+ */
+export async function noteOutOfBand(em: EntityManager, invoiceId: string, p: OutOfBandPayment): Promise<OutOfBandPayment> {
+  const [row] = await em.execute<{ out_of_band_payment: OutOfBandPayment }[]>(`
+    update invoice_external set out_of_band_payment = coalesce(out_of_band_payment, ?::jsonb), updated_at = now()
+    where invoice_id = ? returning out_of_band_payment`, [JSON.stringify(p), invoiceId]);
+  if (!row) throw new Error(`invoice ${invoiceId} has no Stripe copy`);
+  return row.out_of_band_payment;
+}
+
+/** The payment noted by `noteOutOfBand`, if any. */
+export async function outOfBandPayment(em: EntityManager, invoiceId: string): Promise<OutOfBandPayment | undefined> {
+  const [row] = await em.execute<{ out_of_band_payment: OutOfBandPayment | null }[]>('select out_of_band_payment from invoice_external where invoice_id = ?', [invoiceId]);
+  return row?.out_of_band_payment ?? undefined;
+}
+
+/** The Stripe copy is paid (out of band, for the noted payment). */
+export async function markExternalPaid(em: EntityManager, invoiceId: string): Promise<void> {
+  await em.execute(`update invoice_external set external_status = 'PAID', updated_at = now() where invoice_id = ?`, [invoiceId]);
+}
+
+/** Forgets a noted payment that Stripe did not settle (the copy was paid by a charge, or voided). */
+export async function forgetOutOfBand(em: EntityManager, invoiceId: string, reference: string): Promise<void> {
+  await em.execute(`update invoice_external set out_of_band_payment = null, updated_at = now() where invoice_id = ? and out_of_band_payment->>'reference' = ?`, [invoiceId, reference]);
+}
+
+/**
+ * Whether Stripe collects this finalized invoice — it asks the customer for the whole amount due:
+ * Stripe is on and the invoice's copy there is open (or still being sent), or it has no copy yet
+ * and its customer had a Stripe billing config when it was finalized (the close sends it). Not
+ * when the sync skipped it or Stripe refused it, nor once the copy is paid or void.
+ */
+export async function stripeCollection(em: EntityManager, inv: { id: string; customerId: string; finalizedAt?: Date | null }): Promise<{ externalId: string | null; status: ExternalStatus } | undefined> {
+  const ext = (await externalInvoices(em, [inv.id])).get(inv.id);
+  if (ext) return ['QUEUED', 'DRAFT', 'FINALIZED', 'PAYMENT_FAILED'].includes(ext.status) ? { externalId: ext.externalId, status: ext.status } : undefined;
+  const [config] = await em.execute<{ created_at: Date }[]>(`select created_at from customer_billing_config where customer_id = ? and provider = 'stripe'`, [inv.customerId]);
+  if (!config || (inv.finalizedAt && new Date(config.created_at).getTime() > new Date(inv.finalizedAt).getTime())) return undefined;
+  return { externalId: null, status: 'QUEUED' };
+}

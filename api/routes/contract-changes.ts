@@ -10,6 +10,7 @@ import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Invoice } from '../../db/entities.js';
 import { invoiceIdFor, newId } from '../../db/ids.js';
 import { contractSchedule } from '../../db/invoices.js';
+import { voidBlockedByPayments } from '../../db/payments.js';
 import { contractChangedSignal, contractWorkflow } from '../../workflows/contract.js';
 import { contractWorkflowId, invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
@@ -75,8 +76,12 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
         const now = new Date();
         c.archivedAt = now;
         await tx.nativeUpdate(BalanceGrant, { contractId: c.id, archivedAt: null }, { archivedAt: now });
-        // Invoices waiting for approval are cancelled; finalized ones are voided on request.
-        for (const inv of await tx.find(Invoice, { contractId: c.id, status: { $ne: 'VOID' } })) {
+        // Invoices waiting for approval are cancelled; finalized ones are voided on request, unless
+        // one of them has payments not refunded (then nothing is archived).
+        const live = await tx.find(Invoice, { contractId: c.id, status: { $ne: 'VOID' } }, voidInvoices ? { lockMode: LockMode.PESSIMISTIC_WRITE, orderBy: { id: 'asc' } } : {});
+        const paid = voidInvoices ? await voidBlockedByPayments(tx, live.filter((i) => i.status === 'FINALIZED').map((i) => i.id)) : undefined;
+        if (paid) throw new ConflictError(`void_invoices: ${paid}: a paid invoice is not voided; refund the payments first, or archive with void_invoices false`);
+        for (const inv of live) {
           if (inv.status === 'DRAFT' || voidInvoices) {
             if (inv.status === 'DRAFT') pending.push(inv.id);
             inv.status = 'VOID';

@@ -21,7 +21,7 @@ import { allow } from '../auth.js';
 import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
-import { notifyPaymentStatus, standings } from '../../db/payments.js';
+import { notifyPaymentStatus, standings, voidBlockedByPayments } from '../../db/payments.js';
 import type { PaymentStanding } from '../../billing/payments.js';
 import { tellContractPaymentsChanged } from './invoice-payments.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
@@ -255,7 +255,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
   });
 
   // Void: a FINALIZED invoice becomes VOID (lines kept); its commit and credit draw-downs are
-  // released. A pending invoice is rejected instead. Voiding twice is a no-op.
+  // released. A pending invoice is rejected instead; one with payments not refunded is refused
+  // (409 naming them). Voiding twice is a no-op.
   r.post('/v1/invoices/void', allow('finance'), async (req, res) => {
     const body = objectAt(req.body, '', ['id']);
     const id = reqUuid(body, 'id');
@@ -270,6 +271,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       contractId = inv.contractId; // told again on a repeated void (an earlier one may not have reached it)
       if (inv.status === 'VOID') return;
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
+      const paid = await voidBlockedByPayments(em, [inv.id]);
+      if (paid) throw new ConflictError(`${paid}: a paid invoice is not voided (its period would be billed again); refund the payments first`);
       inv.status = 'VOID';
       inv.voidedAt = new Date();
       const standing = (await standings(em, [inv])).get(inv.id);

@@ -2,12 +2,13 @@ import express, { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import Stripe from 'stripe';
-import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import { AccrueError, ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { findCustomer } from '../../db/customers.js';
 import { Invoice } from '../../db/entities.js';
 import { UUID_RE } from '../../db/ids.js';
 import { enqueueNotification } from '../../db/notifications.js';
-import { recordProviderPayment, standings } from '../../db/payments.js';
+import { standings } from '../../db/payments.js';
+import { recordStripePaid } from '../../integrations/stripe/out-of-band.js';
 import { billingConfigOf, COLLECTION_METHODS, deleteBillingConfig, externalInvoices, invoiceIdOfExternal, recordExternal, saveBillingConfig, type CollectionMethod } from '../../db/stripe.js';
 import { describeStripeError, stripeClient } from '../../integrations/stripe/client.js';
 import type { StripeSettings } from '../../stack/config.js';
@@ -166,7 +167,13 @@ export function stripeWebhooksRouter(orm: MikroORM, temporal: Client, taskQueue:
         const invoiceId = await accrueInvoiceOf(si);
         if (!invoiceId) return { outcome: 'ignored: not an Accrue invoice' };
         const paidAt = si.status_transitions?.paid_at ? new Date(si.status_transitions.paid_at * 1000).toISOString() : undefined;
-        const paid = await recordProviderPayment(orm.em.fork(), invoiceId, si.id!, paidAt && Date.parse(paidAt) <= Date.now() ? paidAt : undefined);
+        let paid;
+        try {
+          paid = await recordStripePaid(client, orm.em.fork(), invoiceId, si.id!, paidAt && Date.parse(paidAt) <= Date.now() ? paidAt : undefined);
+        } catch (err) {
+          if (err instanceof AccrueError) throw err;
+          throw new UnavailableError(`could not settle invoice ${invoiceId} with Stripe; Stripe will deliver the event again: ${describeStripeError(err)}`);
+        }
         const ext = (await externalInvoices(orm.em.fork(), [invoiceId])).get(invoiceId);
         await recordExternal(orm.em.fork(), { invoiceId, externalId: si.id!, status: 'PAID', collectionMethod: ext?.collectionMethod ?? 'charge_automatically', hostedUrl: si.hosted_invoice_url ?? ext?.hostedUrl ?? null });
         const inv = await orm.em.fork().findOne(Invoice, { id: invoiceId }, { fields: ['contractId'] });

@@ -25,6 +25,7 @@ import { Migration20261210100000_console } from './Migration20261210100000_conso
 import { Migration20261211100000_event_partitions } from './Migration20261211100000_event_partitions.js';
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
 import { Migration20261212100000_invoice_type } from './Migration20261212100000_invoice_type.js';
+import { Migration20261212200000_invoice_out_of_band } from './Migration20261212200000_invoice_out_of_band.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -55,4 +56,5 @@ export const migrationsList = [
   { name: 'Migration20261211100000_event_partitions', class: Migration20261211100000_event_partitions },
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
   { name: 'Migration20261212100000_invoice_type', class: Migration20261212100000_invoice_type },
+  { name: 'Migration20261212200000_invoice_out_of_band', class: Migration20261212200000_invoice_out_of_band },
 ];

@@ -37,6 +37,12 @@ export async function stripeFaults(key: string, status: number, count: number, w
   if (!res.ok) throw new Error(`faults ${res.status}`);
 }
 
+/** Drops the faults still queued for `key`: Stripe answers it normally again. */
+export async function stripeFaultsClear(key: string): Promise<void> {
+  const res = await fetch(`${testStack().stripeApiBase}/_config/faults?key=${encodeURIComponent(key)}`, { method: 'DELETE' });
+  if (!res.ok) throw new Error(`faults clear ${res.status}`);
+}
+
 export async function stripeFaultsLeft(key: string): Promise<number> {
   const res = await fetch(`${testStack().stripeApiBase}/_config/faults?key=${encodeURIComponent(key)}`);
   return ((await res.json()) as { count: number }).count;

@@ -9,13 +9,15 @@ parts of Stripe's documented behaviour Accrue relies on that localstripe lacks, 
   invoice items created with `invoice=` join that invoice's lines; `POST /v1/invoices/{id}/finalize`;
   `hosted_invoice_url`; a declined `POST /v1/invoices/{id}/pay` answers 402 card_error (as Stripe
   does) and sends `invoice.payment_failed`; a paid invoice also sends `invoice.paid`;
+  `pay` with `paid_out_of_band=true` marks an open invoice paid without a charge
+  (`paid_out_of_band: true`; paying it again is a 400 "Invoice is already paid");
   `GET /v1/invoice_payments?payment[payment_intent]=…` (what a charge paid, API 2025-03-31 on).
 - Test controls under /_config (not Stripe): `POST /_config/faults` queues a fault for one API
   key — the next `count` requests under /v1 made with that key answer `status` (500, 429…),
   before (`when=before`) or after (`when=after`: the work is done and the answer lost) handling
   them; faults queued one after the other apply in turn. Test files share this server and run in
   parallel, so a fault only ever hits the key it names. `GET /_config/faults?key=…` shows what
-  is left for a key; `GET /_config/requests` counts requests.
+  is left for a key, `DELETE /_config/faults?key=…` drops them; `GET /_config/requests` counts requests.
 
 Run: python3 localstripe_server.py --port N (PYTHONPATH must reach localstripe).
 """
@@ -98,7 +100,17 @@ def _finalize_invoice(id, auto_advance=None, **kwargs):
 _orig_pay = Invoice._api_pay_invoice.__func__
 
 
-def _pay_invoice(cls, id, **kwargs):
+def _pay_invoice(cls, id, paid_out_of_band=None, **kwargs):
+    if paid_out_of_band in (True, 'true'):
+        # Paid outside Stripe: no charge; the invoice is paid and can be paid no more.
+        inv = Invoice._api_retrieve(id)
+        if inv.status == 'paid':
+            raise UserError(400, 'Invoice is already paid')
+        if inv.status != 'open':
+            raise UserError(400, 'You can only pay an open invoice out of band.')
+        inv._paid_out_of_band = True
+        inv._on_payment_success()
+        return inv
     inv = _orig_pay(cls, id)
     if inv.status == 'open':
         schedule_webhook(Event('invoice.payment_failed', inv))
@@ -107,6 +119,10 @@ def _pay_invoice(cls, id, **kwargs):
 
 
 Invoice._api_pay_invoice = classmethod(_pay_invoice)
+
+_orig_status = Invoice.status
+Invoice.status = property(lambda self: 'paid' if getattr(self, '_paid_out_of_band', False) and not self._voided and not self._draft else _orig_status.fget(self))
+Invoice.paid_out_of_band = property(lambda self: getattr(self, '_paid_out_of_band', False))
 
 _orig_success = Invoice._on_payment_success
 
@@ -207,6 +223,12 @@ async def config_faults(request):
     return web.Response()
 
 
+async def config_faults_clear(request):
+    key = request.query.get('key')
+    faults[:] = [f for f in faults if f['key'] != key]
+    return web.Response()
+
+
 async def config_faults_left(request):
     key = request.query.get('key')
     mine = [f for f in faults if f['key'] == key and f['count'] > 0]
@@ -236,6 +258,7 @@ def main():
     app.router.add_post('/_config/faults', config_faults)
     app.router.add_get('/_config/requests', config_requests)
     app.router.add_get('/_config/faults', config_faults_left)
+    app.router.add_delete('/_config/faults', config_faults_clear)
     app.middlewares.insert(0, fault_middleware)
     app.middlewares.append(idempotency_middleware)
     web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, shutdown_timeout=0.5, print=lambda *a: print('localstripe ready on port %d' % args.port, flush=True))
