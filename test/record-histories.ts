@@ -176,7 +176,7 @@ describe(`record workflow histories (label ${label})`, () => {
     const s = await seedContract(orm.em.fork(), { startingAt: monthStart(0), price: '1' });
     await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { terms: { prepaid_balance_threshold_configuration: { commit: { product_id: s.productId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: '100', recharge_to_amount: '500' } } });
     await saveBillingConfig(orm.em.fork(), { customerId: s.customerId, providerCustomerId: await stripeCustomer(testStripe(), 'pays'), collectionMethod: 'charge_automatically' });
-    await orm.em.fork().execute(`insert into recharge (contract_id, n, customer_id, amount, balance_before, status) values (?, 1, ?, 500, 0, 'PENDING')`, [s.contractId, s.customerId]);
+    await orm.em.fork().execute(`insert into recharge (contract_id, kind, n, customer_id, amount, balance_before, status) values (?, 'prepaid', 1, ?, 500, 0, 'PENDING')`, [s.contractId, s.customerId]);
     const handle = await client.workflow.start(rechargeWorkflow, { workflowId: rechargeWorkflowId(s.contractId, 1), taskQueue, args: [{ contractId: s.contractId, n: 1 }] });
     expect(await handle.result()).toBe('GRANTED');
     await save(handle, 'rechargeWorkflow', 'granted');
