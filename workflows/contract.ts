@@ -7,7 +7,7 @@ import type { Activities } from '../activities/index.js';
 import type { ContractPlan } from '../activities/contract-activities.js';
 import { transition, visibleState, type LifecycleEvent, type LifecycleHook, type LifecycleSnapshot } from '../billing/lifecycle.js';
 import type { Period } from '../billing/periods.js';
-import { periodAt } from '../billing/periods.js';
+import { periodAt, periodClosesAt } from '../billing/periods.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import {
   contractChangedSignal, contractStateQuery, invoicePaymentChangedSignal, lifecycleStateQuery,
@@ -96,12 +96,21 @@ export const SWEEP_PATCH = 'accrue-contract-lighter';
  * none was recorded or released.)
  */
 export const LIFECYCLE_ORDER_PATCH = 'accrue-trial-end-first-no-arrears-poll';
+/**
+ * The patch after which a period's grace counts from the later of its end and the last write that
+ * backdated terms into it (`periodClosesAt`: a contract created after its first periods ended, an
+ * amendment starting in the past), and the plan is read again when a period's close is due (an
+ * amendment does not signal), waiting on when it moved. Without it, the grace counts from the
+ * period's end only.
+ */
+export const BACKDATED_GRACE_PATCH = 'accrue-grace-after-backdated-writes';
 
 export async function contractWorkflow(input: ContractWorkflowInput): Promise<void> {
   if (!patched(LIFECYCLE_PATCH)) return legacyContractWorkflow(input);
   const lighterSweep = patched(SWEEP_PATCH);
   const db = lighterSweep ? localActs : acts;
   const lifecycleOrder = patched(LIFECYCLE_ORDER_PATCH) || lighterSweep;
+  const backdatedGrace = patched(BACKDATED_GRACE_PATCH);
   const contractId = input.contractId;
   let plan = await db.loadContractPlan({ contractId });
   const state: ContractWorkflowState = { nextPeriodIndex: input.nextPeriodIndex ?? 0, nextCloseAt: null, state: 'ACTIVE', unclosedPeriods: [], restartedCloses: 0 };
@@ -329,7 +338,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       if (plan.archived) break;
       const period = periodAt(plan.schedule, state.nextPeriodIndex);
       if (!period) break;
-      const closeAt = Date.parse(period.end) + plan.invoiceGracePeriodMs;
+      const closeAt = backdatedGrace ? periodClosesAt(period, plan.invoiceGracePeriodMs, plan.backdatedWrites) : Date.parse(period.end) + plan.invoiceGracePeriodMs;
       state.nextCloseAt = new Date(closeAt).toISOString();
       if (closeAt > Date.now() && sweptAt !== state.nextPeriodIndex) {
         // Before sleeping to the next close: is every earlier period closed, or closing?
@@ -352,6 +361,14 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         }
         closedThisRun--;
         continue;
+      }
+      if (backdatedGrace) {
+        // Terms written since the plan was read (an amendment reaching into this period) may move the close.
+        plan = await db.loadContractPlan({ contractId });
+        if (plan.archived || periodClosesAt(period, plan.invoiceGracePeriodMs, plan.backdatedWrites) > Date.now()) {
+          closedThisRun--;
+          continue;
+        }
       }
       await startClose(period, false);
       state.nextPeriodIndex++;
