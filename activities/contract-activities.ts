@@ -1,5 +1,6 @@
 import { LockMode } from '@mikro-orm/core';
-import { periodAt, type Period, type Schedule } from '../billing/periods.js';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { periodAt, type BackdatedWrite, type Period, type Schedule } from '../billing/periods.js';
 import { NotFoundError } from '../billing/errors.js';
 import { BalanceGrant, Contract, Customer, Invoice } from '../db/entities.js';
 import { invoiceIdFor } from '../db/ids.js';
@@ -17,6 +18,12 @@ export interface ContractPlan {
   customerId: string;
   schedule: Schedule;
   invoiceGracePeriodMs: number;
+  /**
+   * Writes that backdated the contract's terms (its creation after its start, amendments and added
+   * commits or credits starting before they were written): a period's grace counts from the last
+   * one reaching into it (`periodClosesAt`). Absent in plans recorded before it existed.
+   */
+  backdatedWrites?: BackdatedWrite[];
   /** After the contract's end, how long late events can still arrive (ActivityDeps.lateUsageWindowMs). */
   lateUsageWindowMs: number;
   /** An archived contract closes no more periods. */
@@ -36,6 +43,7 @@ export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageW
         const last = (await latestLifecycle(orm.em.fork(), [contractId])).get(contractId);
         return {
           customerId: contract.customerId, schedule: contractSchedule(contract), invoiceGracePeriodMs, lateUsageWindowMs,
+          backdatedWrites: await backdatedWrites(orm.em.fork(), contract),
           archived: contract.archivedAt !== null && contract.archivedAt !== undefined,
           lifecycle: { ...lifecycleTimes(contract, settings), ...(last ? { last } : {}) },
         };
@@ -125,4 +133,16 @@ export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageW
       return invoiceIdFor(contractId, periodStart);
     },
   };
+}
+
+/** The contract's writes that took effect before they were written (see ContractPlan.backdatedWrites). */
+async function backdatedWrites(em: EntityManager, contract: Contract): Promise<BackdatedWrite[]> {
+  const writes: BackdatedWrite[] = [{ at: contract.createdAt.toISOString(), from: contract.startingAt.toISOString() }];
+  for (const a of contract.terms?.amendments ?? []) writes.push({ at: a.created_at, from: a.starting_at });
+  const added = await em.find(BalanceGrant, { contractId: contract.id, amendmentId: { $ne: null } }, { fields: ['createdAt', 'accessSchedule'] });
+  for (const g of added) {
+    const starts = (g.accessSchedule?.schedule_items ?? []).map((i) => Date.parse(i.starting_at));
+    if (starts.length) writes.push({ at: g.createdAt.toISOString(), from: new Date(Math.min(...starts)).toISOString() });
+  }
+  return writes.filter((w) => Date.parse(w.from) < Date.parse(w.at));
 }

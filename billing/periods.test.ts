@@ -1,4 +1,4 @@
-import { addMonthsClamped, isLeapYear, parseDurationMs, periodAt, periodContaining, periodsStartedBefore, type Schedule } from './periods.js';
+import { addMonthsClamped, isLeapYear, parseDurationMs, periodAt, periodClosesAt, periodContaining, periodsStartedBefore, type Schedule } from './periods.js';
 
 const monthly = (startingAt: string, extra: Partial<Schedule> = {}): Schedule => ({ startingAt, frequency: 'MONTHLY', day: 'FIRST_OF_MONTH', ...extra });
 const list = (s: Schedule, n: number) => Array.from({ length: n }, (_, i) => periodAt(s, i)).map((p) => p && `${p.start.slice(0, 10)}..${p.end.slice(0, 10)}`);
@@ -59,6 +59,25 @@ describe('billing periods', () => {
   test('periodsStartedBefore lists the periods up to now', () => {
     expect(periodsStartedBefore(monthly('2026-09-01T00:00:00Z'), '2026-11-21T00:00:00Z').map((p) => p.index)).toEqual([0, 1, 2]);
     expect(periodsStartedBefore(monthly('2026-09-01T00:00:00Z'), '2026-09-01T00:00:00Z')).toEqual([]);
+  });
+
+  test('a period closes after the grace counted from its end or from the last write that backdated terms into it', () => {
+    const oct = { start: '2026-10-01T00:00:00.000Z', end: '2026-11-01T00:00:00.000Z' };
+    const end = Date.parse(oct.end);
+    const hour = 3_600_000;
+    const at = (iso: string) => Date.parse(iso) + hour;
+    expect(periodClosesAt(oct, hour)).toBe(end + hour);
+    // Created in December, starting in October: October's usage can only come after the creation.
+    expect(periodClosesAt(oct, hour, [{ at: '2026-12-07T21:00:00.000Z', from: '2026-10-01T00:00:00.000Z' }])).toBe(at('2026-12-07T21:00:00.000Z'));
+    // Created in October itself (before the period ended): the period's end counts.
+    expect(periodClosesAt(oct, hour, [{ at: '2026-10-20T00:00:00.000Z', from: '2026-10-01T00:00:00.000Z' }])).toBe(end + hour);
+    // An amendment written later reaching into October moves it; one starting after October does not.
+    const writes = [
+      { at: '2026-11-01T00:30:00.000Z', from: '2026-10-01T00:00:00.000Z' },
+      { at: '2026-11-01T00:40:00.000Z', from: '2026-10-31T00:00:00.000Z' },
+      { at: '2026-11-03T00:00:00.000Z', from: '2026-11-01T00:00:00.000Z' },
+    ];
+    expect(periodClosesAt(oct, hour, writes)).toBe(at('2026-11-01T00:40:00.000Z'));
   });
 
   test('durations', () => {

@@ -166,3 +166,24 @@ export function prorationFraction(schedule: Schedule, from: string, to: string):
   const num = Math.min(Date.parse(to), Date.parse(grid.end)) - Date.parse(from);
   return { numerator: num, denominator: Date.parse(grid.end) - Date.parse(grid.start) };
 }
+
+/** A write of contract terms (the contract itself, an amendment, a commit or credit it added) that took effect earlier than it was written. */
+export interface BackdatedWrite {
+  /** When it was written. */
+  at: string;
+  /** When it takes effect (before `at`). */
+  from: string;
+}
+
+/**
+ * When a period's invoice may freeze: the invoice grace period (time for late events to arrive)
+ * counted from the later of the period's end and the last write that backdated terms into the
+ * period — a contract created after the period ended, or amended with terms starting inside it.
+ * Usage for such a period can only be sent once the contract exists, so its grace starts then.
+ */
+export function periodClosesAt(period: Pick<Period, 'end'>, graceMs: number, writes: readonly BackdatedWrite[] = []): number {
+  const end = Date.parse(period.end);
+  let from = end;
+  for (const w of writes) if (Date.parse(w.from) < end) from = Math.max(from, Date.parse(w.at));
+  return from + graceMs;
+}

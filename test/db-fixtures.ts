@@ -7,8 +7,12 @@ import { newId } from '../db/ids.js';
 import { ratePass, ratingBacklog } from '../db/rating.js';
 import { uniqueName } from './stack.js';
 
-/** A customer on a one-product FLAT rate card with a contract, written straight to PostgreSQL. */
-export async function seedContract(em: EntityManager, opts: { startingAt: string; endingBefore?: string; price: string; billingEmail?: string; terms?: ContractTerms }) {
+/**
+ * A customer on a one-product FLAT rate card with a contract, written straight to PostgreSQL. The
+ * contract counts as created when it started (or now, for one starting later), so its past periods
+ * close after the usual grace; `createdAt` makes it a contract written later (a backdated one).
+ */
+export async function seedContract(em: EntityManager, opts: { startingAt: string; endingBefore?: string; price: string; billingEmail?: string; terms?: ContractTerms; createdAt?: string }) {
   const now = new Date();
   const customerId = newId();
   const alias = uniqueName('alias');
@@ -30,7 +34,8 @@ export async function seedContract(em: EntityManager, opts: { startingAt: string
   const contractId = newId();
   em.create(Contract, {
     id: contractId, customerId, rateCardId, startingAt: new Date(opts.startingAt), endingBefore: opts.endingBefore ? new Date(opts.endingBefore) : null,
-    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: opts.terms ?? {}, createdAt: now,
+    usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: opts.terms ?? {},
+    createdAt: opts.createdAt ? new Date(opts.createdAt) : new Date(Math.min(now.getTime(), Date.parse(opts.startingAt))),
   });
   await em.flush();
   /** Inserts events and rates them, as the API and the rating workflow would. */

@@ -4,6 +4,7 @@ import pg from 'pg';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { Contract, Customer, UsageCollector } from '../db/entities.js';
@@ -11,12 +12,13 @@ import { insertEvents } from '../db/events.js';
 import { invoiceIdFor, newId } from '../db/ids.js';
 import { lateUsageInvoiceId } from '../db/invoices.js';
 import { insertMetric } from '../db/metrics.js';
+import { recordPayment } from '../db/payments.js';
 import { enqueueNotification } from '../db/notifications.js';
 import { createWebhookEndpoint } from '../db/webhooks.js';
 import { ratePass, ratingBacklog } from '../db/rating.js';
 import { createSmtpMailer, type Mailer } from '../integrations/email/mailer.js';
-import { ROOT } from '../stack/config.js';
-import { contractChangedSignal, contractStateQuery, contractWorkflow } from '../workflows/contract.js';
+import { ROOT, SEARCH_ATTRIBUTES } from '../stack/config.js';
+import { contractChangedSignal, contractStateQuery, contractWorkflow, invoicePaymentChangedSignal, lifecycleStateQuery } from '../workflows/contract.js';
 import { approveInvoiceUpdate, invoiceCloseStageQuery, invoiceCloseWorkflow, rejectInvoiceUpdate } from '../workflows/invoice-close.js';
 import { metricBackfillWorkflow } from '../workflows/metric-backfill.js';
 import { notificationWorkflow } from '../workflows/notification.js';
@@ -44,7 +46,7 @@ import { startHubSpotFake, type HubSpotFake } from './hubspot/server.js';
 
 /**
  * `npm run record:histories`: runs every workflow type through its representative paths on the
- * Temporal dev server, with the real activities on real PostgreSQL and SMTP (the servers of
+ * Temporal dev server (the lifecycle's day-long timers on the time-skipping test server), with the real activities on real PostgreSQL and SMTP (the servers of
  * test/global-setup.mjs), and writes each history to test/histories/ for test/replay.test.ts.
  * Not part of `npm test` (jest runs it through --testMatch). Each file is named
  * `<workflowType>-<scenario>-<label>.json`; the label is ACCRUE_HISTORY_LABEL or the commit the
@@ -327,6 +329,91 @@ describe(`record workflow histories (label ${label})`, () => {
     await eventually('pushed after the change', async () => expect((await sync.query(crmSyncStatusQuery)).pushes).toBeGreaterThan(before), 30_000);
     await save(sync, 'crmSyncWorkflow', 'pushes');
     await sync.terminate('recorded');
+  });
+
+  /**
+   * The lifecycle's timers (a trial's end, days in arrears) on the time-skipping test server, one
+   * server per scenario, with the same real activities.
+   */
+  describe('contract lifecycle (time-skipping)', () => {
+    const DAY = 86_400_000;
+    const HOUR = 3_600_000;
+    let env: TestWorkflowEnvironment;
+    beforeEach(async () => {
+      const path = process.env.ACCRUE_TEMPORAL_TEST_SERVER_BIN;
+      if (!path) throw new Error('ACCRUE_TEMPORAL_TEST_SERVER_BIN is not set: run npm run record:histories');
+      env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path } } });
+      await env.connection.operatorService.addSearchAttributes({
+        namespace: env.namespace ?? 'default',
+        searchAttributes: Object.fromEntries(Object.keys(SEARCH_ATTRIBUTES).map((k) => [k, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
+      });
+    });
+    afterEach(async () => {
+      await env?.teardown();
+    });
+    const lifecycleWorker = (tq: string) => Worker.create({
+      connection: env.nativeConnection, taskQueue: tq, workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'),
+      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: HOUR, lateUsageWindowMs: 0, lifecycle: { financeEmail: `${uniqueName('finance')}@histories.test`, trialReminderDays: 3 } }),
+      shutdownGraceTime: '1 second',
+    });
+    const skipTo = async (atMs: number) => {
+      const wait = atMs - (await env.currentTimeMs());
+      if (wait > 0) await env.sleep(wait);
+    };
+    const lifecycle = async (h: WorkflowHandle<typeof contractWorkflow>) => h.query(lifecycleStateQuery);
+
+    test('contract: a trial that expires without converting ends the contract (TRIAL_ENDED, contract ended at the trial end)', async () => {
+      const start = Math.floor((await env.currentTimeMs()) / HOUR) * HOUR;
+      const s = await seedContract(orm.em.fork(), {
+        startingAt: new Date(start).toISOString(), endingBefore: new Date(start + 90 * DAY).toISOString(), price: '1',
+        billingEmail: `${uniqueName('rec')}@histories.test`, terms: { trial_spec: { length_in_days: 7 } },
+      });
+      const tq = uniqueName('record-life');
+      await (await lifecycleWorker(tq)).runUntil(async () => {
+        const h = await env.client.workflow.start(contractWorkflow, { workflowId: contractWorkflowId(s.contractId), taskQueue: tq, args: [{ contractId: s.contractId }] });
+        await eventually('the trial to start', async () => expect((await lifecycle(h)).state).toBe('TRIAL'));
+        await skipTo(start + 7 * DAY + 2 * HOUR);
+        await eventually('the trial to end unconverted', async () => expect((await lifecycle(h)).state).toBe('ENDED'));
+        const c = await orm.em.fork().findOneOrFail(Contract, { id: s.contractId });
+        expect(c.endingBefore?.toISOString()).toBe(new Date(start + 7 * DAY).toISOString());
+        // The trial's one period closes (waiting for approval); the run waits for it.
+        const close = env.client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceIdFor(s.contractId, new Date(start).toISOString())));
+        await eventually('the trial period to close', async () => expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL'));
+        await eventually('the run to wait for the trial invoice', async () => expect((await h.query(contractStateQuery)).unclosedPeriods).toHaveLength(1));
+        await save(h, 'contractWorkflow', 'trial-expired');
+        await h.terminate('recorded');
+        await close.terminate('recorded');
+      });
+    });
+
+    test('contract: an invoice unpaid at its due date keeps the contract in ARREARS for three days, then a payment ends it', async () => {
+      const d = new Date(await env.currentTimeMs());
+      const start = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - 1, 1);
+      const s = await seedContract(orm.em.fork(), {
+        startingAt: new Date(start).toISOString(), price: '3', billingEmail: `${uniqueName('rec')}@histories.test`, terms: { net_payment_terms_days: 1 },
+      });
+      await s.ingest([{ id: '1', at: new Date(start).toISOString(), seconds: 100 }]);
+      const invoiceId = invoiceIdFor(s.contractId, new Date(start).toISOString());
+      const tq = uniqueName('record-life');
+      await (await lifecycleWorker(tq)).runUntil(async () => {
+        const h = await env.client.workflow.start(contractWorkflow, { workflowId: contractWorkflowId(s.contractId), taskQueue: tq, args: [{ contractId: s.contractId }] });
+        const close = env.client.workflow.getHandle<typeof invoiceCloseWorkflow>(invoiceWorkflowId(invoiceId));
+        await eventually('the past period to await approval', async () => expect(await close.query(invoiceCloseStageQuery)).toBe('AWAITING_APPROVAL'));
+        await close.executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy: 'finance', total: '300' }] });
+        await close.result();
+        const finalizedAt = (await orm.em.fork().findOneOrFail(Invoice, { id: invoiceId })).finalizedAt!.getTime();
+        await skipTo(finalizedAt + DAY + HOUR);
+        await eventually('the contract to enter arrears', async () => expect((await lifecycle(h)).state).toBe('ARREARS'));
+        // Three days in arrears (histories before the lifecycle-order patch wake each day here).
+        await skipTo(finalizedAt + 4 * DAY + 2 * HOUR);
+        expect((await lifecycle(h)).state).toBe('ARREARS');
+        await recordPayment(orm.em.fork(), { invoiceId, amount: '300', reference: 'wire-1', recordedBy: 'finance' });
+        await h.signal(invoicePaymentChangedSignal);
+        await eventually('the payment to end the arrears', async () => expect((await lifecycle(h)).state).toBe('ACTIVE'));
+        await save(h, 'contractWorkflow', 'arrears-three-days-then-paid');
+        await h.terminate('recorded');
+      });
+    });
   });
 
   /** Waits until the close's stage query answers AWAITING_APPROVAL. */

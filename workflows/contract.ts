@@ -7,7 +7,7 @@ import type { Activities } from '../activities/index.js';
 import type { ContractPlan } from '../activities/contract-activities.js';
 import { transition, visibleState, type LifecycleEvent, type LifecycleHook, type LifecycleSnapshot } from '../billing/lifecycle.js';
 import type { Period } from '../billing/periods.js';
-import { periodAt } from '../billing/periods.js';
+import { periodAt, periodClosesAt } from '../billing/periods.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import {
   contractChangedSignal, contractStateQuery, invoicePaymentChangedSignal, lifecycleStateQuery,
@@ -86,11 +86,31 @@ export const LIFECYCLE_PATCH = 'lifecycle';
  * its parent hearing of it is noticed. Emails stay normal activities (long timeouts).
  */
 export const SWEEP_PATCH = 'accrue-contract-lighter';
+/**
+ * Two changes made after the lifecycle build (62048a20) without a marker: an expired trial's end
+ * date is written before its ENDED transition is recorded (that build wrote it after, from the
+ * hook), and payments are no longer read again daily while in arrears (payments and voids signal).
+ * Histories of that build carry neither this marker nor SWEEP_PATCH's and keep the old commands;
+ * every run made since SWEEP_PATCH has had both changes, so its marker counts as this one. (A run
+ * of the builds between the two changes, never continued as new, looks like the lifecycle build's:
+ * none was recorded or released.)
+ */
+export const LIFECYCLE_ORDER_PATCH = 'accrue-trial-end-first-no-arrears-poll';
+/**
+ * The patch after which a period's grace counts from the later of its end and the last write that
+ * backdated terms into it (`periodClosesAt`: a contract created after its first periods ended, an
+ * amendment starting in the past), and the plan is read again when a period's close is due (an
+ * amendment does not signal), waiting on when it moved. Without it, the grace counts from the
+ * period's end only.
+ */
+export const BACKDATED_GRACE_PATCH = 'accrue-grace-after-backdated-writes';
 
 export async function contractWorkflow(input: ContractWorkflowInput): Promise<void> {
   if (!patched(LIFECYCLE_PATCH)) return legacyContractWorkflow(input);
   const lighterSweep = patched(SWEEP_PATCH);
   const db = lighterSweep ? localActs : acts;
+  const lifecycleOrder = patched(LIFECYCLE_ORDER_PATCH) || lighterSweep;
+  const backdatedGrace = patched(BACKDATED_GRACE_PATCH);
   const contractId = input.contractId;
   let plan = await db.loadContractPlan({ contractId });
   const state: ContractWorkflowState = { nextPeriodIndex: input.nextPeriodIndex ?? 0, nextCloseAt: null, state: 'ACTIVE', unclosedPeriods: [], restartedCloses: 0 };
@@ -110,6 +130,8 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const done = new Set(life.done);
   /** The earliest due date of an unpaid invoice not yet overdue (from the last payment read). */
   let nextDueAt: number | undefined;
+  /** When payments were last read (histories before LIFECYCLE_ORDER_PATCH read them daily while in arrears). */
+  let paymentsReadAt = -Infinity;
   const carry = (): LifecycleCarry => ({ phase: snapshot.phase, overdue: snapshot.overdue, seq: life.seq, since: life.since, done: [...done].sort() });
   const nextRun = () => continueAsNew<typeof contractWorkflow>({ contractId, nextPeriodIndex: state.nextPeriodIndex, lifecycle: carry() });
 
@@ -131,6 +153,8 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     for (const hook of hooks) {
       if (hook === 'trial_converted') await email('trial_ended', `trial_ended:${contractId}`, { outcome: 'converted' });
       if (hook === 'trial_expired') {
+        // Histories before LIFECYCLE_ORDER_PATCH end the contract here, after the transition.
+        if (!lifecycleOrder) await db.endContractAtTrialEnd({ contractId });
         changed = true; // the loop plans again with the new end date (written before the transition)
         await email('trial_ended', `trial_ended:${contractId}`, { outcome: 'expired' });
       }
@@ -168,6 +192,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
   const refreshPayments = async () => {
     paymentsDirty = false;
     const now = Date.now();
+    paymentsReadAt = now;
     const states = await db.invoicePaymentStates({ contractId });
     const known = new Set(states.map((s) => s.invoiceId));
     nextDueAt = undefined;
@@ -193,6 +218,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     if (p === 'ACTIVE') candidates.push(at(lc.renewalNoticeAt));
     if (p === 'TRIAL' || p === 'ACTIVE' || p === 'RENEWING') candidates.push(at(plan.schedule.endingBefore));
     if (p === 'ACTIVE' || p === 'RENEWING') candidates.push(nextDueAt);
+    if (!lifecycleOrder && snapshot.overdue.length) candidates.push(paymentsReadAt + SWEEP_MS);
     const times = candidates.filter((t): t is number => t !== undefined);
     return times.length ? Math.min(...times) : undefined;
   };
@@ -226,7 +252,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         const outcome = await db.trialOutcome({ contractId });
         // Not converted: the contract ends with its trial (no further periods are billed, access is
         // gated) — written before the ENDED transition, so whoever sees ENDED sees the end date too.
-        if (!outcome.converts) await db.endContractAtTrialEnd({ contractId });
+        if (!outcome.converts && lifecycleOrder) await db.endContractAtTrialEnd({ contractId });
         await apply({ type: 'TRIAL_ENDED', converts: outcome.converts });
       }
     }
@@ -236,7 +262,8 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
     if (end !== undefined && Date.now() >= end) await apply({ type: 'CONTRACT_ENDED' });
     // Payments and voids signal (the API answers 503 until the signal is delivered, and they are
     // idempotent, so a retried request tells the workflow again); no polling while in arrears.
-    if (paymentsDirty || (nextDueAt !== undefined && Date.now() >= nextDueAt)) await refreshPayments();
+    const pollDue = !lifecycleOrder && snapshot.overdue.length > 0 && Date.now() >= paymentsReadAt + SWEEP_MS;
+    if (paymentsDirty || (nextDueAt !== undefined && Date.now() >= nextDueAt) || pollDue) await refreshPayments();
   };
 
   /** Sleeps until `untilMs` or a message, waking early for the lifecycle; true when woken before `untilMs`. */
@@ -311,7 +338,7 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
       if (plan.archived) break;
       const period = periodAt(plan.schedule, state.nextPeriodIndex);
       if (!period) break;
-      const closeAt = Date.parse(period.end) + plan.invoiceGracePeriodMs;
+      const closeAt = backdatedGrace ? periodClosesAt(period, plan.invoiceGracePeriodMs, plan.backdatedWrites) : Date.parse(period.end) + plan.invoiceGracePeriodMs;
       state.nextCloseAt = new Date(closeAt).toISOString();
       if (closeAt > Date.now() && sweptAt !== state.nextPeriodIndex) {
         // Before sleeping to the next close: is every earlier period closed, or closing?
@@ -334,6 +361,14 @@ export async function contractWorkflow(input: ContractWorkflowInput): Promise<vo
         }
         closedThisRun--;
         continue;
+      }
+      if (backdatedGrace) {
+        // Terms written since the plan was read (an amendment reaching into this period) may move the close.
+        plan = await db.loadContractPlan({ contractId });
+        if (plan.archived || periodClosesAt(period, plan.invoiceGracePeriodMs, plan.backdatedWrites) > Date.now()) {
+          closedThisRun--;
+          continue;
+        }
       }
       await startClose(period, false);
       state.nextPeriodIndex++;
