@@ -276,6 +276,38 @@ describe('bad input', () => {
     expect(within.status).toBe(200);
   });
 
+  test('JSON bodies are UTF-8: any other declared charset is a 415 naming it, and nothing is written', async () => {
+    const send = async (path: string, contentType: string, body: Buffer) => {
+      const before = await counts();
+      const res = await fetch(`${app.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': contentType }, body });
+      const json = JSON.parse(await res.text()) as { field?: string; message: string };
+      expect(await counts()).toEqual(before);
+      return { status: res.status, field: json.field, message: json.message };
+    };
+    const utf16be = (s: string) => Buffer.from(s, 'utf16le').swap16();
+    const customer = JSON.stringify({ name: 'Charset Co' });
+    const events = JSON.stringify([{ transaction_id: 'charset-1', customer_id: 'c1', event_type: 'e', timestamp: new Date().toISOString() }]);
+    // A raw lone surrogate: UTF-16LE bytes JSON.parse would take as a string PostgreSQL cannot store.
+    const loneSurrogate = Buffer.concat([Buffer.from('{"name":"Acme ', 'utf16le'), Buffer.from([0x00, 0xd8]), Buffer.from('"}', 'utf16le')]);
+    const cases: [string, string, Buffer, string][] = [
+      ['/v1/customers', 'application/json; charset=utf-16be', utf16be(customer), 'utf-16be'],
+      ['/v1/customers', 'application/json; charset=utf-16le', loneSurrogate, 'utf-16le'],
+      ['/v1/customers', 'application/json;charset="UTF-32"', Buffer.from(customer), 'UTF-32'],
+      ['/v1/customers', 'application/merge-patch+json; charset=utf-7', Buffer.from(customer), 'utf-7'],
+      ['/v1/ingest', 'application/json; charset=utf-16be', utf16be(events), 'utf-16be'],
+      ['/v1/ingest', 'application/json; charset=latin1', Buffer.from(events), 'latin1'],
+      ['/v1/ingest', 'application/json; charset=utf8', Buffer.from(events), 'utf8'], // not a registered charset name
+    ];
+    for (const [path, type, body, charset] of cases) {
+      expect(await send(path, type, body)).toEqual({ status: 415, field: 'content-type', message: `content-type: charset "${charset}" is not supported: JSON bodies must be UTF-8` });
+    }
+    // UTF-8, declared or not, is read as before.
+    for (const type of ['application/json; charset=utf-8', 'application/json; charset="UTF-8"', 'application/json;charset=Utf-8 ', 'application/json']) {
+      const ok = await fetch(`${app.baseURL}/v1/customers`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': type }, body: JSON.stringify({ name: `Charset ${type}` }) });
+      expect(ok.status).toBe(200);
+    }
+  });
+
   test('events search and customer reads: not for ingest tokens, and duplicates are listed up to a cap', async () => {
     const minted = await http(app, 'POST', '/v1/accrue/tokens', { token: admin, body: { name: 'product server', scope: 'ingest' } });
     const ingestToken = minted.json.data.token as string;
