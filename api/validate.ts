@@ -126,6 +126,13 @@ export function stringArray(o: Obj, key: string, path = '', opts: { optional?: b
   return v as string[];
 }
 
+/** An array of UUIDs (each checked, so PostgreSQL never sees a malformed one), lowercased. */
+export function uuidArray(o: Obj, key: string, path = '', opts: { optional?: boolean; nonEmpty?: boolean } = {}): string[] | undefined {
+  const ids = stringArray(o, key, path, opts);
+  ids?.forEach((id, i) => { if (!UUID_RE.test(id)) throw new ValidationError(`${join(path, key)}[${i}]`, `must be a UUID, got ${JSON.stringify(id)}`); });
+  return ids?.map((id) => id.toLowerCase());
+}
+
 export function stringRecord(o: Obj, key: string, path = ''): Record<string, string> | undefined {
   const v = o[key];
   const field = join(path, key);

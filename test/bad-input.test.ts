@@ -134,6 +134,23 @@ describe('bad input', () => {
     await rejected('POST', '/v1/invoices/6b0c6e34-5c8d-4d5e-9a4f-000000000000/approve', { body: { total: 1 } }, 404, 'invoice_id', /closed invoice/);
   });
 
+  test('a malformed id in any UUID-typed field is a 400 naming it, never a 500', async () => {
+    const customer = (await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Ids Co' } })).json.data.id as string;
+    const fixed = (await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Ids commit', type: 'FIXED' } })).json.data.id as string;
+    const card = (await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'ids card' } })).json.data.id as string;
+    const access = { schedule_items: [{ amount: 1000, starting_at: monthStart(0), ending_before: monthStart(1) }] };
+    const alertsBefore = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert');
+    await rejected('POST', '/v1/alerts/create', { body: { alert_type: 'spend_threshold_reached', name: 'gate', threshold: 10, customer_id: customer, gate_access: true, gate_product_ids: [fixed, 'not-a-uuid'] } }, 400, 'gate_product_ids[1]', /must be a UUID, got "not-a-uuid"/);
+    await rejected('POST', '/v1/alerts/create', { body: { alert_type: 'spend_threshold_reached', name: 'usd', threshold: 10, customer_id: customer, credit_type_id: 'USD' } }, 400, 'credit_type_id', /must be a UUID/);
+    expect(await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert')).toEqual(alertsBefore);
+    await rejected('POST', '/v1/contract-pricing/products/create', { body: { name: 'Bundle', type: 'COMPOSITE', composite_product_ids: ['not-a-uuid'] } }, 400, 'composite_product_ids[0]', /must be a UUID/);
+    await rejected('POST', '/v1/contracts/customerCredits/create', { body: { customer_id: customer, product_id: fixed, access_schedule: access, priority: 1, applicable_contract_ids: ['not-a-uuid'] } }, 400, 'applicable_contract_ids[0]', /must be a UUID/);
+    await rejected('POST', '/v1/contracts/create', { body: { customer_id: customer, rate_card_id: card, starting_at: monthStart(0), credits: [{ product_id: fixed, access_schedule: access, applicable_product_ids: ['not-a-uuid'] }] } }, 400, 'credits[0].applicable_product_ids[0]', /must be a UUID/);
+    await rejected('POST', '/v1/contracts/customerBalances/getNetBalance', { body: { customer_id: customer, filters: [{ ids: ['not-a-uuid'] }] } }, 400, 'filters[0].ids[0]', /must be a UUID/);
+    await rejected('GET', `/v1/customers/${customer}/invoices?contract_id=not-a-uuid`, {}, 400, 'contract_id', /must be a UUID/);
+    await rejected('GET', `/v1/accrue/console/invoices/${'-'.repeat(36)}/usage`, {}, 400, 'invoice_id', /UUID/);
+  });
+
   test('metrics, rates and contracts validate every field', async () => {
     await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'm', aggregation_type: 'SUM' } }, 400, 'aggregation_key', /required for SUM/);
     await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'm', aggregation_type: 'AVERAGE' } }, 400, 'aggregation_type', /one of COUNT, SUM/);
