@@ -151,6 +151,32 @@ describe('bad input', () => {
     await rejected('GET', `/v1/accrue/console/invoices/${'-'.repeat(36)}/usage`, {}, 400, 'invoice_id', /UUID/);
   });
 
+  test('every amount, price and threshold is held to one bound (20 digits before the point, 20 after): a 400 naming the field', async () => {
+    const customer = (await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Bounds Co' } })).json.data.id as string;
+    const fixed = (await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Bounds commit', type: 'FIXED' } })).json.data.id as string;
+    const card = (await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'bounds card' } })).json.data.id as string;
+    const alert = { alert_type: 'spend_threshold_reached', name: 'huge', customer_id: customer };
+    const alertsBefore = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert');
+    await rejected('POST', '/v1/alerts/create', { body: { ...alert, threshold: 1e100 } }, 400, 'threshold', /at most 20 digits before the decimal point.*got 1e\+100/);
+    await rejected('POST', '/v1/alerts/create', { rawBody: JSON.stringify({ ...alert, threshold: 0 }).replace('"threshold":0', '"threshold":1e400') }, 400, 'threshold', /at most 20 digits before/);
+    await rejected('POST', '/v1/alerts/create', { body: { ...alert, threshold: '0.000000000000000000001' } }, 400, 'threshold', /at most 20 digits after the decimal point/);
+    expect(await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert')).toEqual(alertsBefore);
+    const access = (amount: unknown) => ({ schedule_items: [{ amount, starting_at: monthStart(0), ending_before: monthStart(1) }] });
+    const contract = { customer_id: customer, rate_card_id: card, starting_at: monthStart(0) };
+    await rejected('POST', '/v1/contracts/create', { body: { ...contract, commits: [{ type: 'PREPAID', product_id: fixed, access_schedule: access('100000000000000000000') }] } }, 400, 'commits[0].access_schedule.schedule_items[0].amount', /at most 20 digits before/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...contract, prepaid_balance_threshold_configuration: { commit: { product_id: fixed }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: 500, recharge_to_amount: 1e30 } } }, 400, 'prepaid_balance_threshold_configuration.recharge_to_amount', /at most 20 digits before/);
+    await rejected('POST', '/v1/contracts/customerCredits/create', { rawBody: `{"customer_id":"${customer}","product_id":"${fixed}","priority":1,"access_schedule":{"schedule_items":[{"amount":1e400,"starting_at":"${monthStart(0)}","ending_before":"${monthStart(1)}"}]}}` }, 400, 'access_schedule.schedule_items[0].amount', /at most 20 digits before/);
+    const metric = (await http(app, 'POST', '/v1/billable-metrics/create', { token: admin, body: { name: 'bounds calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['bounds'] } } })).json.data.id as string;
+    const usage = (await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Bounds usage', type: 'USAGE', billable_metric_id: metric } })).json.data.id as string;
+    const rate = { rate_card_id: card, product_id: usage, entitled: true, rate_type: 'FLAT', starting_at: monthStart(0) };
+    await rejected('POST', '/v1/contract-pricing/rate-cards/addRate', { body: { ...rate, price: '0.123456789012345678912' } }, 400, 'price', /at most 20 digits after/);
+    // At the bound: a price with 20 places, an amount of 20 digits.
+    const ok = await http(app, 'POST', '/v1/contract-pricing/rate-cards/addRate', { token: admin, body: { ...rate, price: '0.12345678901234567891' } });
+    expect(ok.status).toBe(200);
+    const big = await http(app, 'POST', '/v1/alerts/create', { token: admin, body: { ...alert, threshold: '99999999999999999999' } });
+    expect(big.status).toBe(200);
+  });
+
   test('metrics, rates and contracts validate every field', async () => {
     await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'm', aggregation_type: 'SUM' } }, 400, 'aggregation_key', /required for SUM/);
     await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'm', aggregation_type: 'AVERAGE' } }, 400, 'aggregation_type', /one of COUNT, SUM/);
