@@ -1,9 +1,9 @@
-import express, { type ErrorRequestHandler, type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
 import type pg from 'pg';
 import { allow, authenticate, type TokenCache } from './auth.js';
-import { AccrueError, ValidationError } from '../billing/errors.js';
+import { AccrueError, UnsupportedMediaTypeError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
 import { checkJsonDepth, checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
 import { alertsRouter } from './routes/alerts.js';
@@ -87,6 +87,25 @@ export function needsExactNumbers(text: string): boolean {
 const UNSTORABLE_ESCAPE = /\\u(?:0000|[dD][89abcdefABCDEF])/;
 export const mayHoldUnstorable = (text: string) => UNSTORABLE_ESCAPE.test(text) || text.includes('\0');
 
+/** A JSON media type (what the parsers below read): `application/json` or `application/<anything>+json`. */
+const JSON_MEDIA_TYPE = /^\s*application\/(?:json|[^;\s]*\+json)\s*(?:;|$)/i;
+const CHARSET_PARAM = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
+
+/**
+ * JSON is UTF-8 (RFC 8259 §8.1): a JSON body declared in any other charset (utf-16, utf-32, utf-7,
+ * latin1 …) is a 415 naming it, before a byte is read. Body-parser would decode some of them, and
+ * the raw-body checks above (exact numbers, storable strings) read bytes as UTF-8 only.
+ */
+export const requireUtf8Json: RequestHandler = (req, _res, next) => {
+  const type = req.headers['content-type'];
+  if (type === undefined || !JSON_MEDIA_TYPE.test(type)) return next();
+  const m = CHARSET_PARAM.exec(type);
+  if (!m) return next();
+  const charset = (m[1] ?? m[2] ?? '').trim();
+  if (charset.toLowerCase() === 'utf-8') return next();
+  next(new UnsupportedMediaTypeError('content-type', `charset "${charset}" is not supported: JSON bodies must be UTF-8`));
+};
+
 /** Body-parser types errors.ts answers itself (malformed JSON, 413, 415). */
 const ANSWERED = new Set(['entity.parse.failed', 'entity.too.large', 'encoding.unsupported', 'charset.unsupported']);
 
@@ -123,6 +142,8 @@ export function createApp(deps: ApiDeps): Express {
     } as typeof res.writeHead;
     next();
   });
+
+  app.use(requireUtf8Json);
 
   app.get('/health', async (_req, res) => {
     const checks = await Promise.allSettled([

@@ -9,7 +9,7 @@ import { APPROVAL_MODES, type ApprovalPolicy } from '../billing/approval-policy.
 import { BalanceGrant, Product } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
-import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, type Obj } from './validate.js';
+import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, uuidArray, type Obj } from './validate.js';
 
 /**
  * Contract terms from Metronome-shaped input (create, amend): overrides, commits, credits,
@@ -256,7 +256,7 @@ export async function grantInput(
     priority = v.priority;
   } else if (ctx.customerLevel) throw new ValidationError(`${pp}priority`, 'is required');
   const specifiers = specifiersInput(v, 'specifiers', p) ?? null;
-  const ids = stringArray(v, 'applicable_product_ids', p, { optional: true }) ?? null;
+  const ids = uuidArray(v, 'applicable_product_ids', p, { optional: true }) ?? null;
   const tags = stringArray(v, 'applicable_product_tags', p, { optional: true }) ?? null;
   if (specifiers && (ids || tags)) throw new ValidationError(`${pp}specifiers`, 'cannot be combined with applicable_product_ids or applicable_product_tags');
   for (let i = 0; i < (ids ?? []).length; i++) await ctx.products.get({ id: ids![i] }, 'id', `${pp}applicable_product_ids[${i}]`);
@@ -272,7 +272,7 @@ export async function grantInput(
     id, customerId: ctx.customerId, contractId: ctx.contractId, kind: grantKind, productId: product.id,
     name: str(v, 'name', p, { optional: true }) ?? null, description: str(v, 'description', p, { optional: true }) ?? null,
     priority, applicableProductIds: ids, applicableProductTags: tags,
-    applicableContractIds: ctx.customerLevel ? stringArray(v, 'applicable_contract_ids', p, { optional: true }) ?? null : null,
+    applicableContractIds: ctx.customerLevel ? uuidArray(v, 'applicable_contract_ids', p, { optional: true }) ?? null : null,
     specifiers, accessSchedule, invoiceSchedule, invoiceContractId, rolloverFraction: rollover ?? null,
     rateType: oneOf(v, 'rate_type', ['COMMIT_RATE', 'LIST_RATE'] as const, p, { optional: true }) ?? null,
     customFields: stringRecord(v, 'custom_fields', p) ?? {}, uniquenessKey: str(v, 'uniqueness_key', p, { optional: true, max: 128 }) ?? null,
@@ -414,7 +414,7 @@ async function thresholdCommon(c: Obj, key: string, products: ProductLookup, uns
   const commit = objectAt(c.commit, cp, ['product_id', 'name', 'description', 'priority', 'applicable_product_ids', 'applicable_product_tags', 'specifiers']);
   if (commit.specifiers !== undefined) throw new ValidationError(`${cp}.specifiers`, 'is not supported by Accrue for threshold commits; use applicable_product_ids or applicable_product_tags');
   const product = await products.get(commit, 'product_id', cp);
-  const ids = stringArray(commit, 'applicable_product_ids', cp, { optional: true });
+  const ids = uuidArray(commit, 'applicable_product_ids', cp, { optional: true });
   for (let i = 0; i < (ids ?? []).length; i++) await products.get({ id: ids![i] }, 'id', `${cp}.applicable_product_ids[${i}]`);
   const tags = stringArray(commit, 'applicable_product_tags', cp, { optional: true });
   if (commit.priority !== undefined && (typeof commit.priority !== 'number' || !Number.isFinite(commit.priority))) throw new ValidationError(`${cp}.priority`, 'must be a number');

@@ -1,4 +1,4 @@
-import { isDecimalString } from '../billing/money.js';
+import { amountBoundProblem, dec, isDecimalString } from '../billing/money.js';
 import { ValidationError } from '../billing/errors.js';
 import { UUID_RE } from '../db/ids.js';
 import { unstorableString } from '../db/storable-text.js';
@@ -95,7 +95,11 @@ export function oneOf<T extends string>(o: Obj, key: string, values: readonly T[
   return v as T;
 }
 
-/** A decimal given as a JSON number or a numeric string, returned as a decimal string. */
+/**
+ * A decimal given as a JSON number or a numeric string, returned as a decimal string. Every
+ * decimal of every route passes here, so each is held to the one amount bound of billing/money.ts
+ * (AMOUNT_MAX_DIGITS before the point, AMOUNT_MAX_SCALE after): a 400 naming the field otherwise.
+ */
 export function decimal(o: Obj, key: string, path = '', opts: { optional?: boolean; min?: number } = {}): string | undefined {
   const v = o[key];
   const field = join(path, key);
@@ -107,7 +111,10 @@ export function decimal(o: Obj, key: string, path = '', opts: { optional?: boole
   if (typeof v === 'number' && Number.isFinite(v)) s = String(v);
   else if (typeof v === 'string' && isDecimalString(v)) s = v.trim();
   else throw new ValidationError(field, `must be a number, got ${typeName(v)}${typeof v === 'string' ? ` ${JSON.stringify(v)}` : ''}`);
-  if (opts.min !== undefined && Number(s) < opts.min) throw new ValidationError(field, `must be >= ${opts.min}`);
+  const d = dec(s);
+  const problem = amountBoundProblem(d);
+  if (problem) throw new ValidationError(field, `${problem}, got ${s}`);
+  if (opts.min !== undefined && d.lt(opts.min)) throw new ValidationError(field, `must be >= ${opts.min}`);
   return s;
 }
 
@@ -124,6 +131,13 @@ export function stringArray(o: Obj, key: string, path = '', opts: { optional?: b
     if (typeof item !== 'string' || item === '') throw new ValidationError(`${field}[${i}]`, 'must be a non-empty string');
   });
   return v as string[];
+}
+
+/** An array of UUIDs (each checked, so PostgreSQL never sees a malformed one), lowercased. */
+export function uuidArray(o: Obj, key: string, path = '', opts: { optional?: boolean; nonEmpty?: boolean } = {}): string[] | undefined {
+  const ids = stringArray(o, key, path, opts);
+  ids?.forEach((id, i) => { if (!UUID_RE.test(id)) throw new ValidationError(`${join(path, key)}[${i}]`, `must be a UUID, got ${JSON.stringify(id)}`); });
+  return ids?.map((id) => id.toLowerCase());
 }
 
 export function stringRecord(o: Obj, key: string, path = ''): Record<string, string> | undefined {

@@ -31,6 +31,15 @@ export class ConflictError extends AccrueError {
   readonly code = 'conflict';
 }
 
+/** A request body in a form Accrue does not read (e.g. JSON in a charset other than UTF-8); `field` names the header. */
+export class UnsupportedMediaTypeError extends AccrueError {
+  readonly status = 415;
+  readonly code = 'unsupported_media_type';
+  constructor(readonly field: string, reason: string) {
+    super(`${field}: ${reason}`);
+  }
+}
+
 export class UnauthorizedError extends AccrueError {
   readonly status = 401;
   readonly code = 'unauthorized';

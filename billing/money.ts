@@ -35,6 +35,26 @@ export function dec(value: DecimalInput): Decimal {
   return value;
 }
 
+/**
+ * THE bound on every decimal Accrue accepts through its API — amounts (alert thresholds, commit,
+ * credit and charge amounts, threshold configurations, payments), prices and quantities: at most
+ * AMOUNT_MAX_DIGITS digits before the point and AMOUNT_MAX_SCALE after it (trailing zeros aside),
+ * exponent written out. 10^20 cents is far beyond any real bill, and 20 places keep the long
+ * unit prices of per-token rates (`0.12345678901234567891`) exact. Everything inside the bound
+ * is stored, summed and read back well within `dec` (100 digits either side), so a value the API
+ * took can never stop the code that reads it later. api/validate.ts `decimal` enforces it.
+ */
+export const AMOUNT_MAX_DIGITS = 20;
+export const AMOUNT_MAX_SCALE = 20;
+
+/** Why `d` is outside the amount bound, or undefined when it is inside. */
+export function amountBoundProblem(d: Decimal): string | undefined {
+  if (!d.isFinite()) return 'must be a finite number';
+  if (d.abs().gte(new Dec(10).pow(AMOUNT_MAX_DIGITS))) return `must have at most ${AMOUNT_MAX_DIGITS} digits before the decimal point (less than 1e${AMOUNT_MAX_DIGITS} in absolute value)`;
+  if (d.decimalPlaces() > AMOUNT_MAX_SCALE) return `must have at most ${AMOUNT_MAX_SCALE} digits after the decimal point`;
+  return undefined;
+}
+
 export interface CreditType {
   id: string;
   name: string;

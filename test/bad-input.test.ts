@@ -134,6 +134,49 @@ describe('bad input', () => {
     await rejected('POST', '/v1/invoices/6b0c6e34-5c8d-4d5e-9a4f-000000000000/approve', { body: { total: 1 } }, 404, 'invoice_id', /closed invoice/);
   });
 
+  test('a malformed id in any UUID-typed field is a 400 naming it, never a 500', async () => {
+    const customer = (await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Ids Co' } })).json.data.id as string;
+    const fixed = (await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Ids commit', type: 'FIXED' } })).json.data.id as string;
+    const card = (await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'ids card' } })).json.data.id as string;
+    const access = { schedule_items: [{ amount: 1000, starting_at: monthStart(0), ending_before: monthStart(1) }] };
+    const alertsBefore = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert');
+    await rejected('POST', '/v1/alerts/create', { body: { alert_type: 'spend_threshold_reached', name: 'gate', threshold: 10, customer_id: customer, gate_access: true, gate_product_ids: [fixed, 'not-a-uuid'] } }, 400, 'gate_product_ids[1]', /must be a UUID, got "not-a-uuid"/);
+    await rejected('POST', '/v1/alerts/create', { body: { alert_type: 'spend_threshold_reached', name: 'usd', threshold: 10, customer_id: customer, credit_type_id: 'USD' } }, 400, 'credit_type_id', /must be a UUID/);
+    expect(await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert')).toEqual(alertsBefore);
+    await rejected('POST', '/v1/contract-pricing/products/create', { body: { name: 'Bundle', type: 'COMPOSITE', composite_product_ids: ['not-a-uuid'] } }, 400, 'composite_product_ids[0]', /must be a UUID/);
+    await rejected('POST', '/v1/contracts/customerCredits/create', { body: { customer_id: customer, product_id: fixed, access_schedule: access, priority: 1, applicable_contract_ids: ['not-a-uuid'] } }, 400, 'applicable_contract_ids[0]', /must be a UUID/);
+    await rejected('POST', '/v1/contracts/create', { body: { customer_id: customer, rate_card_id: card, starting_at: monthStart(0), credits: [{ product_id: fixed, access_schedule: access, applicable_product_ids: ['not-a-uuid'] }] } }, 400, 'credits[0].applicable_product_ids[0]', /must be a UUID/);
+    await rejected('POST', '/v1/contracts/customerBalances/getNetBalance', { body: { customer_id: customer, filters: [{ ids: ['not-a-uuid'] }] } }, 400, 'filters[0].ids[0]', /must be a UUID/);
+    await rejected('GET', `/v1/customers/${customer}/invoices?contract_id=not-a-uuid`, {}, 400, 'contract_id', /must be a UUID/);
+    await rejected('GET', `/v1/accrue/console/invoices/${'-'.repeat(36)}/usage`, {}, 400, 'invoice_id', /UUID/);
+  });
+
+  test('every amount, price and threshold is held to one bound (20 digits before the point, 20 after): a 400 naming the field', async () => {
+    const customer = (await http(app, 'POST', '/v1/customers', { token: admin, body: { name: 'Bounds Co' } })).json.data.id as string;
+    const fixed = (await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Bounds commit', type: 'FIXED' } })).json.data.id as string;
+    const card = (await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'bounds card' } })).json.data.id as string;
+    const alert = { alert_type: 'spend_threshold_reached', name: 'huge', customer_id: customer };
+    const alertsBefore = await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert');
+    await rejected('POST', '/v1/alerts/create', { body: { ...alert, threshold: 1e100 } }, 400, 'threshold', /at most 20 digits before the decimal point.*got 1e\+100/);
+    await rejected('POST', '/v1/alerts/create', { rawBody: JSON.stringify({ ...alert, threshold: 0 }).replace('"threshold":0', '"threshold":1e400') }, 400, 'threshold', /at most 20 digits before/);
+    await rejected('POST', '/v1/alerts/create', { body: { ...alert, threshold: '0.000000000000000000001' } }, 400, 'threshold', /at most 20 digits after the decimal point/);
+    expect(await orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from alert')).toEqual(alertsBefore);
+    const access = (amount: unknown) => ({ schedule_items: [{ amount, starting_at: monthStart(0), ending_before: monthStart(1) }] });
+    const contract = { customer_id: customer, rate_card_id: card, starting_at: monthStart(0) };
+    await rejected('POST', '/v1/contracts/create', { body: { ...contract, commits: [{ type: 'PREPAID', product_id: fixed, access_schedule: access('100000000000000000000') }] } }, 400, 'commits[0].access_schedule.schedule_items[0].amount', /at most 20 digits before/);
+    await rejected('POST', '/v1/contracts/create', { body: { ...contract, prepaid_balance_threshold_configuration: { commit: { product_id: fixed }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: 500, recharge_to_amount: 1e30 } } }, 400, 'prepaid_balance_threshold_configuration.recharge_to_amount', /at most 20 digits before/);
+    await rejected('POST', '/v1/contracts/customerCredits/create', { rawBody: `{"customer_id":"${customer}","product_id":"${fixed}","priority":1,"access_schedule":{"schedule_items":[{"amount":1e400,"starting_at":"${monthStart(0)}","ending_before":"${monthStart(1)}"}]}}` }, 400, 'access_schedule.schedule_items[0].amount', /at most 20 digits before/);
+    const metric = (await http(app, 'POST', '/v1/billable-metrics/create', { token: admin, body: { name: 'bounds calls', aggregation_type: 'COUNT', event_type_filter: { in_values: ['bounds'] } } })).json.data.id as string;
+    const usage = (await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Bounds usage', type: 'USAGE', billable_metric_id: metric } })).json.data.id as string;
+    const rate = { rate_card_id: card, product_id: usage, entitled: true, rate_type: 'FLAT', starting_at: monthStart(0) };
+    await rejected('POST', '/v1/contract-pricing/rate-cards/addRate', { body: { ...rate, price: '0.123456789012345678912' } }, 400, 'price', /at most 20 digits after/);
+    // At the bound: a price with 20 places, an amount of 20 digits.
+    const ok = await http(app, 'POST', '/v1/contract-pricing/rate-cards/addRate', { token: admin, body: { ...rate, price: '0.12345678901234567891' } });
+    expect(ok.status).toBe(200);
+    const big = await http(app, 'POST', '/v1/alerts/create', { token: admin, body: { ...alert, threshold: '99999999999999999999' } });
+    expect(big.status).toBe(200);
+  });
+
   test('metrics, rates and contracts validate every field', async () => {
     await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'm', aggregation_type: 'SUM' } }, 400, 'aggregation_key', /required for SUM/);
     await rejected('POST', '/v1/billable-metrics/create', { body: { name: 'm', aggregation_type: 'AVERAGE' } }, 400, 'aggregation_type', /one of COUNT, SUM/);
@@ -274,6 +317,38 @@ describe('bad input', () => {
     // At the limit (array, event, then properties 30 levels deep: 32 in all) is accepted.
     const within = await http(app, 'POST', '/v1/ingest', { token: admin, body: [{ transaction_id: 'deep-ok', customer_id: 'c1', event_type: 'e', timestamp: new Date().toISOString(), properties: nested(MAX_JSON_DEPTH - 2) }] });
     expect(within.status).toBe(200);
+  });
+
+  test('JSON bodies are UTF-8: any other declared charset is a 415 naming it, and nothing is written', async () => {
+    const send = async (path: string, contentType: string, body: Buffer) => {
+      const before = await counts();
+      const res = await fetch(`${app.baseURL}${path}`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': contentType }, body });
+      const json = JSON.parse(await res.text()) as { field?: string; message: string };
+      expect(await counts()).toEqual(before);
+      return { status: res.status, field: json.field, message: json.message };
+    };
+    const utf16be = (s: string) => Buffer.from(s, 'utf16le').swap16();
+    const customer = JSON.stringify({ name: 'Charset Co' });
+    const events = JSON.stringify([{ transaction_id: 'charset-1', customer_id: 'c1', event_type: 'e', timestamp: new Date().toISOString() }]);
+    // A raw lone surrogate: UTF-16LE bytes JSON.parse would take as a string PostgreSQL cannot store.
+    const loneSurrogate = Buffer.concat([Buffer.from('{"name":"Acme ', 'utf16le'), Buffer.from([0x00, 0xd8]), Buffer.from('"}', 'utf16le')]);
+    const cases: [string, string, Buffer, string][] = [
+      ['/v1/customers', 'application/json; charset=utf-16be', utf16be(customer), 'utf-16be'],
+      ['/v1/customers', 'application/json; charset=utf-16le', loneSurrogate, 'utf-16le'],
+      ['/v1/customers', 'application/json;charset="UTF-32"', Buffer.from(customer), 'UTF-32'],
+      ['/v1/customers', 'application/merge-patch+json; charset=utf-7', Buffer.from(customer), 'utf-7'],
+      ['/v1/ingest', 'application/json; charset=utf-16be', utf16be(events), 'utf-16be'],
+      ['/v1/ingest', 'application/json; charset=latin1', Buffer.from(events), 'latin1'],
+      ['/v1/ingest', 'application/json; charset=utf8', Buffer.from(events), 'utf8'], // not a registered charset name
+    ];
+    for (const [path, type, body, charset] of cases) {
+      expect(await send(path, type, body)).toEqual({ status: 415, field: 'content-type', message: `content-type: charset "${charset}" is not supported: JSON bodies must be UTF-8` });
+    }
+    // UTF-8, declared or not, is read as before.
+    for (const type of ['application/json; charset=utf-8', 'application/json; charset="UTF-8"', 'application/json;charset=Utf-8 ', 'application/json']) {
+      const ok = await fetch(`${app.baseURL}/v1/customers`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': type }, body: JSON.stringify({ name: `Charset ${type}` }) });
+      expect(ok.status).toBe(200);
+    }
   });
 
   test('events search and customer reads: not for ingest tokens, and duplicates are listed up to a cap', async () => {

@@ -7,7 +7,7 @@ import { alertsForCustomer, archiveAlert, createAlert, customerAlertStates, find
 import { BillableMetric, Customer, Product } from '../../db/entities.js';
 import { allow } from '../auth.js';
 import { offsetPage } from '../paging.js';
-import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, uuid, type Obj } from '../validate.js';
+import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, uuid, uuidArray, type Obj } from '../validate.js';
 
 /**
  * Alerts through Metronome's API (`v1.alerts.create|archive`, `v1.customers.alerts.list|retrieve|reset`).
@@ -66,7 +66,7 @@ export function alertsRouter(orm: MikroORM): Router {
     const threshold = decimal(body, 'threshold')!;
     if (threshold.startsWith('-')) throw new ValidationError('threshold', `must not be negative, got ${threshold}`);
     if (type.endsWith('_percentage_reached') && Number(threshold) > 100) throw new ValidationError('threshold', `is a percentage (0 to 100) for ${type}, got ${threshold}`);
-    const creditTypeId = str(body, 'credit_type_id', '', { optional: true });
+    const creditTypeId = uuid(body, 'credit_type_id', '', { optional: true });
     if (creditTypeId !== undefined && creditTypeId !== USD_CENTS.id) throw new ValidationError('credit_type_id', `only USD (cents), ${USD_CENTS.id}, is supported`);
     const customerId = uuid(body, 'customer_id', '', { optional: true }) ?? null;
     if (customerId) await customerOr404(orm, customerId);
@@ -81,18 +81,18 @@ export function alertsRouter(orm: MikroORM): Router {
     }
     const gv = groupValues(body, type);
     const gateAccess = bool(body, 'gate_access', '', { optional: true }) ?? false;
-    const gateProductIds = stringArray(body, 'gate_product_ids', '', { optional: true }) ?? null;
+    const gateProductIds = uuidArray(body, 'gate_product_ids', '', { optional: true }) ?? null;
     if (gateProductIds) {
       if (!gateAccess) throw new ValidationError('gate_product_ids', 'needs gate_access: true');
-      const found = await orm.em.fork().find(Product, { id: { $in: gateProductIds.map((p) => p.toLowerCase()) } });
-      const missing = gateProductIds.find((p) => !found.some((f) => f.id === p.toLowerCase()));
-      if (missing) throw new ValidationError('gate_product_ids', `product ${missing} not found`);
+      const found = await orm.em.fork().find(Product, { id: { $in: gateProductIds } });
+      const missing = gateProductIds.findIndex((p) => !found.some((f) => f.id === p));
+      if (missing >= 0) throw new ValidationError(`gate_product_ids[${missing}]`, `product ${gateProductIds[missing]} not found`);
     }
     const uniquenessKey = str(body, 'uniqueness_key', '', { optional: true, max: 128 }) ?? null;
     const alert = await createAlert(orm.em.fork(), {
       name, type, threshold, customerId, billableMetricId: metricId, groupValues: gv, creditTypeId: creditTypeId ?? null,
       evaluateOnCreate: bool(body, 'evaluate_on_create', '', { optional: true }) ?? true, uniquenessKey,
-      gateAccess, gateProductIds: gateProductIds?.map((p) => p.toLowerCase()) ?? null,
+      gateAccess, gateProductIds,
     });
     res.json({ data: { id: alert.id } });
   });

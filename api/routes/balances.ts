@@ -9,7 +9,7 @@ import { BalanceGrant, Contract, Product } from '../../db/entities.js';
 import { allow } from '../auth.js';
 import { grantInput, ProductLookup } from '../contract-input.js';
 import { offsetPage } from '../paging.js';
-import { bool, objectAt, oneOf, reqUuid, stringArray, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
+import { bool, objectAt, oneOf, reqUuid, stringArray, stringRecord, timestamp, uuid, uuidArray, type Obj } from '../validate.js';
 
 /**
  * Customer-level commits and credits, and balances (Metronome's customerCommits, customerCredits
@@ -92,7 +92,7 @@ function filtersInput(body: Obj): BalanceFilter[] {
     const o = objectAt(f, p, ['balance_types', 'custom_fields', 'ids']);
     const types = stringArray(o, 'balance_types', p, { optional: true });
     types?.forEach((t, j) => { if (!['PREPAID_COMMIT', 'POSTPAID_COMMIT', 'CREDIT'].includes(t)) throw new ValidationError(`${p}.balance_types[${j}]`, 'must be one of PREPAID_COMMIT, POSTPAID_COMMIT, CREDIT'); });
-    return { balance_types: types, custom_fields: stringRecord(o, 'custom_fields', p), ids: stringArray(o, 'ids', p, { optional: true }) };
+    return { balance_types: types, custom_fields: stringRecord(o, 'custom_fields', p), ids: uuidArray(o, 'ids', p, { optional: true }) };
   });
 }
 

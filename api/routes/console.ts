@@ -20,6 +20,7 @@ import { ROOT, type ConsoleSettings, type LifecycleSettings } from '../../stack/
 import { contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
 import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../validate.js';
+import { UUID_RE } from '../../db/ids.js';
 
 const DAY_MS = 86_400_000;
 export const DASHBOARDS = ['usage', 'invoices', 'credits', 'commits_and_credits'] as const;
@@ -366,8 +367,8 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
   r.get('/v1/accrue/console/invoices/:invoice_id/usage', allow('read', 'finance'), async (req, res) => {
     const em = orm.em.fork();
     const id = String(req.params.invoice_id);
-    if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ValidationError('invoice_id', 'must be an invoice id');
-    const inv = await em.findOne(Invoice, { id });
+    if (!UUID_RE.test(id)) throw new ValidationError('invoice_id', 'must be an invoice id (UUID)');
+    const inv = await em.findOne(Invoice, { id: id.toLowerCase() });
     if (!inv) throw new NotFoundError('invoice', id, 'invoice_id');
     const window = inv.periodEnd.getTime() - inv.periodStart.getTime() < 3 * DAY_MS ? 'HOUR' : 'DAY';
     // The metrics the invoice's usage lines are priced on.

@@ -2,7 +2,7 @@ import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, WorkflowNotFoundError } from '@temporalio/common';
 import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { lockCustomerBalances } from '../../db/balance-lock.js';
@@ -122,28 +122,39 @@ async function closedInvoice(orm: MikroORM, id: string): Promise<Invoice> {
   return inv;
 }
 
-/** Turns a refused or failed Temporal update into a clear 409 (or rethrows what is not ours). */
-function decisionError(err: unknown): never {
-  if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
-    throw new ConflictError(err.cause.message);
-  }
-  throw err;
+/** What a decision on an invoice that is no longer DRAFT answers: the status it now has. */
+function alreadyDecided(inv: Invoice): ConflictError {
+  return new ConflictError(`invoice ${inv.id} is already ${inv.status} (approval ${inv.approvalStatus})`);
 }
 
 /**
- * A decision waits briefly for the close workflow to reach approval: an invoice can be frozen
- * (PENDING_APPROVAL in PostgreSQL) a moment before its own workflow knows, when a later period's
- * freeze froze it first (periods freeze in order) or its freeze activity is between retries.
+ * A decision on the invoice's close workflow. It waits briefly for the close to reach approval: an
+ * invoice can be frozen (PENDING_APPROVAL in PostgreSQL) a moment before its own workflow knows,
+ * when a later period's freeze froze it first (periods freeze in order) or its freeze activity is
+ * between retries. A decision that lost a race with another one — the close decided, or finished
+ * and completed, after this request read the invoice as DRAFT — answers what the invoice now is,
+ * as a decision arriving after it would: a 409 naming its status, never a 5xx (which the SDK
+ * retries). A refused update (a total that is not the invoice's) is a 409 with the workflow's reason.
  */
-async function decide<T>(run: () => Promise<T>): Promise<T> {
+async function decide<T>(orm: MikroORM, inv: Invoice, run: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {
       return await run();
     } catch (err) {
-      const notReady = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'NotReady';
-      if (!notReady || Date.now() > deadline) decisionError(err);
-      await new Promise((res) => setTimeout(res, 250));
+      const failure = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure ? err.cause : undefined;
+      if (failure?.type === 'NotReady' && Date.now() <= deadline) {
+        await new Promise((res) => setTimeout(res, 250));
+        continue;
+      }
+      if (failure?.type === 'NotAwaitingApproval' || err instanceof WorkflowNotFoundError) {
+        const now = await closedInvoice(orm, inv.id);
+        if (now.status !== 'DRAFT') throw alreadyDecided(now);
+        if (failure) throw new ConflictError(`invoice ${inv.id} is being decided: ${failure.message}`);
+        throw new UnavailableError(`invoice ${inv.id} is ${now.status} but its close workflow is not running; retry in a moment`);
+      }
+      if (failure) throw new ConflictError(failure.message);
+      throw err;
     }
   }
 }
@@ -155,7 +166,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const em = orm.em.fork();
     const customer = await findCustomer(em, String(req.params.customer_id));
     const status = typeof req.query.status === 'string' ? req.query.status.toUpperCase() : undefined;
-    const contractId = typeof req.query.contract_id === 'string' ? req.query.contract_id : undefined;
+    const contractId = typeof req.query.contract_id === 'string' ? req.query.contract_id.toLowerCase() : undefined;
+    if (contractId !== undefined && !UUID_RE.test(contractId)) throw new ValidationError('contract_id', `must be a UUID, got ${JSON.stringify(req.query.contract_id)}`);
     const startingOn = typeof req.query.starting_on === 'string' ? Date.parse(req.query.starting_on) : undefined;
     const endingBefore = typeof req.query.ending_before === 'string' ? Date.parse(req.query.ending_before) : undefined;
     if (Number.isNaN(startingOn)) throw new ValidationError('starting_on', 'must be an RFC 3339 timestamp');
@@ -238,8 +250,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     if (body.total === undefined) throw new ValidationError('total', 'is required: the invoice total you approve, as the invoice shows it');
     const total = decimal(body, 'total')!;
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
-    if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${inv.id} is already ${inv.status}`);
-    await decide(() => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] }));
+    if (inv.status !== 'DRAFT') throw alreadyDecided(inv);
+    await decide(orm, inv, () => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] }));
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
 
@@ -249,8 +261,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const reason = reqStr(body, 'reason', '', 2000);
     const rejectedBy = str(body, 'rejected_by', '', { optional: true, max: 256 });
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
-    if (inv.status !== 'DRAFT') throw new ConflictError(`invoice ${inv.id} is already ${inv.status}`);
-    await decide(() => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(rejectInvoiceUpdate, { args: [{ reason, rejectedBy }] }));
+    if (inv.status !== 'DRAFT') throw alreadyDecided(inv);
+    await decide(orm, inv, () => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(rejectInvoiceUpdate, { args: [{ reason, rejectedBy }] }));
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
 

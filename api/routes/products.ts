@@ -9,7 +9,7 @@ import { newId } from '../../db/ids.js';
 import { productRecordOf } from '../../db/invoices.js';
 import { allow } from '../auth.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
-import { bool, decimal, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, uuid, type Obj } from '../validate.js';
+import { bool, decimal, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, uuid, uuidArray, type Obj } from '../validate.js';
 
 /** Products (Metronome's contract-pricing products): create, get, update (versioned), list, archive. */
 const ATTRIBUTE_FIELDS = ['billable_metric_id', 'composite_product_ids', 'composite_tags', 'exclude_free_usage', 'is_refundable',
@@ -31,9 +31,10 @@ async function attributesInput(em: EntityManager, body: Obj, type: ProductType, 
   if (body.tags !== undefined) out.tags = stringArray(body, 'tags')!;
   const metricId = uuid(body, 'billable_metric_id', '', { optional: true });
   if (metricId) out.billable_metric_id = metricId;
-  for (const k of ['pricing_group_key', 'presentation_group_key', 'composite_product_ids', 'composite_tags'] as const) {
+  for (const k of ['pricing_group_key', 'presentation_group_key', 'composite_tags'] as const) {
     if (body[k] !== undefined && body[k] !== null) out[k] = stringArray(body, k)!;
   }
+  if (body.composite_product_ids !== undefined && body.composite_product_ids !== null) out.composite_product_ids = uuidArray(body, 'composite_product_ids')!;
   if (out.composite_product_ids) {
     const found = await em.count(Product, { id: { $in: out.composite_product_ids } });
     if (found !== new Set(out.composite_product_ids).size) throw new ValidationError('composite_product_ids', 'refers to a product that does not exist');
