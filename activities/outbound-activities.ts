@@ -13,7 +13,8 @@ import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId, spendThresholdWorkflowId } from '../workflows/search-attributes.js';
 import { markGatedCommitStarted, markRechargeStarted, unstartedGatedCommits, unstartedRecharges } from '../db/recharge.js';
-import { startCommitPayment, startCrmSync } from './workflow-starts.js';
+import { startCommitPayment, startCrmSync, tellContractWorkflow } from './workflow-starts.js';
+import { queuedContractTells } from '../db/contract-tells.js';
 import { crmLinkedCustomers } from '../db/crm.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
@@ -30,6 +31,8 @@ const FIRST_ATTEMPT_TIMEOUT_MS = 2_000;
 const IDLE_SLEEP_MS = 25;
 const MAX_IDLE_SLEEP_MS = 1_000;
 const WINDOW_SWEEP_MS = 30_000;
+/** A contract change's tell older than this was not made by the API (Temporal was unreachable): made here. */
+const QUEUED_TELL_AGE_MS = 5_000;
 
 /** Notifications that change what the CRM shows about the customer: each tells its crm-sync workflow. */
 const CRM_NOTIFICATION_TYPES = new Set(['accrue.contract.lifecycle_changed', 'contract.create', 'contract.end', 'invoice.finalized', 'accrue.invoice.payment_status_changed', 'accrue.invoice.refunded']);
@@ -102,6 +105,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
           // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
           if (ev.fired > 0) crashPoint('@outbound-evaluated');
           await startRecharges(em, client, taskQueue);
+          for (const t of await queuedContractTells(em, QUEUED_TELL_AGE_MS, 50)) await tellContractWorkflow(client, taskQueue, em, t.contractId, t.token);
           total.rounds++;
           total.evaluated += ev.customers;
           total.fired += ev.fired;

@@ -1,8 +1,9 @@
 import pg from 'pg';
 import Metronome from '@metronome/sdk';
 import { contractStateQuery } from '../workflows/contract.js';
+import { freePort } from '../stack/net.js';
 import { useSdkApp } from './sdk-app.js';
-import { eventually, http, monthStart, uniqueName } from './stack.js';
+import { eventually, http, monthStart, startApp, uniqueName } from './stack.js';
 
 /**
  * Changing a running contract through @metronome/sdk: a backdated amendment re-rates the open
@@ -155,5 +156,72 @@ describe('contract changes: amend, end date, edit, archive', () => {
     // A second transition from the same contract is refused.
     const again = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: p1, transition: { from_contract_id: old.data.id, type: 'RENEWAL' } } });
     expect(again.status).toBe(409);
+  });
+
+  test('a v2 edit is answered 2xx once committed, even while Temporal is unreachable, and is idempotent on uniqueness_key', async () => {
+    const prev = monthStart(-1);
+    const customer = await h.client.v1.customers.create({ name: 'Editing Co' });
+    const fixed = await h.client.v1.contracts.products.create({ name: 'Edit commit', type: 'FIXED' });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
+    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const ids = { customer_id: customer.data.id, contract_id: contract.data.id };
+    const commitNames = async () => (await h.client.v2.contracts.retrieve(ids)).data.commits.map((c) => c.name).sort();
+    const end = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 48 * 3_600_000).toISOString();
+    const periodEnd = new Date(Math.min(Date.parse(end), Date.parse(monthStart(1)))).toISOString();
+    const commit = (name: string) => ({ type: 'PREPAID' as const, name, product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 100, starting_at: prev, ending_before: end }] } });
+
+    // An API process whose Temporal is down (nothing listens there), on the same database and task
+    // queue; the SDK client retries 5xx answers twice, as by default.
+    const down = await startApp({ databaseUrl: h.dbUrl, withWorker: false, temporalAddress: `127.0.0.1:${await freePort()}`, env: { ACCRUE_TASK_QUEUE: h.app.taskQueue } });
+    try {
+      const client = new Metronome({ bearerToken: down.adminToken, baseURL: down.baseURL, maxRetries: 2 });
+      // Commits and a new end date: committed, so answered 2xx (a 503 made the SDK add the commit three times).
+      const first = await client.v2.contracts.edit({ ...ids, add_commits: [commit('no key')], update_contract_end_date: end });
+      expect(first.data.id).toBe(contract.data.id);
+      expect(await commitNames()).toEqual(['no key']);
+
+      // The same request with a uniqueness key, three times: one edit, its id each time.
+      const keyed = { ...ids, uniqueness_key: uniqueName('edit'), add_commits: [commit('keyed')], update_contract_end_date: end };
+      const answers = [];
+      for (let i = 0; i < 3; i++) answers.push(await client.v2.contracts.edit(keyed));
+      expect(new Set(answers.map((a) => (a.data as { edit?: { id: string } }).edit?.id)).size).toBe(1);
+      expect(await commitNames()).toEqual(['keyed', 'no key']);
+      // The key with another request: 409 naming it, nothing applied.
+      const other = await http(down, 'POST', '/v2/contracts/edit', { token: down.adminToken, body: { ...keyed, add_commits: [commit('other')] } });
+      expect([other.status, other.json.field]).toEqual([409, 'uniqueness_key']);
+      expect(await commitNames()).toEqual(['keyed', 'no key']);
+    } finally {
+      await down.stop();
+    }
+    // The workflow was not told by that API; the outbound loop tells it from the queue.
+    const handle = h.temporal.workflow.getHandle(`contract/${contract.data.id}`);
+    await eventually('the workflow to re-plan to the new end date', async () => {
+      const state = await handle.query(contractStateQuery);
+      if (state.nextCloseAt !== new Date(Date.parse(periodEnd) + 1000).toISOString()) throw new Error(JSON.stringify(state));
+    });
+    await eventually('the queued tell cleared', async () => {
+      const rows = await h.orm.em.fork().execute('select 1 from contract_tell where contract_id = ?', [contract.data.id]);
+      if (rows.length) throw new Error('still queued');
+    });
+
+    // Concurrent retries of one keyed edit, both past the first look-up and then waiting on the
+    // contract's row lock: one applies, the other answers its id.
+    const blocker = new pg.Client({ connectionString: h.dbUrl });
+    await blocker.connect();
+    await blocker.query('begin');
+    await blocker.query('select 1 from contract where id = $1 for update', [contract.data.id]);
+    const raced = { ...ids, uniqueness_key: uniqueName('race'), add_commits: [commit('raced')] };
+    const pending = [0, 1].map(() => http(h.app, 'POST', '/v2/contracts/edit', { token: h.app.adminToken, body: raced }));
+    await eventually('both edits waiting on the contract\'s lock', async () => {
+      // Another session than the blocker's: pg_stat_activity is one snapshot per transaction.
+      const rows = await h.orm.em.fork().execute<{ n: number }[]>(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ~* 'from "?contract"? .*for update'`);
+      if (rows[0]!.n !== 2) throw new Error(`${rows[0]!.n} waiting`);
+    });
+    await blocker.query('commit');
+    await blocker.end();
+    const both = await Promise.all(pending);
+    expect(both.map((r) => r.status)).toEqual([200, 200]);
+    expect(both[0]!.json.data.edit.id).toBe(both[1]!.json.data.edit.id);
+    expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
 });

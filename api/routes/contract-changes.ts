@@ -1,46 +1,62 @@
+import { createHash } from 'node:crypto';
 import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
-import { ConflictError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import { ConflictError, ValidationError } from '../../billing/errors.js';
 import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/contract-terms.js';
-import { periodsStartedBefore } from '../../billing/periods.js';
 import { customerBalances } from '../../db/balances.js';
 import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Invoice } from '../../db/entities.js';
-import { invoiceIdFor, newId } from '../../db/ids.js';
-import { contractSchedule } from '../../db/invoices.js';
+import { newId } from '../../db/ids.js';
 import { voidBlockedByPayments } from '../../db/payments.js';
-import { contractChangedSignal, contractWorkflow } from '../../workflows/contract.js';
-import { contractWorkflowId, invoiceWorkflowId } from '../../workflows/search-attributes.js';
+import { queueContractTell } from '../../db/contract-tells.js';
+import { tellContractWorkflow } from '../../activities/workflow-starts.js';
+import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
 import { approvalPolicyInput, arrearsPolicyInput, chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
-import { bool, decimal, hourTimestamp, objectAt, reqUuid, stringRecord, timestamp, type Obj } from '../validate.js';
+import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
 import { contractJson, findContract } from './contract-reads.js';
 
 /**
  * Changing contracts: end date, archive, amendments (v1) and edits (v2). Terms are data: drafts of
  * open periods are computed from them on every read, so a change — even backdated — re-rates the
  * open periods at once; frozen and finalized invoices never change (late changes to finalized
- * periods are not re-billed). The contract workflow is told to re-plan when its dates change.
+ * periods are not re-billed). The contract workflow is told to re-plan when its dates change:
+ * the change's transaction queues the tell (db/contract-tells.ts), so a committed change is
+ * answered 2xx even while Temporal is unreachable, and the outbound loop tells it later.
  */
-export async function tellWorkflow(temporal: Client, taskQueue: string, em: EntityManager, contract: Contract): Promise<void> {
-  // A run that already ended (its last period closed) is started again from the first period
-  // without an invoice; a running one is signalled to re-plan.
-  const periods = periodsStartedBefore(contractSchedule(contract), new Date().toISOString());
-  const stored = new Set((await em.find(Invoice, { contractId: contract.id }, { fields: ['id'] })).map((i) => i.id));
-  let next = 0;
-  while (next < periods.length && stored.has(invoiceIdFor(contract.id, periods[next]!.start))) next++;
+
+/** How long a request waits for Temporal to take the tell before leaving it to the outbound loop. */
+const TELL_DEADLINE_MS = 3_000;
+
+/** Tells the contract workflow of a committed change queued with `token`; never fails the request. */
+export async function tellWorkflow(temporal: Client, taskQueue: string, em: EntityManager, contractId: string, token: string): Promise<void> {
   try {
-    await temporal.workflow.signalWithStart(contractWorkflow, {
-      workflowId: contractWorkflowId(contract.id),
-      taskQueue,
-      args: [{ contractId: contract.id, nextPeriodIndex: next }],
-      signal: contractChangedSignal,
-    });
+    await temporal.withDeadline(Date.now() + TELL_DEADLINE_MS, () => tellContractWorkflow(temporal, taskQueue, em, contractId, token));
   } catch (err) {
-    throw new UnavailableError(`the change is stored, but the contract workflow could not be told; retry the same request: ${(err as Error).message}`);
+    console.warn(`[api] contract ${contractId}: the workflow is told later from the queue (${(err as Error).message})`);
   }
+}
+
+/** A request's identity for `uniqueness_key`: its JSON with keys sorted, hashed. */
+function requestHash(body: unknown): string {
+  const canonical = (v: unknown): unknown => (Array.isArray(v) ? v.map(canonical)
+    : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Obj)[k])])) : v);
+  return createHash('sha256').update(JSON.stringify(canonical(body))).digest('hex');
+}
+
+/**
+ * The edit an earlier request with this uniqueness key made on the contract (the same request:
+ * its id is the answer), or a 409 when that request was a different one.
+ */
+async function earlierEdit(em: EntityManager, contractId: string, key: string | undefined, hash: string): Promise<string | undefined> {
+  if (!key) return undefined;
+  const [row] = await em.execute<{ request_hash: string; edit_id: string }[]>(
+    'select request_hash, edit_id::text as edit_id from contract_edit where contract_id = ? and uniqueness_key = ?', [contractId, key]);
+  if (!row) return undefined;
+  if (row.request_hash !== hash) throw Object.assign(new ConflictError(`uniqueness_key: ${key} was already used by a different edit of contract ${contractId} (edit ${row.edit_id})`), { field: 'uniqueness_key' });
+  return row.edit_id;
 }
 
 export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
@@ -58,9 +74,12 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
       const last = await em.findOne(Invoice, { contractId: contract.id, status: 'FINALIZED' }, { orderBy: { periodEnd: 'desc' } });
       if (last && last.periodEnd.getTime() > Date.parse(endingBefore)) throw new ValidationError('ending_before', `is before the end of finalized invoice ${last.id} (${last.periodEnd.toISOString()})`);
     }
-    contract.endingBefore = endingBefore ? new Date(endingBefore) : null;
-    await em.flush();
-    await tellWorkflow(temporal, taskQueue, em, contract);
+    const token = await em.transactional(async (tx) => {
+      const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
+      c.endingBefore = endingBefore ? new Date(endingBefore) : null;
+      return queueContractTell(tx, c.id);
+    });
+    await tellWorkflow(temporal, taskQueue, em, contract.id, token);
     res.json({ data: { id: contract.id } });
   });
 
@@ -70,8 +89,9 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     const em = orm.em.fork();
     const contract = await findContract(em, body);
     const pending: string[] = [];
+    let token: string | undefined;
     if (!contract.archivedAt) {
-      await em.transactional(async (tx) => {
+      token = await em.transactional(async (tx) => {
         const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
         const now = new Date();
         c.archivedAt = now;
@@ -88,10 +108,11 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
             inv.voidedAt = now;
           }
         }
+        return queueContractTell(tx, c.id);
       });
     }
     for (const id of pending) await temporal.workflow.getHandle(invoiceWorkflowId(id)).cancel().catch(() => undefined);
-    await tellWorkflow(temporal, taskQueue, em, contract);
+    if (token) await tellWorkflow(temporal, taskQueue, em, contract.id, token);
     res.json({ data: { id: contract.id } });
   });
 
@@ -119,30 +140,41 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     res.json({ data: { id } });
   });
 
+  // The edit and its uniqueness key commit together under the contract's row lock, so the same
+  // request sent again (a client's retry, even concurrently) answers the first edit's id and
+  // applies nothing; another request with the key is a 409.
   r.post('/v2/contracts/edit', allow(), async (req, res) => {
     const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days', 'approval_policy', 'arrears_policy']);
     const em = orm.em.fork();
     const contract = await findContract(em, body);
+    const key = str(body, 'uniqueness_key', '', { optional: true, max: 128 });
+    const hash = requestHash(body);
+    const answer = (editId: string) => res.json({ data: { id: contract.id, edit: { id: editId } } });
+    const earlier = await earlierEdit(em, contract.id, key, hash);
+    if (earlier) return void answer(earlier);
     if (contract.archivedAt) throw new ConflictError(`contract ${contract.id} is archived`);
-    const editId = newId();
-    const added = await addTerms(em, contract, body, { amendmentId: editId, commits: 'add_commits', credits: 'add_credits', overrides: 'add_overrides', discounts: 'add_discounts', scheduled_charges: 'add_scheduled_charges' });
-    let endChanged = false;
+    let end: Date | null | undefined;
     if (body.update_contract_end_date !== undefined) {
-      const end = body.update_contract_end_date === null ? null : hourTimestamp(body, 'update_contract_end_date')!;
-      if (end && Date.parse(end) <= contract.startingAt.getTime()) throw new ValidationError('update_contract_end_date', 'must be after the contract starting_at');
-      endChanged = true;
-      contract.endingBefore = end ? new Date(end) : null;
+      const at = body.update_contract_end_date === null ? null : hourTimestamp(body, 'update_contract_end_date')!;
+      if (at && Date.parse(at) <= contract.startingAt.getTime()) throw new ValidationError('update_contract_end_date', 'must be after the contract starting_at');
+      end = at ? new Date(at) : null;
     }
     const name = body.update_contract_name;
     if (name !== undefined && (typeof name !== 'string' || !name.trim())) throw new ValidationError('update_contract_name', 'must be a non-empty string');
     const notice = renewalNoticeDaysInput(body);
-    const noticeChanged = notice !== undefined && notice !== (contract.terms?.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS);
     // approval_policy: an object sets it, null returns the contract to ACCRUE_APPROVAL_POLICY. It
     // applies to invoices frozen from now on; one already waiting keeps waiting.
     const approvalPolicy = approvalPolicyInput(body);
     const arrearsPolicy = arrearsPolicyInput(body);
-    await em.transactional(async (tx) => {
+    const editId = newId();
+    const outcome = await em.transactional(async (tx) => {
       const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
+      const again = await earlierEdit(tx, c.id, key, hash);
+      if (again) return { editId: again };
+      if (c.archivedAt) throw new ConflictError(`contract ${c.id} is archived`);
+      // Terms are added to the locked row, so concurrent edits never lose each other's terms.
+      const added = await addTerms(tx, c, body, { amendmentId: editId, commits: 'add_commits', credits: 'add_credits', overrides: 'add_overrides', discounts: 'add_discounts', scheduled_charges: 'add_scheduled_charges' });
+      const noticeChanged = notice !== undefined && notice !== (c.terms?.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS);
       let terms: ContractTerms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
       if (arrearsPolicy) terms = { ...terms, arrears_policy: arrearsPolicy };
       if (approvalPolicy) terms = { ...terms, approval_policy: approvalPolicy };
@@ -151,13 +183,16 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
         terms = rest;
       }
       c.terms = terms;
-      if (endChanged) c.endingBefore = contract.endingBefore;
+      if (end !== undefined) c.endingBefore = end;
       if (typeof name === 'string') c.name = name;
       for (const g of added.grants) tx.create(BalanceGrant, g);
+      await tx.flush();
+      if (key) await tx.execute('insert into contract_edit (contract_id, uniqueness_key, request_hash, edit_id) values (?, ?, ?, ?)', [c.id, key, hash, editId]);
+      // The workflow's renewal notice timer depends on both the end date and the notice.
+      return { editId, token: end !== undefined || noticeChanged ? await queueContractTell(tx, c.id) : undefined };
     });
-    // The workflow's renewal notice timer depends on both the end date and the notice.
-    if (endChanged || noticeChanged) await tellWorkflow(temporal, taskQueue, em, contract);
-    res.json({ data: { id: contract.id, edit: { id: editId } } });
+    if (outcome.token) await tellWorkflow(temporal, taskQueue, em, contract.id, outcome.token);
+    answer(outcome.editId);
   });
 
   for (const path of ['/v2/contracts/get', '/v2/contracts/list'] as const) {

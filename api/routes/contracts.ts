@@ -13,6 +13,7 @@ import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/c
 import { tellWorkflow } from './contract-changes.js';
 import { findCustomer } from '../../db/customers.js';
 import { newId } from '../../db/ids.js';
+import { queueContractTell } from '../../db/contract-tells.js';
 import { contractSchedule } from '../../db/invoices.js';
 import { contractWorkflow } from '../../workflows/contract.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, contractWorkflowId } from '../../workflows/search-attributes.js';
@@ -156,10 +157,12 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
   periodAt(contractSchedule(contract), 0); // rejects an impossible schedule before anything is written
   const transition = transitionInput(body);
   if (transition) contract.terms = { ...contract.terms, transition };
+  let fromTell: string | undefined;
   try {
     // The contract and its commits and credits commit together, or not at all.
     await em.transactional(async (tx) => {
       const from = transition ? await applyTransition(tx, transition, contract) : undefined;
+      if (from) fromTell = await queueContractTell(tx, from.id);
       tx.create(Contract, contract);
       await tx.flush();
       // A payment-gated commit waits in gated_commit until paid (commit-payment/<id> grants it).
@@ -207,10 +210,7 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
       // left for the outbound loop
     }
   }
-  if (transition) {
-    const from = await orm.em.fork().findOne(Contract, { id: transition.from_contract_id });
-    if (from) await tellWorkflow(temporal, taskQueue, orm.em.fork(), from);
-  }
+  if (transition && fromTell) await tellWorkflow(temporal, taskQueue, orm.em.fork(), transition.from_contract_id, fromTell);
   return { id: contract.id, customerId: customer.id };
 }
 

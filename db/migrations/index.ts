@@ -26,6 +26,7 @@ import { Migration20261211100000_event_partitions } from './Migration20261211100
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
 import { Migration20261212100000_invoice_type } from './Migration20261212100000_invoice_type.js';
 import { Migration20261212200000_invoice_out_of_band } from './Migration20261212200000_invoice_out_of_band.js';
+import { Migration20261212500000_contract_edits } from './Migration20261212500000_contract_edits.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -57,4 +58,5 @@ export const migrationsList = [
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
   { name: 'Migration20261212100000_invoice_type', class: Migration20261212100000_invoice_type },
   { name: 'Migration20261212200000_invoice_out_of_band', class: Migration20261212200000_invoice_out_of_band },
+  { name: 'Migration20261212500000_contract_edits', class: Migration20261212500000_contract_edits },
 ];
