@@ -165,16 +165,24 @@ export function loadStripeSettings(env: NodeJS.ProcessEnv = process.env): Stripe
  * Outbound webhook delivery (issue 10). Each delivery retries with exponential backoff from
  * ACCRUE_WEBHOOK_RETRY_INITIAL (10s) doubling up to ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL (1h), for
  * ACCRUE_WEBHOOK_RETRY_FOR (72h) in all; then it is marked FAILED. ACCRUE_WEBHOOK_ALLOW_PRIVATE=1
- * allows private, loopback and link-local addresses (local use and tests only).
+ * allows private, loopback and link-local addresses (local use and tests only). Each endpoint
+ * gets at most ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY (8) requests at a time from each worker
+ * process; the dispatcher's own first attempt of a delivery gets ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT
+ * (2s) in all — waiting for a place in its endpoint's budget, then for the answer — before the
+ * delivery goes to its retry workflow.
  */
 export interface WebhookSettings {
   retryInitialMs: number;
   retryMaxIntervalMs: number;
   retryForMs: number;
   allowPrivate: boolean;
+  endpointConcurrency: number;
+  firstAttemptTimeoutMs: number;
 }
 
-export const DEFAULT_WEBHOOK_SETTINGS: WebhookSettings = { retryInitialMs: 10_000, retryMaxIntervalMs: 3_600_000, retryForMs: 72 * 3_600_000, allowPrivate: false };
+export const DEFAULT_WEBHOOK_SETTINGS: WebhookSettings = {
+  retryInitialMs: 10_000, retryMaxIntervalMs: 3_600_000, retryForMs: 72 * 3_600_000, allowPrivate: false, endpointConcurrency: 8, firstAttemptTimeoutMs: 2_000,
+};
 
 export function loadWebhookSettings(env: NodeJS.ProcessEnv = process.env): WebhookSettings {
   const s = {
@@ -182,8 +190,12 @@ export function loadWebhookSettings(env: NodeJS.ProcessEnv = process.env): Webho
     retryMaxIntervalMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL ?? '1h', 'ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL'),
     retryForMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_FOR ?? '72h', 'ACCRUE_WEBHOOK_RETRY_FOR'),
     allowPrivate: env.ACCRUE_WEBHOOK_ALLOW_PRIVATE === '1',
+    endpointConcurrency: Number(env.ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY ?? 8),
+    firstAttemptTimeoutMs: parseDurationMs(env.ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT ?? '2s', 'ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT'),
   };
   if (s.retryInitialMs <= 0 || s.retryMaxIntervalMs < s.retryInitialMs) throw new Error('ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL must be at least ACCRUE_WEBHOOK_RETRY_INITIAL, and both positive');
+  if (!Number.isInteger(s.endpointConcurrency) || s.endpointConcurrency < 1 || s.endpointConcurrency > 1000) throw new Error(`ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY must be an integer from 1 to 1000: ${env.ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY}`);
+  if (s.firstAttemptTimeoutMs <= 0) throw new Error('ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT must be positive');
   return s;
 }
 
