@@ -49,10 +49,12 @@ export interface Config {
  * The web console (issue 13). A finance login lasts ACCRUE_CONSOLE_SESSION_TTL (8h); a customer
  * dashboard URL (v1.dashboards.getEmbeddableUrl) is valid for ACCRUE_DASHBOARD_URL_TTL (24h).
  * ACCRUE_TEMPORAL_UI_URL links each contract to its workflow in the Temporal Web UI (`npm start`
- * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs.
+ * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs. One token
+ * holds at most ACCRUE_CONSOLE_MAX_SESSIONS (10) console sessions that have not expired.
  */
 export interface ConsoleSettings {
   sessionTtlMs: number;
+  maxSessionsPerToken: number;
   dashboardUrlTtlMs: number;
   temporalUiUrl?: string;
   temporalNamespace: string;
@@ -66,7 +68,9 @@ export function loadConsoleSettings(env: NodeJS.ProcessEnv = process.env): Conso
   const ui = env.ACCRUE_TEMPORAL_UI_URL?.trim().replace(/\/+$/, '') || undefined;
   if (ui && !/^https?:\/\/[^\s]+$/.test(ui)) throw new Error(`ACCRUE_TEMPORAL_UI_URL must be a URL like http://127.0.0.1:8233: ${JSON.stringify(ui)}`);
   const publicUrl = env.ACCRUE_PUBLIC_URL?.trim().replace(/\/+$/, '') || undefined;
-  return { sessionTtlMs, dashboardUrlTtlMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
+  const maxSessionsPerToken = Number(env.ACCRUE_CONSOLE_MAX_SESSIONS ?? 10);
+  if (!Number.isInteger(maxSessionsPerToken) || maxSessionsPerToken < 1) throw new Error(`ACCRUE_CONSOLE_MAX_SESSIONS must be a positive integer: ${env.ACCRUE_CONSOLE_MAX_SESSIONS}`);
+  return { sessionTtlMs, maxSessionsPerToken, dashboardUrlTtlMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
 }
 
 /** The billing facts Accrue keeps current on HubSpot companies and deals. */

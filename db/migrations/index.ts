@@ -25,6 +25,7 @@ import { Migration20261210100000_console } from './Migration20261210100000_conso
 import { Migration20261211100000_event_partitions } from './Migration20261211100000_event_partitions.js';
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
 import { Migration20261212600000_retire_waits_for_backfill } from './Migration20261212600000_retire_waits_for_backfill.js';
+import { Migration20261212610000_console_change_feed } from './Migration20261212610000_console_change_feed.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -55,4 +56,5 @@ export const migrationsList = [
   { name: 'Migration20261211100000_event_partitions', class: Migration20261211100000_event_partitions },
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
   { name: 'Migration20261212600000_retire_waits_for_backfill', class: Migration20261212600000_retire_waits_for_backfill },
+  { name: 'Migration20261212610000_console_change_feed', class: Migration20261212610000_console_change_feed },
 ];
