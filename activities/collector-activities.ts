@@ -7,12 +7,13 @@ import type { ActivityDeps } from './index.js';
 
 const MAX_WINDOWS_PER_RUN = 100;
 
-export function createCollectorActivities({ orm }: ActivityDeps) {
+export function createCollectorActivities({ orm, lateUsageWindowMs = 34 * 86_400_000 }: ActivityDeps) {
   return {
     /**
      * Collects every whole window since the collector's cursor: runs its read-only query on the
      * source, ingests the rows as events (ids derived from the window and row, so a retry or a
      * rerun is deduplicated), then advances the cursor. No transaction is held across the source.
+     * A row outside the ingest window fails the run for good, like any row the query got wrong.
      */
     async collectUsage({ collectorId }: { collectorId: string }): Promise<{ windows: number; events: number }> {
       const em = orm.em.fork();
@@ -36,7 +37,7 @@ export function createCollectorActivities({ orm }: ActivityDeps) {
           });
         let batch;
         try {
-          batch = rowsToEvents(c.id, c.eventType, windowStart, rows);
+          batch = rowsToEvents(c.id, c.eventType, windowStart, rows, { now: Date.now(), maxAgeMs: lateUsageWindowMs });
         } catch (err) {
           // The query's output is wrong, not the network: retrying cannot help until it is fixed.
           throw ApplicationFailure.nonRetryable(`usage collector ${c.name}: ${(err as Error).message}`, 'BadCollectorRow');

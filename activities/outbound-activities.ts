@@ -3,9 +3,10 @@ import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { evaluateDirty, markEndedWindows } from '../db/alerts.js';
 import { Customer } from '../db/entities.js';
-import { loadNotification, markDispatched, notificationBody, resolveEndpoints, undispatched } from '../db/notifications.js';
+import { loadNotification, markDispatched, notificationBody, resolveEndpoints, undispatched, type UndispatchedNotification } from '../db/notifications.js';
 import { deliveryStatus, endDelivery, loadWebhookEndpoint, recordDeliveryAttempt } from '../db/webhooks.js';
 import { renderAlertEmail } from '../integrations/email/alert-email.js';
+import { ConcurrencyBudgets } from '../integrations/webhooks/endpoint-budget.js';
 import { sendWebhook } from '../integrations/webhooks/send.js';
 import { DEFAULT_WEBHOOK_SETTINGS } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
@@ -25,9 +26,12 @@ import { sendOnce } from './send-once.js';
 /** Customers evaluated per transaction; notifications resolved/dispatched per round. */
 const EVALUATE_BATCH = 200;
 const DISPATCH_BATCH = 200;
-const DISPATCH_CONCURRENCY = 16;
-/** The dispatcher's own first attempt of a delivery; slower receivers are retried by the workflow. */
-const FIRST_ATTEMPT_TIMEOUT_MS = 2_000;
+/** Notifications one dispatcher works on at once (fetched, not yet marked dispatched). */
+const DISPATCH_IN_FLIGHT = 1_000;
+/** Workflow starts (and CRM signals) the dispatcher makes at once. */
+const START_CONCURRENCY = 16;
+/** How long a retry waits for a place in its endpoint's budget before it reports the endpoint busy. */
+const RETRY_BUDGET_WAIT_MS = 1_000;
 const IDLE_SLEEP_MS = 25;
 const MAX_IDLE_SLEEP_MS = 1_000;
 const WINDOW_SWEEP_MS = 30_000;
@@ -40,11 +44,18 @@ const CRM_NOTIFICATION_TYPES = new Set(['accrue.contract.lifecycle_changed', 'co
 export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: ActivityDeps) {
   const settings = { ...DEFAULT_WEBHOOK_SETTINGS, ...webhooks };
 
+  // Each endpoint's own concurrency budget in this process, shared by the dispatcher's first
+  // attempts and the retry activities: a slow or dead receiver holds only its own deliveries.
+  const budgets = new ConcurrencyBudgets(settings.endpointConcurrency);
+
   /**
    * One delivery attempt of a notification to an endpoint: the same id and body every time,
    * signed at send time; the attempt is recorded (status code or error, when the next is due).
+   * It needs a place in the endpoint's budget: with `deadline` (the dispatcher's first attempt)
+   * waiting for it and the answer together get until then, otherwise the wait is short and the
+   * send gets its own timeout. BUSY: no place freed up, nothing was sent or recorded.
    */
-  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null; timeoutMs?: number }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE'; reason: string }> {
+  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null; deadline?: number }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE' | 'BUSY'; reason: string }> {
     const em = orm.em.fork();
     const status = await deliveryStatus(em, notificationId, endpointId);
     if (status === 'DELIVERED') return { status: 'DELIVERED', reason: '' };
@@ -55,7 +66,17 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
       await endDelivery(em, notificationId, endpointId, 'SKIPPED', 'the endpoint was archived');
       return { status: 'DONE', reason: 'endpoint archived' };
     }
-    const attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
+    const busy = { status: 'BUSY' as const, reason: `the endpoint already has ${budgets.inUse(endpointId)} deliveries in flight (its budget is ${settings.endpointConcurrency})` };
+    const release = await budgets.acquire(endpointId, opts.deadline !== undefined ? opts.deadline - Date.now() : RETRY_BUDGET_WAIT_MS);
+    if (!release) return busy;
+    let attempt;
+    try {
+      const timeoutMs = opts.deadline !== undefined ? opts.deadline - Date.now() : undefined;
+      if (timeoutMs !== undefined && timeoutMs < 1) return busy;
+      attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+    } finally {
+      release();
+    }
     await recordDeliveryAttempt(em, { notificationId, endpointId, ok: attempt.ok, statusCode: attempt.statusCode, error: attempt.error, nextAttemptAt: attempt.ok ? null : opts.nextAt });
     if (attempt.ok) return { status: 'DELIVERED', reason: '' };
     return { status: 'FAILED_ATTEMPT', reason: attempt.statusCode ? `the endpoint answered ${attempt.statusCode}` : `no answer: ${attempt.error}` };
@@ -114,60 +135,99 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
           else busy();
         }
       };
+      // Each notification is dispatched on its own, its endpoints side by side, each delivery in
+      // its endpoint's budget: a slow receiver never holds up another endpoint's deliveries nor
+      // the next rounds. Its first attempt is made here, at once (FIRST_ATTEMPT_TIMEOUT in all);
+      // only what it did not deliver — and alert emails — go to the notification's workflow,
+      // which retries with backoff. A notification is marked dispatched once that is done;
+      // killed before, the next round attempts again with the same id (at-least-once).
       const dispatch = async () => {
         const { busy, nap } = napper();
-        while (!stop && Date.now() < until) {
-          const em = orm.em.fork();
-          await resolveEndpoints(em, DISPATCH_BATCH);
-          const ready = await undispatched(em, DISPATCH_BATCH);
-          const started: string[] = [];
+        const starts = new ConcurrencyBudgets(START_CONCURRENCY);
+        const held = new Set<string>(); // taken by this loop and not marked dispatched yet
+        const finished: string[] = [];
+        const running = new Set<Promise<void>>();
+        let failure: { err: unknown } | undefined;
+        const limited = async <T>(fn: () => Promise<T>): Promise<T> => {
+          const release = (await starts.acquire('start', Infinity))!;
+          try {
+            return await fn();
+          } finally {
+            release();
+          }
+        };
+        const dispatchOne = async (n: UndispatchedNotification, crm: { linked: Set<string>; told: Set<string> }) => {
+          const email = n.type.startsWith('alerts.') && n.customerEmail;
+          const deadline = Date.now() + settings.firstAttemptTimeoutMs;
+          const pending: string[] = [];
+          await Promise.all(n.endpointIds.map(async (endpointId) => {
+            const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), deadline });
+            if (r.status === 'FAILED_ATTEMPT' || r.status === 'BUSY') pending.push(endpointId);
+            // Crash tests: killed after a delivery is recorded, before the notification is marked dispatched.
+            if (r.status === 'DELIVERED') crashPoint('@outbound-delivered');
+          }));
           // HubSpot-linked customers' changes go to their crm-sync workflows (before the
           // notification is marked dispatched, so a killed worker tells them again).
-          const crmCustomers = hubspot?.accessToken ? await crmLinkedCustomers(em, ready.filter((n) => n.customerId && CRM_NOTIFICATION_TYPES.has(n.type)).map((n) => n.customerId!)) : new Set<string>();
-          const crmTold = new Set<string>();
-          let i = 0;
-          await Promise.all(Array.from({ length: Math.min(DISPATCH_CONCURRENCY, ready.length) }, async () => {
-            for (let k = i++; k < ready.length; k = i++) {
-              const n = ready[k]!;
-              const email = n.type.startsWith('alerts.') && n.customerEmail;
-              // The first attempt of each delivery is made here, at once (short timeout); only
-              // what it did not deliver — and alert emails — go to the notification's workflow,
-              // which retries with backoff. Killed before marking it dispatched, the next round
-              // attempts again with the same id (at-least-once).
-              const pending: string[] = [];
-              for (const endpointId of n.endpointIds) {
-                const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), timeoutMs: FIRST_ATTEMPT_TIMEOUT_MS });
-                if (r.status === 'FAILED_ATTEMPT') pending.push(endpointId);
-                // Crash tests: killed after a delivery is recorded, before the notification is marked dispatched.
-                if (r.status === 'DELIVERED') crashPoint('@outbound-delivered');
+          if (n.customerId && crm.linked.has(n.customerId) && CRM_NOTIFICATION_TYPES.has(n.type) && !crm.told.has(n.customerId)) {
+            crm.told.add(n.customerId);
+            await limited(() => startCrmSync(client, taskQueue, n.customerId!, n.type));
+          }
+          if (pending.length || email) {
+            const input: NotificationWorkflowInput = {
+              notificationId: n.id, endpointIds: pending.sort(), email,
+              retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
+            };
+            await limited(async () => {
+              try {
+                await client.workflow.start('notificationWorkflow', {
+                  workflowId: notificationWorkflowId(n.id), taskQueue, args: [input],
+                  workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+                });
+              } catch (err) {
+                if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
               }
-              if (n.customerId && crmCustomers.has(n.customerId) && CRM_NOTIFICATION_TYPES.has(n.type) && !crmTold.has(n.customerId)) {
-                crmTold.add(n.customerId);
-                await startCrmSync(client, taskQueue, n.customerId, n.type);
-              }
-              if (pending.length || email) {
-                const input: NotificationWorkflowInput = {
-                  notificationId: n.id, endpointIds: pending, email,
-                  retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
-                };
-                try {
-                  await client.workflow.start('notificationWorkflow', {
-                    workflowId: notificationWorkflowId(n.id), taskQueue, args: [input],
-                    workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-                  });
-                } catch (err) {
-                  if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-                }
-              }
-              started.push(n.id);
+            });
+          }
+        };
+        const markFinished = async () => {
+          if (!finished.length) return;
+          const ids = finished.splice(0);
+          await markDispatched(orm.em.fork(), ids);
+          for (const id of ids) held.delete(id);
+          total.dispatched += ids.length;
+        };
+        try {
+          while (!stop && !failure && Date.now() < until) {
+            const em = orm.em.fork();
+            await markFinished();
+            await resolveEndpoints(em, DISPATCH_BATCH);
+            const room = DISPATCH_IN_FLIGHT - held.size;
+            const ready = room > 0 ? await undispatched(em, Math.min(DISPATCH_BATCH, room), [...held]) : [];
+            const crm = {
+              linked: hubspot?.accessToken ? await crmLinkedCustomers(em, ready.filter((n) => n.customerId && CRM_NOTIFICATION_TYPES.has(n.type)).map((n) => n.customerId!)) : new Set<string>(),
+              told: new Set<string>(),
+            };
+            for (const n of ready) {
+              held.add(n.id);
+              const task: Promise<void> = dispatchOne(n, crm).then(() => { finished.push(n.id); }, (err: unknown) => {
+                held.delete(n.id);
+                failure ??= { err };
+              }).finally(() => running.delete(task));
+              running.add(task);
             }
-          }));
-          await markDispatched(em, started);
-          total.dispatched += started.length;
-          ctx.heartbeat(total);
-          if (!ready.length) await nap();
-          else busy();
+            ctx.heartbeat(total);
+            if (!ready.length) await nap();
+            else busy();
+          }
+        } finally {
+          // What is under way finishes (each within its deadline) and is marked, heartbeating meanwhile.
+          while (running.size) {
+            await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, 1_000))]);
+            ctx.heartbeat(total);
+          }
+          await markFinished();
         }
+        if (failure) throw failure.err;
       };
       const guarded = (loop: () => Promise<void>) => loop().catch((err: unknown) => {
         stop = true; // the other loop ends too; the activity fails and Temporal retries it
@@ -191,6 +251,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
       const next = Math.min(retry.initialMs * 2 ** (info.attempt - 1), retry.maxIntervalMs);
       const nextAt = Date.now() + next < info.scheduledTimestampMs + retry.forMs ? new Date(Date.now() + next) : null;
       const r = await attemptDelivery(notificationId, endpointId, { nextAt });
+      if (r.status === 'BUSY') throw ApplicationFailure.retryable(r.reason, 'WebhookEndpointBusy');
       if (r.status !== 'FAILED_ATTEMPT') return { delivered: r.status === 'DELIVERED', ...(r.reason ? { reason: r.reason } : {}) };
       log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, reason: r.reason });
       throw ApplicationFailure.retryable(r.reason, 'WebhookDeliveryFailed');

@@ -202,7 +202,7 @@ export function createApp(deps: ApiDeps): Express {
   const metrics = metricsCache(deps.orm);
   app.use(ingestRouter(deps.ingestPool, metrics, { maxAgeMs: deps.ingestMaxAgeMs }));
   app.use(usageRouter(deps.orm, metrics));
-  app.use(usageCollectorsRouter(deps.orm, deps.temporal, deps.taskQueue));
+  app.use(usageCollectorsRouter(deps.orm, deps.temporal, deps.taskQueue, { ingestMaxAgeMs: deps.ingestMaxAgeMs }));
   app.use(productsRouter(deps.orm));
   app.use(pricingRouter(deps.orm));
   app.use(contractsRouter(deps.orm, deps.temporal, deps.taskQueue, deps.stripe));

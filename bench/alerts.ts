@@ -28,6 +28,10 @@ import { startWebhookReceiver } from '../test/webhook-receiver.js';
  * this process (signed, verified). It checks no alert fired twice (distinct notification ids per
  * customer and alert) and none was missed or fired without being crossed.
  *
+ * With BENCH_SLOW_RECEIVER_MS (20,000; 0 for none) a second endpoint, subscribed to the same
+ * alerts, answers every request only after that long: the latency above is still measured at
+ * the fast receiver, so it shows whether a slow receiver holds up anyone else's deliveries.
+ *
  * Entitlements: GET /v1/accrue/customers/{id}/entitlements at BENCH_ENTITLEMENT_RPS (2,000) for
  * 15 s over all customers, before the load and again after it (each after a warm-up: every
  * customer once, then 3 s of the same traffic), p50/p99 as the client sees them and as the API
@@ -38,6 +42,7 @@ const RATE = Number(process.env.BENCH_RATE ?? 10_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 40);
 const ENT_RPS = Number(process.env.BENCH_ENTITLEMENT_RPS ?? 2000);
 const ENT_SECONDS = Number(process.env.BENCH_ENTITLEMENT_SECONDS ?? 15);
+const SLOW_MS = Number(process.env.BENCH_SLOW_RECEIVER_MS ?? 20_000);
 const BATCH = 100;
 const log = (m: string) => console.log(`[bench] ${new Date().toISOString().slice(11, 19)} ${m}`);
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? NaN;
@@ -79,6 +84,11 @@ let stops: (() => Promise<void>)[] = [];
 try {
   const receiver = await startWebhookReceiver();
   stops.push(() => receiver.close());
+  const slow = SLOW_MS > 0 ? await startWebhookReceiver() : undefined;
+  if (slow) {
+    slow.answerWith(() => new Promise<number>((r) => setTimeout(() => r(200), SLOW_MS)));
+    stops.push(() => slow.close());
+  }
   const [pgPort, tPort, apiPort] = await Promise.all([freePort(), freePort(), freePort()]);
   const [postgres, temporal] = await Promise.all([
     startPostgres({ dataDir: join(work, 'pg'), port: pgPort }),
@@ -151,6 +161,7 @@ try {
     return res.json() as Promise<{ data: { id: string; secret?: string } }>;
   };
   const endpoint = await post('/v1/accrue/webhook-endpoints', { url: receiver.url, event_types: ['alerts.spend_threshold_reached', 'alerts.usage_threshold_reached'] });
+  if (slow) await post('/v1/accrue/webhook-endpoints', { url: slow.url, event_types: ['alerts.spend_threshold_reached', 'alerts.usage_threshold_reached'] });
   const alertOf = new Map<string, { customer: number; kind: 'spend' | 'usage' }>();
   for (const [i, c] of customers.entries()) {
     const s = await post('/v1/alerts/create', { customer_id: c.id, alert_type: 'spend_threshold_reached', name: 'spend', threshold: c.spendAt });
@@ -293,6 +304,7 @@ try {
     stages.evaluate.push(st.created - okAt);
     stages.deliver.push(arrived - st.created);
   }
+  const slowLine = slow ? `a second endpoint answering after ${SLOW_MS / 1000} s got ${slow.received.length + slow.stats.held} requests (at most ${slow.stats.maxHeld} at once), ${slow.stats.abandoned} given up by the sender; the latency above is the fast endpoint's` : 'none';
   const stage = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(0)} / p99 ${pct(xs, 99).toFixed(0)} ms`;
   log(`stages: evaluate ${stage(stages.evaluate)}, deliver ${stage(stages.deliver)}`);
   log(`alerts: ${crossedAt.size} crossings, ${latencies.length} delivered, p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms, max ${Math.max(...latencies)} ms; fired twice ${twice}, missed ${missed}, unexpected ${unexpected}, bad signatures ${badSignatures}`);
@@ -319,6 +331,7 @@ try {
     `| load | ${sent.toLocaleString('en-US')} events in ${loadSeconds.toFixed(1)} s (${(sent / loadSeconds).toFixed(0)} events/s, target ${RATE}), ${BATCH} a request, ${CUSTOMERS} customers, ${failed} failed requests; 1 API process, 1 worker |`,
     `| alerts | ${alertOf.size} (a spend and a usage alert per customer); ${crossedAt.size} crossed by the load |`,
     `| **crossing event's 200 → webhook arrival** | **p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms**, max ${Math.max(...latencies)} ms over ${latencies.length} crossings |`,
+    `| slow endpoint beside it | ${slowLine} |`,
     `| where the time goes | 200 → crossing recorded with its notification (rating pass + evaluation round) ${stage(stages.evaluate)}; → webhook arrived (dispatch, first attempt by the dispatcher) ${stage(stages.deliver)} |`,
     `| exactly once | fired twice: ${twice}; missed: ${missed}; fired without a crossing: ${unexpected}; signatures failing the SDK's unwrap: ${badSignatures} |`,
     `| CPU during load + delivery (${spanS.toFixed(0)} s, ${(2 * spanS).toFixed(0)} core-s) | API ${cpu.api.toFixed(0)} s, worker ${cpu.worker.toFixed(0)} s, PostgreSQL ${cpu.pg.toFixed(0)} s, Temporal ${cpu.temporal.toFixed(0)} s, bench (load client + receiver) ${cpu.bench.toFixed(0)} s |`,

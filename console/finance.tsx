@@ -1,5 +1,5 @@
 import { render } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, day, money, saveSession, session } from './api.js';
 import { Chart } from './chart.js';
 import '@picocss/pico/css/pico.min.css';
@@ -278,16 +278,28 @@ interface CustomerRow {
 }
 
 function Customers({ onError }: { onError: (e: unknown) => void }) {
-  const [data, setData] = useState<{ data: CustomerRow[]; upcoming_renewals: { customer_name: string; contract_id: string; ending_before: string }[] } | null>(null);
-  const load = () => api<typeof data>('GET', '/v1/accrue/console/customers').then(setData, onError);
+  const [data, setData] = useState<{ data: CustomerRow[]; total_count: number; next_page: string | null; upcoming_renewals: { customer_name: string; contract_id: string; ending_before: string }[] } | null>(null);
+  // The page being shown: its token, and the tokens of the pages before it (to go back).
+  const [pages, setPages] = useState<string[]>(['']);
+  const current = pages[pages.length - 1]!;
+  // The live feed's handler is set once: it reloads whichever page is shown then.
+  const shown = useRef(current);
+  shown.current = current;
+  const load = () => api<typeof data>('GET', `/v1/accrue/console/customers?limit=100${shown.current ? `&next_page=${encodeURIComponent(shown.current)}` : ''}`).then(setData, onError);
   useEffect(() => {
     void load();
-  }, []);
+  }, [current]);
   useLive(() => void load(), onError);
   if (!data) return <p aria-busy="true">Loading customers…</p>;
+  const first = (pages.length - 1) * 100 + 1;
   return (
     <section>
       <h2>Customers</h2>
+      <p data-testid="customers-count">
+        {data.data.length ? `${first.toLocaleString('en-US')}–${(first + data.data.length - 1).toLocaleString('en-US')} of ${data.total_count.toLocaleString('en-US')} customers` : `${data.total_count.toLocaleString('en-US')} customers`}
+        {' '}{pages.length > 1 && <button class="secondary outline" onClick={() => setPages(pages.slice(0, -1))}>Previous</button>}
+        {' '}{data.next_page && <button class="secondary outline" onClick={() => setPages([...pages, data.next_page!])}>Next</button>}
+      </p>
       <div class="overflow-auto">
         <table class="striped" data-testid="customers">
           <thead><tr><th scope="col">Customer</th><th scope="col">State</th><th scope="col">This period</th><th scope="col">Commit left</th><th scope="col">Renews</th><th scope="col">Contracts</th></tr></thead>

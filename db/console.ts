@@ -10,16 +10,25 @@ export const SESSION_PREFIX = 'acs_';
 /**
  * A new session for a token's scope: its own token (shown once), stored by hash, expiring. The
  * console is finance's: an admin token logs in with finance scope. `sourceToken` null: the
- * operator's ACCRUE_ADMIN_TOKEN (not in the token table).
+ * operator's ACCRUE_ADMIN_TOKEN (not in the token table). One token holds at most
+ * `maxPerToken` sessions that have not expired: `limited` (nothing written) past that. Logins
+ * of one token take turns (a transaction lock on its hash), so the limit holds under races.
  */
-export async function createConsoleSession(em: EntityManager, scope: TokenScope, sourceToken: string | null, ttlMs: number): Promise<{ token: string; scope: TokenScope; expiresAt: Date }> {
+export async function createConsoleSession(em: EntityManager, scope: TokenScope, sourceToken: string | null, ttlMs: number, maxPerToken: number): Promise<{ token: string; scope: TokenScope; expiresAt: Date } | { limited: number }> {
   const token = `${SESSION_PREFIX}${randomBytes(24).toString('base64url')}`;
   const expiresAt = new Date(Date.now() + ttlMs);
   const sessionScope: TokenScope = scope === 'admin' ? 'finance' : scope;
-  await em.execute('insert into console_session (token_hash, scope, source_token_hash, expires_at) values (?, ?, ?, ?)', [hashToken(token), sessionScope, sourceToken === null ? null : hashToken(sourceToken), expiresAt]);
-  // Expired sessions are of no use to anyone: cleared as new ones are made.
-  await em.execute(`delete from console_session where expires_at < now() - interval '1 day'`);
-  return { token, scope: sessionScope, expiresAt };
+  const source = sourceToken === null ? null : hashToken(sourceToken);
+  return em.transactional(async (tx) => {
+    await tx.execute(`select pg_advisory_xact_lock(hashtextextended('console_session:' || coalesce(?::text, 'operator'), 0))`, [source]);
+    const [open] = await tx.execute<{ n: number }[]>(
+      `select count(*)::int as n from console_session where source_token_hash is not distinct from ?::text and expires_at > now()`, [source]);
+    if (open!.n >= maxPerToken) return { limited: open!.n };
+    await tx.execute('insert into console_session (token_hash, scope, source_token_hash, expires_at) values (?, ?, ?, ?)', [hashToken(token), sessionScope, source, expiresAt]);
+    // Expired sessions are of no use to anyone: cleared as new ones are made.
+    await tx.execute(`delete from console_session where expires_at < now() - interval '1 day'`);
+    return { token, scope: sessionScope, expiresAt };
+  });
 }
 
 /**

@@ -5,7 +5,7 @@ import { eventPartitions, maintainEventPartitions } from './event-partitions.js'
 import { ingestStats, insertEvents, type NewEvent } from './events.js';
 import { newId } from './ids.js';
 import { insertMetric } from './metrics.js';
-import { ratePass, ratingBacklog } from './rating.js';
+import { backfillChunk, ratePass, ratingBacklog } from './rating.js';
 import { createTestDatabase } from '../test/stack.js';
 
 /**
@@ -177,6 +177,32 @@ describe('event partitions', () => {
                insert into event (transaction_id, customer_id, event_type, ts, properties, ingested_at) values ('no-part', 'x', 'llm', now(), '{}', $1)`, [new Date(far).toISOString()]);
     expect(await where('no-part')).toEqual(['event_default']);
     expect((await sql<{ r: string }>('select event_partition_ensure($1::date) as r', [new Date(far).toISOString().slice(0, 10)]))[0]!.r).toBe('rows in default partition');
+  });
+
+  test('a partition a metric backfill has yet to read is kept until the backfill passed it', async () => {
+    const now = Date.now();
+    const day = Math.floor(now / DAY) * DAY - 50 * DAY;
+    const known = await customer('bf-known');
+    await storedOn(day, ev('bf-old', 'bf-known', 7, new Date(day).toISOString()));
+    await rateAll();
+    // A metric created now: the rater has passed bf-old, so only the metric's backfill counts it.
+    const metricId = newId();
+    await insertMetric(orm.em.fork(), { id: metricId, name: 'bf tokens', aggregationType: 'SUM', aggregationKey: 'tokens', eventTypeFilter: { in_values: ['llm'] }, propertyFilters: [], groupKeys: [], customFields: {} });
+    const counted = async () => (await sql<{ v: string | null }>(`select sum(value_sum)::text as v from usage_hourly where customer_id = $1 and metric_id = $2`, [known, metricId]))[0]!.v;
+    const exists = async () => (await sql<{ r: string | null }>('select to_regclass($1)::text as r', [dayName(day)]))[0]!.r !== null;
+    expect(await counted()).toBeNull();
+
+    const retentionMs = 36 * DAY;
+    const first = await maintainEventPartitions(orm.em.fork(), { now: new Date(now), aheadDays: 7, retentionMs });
+    expect(first.retired).toEqual([{ partition: dayName(day), result: `a metric backfill still reads it (billable metric ${metricId})` }]);
+    expect(await exists()).toBe(true);
+
+    for (let i = 0; !(await backfillChunk(orm.em.fork(), metricId, 10_000)).done; i++) if (i > 1000) throw new Error('the backfill does not end');
+    expect(await counted()).toBe('7');
+    const second = await maintainEventPartitions(orm.em.fork(), { now: new Date(now), aheadDays: 7, retentionMs });
+    expect(second.retired).toEqual([{ partition: dayName(day), result: 'dropped' }]);
+    expect(await exists()).toBe(false);
+    expect(await counted()).toBe('7');
   });
 });
 

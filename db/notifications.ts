@@ -93,14 +93,18 @@ export interface UndispatchedNotification {
   customerId: string | null;
 }
 
-/** Notifications whose endpoints are fixed and whose delivery workflow has not been started yet. */
-export async function undispatched(em: EntityManager, limit: number): Promise<UndispatchedNotification[]> {
+/**
+ * Notifications whose endpoints are fixed and whose delivery workflow has not been started yet,
+ * except `excluding` (the ones this dispatcher is still working on).
+ */
+export async function undispatched(em: EntityManager, limit: number, excluding: string[] = []): Promise<UndispatchedNotification[]> {
   const rows = await em.execute<{ id: string; type: string; endpoint_ids: string[] | null; customer_email: boolean; customer_id: string | null }[]>(`
     select n.id::text as id, n.type, n.customer_id::text as customer_id,
            array(select d.endpoint_id::text from webhook_delivery d where d.notification_id = n.id order by d.endpoint_id) as endpoint_ids,
            exists (select 1 from customer c where c.id = n.customer_id and c.billing_email is not null) as customer_email
     from outbound_event n where n.dispatched_at is null and n.endpoints_resolved_at is not null
-    order by n.created_at limit ?`, [limit]);
+      ${excluding.length ? 'and n.id <> all(?::uuid[])' : ''}
+    order by n.created_at limit ?`, [...(excluding.length ? [pgTextArray(excluding)] : []), limit]);
   return rows.map((r) => ({ id: r.id, type: r.type, endpointIds: r.endpoint_ids ?? [], customerEmail: r.customer_email, customerId: r.customer_id }));
 }
 

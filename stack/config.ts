@@ -49,10 +49,12 @@ export interface Config {
  * The web console (issue 13). A finance login lasts ACCRUE_CONSOLE_SESSION_TTL (8h); a customer
  * dashboard URL (v1.dashboards.getEmbeddableUrl) is valid for ACCRUE_DASHBOARD_URL_TTL (24h).
  * ACCRUE_TEMPORAL_UI_URL links each contract to its workflow in the Temporal Web UI (`npm start`
- * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs.
+ * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs. One token
+ * holds at most ACCRUE_CONSOLE_MAX_SESSIONS (10) console sessions that have not expired.
  */
 export interface ConsoleSettings {
   sessionTtlMs: number;
+  maxSessionsPerToken: number;
   dashboardUrlTtlMs: number;
   temporalUiUrl?: string;
   temporalNamespace: string;
@@ -66,7 +68,9 @@ export function loadConsoleSettings(env: NodeJS.ProcessEnv = process.env): Conso
   const ui = env.ACCRUE_TEMPORAL_UI_URL?.trim().replace(/\/+$/, '') || undefined;
   if (ui && !/^https?:\/\/[^\s]+$/.test(ui)) throw new Error(`ACCRUE_TEMPORAL_UI_URL must be a URL like http://127.0.0.1:8233: ${JSON.stringify(ui)}`);
   const publicUrl = env.ACCRUE_PUBLIC_URL?.trim().replace(/\/+$/, '') || undefined;
-  return { sessionTtlMs, dashboardUrlTtlMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
+  const maxSessionsPerToken = Number(env.ACCRUE_CONSOLE_MAX_SESSIONS ?? 10);
+  if (!Number.isInteger(maxSessionsPerToken) || maxSessionsPerToken < 1) throw new Error(`ACCRUE_CONSOLE_MAX_SESSIONS must be a positive integer: ${env.ACCRUE_CONSOLE_MAX_SESSIONS}`);
+  return { sessionTtlMs, maxSessionsPerToken, dashboardUrlTtlMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
 }
 
 /** The billing facts Accrue keeps current on HubSpot companies and deals. */
@@ -165,16 +169,24 @@ export function loadStripeSettings(env: NodeJS.ProcessEnv = process.env): Stripe
  * Outbound webhook delivery (issue 10). Each delivery retries with exponential backoff from
  * ACCRUE_WEBHOOK_RETRY_INITIAL (10s) doubling up to ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL (1h), for
  * ACCRUE_WEBHOOK_RETRY_FOR (72h) in all; then it is marked FAILED. ACCRUE_WEBHOOK_ALLOW_PRIVATE=1
- * allows private, loopback and link-local addresses (local use and tests only).
+ * allows private, loopback and link-local addresses (local use and tests only). Each endpoint
+ * gets at most ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY (8) requests at a time from each worker
+ * process; the dispatcher's own first attempt of a delivery gets ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT
+ * (2s) in all — waiting for a place in its endpoint's budget, then for the answer — before the
+ * delivery goes to its retry workflow.
  */
 export interface WebhookSettings {
   retryInitialMs: number;
   retryMaxIntervalMs: number;
   retryForMs: number;
   allowPrivate: boolean;
+  endpointConcurrency: number;
+  firstAttemptTimeoutMs: number;
 }
 
-export const DEFAULT_WEBHOOK_SETTINGS: WebhookSettings = { retryInitialMs: 10_000, retryMaxIntervalMs: 3_600_000, retryForMs: 72 * 3_600_000, allowPrivate: false };
+export const DEFAULT_WEBHOOK_SETTINGS: WebhookSettings = {
+  retryInitialMs: 10_000, retryMaxIntervalMs: 3_600_000, retryForMs: 72 * 3_600_000, allowPrivate: false, endpointConcurrency: 8, firstAttemptTimeoutMs: 2_000,
+};
 
 export function loadWebhookSettings(env: NodeJS.ProcessEnv = process.env): WebhookSettings {
   const s = {
@@ -182,8 +194,12 @@ export function loadWebhookSettings(env: NodeJS.ProcessEnv = process.env): Webho
     retryMaxIntervalMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL ?? '1h', 'ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL'),
     retryForMs: parseDurationMs(env.ACCRUE_WEBHOOK_RETRY_FOR ?? '72h', 'ACCRUE_WEBHOOK_RETRY_FOR'),
     allowPrivate: env.ACCRUE_WEBHOOK_ALLOW_PRIVATE === '1',
+    endpointConcurrency: Number(env.ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY ?? 8),
+    firstAttemptTimeoutMs: parseDurationMs(env.ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT ?? '2s', 'ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT'),
   };
   if (s.retryInitialMs <= 0 || s.retryMaxIntervalMs < s.retryInitialMs) throw new Error('ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL must be at least ACCRUE_WEBHOOK_RETRY_INITIAL, and both positive');
+  if (!Number.isInteger(s.endpointConcurrency) || s.endpointConcurrency < 1 || s.endpointConcurrency > 1000) throw new Error(`ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY must be an integer from 1 to 1000: ${env.ACCRUE_WEBHOOK_ENDPOINT_CONCURRENCY}`);
+  if (s.firstAttemptTimeoutMs <= 0) throw new Error('ACCRUE_WEBHOOK_FIRST_ATTEMPT_TIMEOUT must be positive');
   return s;
 }
 

@@ -153,6 +153,37 @@ describe('usage collector', () => {
     await orm.em.fork().execute('delete from usage_collector where id = ?', [id]);
   });
 
+  test('rows are held to the ingest window: a row with its own transaction_id and an old timestamp fails the run for good, nothing stored', async () => {
+    // Its key would be gone after the retention window, so a re-emitted copy would count twice.
+    const env = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+    const acts = createCollectorActivities({ orm, mailer: undefined as never, invoiceGracePeriodMs: 0, lateUsageWindowMs: 34 * 86_400_000 });
+    const stored = async (sql: string) => {
+      const id = newId();
+      await orm.em.fork().execute(
+        `insert into usage_collector (id, name, source_url, query, event_type, interval_seconds, collected_until, created_at) values (?, 'window', ?, ?, 'api_usage', 3600, ?, now())`,
+        [id, readerUrl, sql, new Date(thisHour - hourMs)]);
+      return id;
+    };
+    const keys = async (ids: string[]) => (await orm.em.fork().execute<{ transaction_id: string }[]>(
+      `select transaction_id from event_key where transaction_id = any(?::text[]) order by 1`, [`{${ids.join(',')}}`])).map((r) => r.transaction_id);
+    const cases = [
+      { txid: 'window-old', ts: `now() - interval '40 days'`, message: /row 1: timestamp \S+ is older than the 34-day ingest window \(transaction_id "window-old"\)/ },
+      { txid: 'window-ahead', ts: `now() + interval '2 days'`, message: /row 1: timestamp \S+ is more than 24 hours in the future/ },
+    ];
+    for (const c of cases) {
+      const id = await stored(`select * from (values ('tenant-a', '${c.txid}-fresh', now() - interval '1 hour', 1), ('tenant-a', '${c.txid}', ${c.ts}, 2)) r(customer_id, transaction_id, timestamp, calls)`);
+      const failure = await env.run(acts.collectUsage, { collectorId: id }).then(() => undefined, (err: unknown) => err as ApplicationFailure);
+      expect(failure).toBeInstanceOf(ApplicationFailure);
+      expect([failure!.nonRetryable, failure!.message]).toEqual([true, expect.stringMatching(c.message)]);
+      expect(await keys([c.txid, `${c.txid}-fresh`])).toEqual([]);
+      await orm.em.fork().execute('delete from usage_collector where id = ?', [id]);
+    }
+    // A collector cannot start in windows older than the ingest window either (this API's is 400 days).
+    const old = new Date(thisHour - 500 * 24 * hourMs).toISOString();
+    const res = await http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: { name: 'old start', source_database_url: readerUrl, query, event_type: 'api_usage', interval_seconds: 3600, starting_at: old } });
+    expect([res.status, res.json.field, res.json.message]).toEqual([400, 'starting_at', expect.stringMatching(/older than the 400-day ingest window/)]);
+  });
+
   test('refuses superuser sources and Accrue itself; connection failures all read alike', async () => {
     const base = { name: 'refused', query, event_type: 'api_usage', interval_seconds: 3600 };
     const post = (url: string) => http(app, 'POST', '/v1/accrue/usage-collectors', { token: app.adminToken, body: { ...base, source_database_url: url } });

@@ -12,17 +12,20 @@ import { createConsoleSession, dashboardSecret, endConsoleSession } from '../../
 import { crmFacts } from '../../db/crm.js';
 import { findCustomer } from '../../db/customers.js';
 import { BillableMetric, Contract, Customer, Invoice, Product } from '../../db/entities.js';
-import { customerDrafts } from '../../db/invoices.js';
+import { customerDrafts, preloadDrafts } from '../../db/invoices.js';
 import { lifecycleStates } from '../../db/lifecycle.js';
 import { findTokenScope, sameSecret } from '../../db/tokens.js';
 import { usageSeries, windowStarts, type WindowSize } from '../../db/usage-series.js';
 import { ROOT, type ConsoleSettings, type LifecycleSettings } from '../../stack/config.js';
 import { contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
+import { ConsoleFeed } from '../console-feed.js';
 import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../validate.js';
 import { UUID_RE } from '../../db/ids.js';
 
 const DAY_MS = 86_400_000;
+/** Customers whose drafts the revenue page prices together (one preload each). */
+const DRAFT_BATCH = 500;
 export const DASHBOARDS = ['usage', 'invoices', 'credits', 'commits_and_credits'] as const;
 const DASHBOARD_OPTIONS = ['show_zero_usage_line_items', 'contract_id', 'invoice_type', 'invoice_status_filter', 'hide_voided_invoices', 'billable_status_filter', 'hide_grant_name', 'credit_ledger_credit_type_id'];
 const COLOR_NAMES = ['Gray_dark', 'Gray_medium', 'Gray_light', 'Gray_extralight', 'White', 'Primary_medium', 'Primary_light', 'UsageLine_0', 'UsageLine_1', 'UsageLine_2', 'UsageLine_3', 'UsageLine_4', 'UsageLine_5', 'UsageLine_6', 'UsageLine_7', 'UsageLine_8', 'UsageLine_9', 'Primary_green', 'Primary_red', 'Progress_bar', 'Progress_bar_background', 'Action', 'Action_hover'];
@@ -162,16 +165,6 @@ async function dashboardFingerprint(em: EntityManager, customerId: string): Prom
   return r?.f ?? '';
 }
 
-/** What the finance pages show moving: invoices entering or leaving the queue, finalized, paid or voided. */
-async function financeFingerprint(em: EntityManager): Promise<string> {
-  const [r] = await em.execute<{ f: string }[]>(`
-    select concat_ws('|',
-      (select count(*)::text from invoice where status = 'DRAFT' and approval_status = 'PENDING_APPROVAL'),
-      (select max(greatest(frozen_at, finalized_at, voided_at))::text from invoice),
-      (select count(*)::text from invoice_payment)) as f`);
-  return r?.f ?? '';
-}
-
 /** Open streams per dashboard URL or console session: more are refused (429). */
 const MAX_STREAMS_PER_HOLDER = 20;
 const holders = new Map<string, number>();
@@ -221,6 +214,51 @@ async function streamChanges(req: Request, res: Response, opts: { holder: string
   void req;
 }
 
+/**
+ * A server-sent event stream driven by the process's shared change feed: `ready`, then `changed`
+ * after every change the feed reports (no query per page), a comment line every 15 s to keep the
+ * connection alive, and `expired` (then the end) at `expiresAt`.
+ */
+async function streamFeed(res: Response, opts: { holder: string; feed: ConsoleFeed; expiresAt: number }): Promise<void> {
+  const open = holders.get(opts.holder) ?? 0;
+  if (open >= MAX_STREAMS_PER_HOLDER) throw new TooManyStreams();
+  holders.set(opts.holder, open + 1);
+  let unsubscribe = () => {};
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    await new Promise<void>((resolve) => {
+      res.on('close', () => resolve());
+      if (res.destroyed) return resolve();
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      res.write('event: ready\ndata: {}\n\n');
+      const write = (chunk: string) => {
+        if (!res.destroyed && !res.writableEnded) res.write(chunk);
+      };
+      unsubscribe = opts.feed.subscribe(() => write(`event: changed\ndata: ${JSON.stringify({ at: new Date().toISOString() })}\n\n`));
+      timers.push(setInterval(() => write(': keep-alive\n\n'), 15_000));
+      timers.push(setTimeout(() => {
+        write('event: expired\ndata: {}\n\n');
+        resolve();
+      }, Math.max(0, opts.expiresAt - Date.now())));
+    });
+  } finally {
+    unsubscribe();
+    for (const t of timers) clearTimeout(t);
+    const n = (holders.get(opts.holder) ?? 1) - 1;
+    if (n > 0) holders.set(opts.holder, n);
+    else holders.delete(opts.holder);
+    if (res.headersSent && !res.writableEnded) res.end();
+  }
+}
+
+class TooManySessions extends AccrueError {
+  readonly status = 429;
+  readonly code = 'too_many_requests';
+  constructor(limit: number) {
+    super(`token: already holds ${limit} open console sessions, the most one token may hold (ACCRUE_CONSOLE_MAX_SESSIONS); log out of one (POST /v1/accrue/console/sessions/end) or wait until one expires`);
+  }
+}
+
 class TooManyStreams extends AccrueError {
   readonly status = 429;
   readonly code = 'too_many_requests';
@@ -259,7 +297,8 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
     if (!scope) throw new UnauthorizedError('token: unknown or revoked');
     if (scope === 'ingest') throw new ForbiddenError('token: an ingest token cannot open the console (use a finance, read or admin token)');
     // Finance's console: an admin token logs in with finance scope; revoking the token ends its sessions.
-    const session = await createConsoleSession(orm.em.fork(), scope, operator ? null : token, settings.sessionTtlMs);
+    const session = await createConsoleSession(orm.em.fork(), scope, operator ? null : token, settings.sessionTtlMs, settings.maxSessionsPerToken);
+    if ('limited' in session) throw new TooManySessions(settings.maxSessionsPerToken);
     res.status(201).json({ data: { session_token: session.token, scope: session.scope, expires_at: session.expiresAt.toISOString() } });
   });
 
@@ -324,6 +363,7 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
 /** The console's authenticated API (behind the usual bearer-token authentication). */
 export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycle: LifecycleSettings): Router {
   const r = Router();
+  const feed = new ConsoleFeed(orm.config.get('clientUrl')!);
 
   r.post('/v1/accrue/console/sessions/end', allow('read', 'finance'), async (req, res) => {
     const token = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
@@ -335,7 +375,7 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
   r.get('/v1/accrue/console/events', allow('read', 'finance'), async (req, res) => {
     // Ends after 5 minutes: the page reconnects, and its session is checked again.
     const bearer = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    await streamChanges(req, res, { holder: `session:${bearer.slice(-16)}`, fingerprint: () => financeFingerprint(orm.em.fork()), expiresAt: Date.now() + 300_000 });
+    await streamFeed(res, { holder: `session:${bearer.slice(-16)}`, feed, expiresAt: Date.now() + 300_000 });
   });
 
   r.get('/v1/accrue/console/me', allow('read', 'finance'), (req, res) => {
@@ -377,15 +417,38 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
     res.json({ data: { window, metrics: await usageChart(em, inv.customerId, inv.periodStart.toISOString(), inv.periodEnd.toISOString(), window, [...new Set(metricIds)]) } });
   });
 
-  /** Customers with lifecycle state, current-period spend, commit remaining and renewals; each contract links to its workflow. */
-  r.get('/v1/accrue/console/customers', allow('read', 'finance'), async (_req, res) => {
+  /**
+   * Customers with lifecycle state, current-period spend, commit remaining and renewals, a page at
+   * a time by name (`limit` up to 500, `next_page`), with how many there are in all; each contract
+   * links to its workflow. Upcoming renewals are every customer's, not only the page's.
+   */
+  r.get('/v1/accrue/console/customers', allow('read', 'finance'), async (req, res) => {
     const em = orm.em.fork();
-    const customers = await em.find(Customer, { archivedAt: null }, { orderBy: { name: 'asc', id: 'asc' }, limit: 500 });
-    const contracts = customers.length ? await em.find(Contract, { customerId: { $in: customers.map((c) => c.id) } }, { orderBy: { startingAt: 'desc' } }) : [];
+    let limit = 100;
+    if (req.query.limit !== undefined) {
+      limit = Number(req.query.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new ValidationError('limit', 'must be an integer from 1 to 500');
+    }
+    let after: [string, string] | undefined;
+    if (req.query.next_page !== undefined && req.query.next_page !== '') {
+      try {
+        const v = JSON.parse(Buffer.from(String(req.query.next_page), 'base64url').toString('utf8')) as unknown;
+        if (!Array.isArray(v) || v.length !== 2 || typeof v[0] !== 'string' || typeof v[1] !== 'string' || !/^[0-9a-f-]{36}$/.test(v[1])) throw new Error('bad token');
+        after = [v[0], v[1]];
+      } catch {
+        throw new ValidationError('next_page', 'is not a page token this API returned');
+      }
+    }
+    const customers = await em.find(Customer, { archivedAt: null, ...(after ? { $or: [{ name: { $gt: after[0] } }, { name: after[0], id: { $gt: after[1] } }] } : {}) },
+      { orderBy: { name: 'asc', id: 'asc' }, limit: limit + 1 });
+    const more = customers.length > limit;
+    const pageCustomers = customers.slice(0, limit);
+    const [counted] = await em.execute<{ n: number }[]>('select count(*)::int as n from customer where archived_at is null');
+    const contracts = pageCustomers.length ? await em.find(Contract, { customerId: { $in: pageCustomers.map((c) => c.id) } }, { orderBy: { startingAt: 'desc' } }) : [];
     const states = await lifecycleStates(em, contracts);
     const now = new Date();
     const out = [];
-    for (const c of customers) {
+    for (const c of pageCustomers) {
       const mine = contracts.filter((k) => k.customerId === c.id);
       const facts = mine.length ? (await crmFacts(em, c.id, [], now)).company : null;
       out.push({
@@ -399,11 +462,18 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
         })),
       });
     }
-    const soon = now.getTime() + 90 * DAY_MS;
+    // Renewals in the next 90 days, across all customers (contracts ending then are few).
+    const soon = new Date(now.getTime() + 90 * DAY_MS);
+    const ending = await em.find(Contract, { archivedAt: null, endingBefore: { $gt: now, $lte: soon } }, { orderBy: { endingBefore: 'asc', id: 'asc' } });
+    const endingStates = await lifecycleStates(em, ending);
+    const names = new Map((ending.length ? await em.find(Customer, { id: { $in: [...new Set(ending.map((k) => k.customerId))] } }) : []).map((c) => [c.id, c]));
+    const last = pageCustomers[pageCustomers.length - 1];
     res.json({
       data: out,
-      upcoming_renewals: out.flatMap((c) => c.contracts.filter((k) => k.ending_before && Date.parse(k.ending_before) > now.getTime() && Date.parse(k.ending_before) <= soon && !['ENDED', 'ARCHIVED'].includes(k.lifecycle_state ?? ''))
-        .map((k) => ({ customer_id: c.id, customer_name: c.name, contract_id: k.id, ending_before: k.ending_before }))).sort((a, b) => Date.parse(a.ending_before!) - Date.parse(b.ending_before!)),
+      total_count: counted!.n,
+      next_page: more && last ? Buffer.from(JSON.stringify([last.name, last.id])).toString('base64url') : null,
+      upcoming_renewals: ending.filter((k) => !['ENDED', 'ARCHIVED'].includes(endingStates.get(k.id)?.state ?? '') && names.get(k.customerId)?.archivedAt === null)
+        .map((k) => ({ customer_id: k.customerId, customer_name: names.get(k.customerId)!.name, contract_id: k.id, ending_before: k.endingBefore!.toISOString() })),
     });
   });
 
@@ -429,20 +499,29 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
       const p = m.get(product) ?? m.set(product, new Map()).get(product)!;
       p.set(d, (p.get(d) ?? dec(0)).plus(v));
     };
-    const invoices = await em.find(Invoice, { status: 'FINALIZED', periodEnd: { $gt: new Date(from), $lte: new Date(to) } });
-    for (const i of invoices) {
-      const d = new Date(i.periodEnd.getTime() - 1).toISOString().slice(0, 10);
-      for (const l of i.lineItems) if (!dec(l.total).isZero()) add(billed, revenueKey(i.creditTypeName, l), d, dec(l.total));
-    }
+    // Billed: summed in PostgreSQL, one row per day, credit type and product (not every invoice and line).
+    const sums = await em.execute<{ day: string; credit_type: string; product_id: string | null; name: string; type: string; total: string }[]>(`
+      select to_char((i.period_end - interval '1 millisecond') at time zone 'UTC', 'YYYY-MM-DD') as day, i.credit_type_name as credit_type,
+             l ->> 'product_id' as product_id, l ->> 'name' as name, l ->> 'type' as type, sum((l ->> 'total')::numeric)::text as total
+        from invoice i cross join lateral jsonb_array_elements(i.line_items) l
+       where i.status = 'FINALIZED' and i.period_end > ? and i.period_end <= ? and (l ->> 'total')::numeric <> 0
+       group by 1, 2, 3, 4, 5`, [new Date(from), new Date(to)]);
+    for (const x of sums) add(billed, revenueKey(x.credit_type, { ...(x.product_id ? { product_id: x.product_id } : {}), name: x.name, type: x.type }), x.day, dec(x.total));
     const now = new Date();
     const today = now.toISOString().slice(0, 10);
     if (Date.parse(`${today}T00:00:00Z`) >= from && Date.parse(`${today}T00:00:00Z`) < to) {
-      const live = await em.execute<{ customer_id: string }[]>('select distinct customer_id::text as customer_id from contract where archived_at is null limit 500');
-      for (const { customer_id } of live) {
-        for (const dr of await customerDrafts(em, customer_id, now)) {
+      // Draft: every customer with a live contract, DRAFT_BATCH at a time over one shared preload each.
+      for (let afterId = '00000000-0000-0000-0000-000000000000'; ;) {
+        const batch = (await em.execute<{ customer_id: string }[]>(
+          `select distinct customer_id from contract where archived_at is null and customer_id > ?::uuid order by 1 limit ?`, [afterId, DRAFT_BATCH])).map((x) => String(x.customer_id));
+        if (!batch.length) break;
+        const preload = await preloadDrafts(em, batch, now);
+        const drafts = await Promise.all(batch.map((id) => customerDrafts(em, id, now, { preload })));
+        for (const dr of drafts.flat()) {
           if (Date.parse(dr.view.periodStart) > now.getTime()) continue;
           for (const l of dr.view.lines) if (!dec(l.total).isZero()) add(draft, revenueKey(dr.view.creditType.name, l), today, dec(l.total));
         }
+        afterId = batch[batch.length - 1]!;
       }
     }
     const series = (m: Map<string, Map<string, Dec>>) => [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([key, byDay]) => {

@@ -44,7 +44,7 @@ async function findCollector(orm: MikroORM, id: string): Promise<UsageCollector>
   return c;
 }
 
-export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
+export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue: string, opts: { ingestMaxAgeMs: number }): Router {
   const r = Router();
 
   r.post('/v1/accrue/usage-collectors', allow(), async (req, res) => {
@@ -57,6 +57,10 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
     const step = interval * 1000;
     const startingAt = timestamp(body, 'starting_at', '', { optional: true });
     if (startingAt && Date.parse(startingAt) % step !== 0) throw new ValidationError('starting_at', `must fall on a window boundary (a multiple of interval_seconds since 1970-01-01T00:00Z), got ${startingAt}`);
+    // Its rows are held to the ingest window (db/usage-collector.ts): windows older than it could only fail.
+    if (startingAt && Date.parse(startingAt) < Date.now() - opts.ingestMaxAgeMs) {
+      throw new ValidationError('starting_at', `is older than the ${Math.round(opts.ingestMaxAgeMs / 86_400_000)}-day ingest window: ${startingAt}`);
+    }
     const own = await ownDatabaseIdentity(orm.em.fork());
     await checkCollectorQuery(sourceUrl, own, query).catch((err: unknown) => {
       if (err instanceof SourceConnectError) console.warn(`[api] usage collector ${JSON.stringify(name)}: source unreachable: ${err.reason}`);
