@@ -1,6 +1,7 @@
 import { LockMode } from '@mikro-orm/core';
 import { log } from '@temporalio/activity';
 import { NotFoundError, ConflictError, UnavailableError } from '../billing/errors.js';
+import { jsonDecimal } from '../billing/money.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import { Customer, Invoice } from '../db/entities.js';
 import { viewOfStored } from '../db/invoices.js';
@@ -57,7 +58,7 @@ export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
         await enqueueNotification(em, {
           type: 'invoice.finalized', dedupKey: `invoice.finalized:${inv.id}`, customerId: inv.customerId,
           properties: {
-            invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, total: Number(inv.total),
+            invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, total: jsonDecimal(inv.total),
             start_timestamp: new Date(inv.periodStart).toISOString(), end_timestamp: new Date(inv.periodEnd).toISOString(),
             finalized_at: inv.finalizedAt.toISOString(),
           },

@@ -245,11 +245,12 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
             }
             await recordExternal(em, { ...base, externalId: si.id!, status: statusOf(si), hostedUrl: si.hosted_invoice_url ?? null });
             return { outcome: statusOf(si), stripeInvoiceId: si.id!, customerId: inv.customerId };
-          } else if (si.status === 'open' && gate.standing && !dec(gate.standing.amountDue).eq(si.amount_due)) {
-            // Stripe would ask for something else than what is due: nothing is collected there.
+          } else if (si.status === 'open' && gate.standing && !dec(gate.standing.amountDue).eq(si.total)) {
+            // Its items add up to more than is due (paid in part before it was sent): nothing is
+            // collected there. (Stripe's amount_due may differ by the customer's Stripe balance.)
             await recordExternal(em, { ...base, externalId: si.id!, status: 'INVALID_REQUEST_ERROR', hostedUrl: si.hosted_invoice_url ?? null });
-            log.error('the Stripe invoice asks for another amount than is due; not charged (settle it in Stripe)', { invoiceId, stripeInvoiceId: si.id, stripeAmountDue: si.amount_due, amountDue: gate.standing.amountDue });
-            return { outcome: 'INVALID_REQUEST_ERROR', stripeInvoiceId: si.id!, message: `the Stripe invoice asks for ${si.amount_due}, not the ${gate.standing.amountDue} due` };
+            log.error('the Stripe invoice asks for another amount than is due; not charged (settle it in Stripe)', { invoiceId, stripeInvoiceId: si.id, stripeTotal: si.total, amountDue: gate.standing.amountDue });
+            return { outcome: 'INVALID_REQUEST_ERROR', stripeInvoiceId: si.id!, message: `the Stripe invoice totals ${si.total}, not the ${gate.standing.amountDue} due` };
           } else if (si.status === 'open' && config.collectionMethod === 'charge_automatically') {
             try {
               si = await client.invoices.pay(si.id!, {}, { idempotencyKey: key(inv.id, 'pay') });

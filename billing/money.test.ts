@@ -1,4 +1,4 @@
-import { dec, divideAmount, divideAmountRounded, formatUsdCents, jsonDecimal, roundAmount, sum, toJsonNumber, USD_CENTS } from './money.js';
+import { dec, divideAmount, divideAmountRounded, formatUsdCents, jsonDecimal, parseJsonExact, roundAmount, sum, toJsonNumber, USD_CENTS } from './money.js';
 import { assembleInvoice } from './invoice.js';
 
 describe('money', () => {
@@ -51,6 +51,17 @@ describe('one rounding point', () => {
   test('decimals go out in JSON exactly as stored', () => {
     expect(JSON.stringify({ a: jsonDecimal('0.12345678901234567891'), b: jsonDecimal('9007199254740993'), c: jsonDecimal(dec('1e-7')) }))
       .toBe('{"a":0.12345678901234567891,"b":9007199254740993,"c":0.0000001}');
+  });
+});
+
+describe('stored JSON read back exactly', () => {
+  test('a number a double cannot hold keeps every digit through parse and stringify; others stay numbers', () => {
+    const text = '{"total":123456789012345678901,"amount_due":9007199254740993,"small":0.1,"scale":1.10,"n":[3,"x",null]}';
+    const parsed = parseJsonExact(text) as Record<string, unknown>;
+    expect(JSON.stringify(parsed)).toBe('{"total":123456789012345678901,"amount_due":9007199254740993,"small":0.1,"scale":1.1,"n":[3,"x",null]}');
+    expect([typeof parsed.small, typeof parsed.scale, typeof parsed.total]).toEqual(['number', 'number', 'object']);
+    // What a plain JSON.parse would have sent on.
+    expect(JSON.stringify(JSON.parse(text))).toContain('"total":123456789012345680000');
   });
 });
 

@@ -148,6 +148,20 @@ export function jsonDecimalOpt(value: DecimalInput | null | undefined): JsonDeci
 }
 
 /**
+ * JSON text back into values without losing a digit: a number a double cannot hold exactly (an
+ * amount of more than 15–17 significant digits) comes back as a `JsonDecimal`, which
+ * `JSON.stringify` writes out verbatim; every other number is a plain number. For JSON stored by
+ * Accrue (an outbound notification's properties, written with `jsonDecimal`) and sent on.
+ */
+export function parseJsonExact(text: string): unknown {
+  const reviver = (_key: string, value: unknown, context?: { source?: string }) => {
+    if (typeof value !== 'number' || context?.source === undefined) return value;
+    return new Dec(context.source).eq(new Dec(String(value))) ? value : rawJSON(context.source);
+  };
+  return JSON.parse(text, reviver as (this: unknown, key: string, value: unknown) => unknown);
+}
+
+/**
  * A rounded amount as a JSON number, for Metronome-shaped responses. Only called on values
  * already rounded by `roundAmount` (or on quantities), which JSON numbers carry exactly up to
  * 2^53; anything larger is refused rather than silently approximated.

@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { parseJsonExact } from '../billing/money.js';
 import { uuidV5 } from './ids.js';
 import { pgTextArray } from './sql.js';
 import { OUTBOUND_CHANNEL, wake } from './wakeup.js';
@@ -50,9 +51,10 @@ export interface NotificationRow {
 }
 
 export async function loadNotification(em: EntityManager, id: string): Promise<NotificationRow | undefined> {
-  const [r] = await em.execute<{ id: string; type: string; properties: Record<string, unknown>; customer_id: string | null; created_at: Date }[]>(
-    `select id::text as id, type, properties, customer_id::text as customer_id, created_at from outbound_event where id = ?`, [id]);
-  return r && { id: r.id, type: r.type, properties: r.properties, customerId: r.customer_id, createdAt: new Date(r.created_at).toISOString() };
+  // As text, parsed exactly: an amount stored with every digit (jsonb numbers are numeric) is sent so.
+  const [r] = await em.execute<{ id: string; type: string; properties: string; customer_id: string | null; created_at: Date }[]>(
+    `select id::text as id, type, properties::text as properties, customer_id::text as customer_id, created_at from outbound_event where id = ?`, [id]);
+  return r && { id: r.id, type: r.type, properties: parseJsonExact(r.properties) as Record<string, unknown>, customerId: r.customer_id, createdAt: new Date(r.created_at).toISOString() };
 }
 
 /** The body every delivery of a notification sends, byte for byte (Metronome's shape). */

@@ -1,7 +1,7 @@
 import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { ConflictError, NotFoundError, ValidationError } from '../billing/errors.js';
-import { dec } from '../billing/money.js';
+import { dec, jsonDecimal } from '../billing/money.js';
 import { paymentStanding, type PaymentStanding } from '../billing/payments.js';
 import type { Decimal } from 'decimal.js';
 import { Contract, Invoice } from './entities.js';
@@ -130,7 +130,7 @@ async function recordPaymentOnce(em: EntityManager, p: PaymentInput, stripeOn = 
 export async function notifyPaymentStatus(tx: EntityManager, inv: Pick<Invoice, 'id' | 'customerId' | 'contractId'>, status: string, amountDue: string | Decimal, cause: string, extra: Record<string, unknown> = {}): Promise<void> {
   await enqueueNotification(tx, {
     type: 'accrue.invoice.payment_status_changed', dedupKey: `payment_status:${inv.id}:${cause}`, customerId: inv.customerId,
-    properties: { invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, payment_status: status, amount_due: Number(amountDue.toString()), ...extra },
+    properties: { invoice_id: inv.id, customer_id: inv.customerId, contract_id: inv.contractId, payment_status: status, amount_due: jsonDecimal(amountDue), ...extra },
   });
 }
 

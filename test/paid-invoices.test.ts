@@ -1,7 +1,8 @@
 import type Metronome from '@metronome/sdk';
 import pg from 'pg';
 import { useSdkApp } from './sdk-app.js';
-import { eventually, http, mailTo, monthStart } from './stack.js';
+import { eventually, http, mailTo, monthStart, uniqueName } from './stack.js';
+import { startWebhookReceiver } from './webhook-receiver.js';
 import { billedCustomer, signedEvent, stripeCustomer, stripeEnv, stripeFaults, stripeFaultsClear, stripeFaultsLeft, testStripe } from './stripe/fixtures.js';
 
 /**
@@ -15,7 +16,7 @@ import { billedCustomer, signedEvent, stripeCustomer, stripeEnv, stripeFaults, s
 describe('paid invoices: void, regenerate and manual payments on Stripe invoices', () => {
   // This Accrue's own Stripe key: the faults below are scoped to it (the server is shared).
   const appKey = 'sk_test_accrue_paid_invoices';
-  const h = useSdkApp('paid_invoices', { env: stripeEnv({ STRIPE_SECRET_KEY: appKey }) });
+  const h = useSdkApp('paid_invoices', { env: stripeEnv({ STRIPE_SECRET_KEY: appKey, ACCRUE_WEBHOOK_ALLOW_PRIVATE: '1', ACCRUE_WEBHOOK_RETRY_INITIAL: '200ms', ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL: '1s' }) });
   const stripe = testStripe();
   const p0 = monthStart(-1);
 
@@ -221,5 +222,39 @@ describe('paid invoices: void, regenerate and manual payments on Stripe invoices
     expect([late.status, late.json.message]).toEqual([409, expect.stringContaining(`was paid through Stripe (${stripeInvoiceId}) meanwhile; payment "wire-late" is not recorded`)]);
     expect(await payments(s.invoiceId)).toEqual([{ reference: `stripe:${stripeInvoiceId}`, amount: '4000', source: 'STRIPE' }]);
     expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
+  });
+
+  test('amounts in outbound notifications keep every digit: an invoice total and amount due beyond what a double holds', async () => {
+    const receiver = await startWebhookReceiver();
+    try {
+      const endpoint = await http(h.app, 'POST', '/v1/accrue/webhook-endpoints', { token: h.app.adminToken, body: { url: receiver.url, event_types: ['invoice.finalized', 'accrue.invoice.payment_status_changed'] } });
+      expect(endpoint.status).toBe(201);
+      const c = await billedCustomer(h.client, 1);
+      // A price of 123456789012345678901 cents a call, sent as an exact JSON number (more digits than a double carries).
+      const rate = await http(h.app, 'POST', '/v1/contract-pricing/rate-cards/addRate', {
+        token: h.app.adminToken,
+        rawBody: `{"rate_card_id":"${c.rateCardId}","product_id":"${c.productId}","entitled":true,"rate_type":"FLAT","price":123456789012345678901,"starting_at":"${monthStart(-2)}"}`,
+      });
+      expect(rate.status).toBe(200);
+      await h.client.v1.usage.ingest({ usage: [{ transaction_id: uniqueName('big'), customer_id: c.alias, event_type: 'call', timestamp: new Date(Date.parse(p0) + 3_600_000).toISOString() }] });
+      const contract = await h.client.v1.contracts.create({ customer_id: c.customerId, rate_card_id: c.rateCardId, starting_at: p0, approval_policy: { mode: 'NEVER' } } as unknown as Metronome.V1.ContractCreateParams);
+      const invoiceId = await eventually('the invoice finalized', async () => {
+        const [row] = await h.orm.em.fork().execute<{ id: string; total: string }[]>(`select id::text as id, total::text as total from invoice where contract_id = ? and period_start = ? and status = 'FINALIZED'`, [contract.data.id, p0]);
+        expect(row?.total).toBe('123456789012345678901');
+        return row!.id;
+      }, 90_000);
+      expect((await pay(invoiceId, { amount: 1, reference: 'one-cent' })).status).toBe(201);
+      const bodies = await eventually('both notifications delivered', async () => {
+        const mine = receiver.received.filter((w) => w.properties.invoice_id === invoiceId && w.answered === 200);
+        const finalized = mine.find((w) => w.type === 'invoice.finalized');
+        const paid = mine.find((w) => w.type === 'accrue.invoice.payment_status_changed');
+        expect([finalized?.type, paid?.type]).toEqual(['invoice.finalized', 'accrue.invoice.payment_status_changed']);
+        return { finalized: finalized!.body, paid: paid!.body };
+      }, 60_000);
+      expect(bodies.finalized).toMatch(/"total":123456789012345678901[,}]/);
+      expect(bodies.paid).toMatch(/"amount_due":123456789012345678900[,}]/);
+    } finally {
+      await receiver.close();
+    }
   });
 });
