@@ -40,14 +40,19 @@ const key = (invoiceId: string, step: string) => `accrue:${invoiceId}:${step}`;
 
 /**
  * Between Stripe calls: tells Temporal the activity is alive (a worker killed mid-sync is noticed
- * within the heartbeat timeout, not the long start-to-close one). Outside an activity: nothing.
+ * within the heartbeat timeout, not the long start-to-close one), and stops an attempt Temporal
+ * has cancelled (timed out, its workflow gone): a newer attempt carries on with the same
+ * idempotency keys, so this one must not send more. Outside an activity: nothing.
  */
 function beat(): void {
+  let ctx: Context;
   try {
-    Context.current().heartbeat();
+    ctx = Context.current();
   } catch {
-    // not running as an activity (direct calls in tests)
+    return; // not running as an activity (direct calls in tests)
   }
+  ctx.heartbeat();
+  ctx.cancellationSignal.throwIfAborted();
 }
 
 function statusOf(si: Stripe.Invoice): ExternalStatus {
@@ -113,7 +118,11 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
     if (!config) return { outcome: 'FAILED', message: 'the customer has no Stripe billing config' };
     const k = (step: string) => `${o.keyPrefix}:${step}`;
     try {
+      // A heartbeat before every call: an attempt cut off from Temporal stops between calls
+      // instead of racing the attempt that replaced it (which then meets Stripe's 409
+      // idempotency_key_in_use for a call still in flight, and retries until it has its answer).
       let si: Stripe.Invoice;
+      beat();
       if (!o.existingInvoiceId) {
         si = await client.invoices.create({
           customer: config.providerCustomerId, collection_method: 'charge_automatically', auto_advance: false, currency: 'usd',
@@ -126,19 +135,22 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
       }
       if (si.status === 'draft') {
         if (!dec(o.amount).isInteger()) return { outcome: 'FAILED', message: `the amount ${o.amount} is not whole cents` };
+        beat();
         await client.invoiceItems.create({
           customer: config.providerCustomerId, invoice: si.id!, amount: dec(o.amount).toNumber(), currency: 'usd', description: o.itemName, metadata: o.metadata,
         }, { idempotencyKey: k('item') });
-        si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: k('finalize') });
         beat();
+        si = await client.invoices.finalizeInvoice(si.id!, { auto_advance: false }, { idempotencyKey: k('finalize') });
       }
       if (si.status === 'open') {
+        beat();
         try {
           si = await client.invoices.pay(si.id!, {}, { idempotencyKey: k('pay') });
           if (o.crashPoint) crashPoint(o.crashPoint); // charged at Stripe; nothing granted yet
         } catch (err) {
           if (!isStripeCardError(err)) throw err;
           // Nothing will be granted for it: the open invoice is voided so it cannot be paid later.
+          beat();
           await client.invoices.voidInvoice(si.id!, {}, { idempotencyKey: k('void') });
           return { outcome: 'FAILED', message: describeStripeError(err) };
         }

@@ -413,7 +413,8 @@ async function thresholdCommon(c: Obj, key: string, products: ProductLookup, uns
   const cp = `${key}.commit`;
   const commit = objectAt(c.commit, cp, ['product_id', 'name', 'description', 'priority', 'applicable_product_ids', 'applicable_product_tags', 'specifiers']);
   if (commit.specifiers !== undefined) throw new ValidationError(`${cp}.specifiers`, 'is not supported by Accrue for threshold commits; use applicable_product_ids or applicable_product_tags');
-  const product = await products.get(commit, 'product_id', cp);
+  // The commit is bought (a purchase line, a Stripe item), like a scheduled charge: never metered.
+  const product = await products.get(commit, 'product_id', cp, ['FIXED', 'PRO_SERVICE']);
   const ids = uuidArray(commit, 'applicable_product_ids', cp, { optional: true });
   for (let i = 0; i < (ids ?? []).length; i++) await products.get({ id: ids![i] }, 'id', `${cp}.applicable_product_ids[${i}]`);
   const tags = stringArray(commit, 'applicable_product_tags', cp, { optional: true });

@@ -1,6 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Decimal } from 'decimal.js';
-import { dec, sum, USD_CENTS } from '../billing/money.js';
+import { dec, jsonDecimal, sum, USD_CENTS } from '../billing/money.js';
 import { rechargeStep, spendThresholdStep, type RechargeKind, type RechargeStatus, type SpendThresholdConfig, type ThresholdConfig } from '../billing/recharge.js';
 import { customerBalances } from './balances.js';
 import { BalanceGrant, Contract, Invoice } from './entities.js';
@@ -139,7 +139,7 @@ const paymentGateNotice = async (tx: EntityManager, r: RechargeRow, status: 'pai
   type: 'payment_gate.payment_status', dedupKey: `${r.kind === 'prepaid' ? 'recharge' : 'spend-threshold'}:${r.contractId}:${r.n}:${status}`, customerId: r.customerId,
   properties: {
     contract_id: r.contractId, customer_id: r.customerId, ...(r.kind === 'prepaid' ? { recharge_number: r.n } : { spend_threshold_number: r.n }),
-    amount: Number(r.amount), payment_status: status, payment_gate_type: extra.payment_gate_type, ...extra,
+    amount: jsonDecimal(r.amount), payment_status: status, payment_gate_type: extra.payment_gate_type, ...extra,
   },
 });
 
@@ -298,7 +298,7 @@ export async function grantGatedCommit(em: EntityManager, grantId: string): Prom
     await tx.execute(`update gated_commit set status = 'GRANTED', updated_at = now() where grant_id = ?`, [grantId]);
     await enqueueNotification(tx, {
       type: 'payment_gate.payment_status', dedupKey: `gated-commit:${grantId}:paid`, customerId: g.customerId,
-      properties: { contract_id: g.contractId, customer_id: g.customerId, commit_id: grantId, amount: Number(g.amount), payment_status: 'paid', payment_gate_type: 'STRIPE', ...(g.externalInvoiceId ? { stripe_invoice_id: g.externalInvoiceId } : {}) },
+      properties: { contract_id: g.contractId, customer_id: g.customerId, commit_id: grantId, amount: jsonDecimal(g.amount), payment_status: 'paid', payment_gate_type: 'STRIPE', ...(g.externalInvoiceId ? { stripe_invoice_id: g.externalInvoiceId } : {}) },
     });
     return true;
   });
@@ -312,7 +312,7 @@ export async function failGatedCommit(em: EntityManager, grantId: string, failur
     await tx.execute(`update gated_commit set status = 'FAILED', failure = ?, updated_at = now() where grant_id = ?`, [failure, grantId]);
     await enqueueNotification(tx, {
       type: 'payment_gate.payment_status', dedupKey: `gated-commit:${grantId}:failed`, customerId: g.customerId,
-      properties: { contract_id: g.contractId, customer_id: g.customerId, commit_id: grantId, amount: Number(g.amount), payment_status: 'failed', payment_gate_type: 'STRIPE', error: failure, ...(g.externalInvoiceId ? { stripe_invoice_id: g.externalInvoiceId } : {}) },
+      properties: { contract_id: g.contractId, customer_id: g.customerId, commit_id: grantId, amount: jsonDecimal(g.amount), payment_status: 'failed', payment_gate_type: 'STRIPE', error: failure, ...(g.externalInvoiceId ? { stripe_invoice_id: g.externalInvoiceId } : {}) },
     });
   });
 }

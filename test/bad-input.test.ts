@@ -380,5 +380,20 @@ describe('bad input', () => {
     const crm = await http(app, 'POST', '/v1/accrue/webhooks/hubspot', { rawBody: '[]' });
     expect([crm.status, crm.json.message]).toEqual([409, expect.stringMatching(/HUBSPOT_ACCESS_TOKEN and HUBSPOT_CLIENT_SECRET must both be set/)]);
     expect(await orm.em.fork().execute('select count(*)::int as n from customer_billing_config')).toEqual([{ n: 0 }]);
+    // What Stripe would charge is refused up front alike: a gated commit, an auto-recharge, a spend threshold.
+    const card = await http(app, 'POST', '/v1/contract-pricing/rate-cards/create', { token: admin, body: { name: 'card' } });
+    const fixed = await http(app, 'POST', '/v1/contract-pricing/products/create', { token: admin, body: { name: 'Top-up', type: 'FIXED' } });
+    const base = { customer_id: id, rate_card_id: card.json.data.id, starting_at: monthStart(0) };
+    const gate = { payment_gate_type: 'STRIPE' };
+    const commit = { product_id: fixed.json.data.id };
+    await rejected('POST', '/v1/contracts/create', {
+      body: { ...base, commits: [{ type: 'PREPAID', product_id: fixed.json.data.id, payment_gate_config: gate, access_schedule: { schedule_items: [{ amount: 1000, starting_at: monthStart(0), ending_before: monthStart(1) }] } }] },
+    }, 409, undefined, /^commits\[0\]\.payment_gate_config\.payment_gate_type: STRIPE is off .*STRIPE_SECRET_KEY is not set/);
+    await rejected('POST', '/v1/contracts/create', {
+      body: { ...base, prepaid_balance_threshold_configuration: { commit, is_enabled: true, payment_gate_config: gate, threshold_amount: 500, recharge_to_amount: 2000 } },
+    }, 409, undefined, /^prepaid_balance_threshold_configuration\.payment_gate_config\.payment_gate_type: STRIPE is off .*STRIPE_SECRET_KEY is not set/);
+    await rejected('POST', '/v1/contracts/create', {
+      body: { ...base, spend_threshold_configuration: { commit, is_enabled: true, payment_gate_config: gate, threshold_amount: 500 } },
+    }, 409, undefined, /^spend_threshold_configuration\.payment_gate_config\.payment_gate_type: STRIPE is off .*STRIPE_SECRET_KEY is not set/);
   });
 });

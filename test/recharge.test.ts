@@ -114,8 +114,13 @@ describe('auto-recharge through Stripe', () => {
     const current = (await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } })).json.data.current;
     const creditsId = current.prepaid_balance_threshold_configuration.commit.product_id as string;
     const config = { commit: { product_id: creditsId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: 500, recharge_to_amount: 2000 };
+    const metered = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
+    const usageProduct = (await h.client.v1.contracts.products.create({ name: uniqueName('Metered'), type: 'USAGE', billable_metric_id: metered.data.id })).data.id;
     const before = await h.orm.em.fork().execute('select count(*)::int as n from contract');
+    const spend = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: s.customerId, rate_card_id: current.rate_card_id, starting_at: monthStart(1), spend_threshold_configuration: { commit: { product_id: usageProduct }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: 500 } } });
+    expect([spend.status, spend.json.field, spend.json.message]).toEqual([400, 'spend_threshold_configuration.commit.product_id', expect.stringMatching(/FIXED or PRO_SERVICE product, got USAGE/)]);
     for (const [change, status, field] of [
+      [{ commit: { product_id: usageProduct } }, 400, 'prepaid_balance_threshold_configuration.commit.product_id'],
       [{ commit: { product_id: '00000000-0000-4000-8000-000000000000' } }, 404, 'prepaid_balance_threshold_configuration.commit.product_id'],
       [{ payment_gate_config: { payment_gate_type: 'EXTERNAL' } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.payment_gate_type'],
       [{ recharge_to_amount: 500 }, 400, 'prepaid_balance_threshold_configuration.recharge_to_amount'],

@@ -123,6 +123,12 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
   if (threshold) terms.prepaid_balance_threshold_configuration = threshold;
   const spendThreshold = await spendThresholdInput(body, products);
   if (spendThreshold) terms.spend_threshold_configuration = spendThreshold;
+  // Charged through Stripe when crossed: refused up front while Stripe is off, as a gated commit is.
+  for (const [key, config] of [['prepaid_balance_threshold_configuration', threshold], ['spend_threshold_configuration', spendThreshold]] as const) {
+    if (config?.payment_gate_config.payment_gate_type === 'STRIPE' && !stripe?.secretKey) {
+      throw new ConflictError(`${key}.payment_gate_config.payment_gate_type: STRIPE is off in this Accrue (STRIPE_SECRET_KEY is not set)`);
+    }
+  }
   const grants: BalanceGrant[] = [];
   const gates = new Map<string, 'STRIPE'>();
   for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {

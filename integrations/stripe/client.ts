@@ -17,9 +17,15 @@ export function stripeClient(s: Pick<StripeSettings, 'secretKey' | 'apiBase'> | 
   return new Stripe(s.secretKey, config);
 }
 
-/** Stripe's answer was a refusal of the request itself (4xx other than 429): retrying the same call cannot help. */
+/**
+ * Stripe's answer was a refusal of the request itself (4xx other than 429 and 409): retrying the
+ * same call cannot help. A 409 is a conflict with another request in progress — above all
+ * `idempotency_key_in_use`, an earlier attempt with the same key still running at Stripe — and
+ * is "try again later": the retry gets that request's answer.
+ */
 export function isStripeRequestError(err: unknown): err is Stripe.errors.StripeError {
-  return err instanceof Stripe.errors.StripeError && typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 && err.statusCode !== 429 && err.type !== 'StripeCardError';
+  return err instanceof Stripe.errors.StripeError && typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500
+    && err.statusCode !== 429 && err.statusCode !== 409 && err.type !== 'StripeCardError';
 }
 
 export function isStripeCardError(err: unknown): err is Stripe.errors.StripeCardError {

@@ -48,6 +48,27 @@ export async function stripeFaultsLeft(key: string): Promise<number> {
   return ((await res.json()) as { count: number }).count;
 }
 
+/**
+ * Holds the next `count` requests made with `key` on `route` (`POST /v1/invoices/{id}/pay`) inside
+ * the Stripe-protocol server — idempotency key registered, nothing done — until stripeRelease.
+ */
+export async function stripeHold(key: string, route: string, count = 1): Promise<void> {
+  const res = await fetch(`${testStack().stripeApiBase}/_config/holds`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ key, route, count }) });
+  if (!res.ok) throw new Error(`holds ${res.status}`);
+}
+
+/** How many requests made with `key` the server holds now. */
+export async function stripeHeld(key: string): Promise<number> {
+  const res = await fetch(`${testStack().stripeApiBase}/_config/holds?key=${encodeURIComponent(key)}`);
+  return ((await res.json()) as { held: number }).held;
+}
+
+/** Lets every request held for `key` go on, and holds no more. */
+export async function stripeRelease(key: string): Promise<void> {
+  const res = await fetch(`${testStack().stripeApiBase}/_config/holds/release`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ key }) });
+  if (!res.ok) throw new Error(`release ${res.status}`);
+}
+
 /** Stripe's own webhooks from the server to an Accrue, signed with the test secret. */
 export async function stripeSendsWebhooksTo(id: string, url: string): Promise<void> {
   const res = await fetch(`${testStack().stripeApiBase}/_config/webhooks/${id}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ url, secret: STRIPE_WEBHOOK_SECRET }).toString() });

@@ -12,7 +12,13 @@ parts of Stripe's documented behaviour Accrue relies on that localstripe lacks, 
   `pay` with `paid_out_of_band=true` marks an open invoice paid without a charge
   (`paid_out_of_band: true`; paying it again is a 400 "Invoice is already paid");
   `GET /v1/invoice_payments?payment[payment_intent]=…` (what a charge paid, API 2025-03-31 on).
-- Test controls under /_config (not Stripe): `POST /_config/faults` queues a fault for one API
+- Idempotency-Key in use: a POST whose key belongs to a request still in progress answers 409
+  `idempotency_key_in_use` (type `invalid_request_error`), as Stripe does; try again later.
+- Test controls under /_config (not Stripe): `POST /_config/holds` holds the next `count` requests
+  made with an API key on one route (`POST /v1/invoices/{id}/pay`, as in `/_config/requests`)
+  inside the server — its idempotency key registered, nothing done yet — until
+  `POST /_config/holds/release` (same key); `GET /_config/holds?key=…` counts those held now.
+  `POST /_config/faults` queues a fault for one API
   key — the next `count` requests under /v1 made with that key answer `status` (500, 429…),
   before (`when=before`) or after (`when=after`: the work is done and the answer lost) handling
   them; faults queued one after the other apply in turn. Test files share this server and run in
@@ -22,6 +28,7 @@ parts of Stripe's documented behaviour Accrue relies on that localstripe lacks, 
 Run: python3 localstripe_server.py --port N (PYTHONPATH must reach localstripe).
 """
 import argparse
+import asyncio
 import json
 import time
 
@@ -158,12 +165,16 @@ requests = {'total': 0, 'by_route': {}}
 idempotent = {}
 
 
+def route_of(request):
+    return request.method + ' ' + '/'.join(p if not ('_' in p and len(p) > 12) else '{id}' for p in request.path.split('/'))
+
+
 @web.middleware
 async def fault_middleware(request, handler):
     if not request.path.startswith('/v1/'):
         return await handler(request)
     requests['total'] += 1
-    route = request.method + ' ' + '/'.join(p if not ('_' in p and len(p) > 12) else '{id}' for p in request.path.split('/'))
+    route = route_of(request)
     requests['by_route'][route] = requests['by_route'].get(route, 0) + 1
     faults[:] = [f for f in faults if f['count'] > 0]
     key = server.get_api_key(request)
@@ -181,6 +192,9 @@ async def fault_middleware(request, handler):
     return await handler(request)
 
 
+in_progress = set()  # idempotency keys of requests being handled
+
+
 @web.middleware
 async def idempotency_middleware(request, handler):
     key = request.headers.get('Idempotency-Key')
@@ -192,12 +206,61 @@ async def idempotency_middleware(request, handler):
         if seen['path'] != request.path or seen['body'] != body:
             return json_response({'error': {'type': 'idempotency_error', 'message': 'Keys for idempotent requests can only be used with the same parameters they were first used with.'}}, status=400)
         return web.Response(status=seen['status'], body=seen['response'], content_type='application/json', headers={'Idempotent-Replayed': 'true'})
+    if key in in_progress:
+        return json_response({'error': {'type': 'invalid_request_error', 'code': 'idempotency_key_in_use', 'message': 'There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through): %s. Please try again later.' % key}}, status=409)
+    in_progress.add(key)
     try:
-        response = await handler(request)
-    except UserError as e:
-        response = e.to_response()
-    idempotent[key] = {'path': request.path, 'body': body, 'status': response.status, 'response': response.body}
-    return response
+        try:
+            response = await handler(request)
+        except UserError as e:
+            response = e.to_response()
+        idempotent[key] = {'path': request.path, 'body': body, 'status': response.status, 'response': response.body}
+        return response
+    finally:
+        in_progress.discard(key)
+
+
+holds = []  # {'key', 'route', 'count'}: requests still to hold
+held = {}  # api key -> [futures of the requests held now]
+
+
+@web.middleware
+async def hold_middleware(request, handler):
+    # Innermost: a held request has its idempotency key registered and nothing done yet.
+    if not request.path.startswith('/v1/'):
+        return await handler(request)
+    key = server.get_api_key(request)
+    hold = next((h for h in holds if h['key'] == key and h['route'] == route_of(request) and h['count'] > 0), None)
+    if hold is not None:
+        hold['count'] -= 1
+        release = asyncio.get_running_loop().create_future()
+        held.setdefault(key, []).append(release)
+        try:
+            await release
+        finally:
+            held[key] = [f for f in held.get(key, []) if f is not release]
+    return await handler(request)
+
+
+async def config_holds(request):
+    data = await request.json()
+    if not data.get('key') or not data.get('route'):
+        return json_response({'error': {'message': 'key and route: the API key and the route to hold are required'}}, status=400)
+    holds.append({'key': data['key'], 'route': data['route'], 'count': int(data.get('count', 1))})
+    return web.Response()
+
+
+async def config_holds_release(request):
+    key = (await request.json()).get('key')
+    holds[:] = [h for h in holds if h['key'] != key]
+    for f in held.get(key, []):
+        if not f.done():
+            f.set_result(None)
+    return web.Response()
+
+
+async def config_holds_now(request):
+    return json_response({'held': len(held.get(request.query.get('key'), []))})
 
 
 def _list_invoice_payments(payment=None, limit=None, **kwargs):
@@ -259,8 +322,12 @@ def main():
     app.router.add_get('/_config/requests', config_requests)
     app.router.add_get('/_config/faults', config_faults_left)
     app.router.add_delete('/_config/faults', config_faults_clear)
+    app.router.add_post('/_config/holds', config_holds)
+    app.router.add_post('/_config/holds/release', config_holds_release)
+    app.router.add_get('/_config/holds', config_holds_now)
     app.middlewares.insert(0, fault_middleware)
     app.middlewares.append(idempotency_middleware)
+    app.middlewares.append(hold_middleware)
     web.run_app(app, host='127.0.0.1', port=args.port, access_log=None, shutdown_timeout=0.5, print=lambda *a: print('localstripe ready on port %d' % args.port, flush=True))
 
 

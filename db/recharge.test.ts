@@ -1,0 +1,48 @@
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { USD_CENTS } from '../billing/money.js';
+import { seedContract } from '../test/db-fixtures.js';
+import { createTestDatabase } from '../test/stack.js';
+import { Contract } from './entities.js';
+import { newId } from './ids.js';
+import { failGatedCommit, failRecharge, grantGatedCommit, grantRecharge, holdGatedCommit } from './recharge.js';
+
+/**
+ * `payment_gate.payment_status` carries the amount exactly as stored — digits a double cannot
+ * hold (above 2^53, or with a fraction of a cent) go out unchanged, on real PostgreSQL.
+ */
+describe('payment-gate notices carry exact amounts', () => {
+  let orm: MikroORM;
+  beforeAll(async () => { orm = (await createTestDatabase('rechargeamounts')).orm; });
+  afterAll(async () => { await orm?.close(); });
+
+  const BIG = '123456789012345678901';
+  const amounts = async (customerId: string) => (await orm.em.fork().execute<{ status: string; amount: string }[]>(
+    `select properties ->> 'payment_status' as status, properties ->> 'amount' as amount from outbound_event where type = 'payment_gate.payment_status' and customer_id = ? order by created_at, properties ->> 'payment_status'`, [customerId]));
+
+  test('recharges granted and failed, gated commits granted and failed', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: '2026-01-01T00:00:00.000Z', price: '1' });
+    await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { terms: { prepaid_balance_threshold_configuration: { commit: { product_id: s.productId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: '100', recharge_to_amount: '500' } } });
+    for (const [n, amount] of [[1, BIG], [2, '1600.25']] as const) {
+      await orm.em.fork().execute(`insert into recharge (contract_id, kind, n, customer_id, amount, balance_before, status) values (?, 'prepaid', ?, ?, ?, 0, 'PENDING')`, [s.contractId, n, s.customerId, amount]);
+    }
+    await grantRecharge(orm.em.fork(), s.contractId, 1);
+    await failRecharge(orm.em.fork(), s.contractId, 2, 'declined');
+    expect(await amounts(s.customerId)).toEqual([{ status: 'paid', amount: BIG }, { status: 'failed', amount: '1600.25' }]);
+
+    const g = await seedContract(orm.em.fork(), { startingAt: '2026-01-01T00:00:00.000Z', price: '1' });
+    const gated = async (amount: string) => {
+      const id = newId();
+      await orm.em.fork().transactional((tx) => holdGatedCommit(tx, {
+        id, customerId: g.customerId, contractId: g.contractId, kind: 'PREPAID', productId: g.productId, name: 'Gated', description: null, priority: 0,
+        applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
+        accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: newId(), amount, starting_at: '2026-01-01T00:00:00.000Z', ending_before: '2027-01-01T00:00:00.000Z' }] },
+        invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null, amendmentId: null,
+        rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
+      }));
+      return id;
+    };
+    await grantGatedCommit(orm.em.fork(), await gated(BIG));
+    await failGatedCommit(orm.em.fork(), await gated('9007199254740993'), 'declined');
+    expect(await amounts(g.customerId)).toEqual([{ status: 'paid', amount: BIG }, { status: 'failed', amount: '9007199254740993' }]);
+  });
+});
