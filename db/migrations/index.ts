@@ -24,6 +24,7 @@ import { Migration20261209100000_crm } from './Migration20261209100000_crm.js';
 import { Migration20261210100000_console } from './Migration20261210100000_console.js';
 import { Migration20261211100000_event_partitions } from './Migration20261211100000_event_partitions.js';
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
+import { Migration20261212400000_alert_quarantine } from './Migration20261212400000_alert_quarantine.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -53,4 +54,5 @@ export const migrationsList = [
   { name: 'Migration20261210100000_console', class: Migration20261210100000_console },
   { name: 'Migration20261211100000_event_partitions', class: Migration20261211100000_event_partitions },
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
+  { name: 'Migration20261212400000_alert_quarantine', class: Migration20261212400000_alert_quarantine },
 ];
