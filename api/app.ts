@@ -147,14 +147,19 @@ export function createApp(deps: ApiDeps): Express {
 
   app.get('/health', async (_req, res) => {
     const checks = await Promise.allSettled([
-      // Events the rater quarantined (db/quarantine.ts): rating goes on, but someone should look.
-      deps.orm.em.fork().execute<{ n: string }[]>('select count(*)::text as n from event_quarantine'),
+      // Events the rater quarantined (db/quarantine.ts), and customers whose alert evaluation is
+      // quarantined (db/alerts.ts): everything else goes on, but someone should look.
+      deps.orm.em.fork().execute<{ n: string; customers: string }[]>(
+        'select (select count(*) from event_quarantine)::text as n, (select count(distinct customer_id) from alert_quarantine)::text as customers'),
       deps.temporal.connection.withDeadline(Date.now() + 3000, () => deps.temporal.connection.workflowService.getSystemInfo({})),
     ]);
     const [postgres, temporal] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : String((c as PromiseRejectedResult).reason)));
     const healthy = checks.every((c) => c.status === 'fulfilled');
-    const quarantined = checks[0]!.status === 'fulfilled' ? Number((checks[0]!.value as { n: string }[])[0]!.n) : null;
-    res.status(healthy ? 200 : 503).json({ status: healthy ? 'ok' : 'unavailable', postgres, temporal, quarantined_events: quarantined });
+    const counts = checks[0]!.status === 'fulfilled' ? (checks[0]!.value as { n: string; customers: string }[])[0]! : null;
+    res.status(healthy ? 200 : 503).json({
+      status: healthy ? 'ok' : 'unavailable', postgres, temporal,
+      quarantined_events: counts ? Number(counts.n) : null, quarantined_alert_customers: counts ? Number(counts.customers) : null,
+    });
   });
 
   // Signed by Stripe, not by an Accrue token; verified on the raw body, so before the JSON parser.

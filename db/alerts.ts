@@ -9,6 +9,7 @@ import { BillableMetric } from './entities.js';
 import { newId } from './ids.js';
 import { BILLED_USAGE_TYPES, customerDrafts, preloadDrafts, type DraftsPreload } from './invoices.js';
 import { enqueueNotification } from './notifications.js';
+import { isEventDataError } from './quarantine.js';
 import { pgTextArray } from './sql.js';
 import { evaluateRecharges, rechargeContracts } from './recharge.js';
 import { usageSeries } from './usage-series.js';
@@ -88,6 +89,8 @@ export async function archiveAlert(em: EntityManager, id: string, releaseUniquen
   if (!row) throw new NotFoundError('alert', id, 'id');
   // An archived gating alert gates nobody any more.
   if (row.gate_access) await invalidateEntitlements(em, row.customer_id ?? '*');
+  // Customers quarantined for this alert are evaluated again without it.
+  await releaseQuarantine(em, { alertId: id });
   return alertOf(row);
 }
 
@@ -123,6 +126,8 @@ export async function resetAlert(em: EntityManager, alertId: string, customerId:
     await tx.execute(`
       insert into customer_alert_state (alert_id, customer_id, status) values (?, ?, 'evaluating')
       on conflict (alert_id, customer_id) do update set status = 'evaluating', triggered_by = null, updated_at = now()`, [alertId, customerId]);
+    // A reset is also how an operator retries a quarantined customer (after fixing its data).
+    await releaseQuarantine(tx, { customerId });
     await markDirty(tx, [customerId]);
   });
 }
@@ -252,15 +257,18 @@ export async function evaluateDirty(em: EntityManager, opts: { limit: number; no
   const recharging = await rechargeContracts(em, marks.map((m) => m.customer_id), now);
   const recharges = new Set(recharging.map((c) => c.customerId));
   const alertsOf = (id: string) => (customers.get(id) && !customers.get(id)!.archived_at ? alerts.filter((a) => a.customerId === null || a.customerId === id) : []);
-  const idle = marks.filter((m) => !alertsOf(m.customer_id).length && !capped.has(m.customer_id) && !recharges.has(m.customer_id));
+  // Quarantined customers (their evaluation failed on their data) are left out until released.
+  const quarantined = new Set((await em.execute<{ customer_id: string }[]>(
+    `select customer_id::text as customer_id from alert_quarantine where alert_id is null and customer_id = any(?::uuid[])`, [ids])).map((r) => r.customer_id));
+  const idle = marks.filter((m) => quarantined.has(m.customer_id) || (!alertsOf(m.customer_id).length && !capped.has(m.customer_id) && !recharges.has(m.customer_id)));
   const wanted = marks.filter((m) => !idle.includes(m));
 
-  const result = await em.fork().transactional(async (tx) => {
+  const round = (subset: typeof wanted) => em.fork().transactional(async (tx) => {
     const out: EvaluationResult = { customers: 0, fired: 0, notifications: [] };
-    if (!wanted.length) return { out, locked: new Set<string>() };
+    if (!subset.length) return { out, locked: new Set<string>() };
     const locked = new Set((await tx.execute<{ id: string }[]>(`
       select id::text as id from unnest(?::uuid[]) as id where pg_try_advisory_xact_lock(hashtextextended('alert-customer:' || id::text, 7))`,
-    [pgTextArray(wanted.map((m) => m.customer_id))])).map((r) => r.id));
+    [pgTextArray(subset.map((m) => m.customer_id))])).map((r) => r.id));
     for (const id of locked) if (capped.has(id)) await invalidateEntitlements(tx, id);
     const evaluated = [...locked].filter((id) => alertsOf(id).length).map((id) => ({ id, alerts: alertsOf(id) }));
     const states = await customerAlertStatesMany(tx, evaluated.map((c) => c.id));
@@ -277,9 +285,65 @@ export async function evaluateDirty(em: EntityManager, opts: { limit: number; no
     out.customers = locked.size;
     return { out, locked };
   });
+  let result: Awaited<ReturnType<typeof round>>;
+  try {
+    result = await round(wanted);
+  } catch (err) {
+    if (!isCustomerDataError(err)) throw err;
+    // One customer's stored data fails the round: each customer is evaluated alone, and the ones
+    // that still fail are quarantined (their marks removed with the others'), so they never hold
+    // up anyone else's alerts or recharges.
+    result = { out: { customers: 0, fired: 0, notifications: [] }, locked: new Set<string>() };
+    for (const m of wanted) {
+      try {
+        const one = await round([m]);
+        result.out.customers += one.out.customers;
+        result.out.fired += one.out.fired;
+        result.out.notifications.push(...one.out.notifications);
+        for (const id of one.locked) result.locked.add(id);
+      } catch (e) {
+        if (!isCustomerDataError(e)) throw e;
+        await quarantine(em, m.customer_id, null, e);
+        result.locked.add(m.customer_id);
+      }
+    }
+  }
   const done = [...idle, ...wanted.filter((m) => result.locked.has(m.customer_id))].flatMap((m) => m.seqs);
   if (done.length) await em.execute(`delete from alert_dirty where seq = any(?::bigint[])`, [`{${done.join(',')}}`]);
   return result.out;
+}
+
+/**
+ * An evaluation that failed on a customer's stored data rather than on Accrue or PostgreSQL being
+ * unavailable: a value the decimal helper refuses (RangeError) or a PostgreSQL data exception
+ * (SQLSTATE class 22) or program limit (54). Only these quarantine; anything else fails the round
+ * and is retried, as before.
+ */
+function isCustomerDataError(err: unknown): boolean {
+  return err instanceof RangeError || isEventDataError(err);
+}
+
+/**
+ * Records a customer's (alert_id null) or one alert's evaluation as quarantined in
+ * `alert_quarantine`, and says so in the worker's log the first time. It stays until released
+ * (`releaseQuarantine`: archiving or resetting the alert) or the row is deleted.
+ */
+async function quarantine(em: EntityManager, customerId: string, alertId: string | null, err: unknown): Promise<void> {
+  const reason = err instanceof Error ? err.message : String(err);
+  const added = await em.execute<{ customer_id: string }[]>(
+    `insert into alert_quarantine (customer_id, alert_id, reason) values (?, ?, ?) on conflict do nothing returning customer_id::text as customer_id`,
+    [customerId, alertId, reason.slice(0, 2000)]);
+  if (added.length) {
+    console.error(`[alerts] quarantined ${alertId ? `alert ${alertId} of customer ${customerId}` : `customer ${customerId} (alerts and recharges)`}: ${reason}`);
+  }
+}
+
+/** Releases quarantined evaluations (of an alert, of a customer) and marks the customers for evaluation. */
+export async function releaseQuarantine(em: EntityManager, where: { alertId?: string; customerId?: string }): Promise<void> {
+  const released = await em.execute<{ customer_id: string }[]>(`
+    delete from alert_quarantine where (?::uuid is null or alert_id = ?::uuid) and (?::uuid is null or customer_id = ?::uuid)
+    returning customer_id::text as customer_id`, [where.alertId ?? null, where.alertId ?? null, where.customerId ?? null, where.customerId ?? null]);
+  if (released.length) await markDirty(em, [...new Set(released.map((r) => r.customer_id))]);
 }
 
 async function customerAlertStatesMany(em: EntityManager, customerIds: string[]): Promise<Map<string, Map<string, CustomerAlertState>>> {
@@ -305,9 +369,20 @@ async function recordSteps(tx: EntityManager, customerId: string, customerCreate
   const fired: string[] = [];
   const windowEnd = measures.windowEnd?.toISOString() ?? null;
   for (const alert of alerts) {
-    const value = measures.value(alert);
+    let value: Decimal | null;
+    let inAlarm: boolean;
+    try {
+      value = measures.value(alert);
+      inAlarm = isInAlarm(alert.type, value, alert.threshold);
+    } catch (err) {
+      // This alert alone cannot be evaluated from what is stored (a threshold beyond what the
+      // decimal helper reads): it is quarantined for this customer; the customer's other alerts go on.
+      if (!isCustomerDataError(err)) throw err;
+      await quarantine(tx, customerId, alert.id, err);
+      continue;
+    }
     const prev = states.get(alert.id);
-    const step = alertStep(prev?.status, isInAlarm(alert.type, value, alert.threshold), {
+    const step = alertStep(prev?.status, inAlarm, {
       silentBaseline: !alert.evaluateOnCreate && customerCreatedAt.getTime() < Date.parse(alert.createdAt),
     });
     const triggeredBy = step.fire ? `${alert.type} ${value?.toString()} ${alert.type.startsWith('low_') ? '<=' : '>='} ${alert.threshold}` : prev?.triggeredBy ?? null;

@@ -450,11 +450,22 @@ export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycl
     const out = [];
     for (const c of pageCustomers) {
       const mine = contracts.filter((k) => k.customerId === c.id);
-      const facts = mine.length ? (await crmFacts(em, c.id, [], now)).company : null;
+      // One customer whose stored terms cannot be priced is shown with its error, not a 500 for the page.
+      let facts: Awaited<ReturnType<typeof crmFacts>>['company'] | null = null;
+      let amounts = { spend: cents(null), remaining: cents(null) };
+      let error: string | undefined;
+      try {
+        facts = mine.length ? (await crmFacts(em, c.id, [], now)).company : null;
+        amounts = { spend: cents(facts?.currentPeriodSpendCents), remaining: cents(facts?.commitRemainingCents) };
+      } catch (err) {
+        if (!(err instanceof RangeError)) throw err;
+        error = `its billing data cannot be computed: ${err.message}`;
+        console.error(`[console] customer ${c.id}: ${error}`);
+      }
       out.push({
-        id: c.id, name: c.name, billing_email: c.billingEmail ?? null,
+        id: c.id, name: c.name, billing_email: c.billingEmail ?? null, ...(error ? { error } : {}),
         lifecycle_state: facts?.lifecycleState ?? null,
-        current_period_spend: cents(facts?.currentPeriodSpendCents), commit_remaining: cents(facts?.commitRemainingCents),
+        current_period_spend: amounts.spend, commit_remaining: amounts.remaining,
         renewal_date: facts?.renewalDate ?? null,
         contracts: mine.map((k) => ({
           id: k.id, name: k.name, starting_at: k.startingAt.toISOString(), ending_before: k.endingBefore?.toISOString() ?? null,

@@ -26,6 +26,7 @@ import { Migration20261211100000_event_partitions } from './Migration20261211100
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
 import { Migration20261212100000_invoice_type } from './Migration20261212100000_invoice_type.js';
 import { Migration20261212200000_invoice_out_of_band } from './Migration20261212200000_invoice_out_of_band.js';
+import { Migration20261212400000_alert_quarantine } from './Migration20261212400000_alert_quarantine.js';
 import { Migration20261212500000_contract_edits } from './Migration20261212500000_contract_edits.js';
 import { Migration20261212600000_retire_waits_for_backfill } from './Migration20261212600000_retire_waits_for_backfill.js';
 import { Migration20261212610000_console_change_feed } from './Migration20261212610000_console_change_feed.js';
@@ -60,6 +61,7 @@ export const migrationsList = [
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
   { name: 'Migration20261212100000_invoice_type', class: Migration20261212100000_invoice_type },
   { name: 'Migration20261212200000_invoice_out_of_band', class: Migration20261212200000_invoice_out_of_band },
+  { name: 'Migration20261212400000_alert_quarantine', class: Migration20261212400000_alert_quarantine },
   { name: 'Migration20261212500000_contract_edits', class: Migration20261212500000_contract_edits },
   { name: 'Migration20261212600000_retire_waits_for_backfill', class: Migration20261212600000_retire_waits_for_backfill },
   { name: 'Migration20261212610000_console_change_feed', class: Migration20261212610000_console_change_feed },
