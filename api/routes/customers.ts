@@ -39,7 +39,7 @@ export function customersRouter(orm: MikroORM): Router {
 
   r.post('/v1/customers', allow(), async (req, res) => {
     const body = objectAt(req.body, '', CREATE_FIELDS);
-    const name = reqStr(body, 'name').slice(0, 160);
+    const name = reqStr(body, 'name', '', 160);
     const externalId = str(body, 'external_id', '', { optional: true, max: 256 });
     const aliases = [...(externalId ? [externalId] : []), ...(stringArray(body, 'ingest_aliases', '', { optional: true }) ?? [])];
     const unique = [...new Set(aliases)];
@@ -66,12 +66,16 @@ export function customersRouter(orm: MikroORM): Router {
   });
 
   r.get('/v1/customers', allow('read', 'finance'), async (req, res) => {
-    const q = pageQuery(req.query as Record<string, unknown>);
-    const query = req.query as Record<string, unknown>;
+    const query = objectAt(req.query, '', ['customer_ids', 'ingest_alias', 'only_archived', 'salesforce_account_ids', 'limit', 'next_page']);
+    // Accrue keeps no Salesforce account ids, so it cannot filter by them.
+    if (query.salesforce_account_ids !== undefined) throw new ValidationError('salesforce_account_ids', 'is not supported: Accrue stores no Salesforce account ids');
+    const q = pageQuery(query);
     const em = orm.em.fork();
     const where: FilterQuery<Customer> = { ...afterCondition(q.after) };
     where.archivedAt = query.only_archived === 'true' ? { $ne: null } : null;
-    const ids = query.customer_ids === undefined ? undefined : ([] as unknown[]).concat(query.customer_ids).map(String);
+    // The SDK sends an array comma-joined (customer_ids=a,b); repeated keys work too.
+    const ids = query.customer_ids === undefined ? undefined : ([] as unknown[]).concat(query.customer_ids).flatMap((v) => String(v).split(',')).filter((v) => v !== '');
+    if (ids && ids.length > 100) throw new ValidationError('customer_ids', 'at most 100 ids');
     if (ids) {
       ids.forEach((id, i) => { if (!UUID_RE.test(id)) throw new ValidationError(`customer_ids[${i}]`, 'must be a UUID'); });
       where.id = { $in: ids };
