@@ -225,7 +225,7 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
 
-  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names', async () => {
+  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values', async () => {
     const prev = monthStart(-1);
     const cur = monthStart(0);
     const token = h.app.adminToken;
@@ -268,5 +268,21 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(second.hasNextPage()).toBe(false);
     const unknown = await http(h.app, 'GET', `/v1/customers/${a.data.id}/invoices?webhook_notification_id=x`, { token });
     expect([unknown.status, unknown.json.field]).toEqual([400, 'webhook_notification_id']);
+
+    // listBillableMetrics on_current_plan: a contract that ended last month does not count.
+    const metric = await h.client.v1.billableMetrics.create({ name: 'regions', aggregation_type: 'COUNT', event_type_filter: { in_values: ['r'] }, group_keys: [['region']] });
+    const usage = await h.client.v1.contracts.products.create({ name: 'Regions', type: 'USAGE', billable_metric_id: metric.data.id });
+    const card2 = await h.client.v1.contracts.rateCards.create({ name: 'card 2' });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: card2.data.id, product_id: usage.data.id, entitled: true, rate_type: 'FLAT', price: 1, starting_at: monthStart(-2) });
+    await h.client.v1.contracts.create({ customer_id: b.data.id, rate_card_id: card2.data.id, starting_at: monthStart(-2), ending_before: prev });
+    expect((await h.client.v1.customers.listBillableMetrics({ customer_id: b.data.id })).data.map((m) => m.id)).toEqual([metric.data.id]);
+    expect((await h.client.v1.customers.listBillableMetrics({ customer_id: b.data.id, on_current_plan: true })).data).toEqual([]);
+
+    // customers.alerts.retrieve group_values: the state of the alert's own group; another group is refused by name.
+    const alert = await h.client.v1.alerts.create({ alert_type: 'usage_threshold_reached', name: 'eu calls', threshold: 10, billable_metric_id: metric.data.id, customer_id: b.data.id, group_values: [{ key: 'region', value: 'eu' }] });
+    const eu = await h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, group_values: [{ key: 'region', value: 'eu' }] });
+    expect(eu.data.alert.id).toBe(alert.data.id);
+    await expect(h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, group_values: [{ key: 'region', value: 'us' }] })).rejects.toThrow(/group_values/);
+    await expect(h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, plans_or_contracts: 'PLANS' })).rejects.toThrow(/plans_or_contracts/);
   });
 });

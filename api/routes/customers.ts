@@ -122,13 +122,17 @@ export function customersRouter(orm: MikroORM): Router {
   r.get('/v1/customers/:customer_id/billable-metrics', allow('read', 'finance'), async (req, res) => {
     const em = orm.em.fork();
     const customer = await findCustomer(em, String(req.params.customer_id));
-    const q = pageQuery(req.query as Record<string, unknown>);
-    const includeArchived = (req.query as Record<string, unknown>).include_archived === 'true';
+    const query = objectAt(req.query, '', ['include_archived', 'on_current_plan', 'limit', 'next_page']);
+    const q = pageQuery(query);
+    const includeArchived = query.include_archived === 'true';
+    // on_current_plan: only the contracts in effect now (else every contract not archived).
+    const current = query.on_current_plan === 'true';
     // The metrics this customer is billed on: those of USAGE products rated on its contracts' rate cards.
     const ids = (await em.execute<{ id: string }[]>(
       `select distinct p.billable_metric_id::text as id from contract c
          join rate r on r.rate_card_id = c.rate_card_id join product p on p.id = r.product_id
-        where c.customer_id = ? and c.archived_at is null and p.billable_metric_id is not null`, [customer.id])).map((r) => r.id);
+        where c.customer_id = ? and c.archived_at is null and p.billable_metric_id is not null
+          and (not ? or (c.starting_at <= now() and (c.ending_before is null or c.ending_before > now())))`, [customer.id, current])).map((r) => r.id);
     const rows = await em.find(BillableMetric, { id: { $in: ids }, ...(includeArchived ? {} : { archivedAt: null }), ...afterCondition(q.after) },
       { orderBy: { createdAt: 'asc', id: 'asc' }, limit: q.limit + 1 });
     res.json(page(rows, q.limit, metricJson));
