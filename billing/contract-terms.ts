@@ -141,6 +141,8 @@ export interface ContractTerms {
   net_payment_terms_days?: number;
   total_contract_value?: string;
   amendments?: { id: string; starting_at: string; created_at: string; created_by: string }[];
+  /** v2 edits, in effect from when they were made (what they added carries their id as amendment_id). */
+  edits?: { id: string; created_at: string }[];
   /** This contract renews or supersedes another, from its starting_at. */
   transition?: { from_contract_id: string; type: 'RENEWAL' | 'SUPERSEDE' };
   /** A trial from the contract's start (Metronome's plan trial shape, plus Accrue's `convert`). */

@@ -224,4 +224,65 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(both[0]!.json.data.edit.id).toBe(both[1]!.json.data.edit.id);
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
+
+  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values', async () => {
+    const prev = monthStart(-1);
+    const cur = monthStart(0);
+    const token = h.app.adminToken;
+    const a = await h.client.v1.customers.create({ name: 'As-of Co' });
+    const b = await h.client.v1.customers.create({ name: 'Other Co' });
+    // Names longer than 160 characters are refused, not cut.
+    const long = await http(h.app, 'POST', '/v1/customers', { token, body: { name: 'x'.repeat(161) } });
+    expect([long.status, long.json.field]).toEqual([400, 'name']);
+    // Several customer_ids (the SDK joins them with commas); Salesforce ids are refused by name.
+    const listed = await h.client.v1.customers.list({ customer_ids: [a.data.id, b.data.id] });
+    expect(listed.data.map((c) => c.id).sort()).toEqual([a.data.id, b.data.id].sort());
+    await expect(h.client.v1.customers.list({ salesforce_account_ids: ['0015500001WO1ZiABL'] })).rejects.toThrow(/salesforce_account_ids/);
+
+    const fixed = await h.client.v1.contracts.products.create({ name: 'As-of credit', type: 'FIXED' });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
+    const credit = (name: string, from: string) => ({ name, product_id: fixed.data.id, priority: 1, access_schedule: { schedule_items: [{ amount: 5, starting_at: from, ending_before: monthStart(2) }] } });
+    const contract = await h.client.v1.contracts.create({ customer_id: a.data.id, rate_card_id: card.data.id, starting_at: prev, credits: [credit('initial', prev)] });
+    const ids = { customer_id: a.data.id, contract_id: contract.data.id };
+    await h.client.v1.contracts.amend({ ...ids, starting_at: cur, credits: [credit('amended', cur)] });
+    await h.client.v2.contracts.edit({ ...ids, add_credits: [credit('edited', cur)] } as Metronome.V2.ContractEditParams);
+    const creditsAt = async (asOf?: string) => (await h.client.v2.contracts.retrieve({ ...ids, ...(asOf ? { as_of_date: asOf } : {}) })).data.credits?.map((c) => c.name);
+    expect(await creditsAt(new Date(Date.parse(prev) + 3_600_000).toISOString())).toEqual(['initial']);
+    expect(await creditsAt(cur)).toEqual(['initial', 'amended']);
+    expect(await creditsAt()).toEqual(['initial', 'amended', 'edited']);
+    const both = await http(h.app, 'POST', '/v2/contracts/get', { token, body: { ...ids, as_of_date: cur, include_ledgers: true } });
+    expect([both.status, both.json.field]).toEqual([400, 'as_of_date']);
+
+    // Invoices: type and credit type filter; limit and next_page page through them.
+    const all = (await h.client.v1.customers.invoices.list({ customer_id: a.data.id })).data;
+    expect(all.map((i) => i.start_timestamp)).toEqual([prev, cur]);
+    expect((await h.client.v1.customers.invoices.list({ customer_id: a.data.id, type: 'SCHEDULED' })).data).toEqual([]);
+    expect((await h.client.v1.customers.invoices.list({ customer_id: a.data.id, type: 'USAGE' })).data.map((i) => i.id)).toEqual(all.map((i) => i.id));
+    expect((await h.client.v1.customers.invoices.list({ customer_id: a.data.id, credit_type_id: all[0]!.credit_type.id })).data.map((i) => i.id)).toEqual(all.map((i) => i.id));
+    expect((await h.client.v1.customers.invoices.list({ customer_id: a.data.id, credit_type_id: '00000000-0000-4000-8000-000000000000' })).data).toEqual([]);
+    const first = await h.client.v1.customers.invoices.list({ customer_id: a.data.id, limit: 1 });
+    expect(first.data.map((i) => i.id)).toEqual([all[0]!.id]);
+    expect(first.hasNextPage()).toBe(true);
+    const second = await first.getNextPage();
+    expect(second.data.map((i) => i.id)).toEqual([all[1]!.id]);
+    expect(second.hasNextPage()).toBe(false);
+    const unknown = await http(h.app, 'GET', `/v1/customers/${a.data.id}/invoices?webhook_notification_id=x`, { token });
+    expect([unknown.status, unknown.json.field]).toEqual([400, 'webhook_notification_id']);
+
+    // listBillableMetrics on_current_plan: a contract that ended last month does not count.
+    const metric = await h.client.v1.billableMetrics.create({ name: 'regions', aggregation_type: 'COUNT', event_type_filter: { in_values: ['r'] }, group_keys: [['region']] });
+    const usage = await h.client.v1.contracts.products.create({ name: 'Regions', type: 'USAGE', billable_metric_id: metric.data.id });
+    const card2 = await h.client.v1.contracts.rateCards.create({ name: 'card 2' });
+    await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: card2.data.id, product_id: usage.data.id, entitled: true, rate_type: 'FLAT', price: 1, starting_at: monthStart(-2) });
+    await h.client.v1.contracts.create({ customer_id: b.data.id, rate_card_id: card2.data.id, starting_at: monthStart(-2), ending_before: prev });
+    expect((await h.client.v1.customers.listBillableMetrics({ customer_id: b.data.id })).data.map((m) => m.id)).toEqual([metric.data.id]);
+    expect((await h.client.v1.customers.listBillableMetrics({ customer_id: b.data.id, on_current_plan: true })).data).toEqual([]);
+
+    // customers.alerts.retrieve group_values: the state of the alert's own group; another group is refused by name.
+    const alert = await h.client.v1.alerts.create({ alert_type: 'usage_threshold_reached', name: 'eu calls', threshold: 10, billable_metric_id: metric.data.id, customer_id: b.data.id, group_values: [{ key: 'region', value: 'eu' }] });
+    const eu = await h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, group_values: [{ key: 'region', value: 'eu' }] });
+    expect(eu.data.alert.id).toBe(alert.data.id);
+    await expect(h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, group_values: [{ key: 'region', value: 'us' }] })).rejects.toThrow(/group_values/);
+    await expect(h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, plans_or_contracts: 'PLANS' })).rejects.toThrow(/plans_or_contracts/);
+  });
 });

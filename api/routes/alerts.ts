@@ -130,6 +130,16 @@ export function alertsRouter(orm: MikroORM): Router {
     const em = orm.em.fork();
     const alert = await findAlert(em, alertId);
     if (!alert || (alert.customerId && alert.customerId !== customerId)) throw new NotFoundError('alert', alertId, 'alert_id');
+    if (body.plans_or_contracts === 'PLANS') throw new ValidationError('plans_or_contracts', 'Accrue has contracts only');
+    if (body.plans_or_contracts !== undefined && body.plans_or_contracts !== null && body.plans_or_contracts !== 'CONTRACTS') throw new ValidationError('plans_or_contracts', 'must be CONTRACTS');
+    // An alert keeps one state per customer, for the group values it was created with: those are
+    // the only group whose state there is to answer.
+    if (body.group_values !== undefined && body.group_values !== null) {
+      const key = (gv: GroupValueFilter[]) => JSON.stringify(gv.map((g) => [g.key, g.value ?? null]).sort());
+      if (key(groupValues(body, alert.type)) !== key(alert.groupValues)) {
+        throw new ValidationError('group_values', `alert ${alert.id} keeps a state only for its own group values (${JSON.stringify(alert.groupValues)}), not one per group`);
+      }
+    }
     const states = await customerAlertStates(em, customerId, [alert.id]);
     res.json({ data: customerAlertJson(alert, states.get(alert.id)) });
   });

@@ -175,7 +175,8 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
       // Terms are added to the locked row, so concurrent edits never lose each other's terms.
       const added = await addTerms(tx, c, body, { amendmentId: editId, commits: 'add_commits', credits: 'add_credits', overrides: 'add_overrides', discounts: 'add_discounts', scheduled_charges: 'add_scheduled_charges' });
       const noticeChanged = notice !== undefined && notice !== (c.terms?.renewal_notice_days ?? DEFAULT_RENEWAL_NOTICE_DAYS);
-      let terms: ContractTerms = notice === undefined ? added.terms : { ...added.terms, renewal_notice_days: notice };
+      let terms: ContractTerms = { ...added.terms, edits: [...(added.terms.edits ?? []), { id: editId, created_at: new Date().toISOString() }] };
+      if (notice !== undefined) terms = { ...terms, renewal_notice_days: notice };
       if (arrearsPolicy) terms = { ...terms, arrears_policy: arrearsPolicy };
       if (approvalPolicy) terms = { ...terms, approval_policy: approvalPolicy };
       else if (body.approval_policy === null) {
@@ -201,10 +202,13 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
       const body = objectAt(req.body, '', single ? ['contract_id', 'customer_id', 'as_of_date', 'include_balance', 'include_ledgers'] : ['customer_id', 'covering_date', 'starting_at', 'include_archived', 'include_balance', 'include_ledgers']);
       const em = orm.em.fork();
       const withBalance = bool(body, 'include_balance', '', { optional: true }) || bool(body, 'include_ledgers', '', { optional: true });
+      // as_of_date: the contract's terms as its amendment history had them then (see contractJson).
+      const asOf = single ? timestamp(body, 'as_of_date', '', { optional: true }) : undefined;
+      if (asOf && body.include_ledgers) throw new ValidationError('as_of_date', 'cannot be used with include_ledgers');
       const customer = await findCustomer(em, reqUuid(body, 'customer_id'));
       const balances = withBalance ? new Map((await customerBalances(em, customer.id, { includeArchived: true })).map((b) => [b.grant.id, b])) : undefined;
       const v2 = async (c: Contract) => {
-        const v1 = await contractJson(em, c, balances, { ledgers: !!body.include_ledgers });
+        const v1 = await contractJson(em, c, balances, { ledgers: !!body.include_ledgers, ...(asOf ? { asOf } : {}) });
         return { id: v1.id, customer_id: v1.customer_id, ...v1.current, custom_fields: v1.custom_fields, ...(c.uniquenessKey ? { uniqueness_key: c.uniquenessKey } : {}), ...(c.archivedAt ? { archived_at: c.archivedAt.toISOString() } : {}) };
       };
       if (single) {

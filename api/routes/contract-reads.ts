@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
-import { DEFAULT_RENEWAL_NOTICE_DAYS, overrideOf, productStateAt, type StoredCharge, type StoredOverride, type TrialSpec } from '../../billing/contract-terms.js';
+import { DEFAULT_RENEWAL_NOTICE_DAYS, overrideOf, productStateAt, type ContractTerms, type StoredCharge, type StoredOverride, type TrialSpec } from '../../billing/contract-terms.js';
 import { trialWindow } from '../../billing/trial.js';
 import { jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import { applyOverrides } from '../../billing/overrides.js';
@@ -62,7 +62,13 @@ function trialSpecJson(t: TrialSpec, startingAt: string) {
   };
 }
 
-export async function contractJson(em: EntityManager, c: Contract, balances?: Map<string, GrantBalance>, opts: { ledgers?: boolean } = {}) {
+/**
+ * `opts.asOf`: `current` is the contract as its amendment history had it at that instant — the
+ * initial terms, every amendment whose starting_at is not after it and every v2 edit made by
+ * then (terms added before edits were recorded count as always there). Name, end date and
+ * policies are today's: their earlier values are not kept.
+ */
+export async function contractJson(em: EntityManager, c: Contract, balances?: Map<string, GrantBalance>, opts: { ledgers?: boolean; asOf?: string } = {}) {
   const grants = await em.find(BalanceGrant, { contractId: c.id }, { orderBy: { createdAt: 'asc', id: 'asc' } });
   const terms = c.terms ?? {};
   const productIds = new Set<string>([...grants.map((g) => g.productId), ...(terms.overrides ?? []).flatMap((o) => (o.product_id ? [o.product_id] : [])),
@@ -119,7 +125,7 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     id: c.id,
     customer_id: c.customerId,
     initial: body(termsOf((id) => !id)),
-    current: body(termsOf(() => true)),
+    current: body(termsOf(opts.asOf ? inEffectAt(terms, Date.parse(opts.asOf)) : () => true)),
     amendments,
     custom_fields: c.customFields ?? {},
     ...(c.uniquenessKey ? { uniqueness_key: c.uniquenessKey } : {}),
@@ -127,6 +133,15 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     // Accrue: the contract's lifecycle state (GET /v1/accrue/contracts/{id}/lifecycle has its story).
     accrue_lifecycle_state: (await lifecycleStates(em, [c])).get(c.id)!.state,
   };
+}
+
+/** Whether what an amendment or edit (by id; none: the initial terms) added was in effect at `at`. */
+function inEffectAt(terms: ContractTerms, at: number): (amendmentId: string | null | undefined) => boolean {
+  const from = new Map<string, number>([
+    ...(terms.amendments ?? []).map((a) => [a.id, Date.parse(a.starting_at)] as const),
+    ...(terms.edits ?? []).map((e) => [e.id, Date.parse(e.created_at)] as const),
+  ]);
+  return (id) => !id || (from.get(id) ?? -Infinity) <= at;
 }
 
 export async function findContract(em: EntityManager, body: Obj): Promise<Contract> {

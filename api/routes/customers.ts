@@ -39,7 +39,7 @@ export function customersRouter(orm: MikroORM): Router {
 
   r.post('/v1/customers', allow(), async (req, res) => {
     const body = objectAt(req.body, '', CREATE_FIELDS);
-    const name = reqStr(body, 'name').slice(0, 160);
+    const name = reqStr(body, 'name', '', 160);
     const externalId = str(body, 'external_id', '', { optional: true, max: 256 });
     const aliases = [...(externalId ? [externalId] : []), ...(stringArray(body, 'ingest_aliases', '', { optional: true }) ?? [])];
     const unique = [...new Set(aliases)];
@@ -66,12 +66,16 @@ export function customersRouter(orm: MikroORM): Router {
   });
 
   r.get('/v1/customers', allow('read', 'finance'), async (req, res) => {
-    const q = pageQuery(req.query as Record<string, unknown>);
-    const query = req.query as Record<string, unknown>;
+    const query = objectAt(req.query, '', ['customer_ids', 'ingest_alias', 'only_archived', 'salesforce_account_ids', 'limit', 'next_page']);
+    // Accrue keeps no Salesforce account ids, so it cannot filter by them.
+    if (query.salesforce_account_ids !== undefined) throw new ValidationError('salesforce_account_ids', 'is not supported: Accrue stores no Salesforce account ids');
+    const q = pageQuery(query);
     const em = orm.em.fork();
     const where: FilterQuery<Customer> = { ...afterCondition(q.after) };
     where.archivedAt = query.only_archived === 'true' ? { $ne: null } : null;
-    const ids = query.customer_ids === undefined ? undefined : ([] as unknown[]).concat(query.customer_ids).map(String);
+    // The SDK sends an array comma-joined (customer_ids=a,b); repeated keys work too.
+    const ids = query.customer_ids === undefined ? undefined : ([] as unknown[]).concat(query.customer_ids).flatMap((v) => String(v).split(',')).filter((v) => v !== '');
+    if (ids && ids.length > 100) throw new ValidationError('customer_ids', 'at most 100 ids');
     if (ids) {
       ids.forEach((id, i) => { if (!UUID_RE.test(id)) throw new ValidationError(`customer_ids[${i}]`, 'must be a UUID'); });
       where.id = { $in: ids };
@@ -118,13 +122,17 @@ export function customersRouter(orm: MikroORM): Router {
   r.get('/v1/customers/:customer_id/billable-metrics', allow('read', 'finance'), async (req, res) => {
     const em = orm.em.fork();
     const customer = await findCustomer(em, String(req.params.customer_id));
-    const q = pageQuery(req.query as Record<string, unknown>);
-    const includeArchived = (req.query as Record<string, unknown>).include_archived === 'true';
+    const query = objectAt(req.query, '', ['include_archived', 'on_current_plan', 'limit', 'next_page']);
+    const q = pageQuery(query);
+    const includeArchived = query.include_archived === 'true';
+    // on_current_plan: only the contracts in effect now (else every contract not archived).
+    const current = query.on_current_plan === 'true';
     // The metrics this customer is billed on: those of USAGE products rated on its contracts' rate cards.
     const ids = (await em.execute<{ id: string }[]>(
       `select distinct p.billable_metric_id::text as id from contract c
          join rate r on r.rate_card_id = c.rate_card_id join product p on p.id = r.product_id
-        where c.customer_id = ? and c.archived_at is null and p.billable_metric_id is not null`, [customer.id])).map((r) => r.id);
+        where c.customer_id = ? and c.archived_at is null and p.billable_metric_id is not null
+          and (not ? or (c.starting_at <= now() and (c.ending_before is null or c.ending_before > now())))`, [customer.id, current])).map((r) => r.id);
     const rows = await em.find(BillableMetric, { id: { $in: ids }, ...(includeArchived ? {} : { archivedAt: null }), ...afterCondition(q.after) },
       { orderBy: { createdAt: 'asc', id: 'asc' }, limit: q.limit + 1 });
     res.json(page(rows, q.limit, metricJson));

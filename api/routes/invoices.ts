@@ -18,7 +18,7 @@ import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, vie
 import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp } from '../validate.js';
+import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp, uuid } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 import { notifyPaymentStatus, standings, voidBlockedByPayments } from '../../db/payments.js';
@@ -163,22 +163,29 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
   const r = Router();
 
   r.get('/v1/customers/:customer_id/invoices', allow('read', 'finance'), async (req, res) => {
+    const q = objectAt(req.query, '', ['status', 'contract_id', 'starting_on', 'ending_before', 'sort', 'skip_zero_qty_line_items', 'type', 'credit_type_id', 'limit', 'next_page']);
     const em = orm.em.fork();
     const customer = await findCustomer(em, String(req.params.customer_id));
-    const status = typeof req.query.status === 'string' ? req.query.status.toUpperCase() : undefined;
-    const contractId = typeof req.query.contract_id === 'string' ? req.query.contract_id.toLowerCase() : undefined;
-    if (contractId !== undefined && !UUID_RE.test(contractId)) throw new ValidationError('contract_id', `must be a UUID, got ${JSON.stringify(req.query.contract_id)}`);
-    const startingOn = typeof req.query.starting_on === 'string' ? Date.parse(req.query.starting_on) : undefined;
-    const endingBefore = typeof req.query.ending_before === 'string' ? Date.parse(req.query.ending_before) : undefined;
+    const status = typeof q.status === 'string' ? q.status.toUpperCase() : undefined;
+    const contractId = typeof q.contract_id === 'string' ? q.contract_id.toLowerCase() : undefined;
+    if (contractId !== undefined && !UUID_RE.test(contractId)) throw new ValidationError('contract_id', `must be a UUID, got ${JSON.stringify(q.contract_id)}`);
+    const startingOn = typeof q.starting_on === 'string' ? Date.parse(q.starting_on) : undefined;
+    const endingBefore = typeof q.ending_before === 'string' ? Date.parse(q.ending_before) : undefined;
     if (Number.isNaN(startingOn)) throw new ValidationError('starting_on', 'must be an RFC 3339 timestamp');
     if (Number.isNaN(endingBefore)) throw new ValidationError('ending_before', 'must be an RFC 3339 timestamp');
+    // A period's invoice is USAGE; a commit bought on its own (a recharge without a payment gate) is SCHEDULED.
+    const type = oneOf(q, 'type', ['USAGE', 'USAGE_CONSOLIDATED', 'SCHEDULED'] as const, '', { optional: true });
+    const creditTypeId = uuid(q, 'credit_type_id', '', { optional: true });
     const views = (await listCustomerInvoices(em, customer.id))
       .filter((v) => (!status || v.status === status) && (!contractId || v.contractId === contractId)
+        && (!type || type === v.type) && (!creditTypeId || v.creditType.id === creditTypeId)
         && (startingOn === undefined || Date.parse(v.periodStart) >= startingOn) && (endingBefore === undefined || Date.parse(v.periodEnd) <= endingBefore));
-    if (req.query.sort === 'date_desc') views.reverse();
-    const skipZeroQty = req.query.skip_zero_qty_line_items === 'true';
-    const extras = await invoiceExtras(em, views);
-    res.json({ data: views.map((v) => invoiceJson(v, { skipZeroQty, ...extras(v.id) })), next_page: null });
+    if (q.sort === 'date_desc') views.reverse();
+    // Drafts are derived, not rows: pages are offsets into the filtered, sorted list.
+    const pageOf = offsetPage(views, q);
+    const skipZeroQty = q.skip_zero_qty_line_items === 'true';
+    const extras = await invoiceExtras(em, pageOf.data);
+    res.json({ data: pageOf.data.map((v) => invoiceJson(v, { skipZeroQty, ...extras(v.id) })), next_page: pageOf.next_page });
   });
 
   // Breakdowns: each invoice overlapping [starting_on, ending_before) split into UTC days (or
