@@ -6,7 +6,7 @@ import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '
 import { addMonthsClamped } from '../billing/periods.js';
 import { trialWindow } from '../billing/trial.js';
 import { APPROVAL_MODES, type ApprovalPolicy } from '../billing/approval-policy.js';
-import { BalanceGrant, Product } from '../db/entities.js';
+import { BalanceGrant, Product, type ExternalIds } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
 import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, type Obj } from './validate.js';
@@ -188,7 +188,18 @@ export async function chargesInput(o: Obj, key: 'scheduled_charges' | 'discounts
       custom_fields: stringRecord(v, 'custom_fields', p) ?? {},
       schedule: { credit_type_id: USD_CENTS.id, schedule_items: scheduleItemsInput(s, sp) },
       ...(amendmentId ? { amendment_id: amendmentId } : {}),
+      ...externalIdsInput(v, p, ['netsuite_sales_order_id']),
     });
+  }
+  return out;
+}
+
+/** NetSuite and Salesforce ids given with a commit, credit, charge or amendment: kept and returned as given. */
+export function externalIdsInput(v: Obj, path: string, keys: readonly ('netsuite_sales_order_id' | 'salesforce_opportunity_id')[] = ['netsuite_sales_order_id', 'salesforce_opportunity_id']): ExternalIds {
+  const out: ExternalIds = {};
+  for (const k of keys) {
+    const id = str(v, k, path, { optional: true, max: 256 });
+    if (id !== undefined) out[k] = id;
   }
   return out;
 }
@@ -276,6 +287,7 @@ export async function grantInput(
     specifiers, accessSchedule, invoiceSchedule, invoiceContractId, rolloverFraction: rollover ?? null,
     rateType: oneOf(v, 'rate_type', ['COMMIT_RATE', 'LIST_RATE'] as const, p, { optional: true }) ?? null,
     customFields: stringRecord(v, 'custom_fields', p) ?? {}, uniquenessKey: str(v, 'uniqueness_key', p, { optional: true, max: 128 }) ?? null,
+    externalIds: Object.keys(externalIdsInput(v, p)).length ? externalIdsInput(v, p) : null,
     amendmentId: ctx.amendmentId ?? null, rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
   };
 }

@@ -225,7 +225,7 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
 
-  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options', async () => {
+  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options, NetSuite and Salesforce ids', async () => {
     const prev = monthStart(-1);
     const cur = monthStart(0);
     const token = h.app.adminToken;
@@ -305,5 +305,15 @@ describe('contract changes: amend, end date, edit, archive', () => {
     await h.client.v1.contracts.archive({ customer_id: b.data.id, contract_id: endedContract.id, void_invoices: true });
     expect((await embed(b.data.id, 'invoices', [{ key: 'invoice_status_filter', value: 'ALL' }])).invoices.map((i: { id: string }) => i.id)).toEqual([ended!.id]);
     expect((await embed(b.data.id, 'invoices', [{ key: 'invoice_status_filter', value: 'ALL' }, { key: 'hide_voided_invoices', value: 'true' }])).invoices).toEqual([]);
+
+    // NetSuite and Salesforce ids on an amendment, its credits and charges: kept and returned.
+    const erp = { netsuite_sales_order_id: 'SO-42', salesforce_opportunity_id: '006-opp' };
+    const amended = await h.client.v1.contracts.amend({
+      ...ids, starting_at: cur, ...erp, credits: [{ ...credit('erp credit', cur), ...erp }],
+      scheduled_charges: [{ product_id: fixed.data.id, netsuite_sales_order_id: 'SO-43', schedule: { schedule_items: [{ timestamp: cur, amount: 1 }] } }],
+    });
+    const withErp = (await h.client.v1.contracts.retrieve(ids)).data.amendments.find((x) => x.id === amended.data.id)!;
+    expect([withErp.netsuite_sales_order_id, withErp.salesforce_opportunity_id]).toEqual(['SO-42', '006-opp']);
+    expect([withErp.credits?.[0]?.netsuite_sales_order_id, withErp.credits?.[0]?.salesforce_opportunity_id, withErp.scheduled_charges[0]?.netsuite_sales_order_id]).toEqual(['SO-42', '006-opp', 'SO-43']);
   });
 });

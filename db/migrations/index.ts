@@ -25,6 +25,7 @@ import { Migration20261210100000_console } from './Migration20261210100000_conso
 import { Migration20261211100000_event_partitions } from './Migration20261211100000_event_partitions.js';
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
 import { Migration20261212500000_contract_edits } from './Migration20261212500000_contract_edits.js';
+import { Migration20261212510000_grant_external_ids } from './Migration20261212510000_grant_external_ids.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -55,4 +56,5 @@ export const migrationsList = [
   { name: 'Migration20261211100000_event_partitions', class: Migration20261211100000_event_partitions },
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
   { name: 'Migration20261212500000_contract_edits', class: Migration20261212500000_contract_edits },
+  { name: 'Migration20261212510000_grant_external_ids', class: Migration20261212510000_grant_external_ids },
 ];
