@@ -225,7 +225,7 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
 
-  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options, NetSuite and Salesforce ids', async () => {
+  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options, NetSuite and Salesforce ids, Stripe invoice_metadata', async () => {
     const prev = monthStart(-1);
     const cur = monthStart(0);
     const token = h.app.adminToken;
@@ -315,5 +315,13 @@ describe('contract changes: amend, end date, edit, archive', () => {
     const withErp = (await h.client.v1.contracts.retrieve(ids)).data.amendments.find((x) => x.id === amended.data.id)!;
     expect([withErp.netsuite_sales_order_id, withErp.salesforce_opportunity_id]).toEqual(['SO-42', '006-opp']);
     expect([withErp.credits?.[0]?.netsuite_sales_order_id, withErp.credits?.[0]?.salesforce_opportunity_id, withErp.scheduled_charges[0]?.netsuite_sales_order_id]).toEqual(['SO-42', '006-opp', 'SO-43']);
+
+    // stripe_config.invoice_metadata is not carried to Stripe: refused by name, nothing created.
+    const gated = await http(h.app, 'POST', '/v1/contracts/create', { token, body: {
+      customer_id: b.data.id, rate_card_id: card.data.id, starting_at: cur,
+      commits: [{ type: 'PREPAID', product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 10, starting_at: cur, ending_before: monthStart(1) }] },
+        payment_gate_config: { payment_gate_type: 'NONE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { po: '42' } } } }],
+    } });
+    expect([gated.status, gated.json.field]).toEqual([400, 'commits[0].payment_gate_config.stripe_config.invoice_metadata']);
   });
 });
