@@ -6,7 +6,7 @@ import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '
 import { addMonthsClamped } from '../billing/periods.js';
 import { trialWindow } from '../billing/trial.js';
 import { APPROVAL_MODES, type ApprovalPolicy } from '../billing/approval-policy.js';
-import { BalanceGrant, Product } from '../db/entities.js';
+import { BalanceGrant, Product, type ExternalIds } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
 import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, uuidArray, type Obj } from './validate.js';
@@ -188,7 +188,29 @@ export async function chargesInput(o: Obj, key: 'scheduled_charges' | 'discounts
       custom_fields: stringRecord(v, 'custom_fields', p) ?? {},
       schedule: { credit_type_id: USD_CENTS.id, schedule_items: scheduleItemsInput(s, sp) },
       ...(amendmentId ? { amendment_id: amendmentId } : {}),
+      ...externalIdsInput(v, p, ['netsuite_sales_order_id']),
     });
+  }
+  return out;
+}
+
+/**
+ * A payment gate's stripe_config: INVOICE payments only; invoice_metadata is refused by name,
+ * since the Stripe invoice Accrue makes for the gate does not carry it.
+ */
+function stripeConfigInput(gate: Obj, gp: string): void {
+  if (gate.stripe_config === undefined || gate.stripe_config === null) return;
+  const sc = objectAt(gate.stripe_config, `${gp}.stripe_config`, ['payment_type', 'invoice_metadata']);
+  if (sc.payment_type !== undefined && sc.payment_type !== 'INVOICE') throw new ValidationError(`${gp}.stripe_config.payment_type`, 'only INVOICE is supported by Accrue');
+  if (sc.invoice_metadata !== undefined && sc.invoice_metadata !== null) throw new ValidationError(`${gp}.stripe_config.invoice_metadata`, 'is not supported by Accrue: its Stripe invoices carry Accrue\'s own metadata only');
+}
+
+/** NetSuite and Salesforce ids given with a commit, credit, charge or amendment: kept and returned as given. */
+export function externalIdsInput(v: Obj, path: string, keys: readonly ('netsuite_sales_order_id' | 'salesforce_opportunity_id')[] = ['netsuite_sales_order_id', 'salesforce_opportunity_id']): ExternalIds {
+  const out: ExternalIds = {};
+  for (const k of keys) {
+    const id = str(v, k, path, { optional: true, max: 256 });
+    if (id !== undefined) out[k] = id;
   }
   return out;
 }
@@ -217,6 +239,8 @@ export async function grantInput(
     const t = oneOf(g, 'payment_gate_type', ['NONE', 'STRIPE', 'EXTERNAL'] as const, gp)!;
     if (t === 'EXTERNAL') throw new ValidationError(`${gp}.payment_gate_type`, 'EXTERNAL is not supported by Accrue; use STRIPE or NONE');
     if (g.tax_type !== undefined && g.tax_type !== 'NONE') throw new ValidationError(`${gp}.tax_type`, 'only NONE is supported by Accrue');
+    if (g.precalculated_tax_config !== undefined) throw new ValidationError(`${gp}.precalculated_tax_config`, 'is not supported by Accrue');
+    stripeConfigInput(g, gp);
     if (t === 'STRIPE' && grantKind !== 'PREPAID') throw new ValidationError(`${gp}.payment_gate_type`, 'only a PREPAID commit can be payment-gated');
     gate = t;
   }
@@ -276,6 +300,7 @@ export async function grantInput(
     specifiers, accessSchedule, invoiceSchedule, invoiceContractId, rolloverFraction: rollover ?? null,
     rateType: oneOf(v, 'rate_type', ['COMMIT_RATE', 'LIST_RATE'] as const, p, { optional: true }) ?? null,
     customFields: stringRecord(v, 'custom_fields', p) ?? {}, uniquenessKey: str(v, 'uniqueness_key', p, { optional: true, max: 128 }) ?? null,
+    externalIds: Object.keys(externalIdsInput(v, p)).length ? externalIdsInput(v, p) : null,
     amendmentId: ctx.amendmentId ?? null, rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
   };
 }
@@ -425,10 +450,7 @@ async function thresholdCommon(c: Obj, key: string, products: ProductLookup, uns
   if (gateType === 'EXTERNAL') throw new ValidationError(`${gp}.payment_gate_type`, 'EXTERNAL is not supported by Accrue; use STRIPE or NONE');
   if (gate.tax_type !== undefined && gate.tax_type !== 'NONE') throw new ValidationError(`${gp}.tax_type`, 'only NONE is supported by Accrue');
   if (gate.precalculated_tax_config !== undefined) throw new ValidationError(`${gp}.precalculated_tax_config`, 'is not supported by Accrue');
-  if (gate.stripe_config !== undefined && gate.stripe_config !== null) {
-    const sc = objectAt(gate.stripe_config, `${gp}.stripe_config`, ['payment_type', 'invoice_metadata']);
-    if (sc.payment_type !== undefined && sc.payment_type !== 'INVOICE') throw new ValidationError(`${gp}.stripe_config.payment_type`, 'only INVOICE is supported by Accrue');
-  }
+  stripeConfigInput(gate, gp);
   const threshold = wholeAmount(c, 'threshold_amount', key);
   return {
     commit: {

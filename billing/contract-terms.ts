@@ -131,6 +131,7 @@ export interface StoredCharge {
   schedule: { credit_type_id: string; schedule_items: StoredScheduleItem[] };
   amendment_id?: string;
   created_at?: string;
+  netsuite_sales_order_id?: string;
 }
 
 export interface ContractTerms {
@@ -140,7 +141,7 @@ export interface ContractTerms {
   multiplier_override_prioritization?: Prioritization;
   net_payment_terms_days?: number;
   total_contract_value?: string;
-  amendments?: { id: string; starting_at: string; created_at: string; created_by: string }[];
+  amendments?: { id: string; starting_at: string; created_at: string; created_by: string; netsuite_sales_order_id?: string; salesforce_opportunity_id?: string }[];
   /** v2 edits, in effect from when they were made (what they added carries their id as amendment_id). */
   edits?: { id: string; created_at: string }[];
   /** This contract renews or supersedes another, from its starting_at. */

@@ -108,6 +108,7 @@ export function grantJson(g: BalanceGrant, product: Product | undefined, extra: 
     product: { id: g.productId, name: product?.name ?? '' },
     ...(g.name ? { name: g.name } : {}),
     ...(g.description ? { description: g.description } : {}),
+    ...(g.externalIds ?? {}),
     priority: Number(g.priority),
     access_schedule: {
       credit_type: CREDIT_TYPE,

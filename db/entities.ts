@@ -228,6 +228,11 @@ export type Invoice = InferEntity<typeof Invoice>;
 
 
 
+export interface ExternalIds {
+  netsuite_sales_order_id?: string;
+  salesforce_opportunity_id?: string;
+}
+
 export const BalanceGrant = defineEntity({
   name: 'BalanceGrant',
   tableName: 'balance_grant',
@@ -251,6 +256,8 @@ export const BalanceGrant = defineEntity({
     rateType: p.text().nullable(),
     customFields: p.json<Record<string, string>>(),
     uniquenessKey: p.text().nullable(),
+    /** `netsuite_sales_order_id`, `salesforce_opportunity_id` as given. */
+    externalIds: p.json<ExternalIds>().nullable(),
     amendmentId: p.uuid().nullable(),
     /** What rolled over to a renewal, per segment. */
     rolledOver: p.json<{ segment_id: string; amount: string; timestamp: string; new_contract_id: string; new_grant_id: string }[]>().nullable(),

@@ -225,7 +225,7 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
 
-  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values', async () => {
+  test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options, NetSuite and Salesforce ids, Stripe invoice_metadata', async () => {
     const prev = monthStart(-1);
     const cur = monthStart(0);
     const token = h.app.adminToken;
@@ -284,5 +284,44 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(eu.data.alert.id).toBe(alert.data.id);
     await expect(h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, group_values: [{ key: 'region', value: 'us' }] })).rejects.toThrow(/group_values/);
     await expect(h.client.v1.customers.alerts.retrieve({ customer_id: b.data.id, alert_id: alert.data.id, plans_or_contracts: 'PLANS' })).rejects.toThrow(/plans_or_contracts/);
+
+    // Embeddable dashboards' options: invoice_type, hide_voided_invoices, billable_status_filter, credit_ledger_credit_type_id.
+    const embed = async (customerId: string, dashboard: 'invoices' | 'commits_and_credits', options: { key: string; value: string }[]) => {
+      const url = (await h.client.v1.dashboards.getEmbeddableURL({ customer_id: customerId, dashboard, dashboard_options: options as Metronome.V1.DashboardGetEmbeddableURLParams.DashboardOption[] })).data.url!;
+      return (await http(h.app, 'GET', `/v1/accrue/embed/data?t=${new URL(url).searchParams.get('t')}`)).json.data;
+    };
+    expect((await embed(a.data.id, 'invoices', [])).draft).toBeDefined();
+    expect((await embed(a.data.id, 'invoices', [{ key: 'invoice_type', value: 'SCHEDULED' }])).draft).toBeUndefined();
+    expect((await embed(a.data.id, 'invoices', [{ key: 'billable_status_filter', value: 'unbillable' }])).draft).toBeUndefined();
+    expect((await embed(a.data.id, 'commits_and_credits', [{ key: 'credit_ledger_credit_type_id', value: all[0]!.credit_type.id }])).balances.length).toBeGreaterThan(0);
+    expect((await embed(a.data.id, 'commits_and_credits', [{ key: 'credit_ledger_credit_type_id', value: '00000000-0000-4000-8000-000000000000' }])).balances).toEqual([]);
+    await expect(h.client.v1.dashboards.getEmbeddableURL({ customer_id: a.data.id, dashboard: 'invoices', dashboard_options: [{ key: 'hide_voided_invoices', value: 'yes' }] })).rejects.toThrow(/hide_voided_invoices/);
+    const [ended] = await eventually('the ended contract\'s invoice frozen', async () => {
+      const invs = (await h.client.v1.customers.invoices.list({ customer_id: b.data.id })).data;
+      if ((invs[0] as unknown as { approval_status?: string } | undefined)?.approval_status !== 'PENDING_APPROVAL') throw new Error('not frozen yet');
+      return invs;
+    });
+    const endedContract = (await h.client.v1.contracts.list({ customer_id: b.data.id })).data[0]!;
+    await h.client.v1.contracts.archive({ customer_id: b.data.id, contract_id: endedContract.id, void_invoices: true });
+    expect((await embed(b.data.id, 'invoices', [{ key: 'invoice_status_filter', value: 'ALL' }])).invoices.map((i: { id: string }) => i.id)).toEqual([ended!.id]);
+    expect((await embed(b.data.id, 'invoices', [{ key: 'invoice_status_filter', value: 'ALL' }, { key: 'hide_voided_invoices', value: 'true' }])).invoices).toEqual([]);
+
+    // NetSuite and Salesforce ids on an amendment, its credits and charges: kept and returned.
+    const erp = { netsuite_sales_order_id: 'SO-42', salesforce_opportunity_id: '006-opp' };
+    const amended = await h.client.v1.contracts.amend({
+      ...ids, starting_at: cur, ...erp, credits: [{ ...credit('erp credit', cur), ...erp }],
+      scheduled_charges: [{ product_id: fixed.data.id, netsuite_sales_order_id: 'SO-43', schedule: { schedule_items: [{ timestamp: cur, amount: 1 }] } }],
+    });
+    const withErp = (await h.client.v1.contracts.retrieve(ids)).data.amendments.find((x) => x.id === amended.data.id)!;
+    expect([withErp.netsuite_sales_order_id, withErp.salesforce_opportunity_id]).toEqual(['SO-42', '006-opp']);
+    expect([withErp.credits?.[0]?.netsuite_sales_order_id, withErp.credits?.[0]?.salesforce_opportunity_id, withErp.scheduled_charges[0]?.netsuite_sales_order_id]).toEqual(['SO-42', '006-opp', 'SO-43']);
+
+    // stripe_config.invoice_metadata is not carried to Stripe: refused by name, nothing created.
+    const gated = await http(h.app, 'POST', '/v1/contracts/create', { token, body: {
+      customer_id: b.data.id, rate_card_id: card.data.id, starting_at: cur,
+      commits: [{ type: 'PREPAID', product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 10, starting_at: cur, ending_before: monthStart(1) }] },
+        payment_gate_config: { payment_gate_type: 'NONE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { po: '42' } } } }],
+    } });
+    expect([gated.status, gated.json.field]).toEqual([400, 'commits[0].payment_gate_config.stripe_config.invoice_metadata']);
   });
 });

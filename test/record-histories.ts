@@ -186,7 +186,7 @@ describe(`record workflow histories (label ${label})`, () => {
       id: grantId, customerId: s.customerId, contractId: s.contractId, kind: 'PREPAID', productId: s.productId, name: 'Gated', description: null, priority: 0,
       applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
       accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: newId(), amount: '700', starting_at: monthStart(0), ending_before: monthStart(12) }] },
-      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null, amendmentId: null,
+      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null, externalIds: null, amendmentId: null,
       rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
     }));
     const gated = await client.workflow.start(commitPaymentWorkflow, { workflowId: commitPaymentWorkflowId(grantId), taskQueue, args: [{ grantId }] });

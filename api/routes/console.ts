@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { AccrueError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../billing/errors.js';
-import { dec, jsonDecimal, type Dec } from '../../billing/money.js';
+import { dec, jsonDecimal, USD_CENTS, type Dec } from '../../billing/money.js';
+import { UUID_RE } from '../../db/ids.js';
 import { alertsForCustomer, customerAlertStates } from '../../db/alerts.js';
 import { pendingApprovals } from '../../db/approvals.js';
 import { customerBalances } from '../../db/balances.js';
@@ -324,15 +325,20 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
     if (c.dashboard === 'usage') body = { ...base, usage: all.usage, draft };
     else if (c.dashboard === 'invoices') {
       const filter = c.options.invoice_status_filter ?? 'FINALIZED_AND_DRAFT';
-      const statuses = filter === 'ALL' ? ['FINALIZED', 'VOID'] : filter === 'VOID' ? ['VOID'] : filter === 'DRAFT' ? [] : ['FINALIZED'];
+      // Every Accrue invoice is a billable USAGE invoice: SCHEDULED or unbillable ones are none.
+      const none = c.options.invoice_type === 'SCHEDULED' || c.options.billable_status_filter === 'unbillable';
+      const hideVoid = c.options.hide_voided_invoices === 'true';
+      const statuses = none ? [] : (filter === 'ALL' ? ['FINALIZED', 'VOID'] : filter === 'VOID' ? ['VOID'] : filter === 'DRAFT' ? [] : ['FINALIZED']).filter((x) => !hideVoid || x !== 'VOID');
       const invoices = statuses.length
         ? (await em.find(Invoice, { customerId: c.customerId, status: { $in: statuses as ('FINALIZED' | 'VOID')[] }, ...(c.options.contract_id ? { contractId: c.options.contract_id } : {}) }, { orderBy: { periodEnd: 'desc' }, limit: 24 }))
           .map((i) => ({ id: i.id, start_timestamp: i.periodStart.toISOString(), end_timestamp: i.periodEnd.toISOString(), status: i.status, total: cents(i.total) }))
         : [];
-      body = { ...base, invoices, ...(filter === 'ALL' || filter.includes('DRAFT') ? { draft } : {}) };
+      body = { ...base, invoices, ...(!none && (filter === 'ALL' || filter.includes('DRAFT')) ? { draft } : {}) };
     } else {
       const hideName = c.options.hide_grant_name === 'true';
-      body = { ...base, balances: all.balances.filter((b) => c.dashboard === 'commits_and_credits' || b.type === 'CREDIT').map((b) => (hideName ? { ...b, name: b.type === 'CREDIT' ? 'Credit' : 'Commit' } : b)) };
+      // Balances are in USD cents: another credit_ledger_credit_type_id has none.
+      const creditType = c.options.credit_ledger_credit_type_id;
+      body = { ...base, balances: all.balances.filter((b) => (!creditType || creditType === USD_CENTS.id) && (c.dashboard === 'commits_and_credits' || b.type === 'CREDIT')).map((b) => (hideName ? { ...b, name: b.type === 'CREDIT' ? 'Credit' : 'Commit' } : b)) };
     }
     res.json({ data: body });
   });
@@ -580,8 +586,15 @@ export function dashboardsRouter(orm: MikroORM, settings: ConsoleSettings): Rout
       if (!DASHBOARD_OPTIONS.includes(key)) throw new ValidationError(`dashboard_options[${i}].key`, `must be one of ${DASHBOARD_OPTIONS.join(', ')}, got ${JSON.stringify(key)}`);
       options[key] = reqStr(o, 'value', `dashboard_options[${i}]`, 64);
     });
-    if (options.invoice_status_filter && !['VOID', 'FINALIZED', 'DRAFT', 'FINALIZED_AND_DRAFT', 'ALL'].includes(options.invoice_status_filter)) {
-      throw new ValidationError('dashboard_options.invoice_status_filter', `must be VOID, FINALIZED, DRAFT, FINALIZED_AND_DRAFT or ALL, got ${JSON.stringify(options.invoice_status_filter)}`);
+    const allowed: Record<string, readonly string[]> = {
+      invoice_status_filter: ['VOID', 'FINALIZED', 'DRAFT', 'FINALIZED_AND_DRAFT', 'ALL'], invoice_type: ['USAGE', 'SCHEDULED'], hide_voided_invoices: ['true', 'false'],
+      billable_status_filter: ['billable', 'unbillable'], show_zero_usage_line_items: ['true', 'false'], hide_grant_name: ['true', 'false'],
+    };
+    for (const [key, values] of Object.entries(allowed)) {
+      if (options[key] !== undefined && !values.includes(options[key])) throw new ValidationError(`dashboard_options.${key}`, `must be ${values.join(', ')}, got ${JSON.stringify(options[key])}`);
+    }
+    for (const key of ['contract_id', 'credit_ledger_credit_type_id']) {
+      if (options[key] !== undefined && !UUID_RE.test(options[key])) throw new ValidationError(`dashboard_options.${key}`, 'must be a UUID');
     }
     const secret = await dashboardSecret(orm.em.fork());
     const token = signDashboard(secret, { customerId, dashboard, expiresAt: Date.now() + settings.dashboardUrlTtlMs, colors, labels, values, options });

@@ -14,7 +14,7 @@ import { queueContractTell } from '../../db/contract-tells.js';
 import { tellContractWorkflow } from '../../activities/workflow-starts.js';
 import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
-import { approvalPolicyInput, arrearsPolicyInput, chargesInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
+import { approvalPolicyInput, arrearsPolicyInput, chargesInput, externalIdsInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
 import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
 import { contractJson, findContract } from './contract-reads.js';
 
@@ -126,7 +126,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     const added = await addTerms(em, contract, body, { amendmentId: id, commits: 'commits', credits: 'credits', overrides: 'overrides', discounts: 'discounts', scheduled_charges: 'scheduled_charges' });
     const terms: ContractTerms = {
       ...added.terms,
-      amendments: [...(contract.terms?.amendments ?? []), { id, starting_at: startingAt, created_at: new Date().toISOString(), created_by: 'accrue' }],
+      amendments: [...(contract.terms?.amendments ?? []), { id, starting_at: startingAt, created_at: new Date().toISOString(), created_by: 'accrue', ...externalIdsInput(body, '') }],
     };
     const tcv = decimal(body, 'total_contract_value', '', { optional: true, min: 0 });
     if (tcv) terms.total_contract_value = tcv;

@@ -28,6 +28,7 @@ function chargeJson(c: StoredCharge, products: Map<string, Product>) {
     product: { id: c.product_id, name: products.get(c.product_id)?.name ?? '' },
     ...(c.name ? { name: c.name } : {}),
     custom_fields: c.custom_fields ?? {},
+    ...(c.netsuite_sales_order_id ? { netsuite_sales_order_id: c.netsuite_sales_order_id } : {}),
     schedule: {
       credit_type: CREDIT,
       schedule_items: c.schedule.schedule_items.map((i) => ({ id: i.id, timestamp: i.timestamp, amount: jsonDecimal(i.amount), quantity: jsonDecimal(i.quantity), unit_price: jsonDecimal(i.unit_price) })),
@@ -120,7 +121,12 @@ export async function contractJson(em: EntityManager, c: Contract, balances?: Ma
     ...(terms.transition ? [{ from_contract_id: terms.transition.from_contract_id, to_contract_id: c.id, type: terms.transition.type }] : []),
     ...(successor?.terms?.transition ? [{ from_contract_id: c.id, to_contract_id: successor.id, type: successor.terms.transition.type }] : []),
   ];
-  const amendments = (terms.amendments ?? []).map((a) => ({ id: a.id, starting_at: a.starting_at, created_at: a.created_at, created_by: a.created_by, ...termsOf((id) => id === a.id) }));
+  const amendments = (terms.amendments ?? []).map((a) => ({
+    id: a.id, starting_at: a.starting_at, created_at: a.created_at, created_by: a.created_by,
+    ...(a.netsuite_sales_order_id ? { netsuite_sales_order_id: a.netsuite_sales_order_id } : {}),
+    ...(a.salesforce_opportunity_id ? { salesforce_opportunity_id: a.salesforce_opportunity_id } : {}),
+    ...termsOf((id) => id === a.id),
+  }));
   return {
     id: c.id,
     customer_id: c.customerId,

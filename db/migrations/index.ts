@@ -28,6 +28,7 @@ import { Migration20261212100000_invoice_type } from './Migration20261212100000_
 import { Migration20261212200000_invoice_out_of_band } from './Migration20261212200000_invoice_out_of_band.js';
 import { Migration20261212400000_alert_quarantine } from './Migration20261212400000_alert_quarantine.js';
 import { Migration20261212500000_contract_edits } from './Migration20261212500000_contract_edits.js';
+import { Migration20261212510000_grant_external_ids } from './Migration20261212510000_grant_external_ids.js';
 import { Migration20261212600000_retire_waits_for_backfill } from './Migration20261212600000_retire_waits_for_backfill.js';
 import { Migration20261212610000_console_change_feed } from './Migration20261212610000_console_change_feed.js';
 
@@ -63,6 +64,7 @@ export const migrationsList = [
   { name: 'Migration20261212200000_invoice_out_of_band', class: Migration20261212200000_invoice_out_of_band },
   { name: 'Migration20261212400000_alert_quarantine', class: Migration20261212400000_alert_quarantine },
   { name: 'Migration20261212500000_contract_edits', class: Migration20261212500000_contract_edits },
+  { name: 'Migration20261212510000_grant_external_ids', class: Migration20261212510000_grant_external_ids },
   { name: 'Migration20261212600000_retire_waits_for_backfill', class: Migration20261212600000_retire_waits_for_backfill },
   { name: 'Migration20261212610000_console_change_feed', class: Migration20261212610000_console_change_feed },
 ];
