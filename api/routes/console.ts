@@ -325,15 +325,16 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
     if (c.dashboard === 'usage') body = { ...base, usage: all.usage, draft };
     else if (c.dashboard === 'invoices') {
       const filter = c.options.invoice_status_filter ?? 'FINALIZED_AND_DRAFT';
-      // Every Accrue invoice is a billable USAGE invoice: SCHEDULED or unbillable ones are none.
-      const none = c.options.invoice_type === 'SCHEDULED' || c.options.billable_status_filter === 'unbillable';
+      // Every Accrue invoice is billable: unbillable ones are none. Drafts are a period's (USAGE) invoices.
+      const none = c.options.billable_status_filter === 'unbillable';
+      const invoiceType = c.options.invoice_type as 'USAGE' | 'SCHEDULED' | undefined;
       const hideVoid = c.options.hide_voided_invoices === 'true';
       const statuses = none ? [] : (filter === 'ALL' ? ['FINALIZED', 'VOID'] : filter === 'VOID' ? ['VOID'] : filter === 'DRAFT' ? [] : ['FINALIZED']).filter((x) => !hideVoid || x !== 'VOID');
       const invoices = statuses.length
-        ? (await em.find(Invoice, { customerId: c.customerId, status: { $in: statuses as ('FINALIZED' | 'VOID')[] }, ...(c.options.contract_id ? { contractId: c.options.contract_id } : {}) }, { orderBy: { periodEnd: 'desc' }, limit: 24 }))
+        ? (await em.find(Invoice, { customerId: c.customerId, status: { $in: statuses as ('FINALIZED' | 'VOID')[] }, ...(c.options.contract_id ? { contractId: c.options.contract_id } : {}), ...(invoiceType ? { type: invoiceType } : {}) }, { orderBy: { periodEnd: 'desc' }, limit: 24 }))
           .map((i) => ({ id: i.id, start_timestamp: i.periodStart.toISOString(), end_timestamp: i.periodEnd.toISOString(), status: i.status, total: cents(i.total) }))
         : [];
-      body = { ...base, invoices, ...(!none && (filter === 'ALL' || filter.includes('DRAFT')) ? { draft } : {}) };
+      body = { ...base, invoices, ...(!none && invoiceType !== 'SCHEDULED' && (filter === 'ALL' || filter.includes('DRAFT')) ? { draft } : {}) };
     } else {
       const hideName = c.options.hide_grant_name === 'true';
       // Balances are in USD cents: another credit_ledger_credit_type_id has none.
