@@ -1,5 +1,4 @@
 import { LockMode } from '@mikro-orm/core';
-import type { EntityManager } from '@mikro-orm/postgresql';
 import { periodAt, type BackdatedWrite, type Period, type Schedule } from '../billing/periods.js';
 import { NotFoundError } from '../billing/errors.js';
 import { BalanceGrant, Contract, Customer, Invoice } from '../db/entities.js';
@@ -7,6 +6,7 @@ import { invoiceIdFor } from '../db/ids.js';
 import { pgTextArray } from '../db/sql.js';
 import { contractSchedule } from '../db/invoices.js';
 import { rollOverToSuccessor } from '../db/rollover.js';
+import { backdatedWrites } from '../db/backdated-writes.js';
 import { latestLifecycle, recordLifecycleTransition, type LifecycleTransitionRow } from '../db/lifecycle.js';
 import type { LifecycleState } from '../billing/lifecycle.js';
 import { DEFAULT_LIFECYCLE_SETTINGS } from '../stack/config.js';
@@ -133,16 +133,4 @@ export function createContractActivities({ orm, invoiceGracePeriodMs, lateUsageW
       return invoiceIdFor(contractId, periodStart);
     },
   };
-}
-
-/** The contract's writes that took effect before they were written (see ContractPlan.backdatedWrites). */
-async function backdatedWrites(em: EntityManager, contract: Contract): Promise<BackdatedWrite[]> {
-  const writes: BackdatedWrite[] = [{ at: contract.createdAt.toISOString(), from: contract.startingAt.toISOString() }];
-  for (const a of contract.terms?.amendments ?? []) writes.push({ at: a.created_at, from: a.starting_at });
-  const added = await em.find(BalanceGrant, { contractId: contract.id, amendmentId: { $ne: null } }, { fields: ['createdAt', 'accessSchedule'] });
-  for (const g of added) {
-    const starts = (g.accessSchedule?.schedule_items ?? []).map((i) => Date.parse(i.starting_at));
-    if (starts.length) writes.push({ at: g.createdAt.toISOString(), from: new Date(Math.min(...starts)).toISOString() });
-  }
-  return writes.filter((w) => Date.parse(w.from) < Date.parse(w.at));
 }

@@ -13,14 +13,14 @@ import { classified } from './failures.js';
 
 export type { FreezeInput, FrozenInvoice } from '../db/invoice-freeze.js';
 
-export function createInvoiceActivities({ orm, mailer }: ActivityDeps) {
+export function createInvoiceActivities({ orm, mailer, invoiceGracePeriodMs }: ActivityDeps) {
   return {
     /**
      * Freezes the period's invoice: computes it from PostgreSQL and stores it, in one transaction
      * that locks the row. Idempotent: an invoice already frozen is returned as it is.
      */
     async freezeInvoice(input: FreezeInput): Promise<FrozenInvoice> {
-      return classified(() => orm.em.fork().transactional((em) => freezeInvoiceTx(em, input)));
+      return classified(() => orm.em.fork().transactional((em) => freezeInvoiceTx(em, input, { invoiceGracePeriodMs })));
     },
 
     /**

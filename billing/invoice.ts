@@ -87,18 +87,6 @@ export interface GrantState {
   segments: GrantSegment[];
 }
 
-/** A commit or credit that covered a finalized period, offered to that period's late usage. */
-export interface CorrectionDraw {
-  grantId: string;
-  kind: 'PREPAID' | 'CREDIT';
-  name: string;
-  segmentId: string;
-  /** What it would have covered of the late usage had the usage arrived in time (positive, rounded). */
-  amount: string;
-  /** Its segment's balance before this invoice, when the segment is not among `InvoiceInput.grants`. */
-  remaining: string;
-}
-
 export interface CorrectionInput {
   /** The finalized invoice being corrected. */
   correctedInvoiceId: string;
@@ -109,8 +97,6 @@ export interface CorrectionInput {
   reason: string;
   /** Late usage inside this contract's trial: the trial of that contract covers it (within its cap). */
   trialContractId?: string;
-  /** The commits and credits that covered the corrected period: they draw on it first, while they have balance. */
-  draws?: readonly CorrectionDraw[];
 }
 
 /** A contract's trial as one invoice sees it. */
@@ -351,30 +337,6 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   const remaining = new Map<string, Decimal>();
   const ordered = (input.grants ?? []).flatMap((grant) => grant.segments.map((seg) => ({ grant, seg }))).sort(grantOrder);
   for (const { seg } of ordered) remaining.set(seg.id, dec(seg.remaining));
-  // Late usage of a finalized period first draws on the commits and credits that covered that
-  // period, as they would have had it arrived in time — while they have balance left.
-  const lateLines: InvoiceLine[] = [];
-  const lateTaken = new Map<string, Decimal>();
-  for (const c of input.corrections ?? []) {
-    let open = dec(c.amount);
-    for (const d of c.draws ?? []) {
-      if (open.lte(0)) break;
-      const left = remaining.get(d.segmentId) ?? dec(d.remaining);
-      const take = Dec.min(left, dec(d.amount), open);
-      if (take.lte(0)) continue;
-      remaining.set(d.segmentId, left.minus(take));
-      open = open.minus(take);
-      const key = `${d.grantId}|${d.segmentId}`;
-      const dd = drawdowns.get(key) ?? { grantId: d.grantId, kind: d.kind, segmentId: d.segmentId, amount: new Dec(0) };
-      dd.amount = dd.amount.plus(take);
-      drawdowns.set(key, dd);
-      lateTaken.set(key, (lateTaken.get(key) ?? new Dec(0)).plus(take));
-      lateLines.push({
-        type: 'applied_commit_or_credit', name: d.name, total: take.negated(), commitId: d.grantId,
-        appliedTo: { id: d.grantId, type: d.kind, segmentId: d.segmentId }, correctedInvoiceId: c.correctedInvoiceId,
-      });
-    }
-  }
   for (const line of [...lines]) {
     if (line.type !== 'usage' && line.type !== 'subscription') continue;
     let open = line.total.minus(trialCovered.get(line) ?? 0);
@@ -400,19 +362,15 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   for (const d of drawdowns.values()) {
     // A postpaid commit is paid in arrears: usage counts against its minimum but is still billed.
     if (d.kind === 'POSTPAID') continue;
-    const own = d.amount.minus(lateTaken.get(`${d.grantId}|${d.segmentId}`) ?? 0);
-    if (own.lte(0)) continue;
     const g = grantsById.get(d.grantId)!;
     lines.push({
       type: 'applied_commit_or_credit',
       name: g.name,
-      total: own.negated(),
+      total: d.amount.negated(),
       commitId: g.id,
       appliedTo: { id: g.id, type: g.kind, segmentId: d.segmentId },
     });
   }
-
-  lines.push(...lateLines);
 
   // 7. Postpaid minimums whose access ends in this period: bill what usage did not reach.
   for (const t of input.trueUps ?? []) {

@@ -160,6 +160,27 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     expect(await orm.em.fork().findOne(Invoice, { id: again.invoiceId })).toBeNull();
   });
 
+  test("another contract's close leaves a backdated contract's past periods open until their own grace is over", async () => {
+    const em = orm.em.fork();
+    const a = await seedContract(em, { startingAt: JAN, price: '1' }); // written in January: its periods close after the usual grace
+    const now = new Date();
+    const bId = newId(); // written an hour ago, starting in January: its past periods close a day after that
+    em.create(Contract, {
+      id: bId, customerId: a.customerId, rateCardId: a.rateCardId, startingAt: new Date(JAN), endingBefore: null,
+      usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: {}, createdAt: new Date(now.getTime() - 3_600_000),
+    } as never);
+    await em.flush();
+    await a.ingest([{ id: '1', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+    const day = 86_400_000;
+    // A's February closes: A's January freezes along, B's January and February wait.
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(a.contractId, FEB, MAR), { invoiceGracePeriodMs: day, now }));
+    const frozen = async () => (await orm.em.fork().find(Invoice, { customerId: a.customerId }, { orderBy: { periodStart: 'asc', contractId: 'asc' } })).map((i) => i.id).sort();
+    expect(await frozen()).toEqual([invoiceIdFor(a.contractId, JAN), invoiceIdFor(a.contractId, FEB)].sort());
+    // A day after B was written, its close is due: the next freeze takes B's past periods along.
+    await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, input(a.contractId, MAR, '2026-04-01T00:00:00.000Z'), { invoiceGracePeriodMs: day, now: new Date(now.getTime() + day) }));
+    expect(await frozen()).toEqual(expect.arrayContaining([invoiceIdFor(bId, JAN), invoiceIdFor(bId, FEB), invoiceIdFor(a.contractId, MAR)]));
+  });
+
   describe('late usage is billed however late it is and wherever the contract went', () => {
     const finalize = (id: string) => orm.em.fork().nativeUpdate(Invoice, { id }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
     const corrections = (lines: { type: string; total: string; corrected_invoice_id?: string }[]) => lines.filter((l) => l.type === 'correction').map((l) => `${l.corrected_invoice_id}:${l.total}`);

@@ -1,7 +1,8 @@
 import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { NotFoundError, UnavailableError } from '../billing/errors.js';
-import type { Period } from '../billing/periods.js';
+import { periodClosesAt, type BackdatedWrite, type Period } from '../billing/periods.js';
+import { backdatedWrites } from './backdated-writes.js';
 import { lockCustomerBalances } from './balance-lock.js';
 import { customerEventKeys } from './customers.js';
 import { BalanceLedgerEntry, Contract, Invoice } from './entities.js';
@@ -19,6 +20,12 @@ export interface FreezeInput {
   regeneratedFromInvoiceId?: string;
 }
 
+export interface FreezeOptions {
+  /** The invoice grace period: an earlier period whose close (`periodClosesAt`) is still ahead is not frozen along. */
+  invoiceGracePeriodMs?: number;
+  now?: Date;
+}
+
 export interface FrozenInvoice {
   status: 'DRAFT' | 'FINALIZED' | 'VOID';
   total: string;
@@ -33,10 +40,12 @@ export interface FrozenInvoice {
  * - the customer's balances are locked for the transaction (two contracts of one customer
  *   freezing on the same boundary take turns, and the second sees the first's draw-downs);
  * - periods are frozen in `periodOrder`: freezing a period first freezes every earlier open period
- *   of the customer (any contract) in the same transaction. Their own close workflows then find
- *   them frozen and carry on from there.
+ *   of the customer (any contract) whose close is due, in the same transaction. Their own close
+ *   workflows then find them frozen and carry on from there. An earlier period still waiting for
+ *   its grace (a contract or amendment written after it ended: `periodClosesAt`) stays open and
+ *   freezes at its own close.
  */
-export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Promise<FrozenInvoice> {
+export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput, opts: FreezeOptions = {}): Promise<FrozenInvoice> {
   const contract = await em.findOne(Contract, { id: input.contractId });
   if (!contract) throw new NotFoundError('contract', input.contractId);
   await lockCustomerBalances(em, contract.customerId);
@@ -50,8 +59,12 @@ export async function freezeInvoiceTx(em: EntityManager, input: FreezeInput): Pr
   const period = { start: input.periodStart, end: input.periodEnd };
   if (!existing) {
     const target = { contractId: contract.id, period };
-    for (const earlier of await openPeriods(em, contract.customerId, new Date())) {
+    const now = opts.now ?? new Date();
+    const writes = new Map<string, BackdatedWrite[]>();
+    for (const earlier of await openPeriods(em, contract.customerId, now)) {
       if (earlier.id === input.invoiceId || periodOrder({ contractId: earlier.contract.id, period: earlier.period }, target) >= 0) continue;
+      if (!writes.has(earlier.contract.id)) writes.set(earlier.contract.id, await backdatedWrites(em, earlier.contract));
+      if (periodClosesAt(earlier.period, opts.invoiceGracePeriodMs ?? 0, writes.get(earlier.contract.id)) > now.getTime()) continue;
       await storeFrozen(em, earlier.contract, earlier.period, earlier.id, null);
     }
   }

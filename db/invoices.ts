@@ -2,7 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { ConflictError } from '../billing/errors.js';
 import { Decimal } from 'decimal.js';
 import { productInfo, productStateAt, overrideOf, type ProductRecord, type TrialSpec } from '../billing/contract-terms.js';
-import { assembleInvoice, type AssembledInvoice, type CorrectionDraw, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type InvoiceTrial, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
+import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type InvoiceTrial, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
 import { trialWindow, type TrialWindow } from '../billing/trial.js';
 import { inTrialUsageTotal } from '../billing/trial-cap.js';
 import { Dec, dec, USD_CENTS } from '../billing/money.js';
@@ -532,9 +532,7 @@ export function usageTotal(lines: readonly { type: string; total: string }[]): D
  * period: finalized periods are watched for as long as the contract has open invoices. A renewal
  * (or superseding contract) also bills the late usage of the contracts it follows, whose own
  * periods are all closed; a contract that ended with no successor bills it on a late-usage invoice
- * of its own (`computeLateUsageInvoice`). The commits and credits that covered the corrected
- * period draw on its late usage first, as much as they would have covered had it arrived in time,
- * while they have balance (`lateUsageDraws`); the rest is billed.
+ * of its own (`computeLateUsageInvoice`). Commits and credits do not draw on corrections.
  */
 async function lateUsageCorrections(em: EntityManager, contract: Contract, pStart: number, opts: ComputeOptions): Promise<CorrectionInput[]> {
   const contracts = new Map([contract, ...await predecessorsOf(em, contract)].map((c) => [c.id, c]));
@@ -570,40 +568,7 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     }
     const rest = delta.minus(trialDelta);
     if (rest.isZero()) continue;
-    const draws = rest.gt(0) ? await lateUsageDraws(em, f, again, others.filter((i) => i.id !== opts.invoiceId), opts) : [];
-    out.push({
-      correctedInvoiceId: f.id, name, amount: rest.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)',
-      ...(draws.length ? { draws } : {}),
-    });
-  }
-  return out;
-}
-
-/**
- * What the commits and credits that covered finalized invoice `f` would have covered of its late
- * usage had it arrived in time (`again`, its period re-derived with the balances as of its freeze,
- * minus what `f` and earlier corrections of it drew), with each segment's balance now.
- */
-async function lateUsageDraws(em: EntityManager, f: Invoice, again: AssembledInvoice, others: readonly Invoice[], opts: ComputeOptions): Promise<CorrectionDraw[]> {
-  const key = (id: string, segmentId: string) => `${id}|${segmentId}`;
-  const drew = new Map<string, Decimal>();
-  const add = (k: string, v: Decimal) => drew.set(k, (drew.get(k) ?? dec(0)).plus(v));
-  for (const l of f.lineItems) if (l.type === 'applied_commit_or_credit' && l.applied_commit_or_credit && !l.corrected_invoice_id) add(key(l.applied_commit_or_credit.id, l.applied_commit_or_credit.segment_id), dec(l.total).negated());
-  for (const l of others.flatMap((i) => i.lineItems)) {
-    if (l.type === 'applied_commit_or_credit' && l.applied_commit_or_credit && l.corrected_invoice_id === f.id) add(key(l.applied_commit_or_credit.id, l.applied_commit_or_credit.segment_id), dec(l.total).negated());
-  }
-  const names = new Map(again.lines.filter((l) => l.appliedTo).map((l) => [key(l.appliedTo!.id, l.appliedTo!.segmentId), l.name]));
-  const wanted = again.drawdowns.filter((d) => d.kind !== 'POSTPAID').map((d) => ({ d, amount: d.amount.minus(drew.get(key(d.grantId, d.segmentId)) ?? 0) })).filter((w) => w.amount.gt(0));
-  if (!wanted.length) return [];
-  const grants = new Map((await em.find(BalanceGrant, { id: { $in: [...new Set(wanted.map((w) => w.d.grantId))] }, archivedAt: null })).map((g) => [g.id, g]));
-  const drawnNow = await drawnBySegment(em, [...grants.keys()], opts.invoiceId);
-  const out: CorrectionDraw[] = [];
-  for (const { d, amount } of wanted) {
-    const item = grants.get(d.grantId)?.accessSchedule.schedule_items.find((i) => i.id === d.segmentId);
-    if (!item) continue;
-    const k = key(d.grantId, d.segmentId);
-    const left = dec(item.amount).minus(drawnNow.get(k) ?? 0).minus(opts.carried?.get(k) ?? 0);
-    out.push({ grantId: d.grantId, kind: d.kind as CorrectionDraw['kind'], name: names.get(k) ?? 'Commit', segmentId: d.segmentId, amount: amount.toString(), remaining: Dec.max(left, 0).toString() });
+    out.push({ correctedInvoiceId: f.id, name, amount: rest.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)' });
   }
   return out;
 }

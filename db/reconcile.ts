@@ -121,14 +121,8 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
       // Its billed corrections are taken as they are (they are checked per corrected invoice
       // below): the lines that depend on them — the trial line covering in-trial late usage — are
       // re-derived against what was billed.
-      // With the commit and credit draw-downs billed against them, exactly as billed.
-      const drawsFor = (id: string) => inv.lineItems.filter((l) => l.type === 'applied_commit_or_credit' && l.corrected_invoice_id === id && l.applied_commit_or_credit).map((l) => ({
-        grantId: l.applied_commit_or_credit!.id, kind: l.applied_commit_or_credit!.type as 'PREPAID' | 'CREDIT', name: l.name, segmentId: l.applied_commit_or_credit!.segment_id,
-        amount: dec(l.total).negated().toString(), remaining: dec(l.total).negated().toString(),
-      }));
       const billedCorrections = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id).map((l) => ({
         correctedInvoiceId: l.corrected_invoice_id!, productId: l.product_id, name: l.name, amount: l.total, reason: l.reason ?? '', trialContractId: l.trial_contract_id,
-        ...(l.trial_contract_id ? {} : { draws: drawsFor(l.corrected_invoice_id!) }),
       }));
       const period = { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() };
       const again = inv.type === 'SCHEDULED'
@@ -155,21 +149,6 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
       if (l.trial_contract_id) trialCorrections.set(l.corrected_invoice_id, (trialCorrections.get(l.corrected_invoice_id) ?? dec(0)).plus(l.total));
     }
   }
-  // Draw-downs billed against the late usage of each finalized invoice, by `invoice|segment`: at
-  // most what the commits and credits that covered its period draw in its re-derivation beyond
-  // what it billed (less once their balance ran out).
-  const lateDraws = new Map<string, Decimal>();
-  const addTo = (m: Map<string, Decimal>, k: string, v: Decimal) => m.set(k, (m.get(k) ?? dec(0)).plus(v));
-  for (const c of checked) {
-    for (const l of c.billed) {
-      if (l.type === 'applied_commit_or_credit' && l.corrected_invoice_id && l.applied_commit_or_credit) addTo(lateDraws, `${l.corrected_invoice_id}|${l.applied_commit_or_credit.segment_id}`, dec(l.total).negated());
-    }
-  }
-  const ownDraws = (lines: StoredInvoiceLine[]) => {
-    const m = new Map<string, Decimal>();
-    for (const l of lines) if (l.type === 'applied_commit_or_credit' && !l.corrected_invoice_id && l.applied_commit_or_credit) addTo(m, l.applied_commit_or_credit.segment_id, dec(l.total).negated());
-    return m;
-  };
   const trialOf = new Map(contracts.map((k) => [k.id, contractTrial(k)]));
   for (const c of checked) {
     c.report.drift = compareLines(c.billed.filter((l) => l.type !== 'correction'), c.rederived.filter((l) => l.type !== 'correction'));
@@ -179,15 +158,8 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     if (changed.eq(corrected)) {
       // The trial line moves with its in-trial usage; the late part is covered where it is corrected.
       const before = c.report.drift.length;
-      c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!) && d.line.split('|')[0] !== 'trial' && d.line.split('|')[0] !== 'applied_commit_or_credit');
+      c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!) && d.line.split('|')[0] !== 'trial');
       c.report.corrected = before - c.report.drift.length;
-      const [billedDraws, rederivedDraws] = [ownDraws(c.billed), ownDraws(c.rederived)];
-      for (const [k, drawn] of lateDraws) {
-        const [invoiceId, segmentId] = k.split('|') as [string, string];
-        if (invoiceId !== c.report.invoiceId) continue;
-        const extra = (rederivedDraws.get(segmentId) ?? dec(0)).minus(billedDraws.get(segmentId) ?? dec(0));
-        if (drawn.gt(extra)) c.report.drift.push({ line: `late usage draw-downs|${segmentId}`, billed: { total: drawn.toString() }, rederived: { total: extra.toString() } });
-      }
     } else {
       c.report.drift.push({ line: 'corrections', billed: { total: corrected.toString() }, rederived: { total: changed.toString() } });
     }

@@ -85,42 +85,4 @@ describe('a backdated contract waits the grace period from its creation before c
     });
     expect(mail.map((m) => m.subject)).toEqual([`Your invoice for ${p0.slice(0, 10)} to ${p1.slice(0, 10)}: $3.00`]);
   });
-
-  test('late usage of a finalized period draws on the credit that covered that period while it has balance', async () => {
-    const alias = uniqueName('late');
-    const customer = await client.v1.customers.create({ name: 'Late Co', ingest_aliases: [alias] } as Metronome.V1.CustomerCreateParams);
-    const metric = await client.v1.billableMetrics.create({ name: 'calls', aggregation_type: 'SUM', aggregation_key: 'n', event_type_filter: { in_values: ['late_call'] } });
-    const product = await client.v1.contracts.products.create({ name: 'Calls', type: 'USAGE', billable_metric_id: metric.data.id });
-    const fixed = await client.v1.contracts.products.create({ name: 'Credit', type: 'FIXED' });
-    const rateCard = await client.v1.contracts.rateCards.create({ name: 'Standard' });
-    await client.v1.contracts.rateCards.rates.add({ rate_card_id: rateCard.data.id, product_id: product.data.id, entitled: true, rate_type: 'FLAT', price: 3, starting_at: monthStart(-3) });
-    const [p0, p1] = [monthStart(-1), monthStart(0)];
-    const call = (id: string, n: number) => ({ transaction_id: `${alias}-${id}`, customer_id: alias, event_type: 'late_call', timestamp: new Date(Date.parse(p0) + 5 * 3_600_000).toISOString(), properties: { n } });
-    // Last month's usage (300¢) before the contract: its 1000¢ credit for last month covers it.
-    await client.v1.usage.ingest({ usage: [call('1', 100)] });
-    const contract = await client.v1.contracts.create({
-      customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: p0, usage_statement_schedule: { frequency: 'MONTHLY', day: 'FIRST_OF_MONTH' },
-      credits: [{ product_id: fixed.data.id, priority: 1, access_schedule: { schedule_items: [{ amount: 1000, starting_at: p0, ending_before: p1 }] } }],
-    } as Metronome.V1.ContractCreateParams);
-    const contractId = contract.data.id;
-    const last = await eventually('last month finalized', async () => {
-      const inv = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: invoiceIdFor(contractId, p0) });
-      if (inv.data.status !== 'FINALIZED') throw new Error(`status ${inv.data.status}`);
-      return inv.data;
-    }, 90_000);
-    expect(last.total).toBe(0);
-
-    // Late usage for last month: 50 calls (150¢), then 300 more (900¢). The credit has 700¢ left:
-    // it takes the first 150¢ and 550¢ of the rest; 350¢ is billed.
-    const current = invoiceIdFor(contractId, p1);
-    const lines = async (total: number) => eventually(`this month's draft at ${total}¢`, async () => {
-      const inv = await client.v1.customers.invoices.retrieve({ customer_id: customer.data.id, invoice_id: current });
-      if (inv.data.total !== total) throw new Error(`total ${inv.data.total}`);
-      return inv.data.line_items.map((l) => l.total).filter((t) => t !== 0).sort((a, b) => a - b);
-    });
-    await client.v1.usage.ingest({ usage: [call('2', 50)] });
-    expect(await lines(0)).toEqual([-150, 150]);
-    await client.v1.usage.ingest({ usage: [call('3', 300)] });
-    expect(await lines(350)).toEqual([-700, 1050]);
-  });
 });
