@@ -259,6 +259,29 @@ describe('paid invoices: void, regenerate and manual payments on Stripe invoices
     expect(await invoicesOfPeriod(b.contractId)).toEqual([{ id: b.invoiceId, status: 'VOID', total: '4000' }]);
   });
 
+  test('two settles of one manual payment at once: the one Stripe turns away keeps the note (503), and finding the copy paid out of band records the wire, never a Stripe payment', async () => {
+    const s = await setUp({ stripe: 'send_invoice' });
+    const stripeInvoiceId = await eventually('sent to Stripe, open', async () => {
+      const j = await invoiceJson(s.customerId, s.invoiceId);
+      expect(j.external_invoice?.external_status).toBe('FINALIZED');
+      return j.external_invoice.invoice_id as string;
+    }, 90_000);
+    const noted = async () => (await h.orm.em.fork().execute<{ ref: string | null }[]>(
+      `select out_of_band_payment->>'reference' as ref from invoice_external where invoice_id = ?`, [s.invoiceId]))[0]!.ref;
+    // Stripe turns this request away while another holds the key (409): retried, the payment stays noted.
+    await stripeFaults(appKey, 409, 1);
+    const busy = await pay(s.invoiceId, { amount: 4000, reference: 'wire-both' });
+    expect([busy.status, busy.json.message]).toEqual([503, expect.stringContaining('for payment "wire-both"; retry')]);
+    expect([await noted(), (await stripe.invoices.retrieve(stripeInvoiceId)).status, await payments(s.invoiceId)]).toEqual(['wire-both', 'open', []]);
+    // The other settle marks the copy paid out of band (its answer is its own); this one, repeated, is refused as already paid.
+    expect((await stripe.invoices.pay(stripeInvoiceId, { paid_out_of_band: true })).status).toBe('paid');
+    const again = await pay(s.invoiceId, { amount: 4000, reference: 'wire-both' });
+    expect([again.status, again.json.data?.payment_status]).toEqual([201, 'PAID']);
+    expect(await payments(s.invoiceId)).toEqual([{ reference: 'wire-both', amount: '4000', source: 'MANUAL' }]);
+    expect((await invoiceJson(s.customerId, s.invoiceId)).external_invoice.external_status).toBe('PAID');
+    expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toEqual([]);
+  });
+
   test('amounts in outbound notifications keep every digit: an invoice total and amount due beyond what a double holds', async () => {
     const receiver = await startWebhookReceiver();
     try {
