@@ -7,7 +7,7 @@ import type { Decimal } from 'decimal.js';
 import { Contract, Invoice } from './entities.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
-import { dunningStates, noteOutOfBand, stripeCollection, type OutOfBandPayment } from './stripe.js';
+import { dunningStates, markExternalPaid, noteOutOfBand, stripeCollection, type OutOfBandPayment } from './stripe.js';
 
 /**
  * Payments against finalized invoices: the one domain function every payment goes through (a
@@ -75,11 +75,16 @@ export async function recordManualPayment(em: EntityManager, p: ManualPaymentInp
 }
 
 /**
- * The payment noted for the Stripe copy `stripeInvoiceId`, now paid out of band there: recorded
- * as the manual payment it is (idempotent on its reference).
+ * The payment noted for the invoice's Stripe copy, now paid out of band there: recorded as the
+ * manual payment it is (idempotent on its reference), and the copy's status PAID with it.
  */
 export async function recordSettledOutOfBand(em: EntityManager, invoiceId: string, payment: OutOfBandPayment): Promise<RecordedPayment> {
-  return recordPayment(em, { invoiceId, amount: payment.amount, reference: payment.reference, paidAt: payment.paidAt, recordedBy: payment.recordedBy, source: 'MANUAL' });
+  // The payment and the copy's PAID status commit together: never a copy PAID without its payment.
+  return em.transactional(async (tx) => {
+    const recorded = await recordPayment(tx, { invoiceId, amount: payment.amount, reference: payment.reference, paidAt: payment.paidAt, recordedBy: payment.recordedBy, source: 'MANUAL' });
+    await markExternalPaid(tx, invoiceId);
+    return recorded;
+  });
 }
 
 async function recordPaymentOnce(em: EntityManager, p: PaymentInput, stripeOn = false): Promise<RecordedPayment | SettleAtStripeFirst> {

@@ -282,6 +282,25 @@ describe('paid invoices: void, regenerate and manual payments on Stripe invoices
     expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toEqual([]);
   });
 
+  test('a manual payment settled at Stripe whose record fails: the Stripe copy is not shown PAID without it; repeated, both are written', async () => {
+    const s = await setUp({ stripe: 'send_invoice' });
+    await eventually('sent to Stripe, open', async () => expect((await invoiceJson(s.customerId, s.invoiceId)).external_invoice?.external_status).toBe('FINALIZED'), 90_000);
+    const db = h.orm.em.fork();
+    // The payment's insert fails (as a database failing mid-request would), after Stripe marked the copy.
+    await db.execute(`create or replace function refuse_wire_lost() returns trigger language plpgsql as $$
+      begin if new.reference = 'wire-lost' then raise exception 'refused by the test'; end if; return new; end $$`);
+    await db.execute('create trigger refuse_wire_lost before insert on invoice_payment for each row execute function refuse_wire_lost()');
+    try {
+      expect((await pay(s.invoiceId, { amount: 4000, reference: 'wire-lost' })).status).toBe(503);
+      expect([(await invoiceJson(s.customerId, s.invoiceId)).external_invoice.external_status, await payments(s.invoiceId)]).toEqual(['FINALIZED', []]);
+    } finally {
+      await db.execute('drop trigger refuse_wire_lost on invoice_payment');
+    }
+    expect((await pay(s.invoiceId, { amount: 4000, reference: 'wire-lost' })).status).toBe(201);
+    expect([(await invoiceJson(s.customerId, s.invoiceId)).external_invoice.external_status, await payments(s.invoiceId)])
+      .toEqual(['PAID', [{ reference: 'wire-lost', amount: '4000', source: 'MANUAL' }]]);
+  });
+
   test('amounts in outbound notifications keep every digit: an invoice total and amount due beyond what a double holds', async () => {
     const receiver = await startWebhookReceiver();
     try {

@@ -2,7 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import type Stripe from 'stripe';
 import { recordProviderPayment, recordSettledOutOfBand, type RecordedPayment } from '../../db/payments.js';
 import { UnavailableError } from '../../billing/errors.js';
-import { forgetOutOfBand, markExternalPaid, outOfBandPayment } from '../../db/stripe.js';
+import { forgetOutOfBand, outOfBandPayment } from '../../db/stripe.js';
 import { describeStripeError, isStripeRequestError } from './client.js';
 
 /**
@@ -33,7 +33,6 @@ export async function settleOutOfBand(stripe: Stripe, em: EntityManager, invoice
   let refusal: Stripe.errors.StripeError;
   try {
     await stripe.invoices.pay(stripeInvoiceId, { paid_out_of_band: true }, { idempotencyKey: `accrue:${invoiceId}:out_of_band` });
-    await markExternalPaid(em.fork(), invoiceId);
     return { outcome: 'RECORDED', payment: await recordSettledOutOfBand(em.fork(), invoiceId, noted) };
   } catch (err) {
     if (!isStripeRequestError(err)) throw err;
@@ -47,7 +46,6 @@ export async function settleOutOfBand(stripe: Stripe, em: EntityManager, invoice
   const si = await stripe.invoices.retrieve(stripeInvoiceId);
   if (si.status === 'paid' && (si as { paid_out_of_band?: boolean }).paid_out_of_band) {
     // Marked paid out of band by Accrue (another settle of the noted payment got there first).
-    await markExternalPaid(em.fork(), invoiceId);
     return { outcome: 'RECORDED', payment: await recordSettledOutOfBand(em.fork(), invoiceId, noted) };
   }
   if (si.status === 'paid') {
