@@ -7,7 +7,7 @@ import type { Decimal } from 'decimal.js';
 import { Contract, Invoice } from './entities.js';
 import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
-import { dunningStates, noteOutOfBand, stripeCollection, type OutOfBandPayment } from './stripe.js';
+import { dunningStates, markExternalPaid, noteOutOfBand, stripeCollection, type OutOfBandPayment } from './stripe.js';
 
 /**
  * Payments against finalized invoices: the one domain function every payment goes through (a
@@ -75,11 +75,16 @@ export async function recordManualPayment(em: EntityManager, p: ManualPaymentInp
 }
 
 /**
- * The payment noted for the Stripe copy `stripeInvoiceId`, now paid out of band there: recorded
- * as the manual payment it is (idempotent on its reference).
+ * The payment noted for the invoice's Stripe copy, now paid out of band there: recorded as the
+ * manual payment it is (idempotent on its reference), and the copy's status PAID with it.
  */
 export async function recordSettledOutOfBand(em: EntityManager, invoiceId: string, payment: OutOfBandPayment): Promise<RecordedPayment> {
-  return recordPayment(em, { invoiceId, amount: payment.amount, reference: payment.reference, paidAt: payment.paidAt, recordedBy: payment.recordedBy, source: 'MANUAL' });
+  // The payment and the copy's PAID status commit together: never a copy PAID without its payment.
+  return em.transactional(async (tx) => {
+    const recorded = await recordPayment(tx, { invoiceId, amount: payment.amount, reference: payment.reference, paidAt: payment.paidAt, recordedBy: payment.recordedBy, source: 'MANUAL' });
+    await markExternalPaid(tx, invoiceId);
+    return recorded;
+  });
 }
 
 async function recordPaymentOnce(em: EntityManager, p: PaymentInput, stripeOn = false): Promise<RecordedPayment | SettleAtStripeFirst> {
@@ -138,7 +143,8 @@ export async function notifyPaymentStatus(tx: EntityManager, inv: Pick<Invoice, 
  * Why these invoices cannot be voided: the payments still kept on them. Voiding an invoice that
  * was paid (in full or in part) would leave the money recorded against nothing and let regenerate
  * bill the period again; it is refused until the payments are refunded (refunds reported by the
- * provider add up to at least what was paid). Read under the invoices' row locks, so no payment
+ * provider add up to at least what was paid), and while Stripe took or is taking money for it that
+ * is not recorded yet (`settlingAtStripe`). Read under the invoices' row locks, so no payment
  * slips in between the check and the void. Undefined when every invoice may be voided.
  */
 export async function voidBlockedByPayments(em: EntityManager, invoiceIds: readonly string[]): Promise<string | undefined> {
@@ -151,12 +157,39 @@ export async function voidBlockedByPayments(em: EntityManager, invoiceIds: reado
     from invoice_payment p where p.invoice_id = any(?::uuid[])
     group by p.invoice_id order by p.invoice_id`, [pgTextArray([...invoiceIds])]);
   const kept = rows.filter((r) => dec(r.paid).gt(dec(r.refunded)));
-  if (!kept.length) return undefined;
-  return kept.map((r) => {
+  const reasons = kept.map((r) => {
     const list = r.payments.map((x) => `${JSON.stringify(x.reference)} (${dec(x.amount).toFixed()})`).join(', ');
     const refunded = dec(r.refunded).isZero() ? '' : `, ${dec(r.refunded).toFixed()} refunded`;
     return `invoice ${r.invoice_id} has payments ${list}${refunded}`;
-  }).join('; ');
+  });
+  reasons.push(...await settlingAtStripe(em, invoiceIds, { chargesInFlight: true }));
+  return reasons.length ? reasons.join('; ') : undefined;
+}
+
+/**
+ * Money Stripe took (or is taking) for these invoices that is not recorded yet: a manual payment
+ * noted for marking the Stripe copy paid out of band (Stripe may already have marked it), a copy
+ * Stripe reports paid with no payment recorded, and — with `chargesInFlight` — a copy Stripe
+ * charges automatically that is sent but neither paid nor declined yet (the sync may be charging
+ * it). Voiding such an invoice would leave that payment unrecordable and let regenerate bill the
+ * period again. One reason per invoice, empty when there is none.
+ */
+export async function settlingAtStripe(em: EntityManager, invoiceIds: readonly string[], o: { chargesInFlight: boolean }): Promise<string[]> {
+  if (!invoiceIds.length) return [];
+  const rows = await em.execute<{ invoice_id: string; external_id: string | null; external_status: string; collection_method: string; noted: string | null; recorded: boolean }[]>(`
+    select e.invoice_id::text as invoice_id, e.external_id, e.external_status, e.collection_method,
+      e.out_of_band_payment->>'reference' as noted,
+      exists (select 1 from invoice_payment p where p.invoice_id = e.invoice_id) as recorded
+    from invoice_external e where e.invoice_id = any(?::uuid[]) order by e.invoice_id`, [pgTextArray([...invoiceIds])]);
+  return rows.flatMap((r) => {
+    const at = r.external_id ? ` (${r.external_id})` : '';
+    if (r.noted) return [`invoice ${r.invoice_id} has payment ${JSON.stringify(r.noted)} being settled at Stripe${at} out of band; repeat that payment request so it is recorded`];
+    if (r.external_status === 'PAID' && !r.recorded) return [`invoice ${r.invoice_id} is paid at Stripe${at} and its payment is not recorded yet; retry once it is`];
+    if (o.chargesInFlight && r.collection_method === 'charge_automatically' && (r.external_status === 'DRAFT' || r.external_status === 'FINALIZED')) {
+      return [`invoice ${r.invoice_id} is being charged at Stripe${at}; retry once the charge is paid or declined`];
+    }
+    return [];
+  });
 }
 
 type InvoiceLike = Pick<Invoice, 'id' | 'contractId' | 'status' | 'total'> & { finalizedAt?: Date | string | null };

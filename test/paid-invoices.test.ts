@@ -224,6 +224,83 @@ describe('paid invoices: void, regenerate and manual payments on Stripe invoices
     expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
   });
 
+  test('money Stripe took that is not recorded yet: a noted out-of-band payment or a Stripe copy paid without a payment refuses void (409), and regenerate of a void whose copy Stripe paid', async () => {
+    const [a, b] = await Promise.all([setUp({ stripe: 'send_invoice' }), setUp({ stripe: 'send_invoice' })]);
+    const sent = (s: typeof a) => eventually('sent to Stripe, open', async () => {
+      const j = await invoiceJson(s.customerId, s.invoiceId);
+      expect(j.external_invoice?.external_status).toBe('FINALIZED');
+      return j.external_invoice.invoice_id as string;
+    }, 90_000);
+    const [siA, siB] = await Promise.all([sent(a), sent(b)]);
+    const db = h.orm.em.fork();
+    // A payment request cut off after noting its payment (Stripe may have marked the copy paid): as a crash leaves it.
+    await db.execute('update invoice_external set out_of_band_payment = ?::jsonb where invoice_id = ?',
+      [JSON.stringify({ reference: 'wire-cut', amount: '4000', paidAt: new Date().toISOString(), recordedBy: null }), a.invoiceId]);
+    const noted = await voidInvoice(a.invoiceId);
+    expect([noted.status, noted.json.message]).toEqual([409, expect.stringContaining(`invoice ${a.invoiceId} has payment "wire-cut" being settled at Stripe (${siA}) out of band`)]);
+    expect((await invoiceJson(a.customerId, a.invoiceId)).status).toBe('FINALIZED');
+    // Repeating that request settles it: the Stripe copy is paid out of band, the wire recorded.
+    expect((await pay(a.invoiceId, { amount: 4000, reference: 'wire-cut' })).status).toBe(201);
+    expect(await payments(a.invoiceId)).toEqual([{ reference: 'wire-cut', amount: '4000', source: 'MANUAL' }]);
+    expect((await stripe.invoices.retrieve(siA)).status).toBe('paid');
+
+    // Stripe paid the copy (a charge, the hosted link) and the payment is not recorded yet.
+    await db.execute(`update invoice_external set external_status = 'PAID' where invoice_id = ?`, [b.invoiceId]);
+    const paidAtStripe = await voidInvoice(b.invoiceId);
+    expect([paidAtStripe.status, paidAtStripe.json.message]).toEqual([409, expect.stringContaining(`invoice ${b.invoiceId} is paid at Stripe (${siB}) and its payment is not recorded yet`)]);
+    expect((await invoiceJson(b.customerId, b.invoiceId)).status).toBe('FINALIZED');
+    // Voided while open; then Stripe reports the copy paid (a charge that got there before the void): not billed again.
+    await db.execute(`update invoice_external set external_status = 'FINALIZED' where invoice_id = ?`, [b.invoiceId]);
+    expect((await voidInvoice(b.invoiceId)).status).toBe(200);
+    await eventually('the Stripe copy voided', async () => expect((await invoiceJson(b.customerId, b.invoiceId)).external_invoice?.external_status).toBe('VOID'));
+    await db.execute(`update invoice_external set external_status = 'PAID' where invoice_id = ?`, [b.invoiceId]);
+    const again = await regenerate(b.invoiceId);
+    expect([again.status, again.json.message]).toEqual([409, expect.stringContaining(`invoice ${b.invoiceId} is paid at Stripe (${siB})`)]);
+    expect(await invoicesOfPeriod(b.contractId)).toEqual([{ id: b.invoiceId, status: 'VOID', total: '4000' }]);
+  });
+
+  test('two settles of one manual payment at once: the one Stripe turns away keeps the note (503), and finding the copy paid out of band records the wire, never a Stripe payment', async () => {
+    const s = await setUp({ stripe: 'send_invoice' });
+    const stripeInvoiceId = await eventually('sent to Stripe, open', async () => {
+      const j = await invoiceJson(s.customerId, s.invoiceId);
+      expect(j.external_invoice?.external_status).toBe('FINALIZED');
+      return j.external_invoice.invoice_id as string;
+    }, 90_000);
+    const noted = async () => (await h.orm.em.fork().execute<{ ref: string | null }[]>(
+      `select out_of_band_payment->>'reference' as ref from invoice_external where invoice_id = ?`, [s.invoiceId]))[0]!.ref;
+    // Stripe turns this request away while another holds the key (409): retried, the payment stays noted.
+    await stripeFaults(appKey, 409, 1);
+    const busy = await pay(s.invoiceId, { amount: 4000, reference: 'wire-both' });
+    expect([busy.status, busy.json.message]).toEqual([503, expect.stringContaining('for payment "wire-both"; retry')]);
+    expect([await noted(), (await stripe.invoices.retrieve(stripeInvoiceId)).status, await payments(s.invoiceId)]).toEqual(['wire-both', 'open', []]);
+    // The other settle marks the copy paid out of band (its answer is its own); this one, repeated, is refused as already paid.
+    expect((await stripe.invoices.pay(stripeInvoiceId, { paid_out_of_band: true })).status).toBe('paid');
+    const again = await pay(s.invoiceId, { amount: 4000, reference: 'wire-both' });
+    expect([again.status, again.json.data?.payment_status]).toEqual([201, 'PAID']);
+    expect(await payments(s.invoiceId)).toEqual([{ reference: 'wire-both', amount: '4000', source: 'MANUAL' }]);
+    expect((await invoiceJson(s.customerId, s.invoiceId)).external_invoice.external_status).toBe('PAID');
+    expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toEqual([]);
+  });
+
+  test('a manual payment settled at Stripe whose record fails: the Stripe copy is not shown PAID without it; repeated, both are written', async () => {
+    const s = await setUp({ stripe: 'send_invoice' });
+    await eventually('sent to Stripe, open', async () => expect((await invoiceJson(s.customerId, s.invoiceId)).external_invoice?.external_status).toBe('FINALIZED'), 90_000);
+    const db = h.orm.em.fork();
+    // The payment's insert fails (as a database failing mid-request would), after Stripe marked the copy.
+    await db.execute(`create or replace function refuse_wire_lost() returns trigger language plpgsql as $$
+      begin if new.reference = 'wire-lost' then raise exception 'refused by the test'; end if; return new; end $$`);
+    await db.execute('create trigger refuse_wire_lost before insert on invoice_payment for each row execute function refuse_wire_lost()');
+    try {
+      expect((await pay(s.invoiceId, { amount: 4000, reference: 'wire-lost' })).status).toBe(503);
+      expect([(await invoiceJson(s.customerId, s.invoiceId)).external_invoice.external_status, await payments(s.invoiceId)]).toEqual(['FINALIZED', []]);
+    } finally {
+      await db.execute('drop trigger refuse_wire_lost on invoice_payment');
+    }
+    expect((await pay(s.invoiceId, { amount: 4000, reference: 'wire-lost' })).status).toBe(201);
+    expect([(await invoiceJson(s.customerId, s.invoiceId)).external_invoice.external_status, await payments(s.invoiceId)])
+      .toEqual(['PAID', [{ reference: 'wire-lost', amount: '4000', source: 'MANUAL' }]]);
+  });
+
   test('amounts in outbound notifications keep every digit: an invoice total and amount due beyond what a double holds', async () => {
     const receiver = await startWebhookReceiver();
     try {

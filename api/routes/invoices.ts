@@ -21,7 +21,7 @@ import { allow } from '../auth.js';
 import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp, uuid } from '../validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
-import { notifyPaymentStatus, standings, voidBlockedByPayments } from '../../db/payments.js';
+import { notifyPaymentStatus, settlingAtStripe, standings, voidBlockedByPayments } from '../../db/payments.js';
 import type { PaymentStanding } from '../../billing/payments.js';
 import { tellContractPaymentsChanged } from './invoice-payments.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
@@ -315,6 +315,9 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     if (!old) throw new NotFoundError('closed invoice', id, 'id');
     if (old.status !== 'VOID') throw new ConflictError(`invoice ${id} is ${old.status}; only a voided invoice can be regenerated`);
     if (old.type === 'SCHEDULED') throw new ConflictError(`invoice ${id} bills a commit's purchase (type SCHEDULED); it has no period to bill again and is not regenerated`);
+    // Paid at Stripe after all (a charge or an out-of-band mark that raced the void): not billed again.
+    const settling = await settlingAtStripe(em, [old.id], { chargesInFlight: false });
+    if (settling.length) throw new ConflictError(`${settling.join('; ')}: a paid period is not billed again`);
     const newId = uuidV5(`regenerated:${old.id}`);
     const input = { invoiceId: newId, contractId: old.contractId, periodStart: old.periodStart.toISOString(), periodEnd: old.periodEnd.toISOString(), regeneratedFromInvoiceId: old.id };
     await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, { ...input, recompute: false }));

@@ -1,8 +1,9 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type Stripe from 'stripe';
 import { recordProviderPayment, recordSettledOutOfBand, type RecordedPayment } from '../../db/payments.js';
-import { forgetOutOfBand, markExternalPaid, outOfBandPayment } from '../../db/stripe.js';
-import { isStripeRequestError } from './client.js';
+import { UnavailableError } from '../../billing/errors.js';
+import { forgetOutOfBand, outOfBandPayment } from '../../db/stripe.js';
+import { describeStripeError, isStripeRequestError } from './client.js';
 
 /**
  * A manual payment of the whole amount due on an invoice whose Stripe copy is open: the copy is
@@ -11,8 +12,11 @@ import { isStripeRequestError } from './client.js';
  * payment noted on the invoice (`noteOutOfBand`). Stripe settles an invoice once, so this and a
  * charge in flight (the sync's, dunning's, the customer on the hosted page) cannot both succeed:
  * - Stripe accepts (or replays its earlier acceptance): the noted manual payment is recorded;
- * - Stripe refuses because the copy is already paid: a charge won — the Stripe payment is recorded
- *   and the noted one forgotten (the caller answers 409: not recorded, collected by Stripe);
+ * - Stripe refuses because the copy is already paid: paid out of band, another settle of the noted
+ *   payment won — it is recorded; else a charge won — the Stripe payment is recorded and the noted
+ *   one forgotten (the caller answers 409: not recorded, collected by Stripe);
+ * - the key is in use by another settle, or Stripe refuses while the copy is still open: the note
+ *   stays and an `UnavailableError` is thrown (503 to a route's caller; activities retry);
  * - void at Stripe: the noted payment is forgotten.
  * Whoever finds a noted payment on a copy that is paid runs this again (the same key: Stripe
  * answers as it did the first time), so a request cut off between Stripe and the record is
@@ -26,14 +30,24 @@ export type OutOfBandResult =
 export async function settleOutOfBand(stripe: Stripe, em: EntityManager, invoiceId: string, stripeInvoiceId: string): Promise<OutOfBandResult | undefined> {
   const noted = await outOfBandPayment(em.fork(), invoiceId);
   if (!noted) return undefined;
+  let refusal: Stripe.errors.StripeError;
   try {
     await stripe.invoices.pay(stripeInvoiceId, { paid_out_of_band: true }, { idempotencyKey: `accrue:${invoiceId}:out_of_band` });
-    await markExternalPaid(em.fork(), invoiceId);
     return { outcome: 'RECORDED', payment: await recordSettledOutOfBand(em.fork(), invoiceId, noted) };
   } catch (err) {
     if (!isStripeRequestError(err)) throw err;
+    // Another settle of this payment holds the key (the route and the sync, two requests): it
+    // decides; this one is retried and then sees its answer.
+    if (err.statusCode === 409 || err.code === 'idempotency_key_in_use' || err.code === 'lock_timeout') {
+      throw new UnavailableError(`invoice ${stripeInvoiceId} is being marked paid out of band by another request for payment ${JSON.stringify(noted.reference)}; retry: ${describeStripeError(err)}`);
+    }
+    refusal = err;
   }
   const si = await stripe.invoices.retrieve(stripeInvoiceId);
+  if (si.status === 'paid' && (si as { paid_out_of_band?: boolean }).paid_out_of_band) {
+    // Marked paid out of band by Accrue (another settle of the noted payment got there first).
+    return { outcome: 'RECORDED', payment: await recordSettledOutOfBand(em.fork(), invoiceId, noted) };
+  }
   if (si.status === 'paid') {
     await forgetOutOfBand(em.fork(), invoiceId, noted.reference);
     await recordProviderPayment(em.fork(), invoiceId, stripeInvoiceId);
@@ -43,6 +57,8 @@ export async function settleOutOfBand(stripe: Stripe, em: EntityManager, invoice
     await forgetOutOfBand(em.fork(), invoiceId, noted.reference);
     return { outcome: 'VOID', stripeStatus: si.status };
   }
+  // Still open: the mark may yet happen (or a charge): the note stays, the request is retried.
+  if (si.status === 'open') throw new UnavailableError(`Stripe refused to mark invoice ${stripeInvoiceId} paid out of band while it is open; payment ${JSON.stringify(noted.reference)} stays noted, retry: ${describeStripeError(refusal)}`);
   await forgetOutOfBand(em.fork(), invoiceId, noted.reference);
   return { outcome: 'NOT_OPEN', stripeStatus: si.status ?? null };
 }
