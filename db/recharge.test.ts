@@ -4,7 +4,8 @@ import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase } from '../test/stack.js';
 import { Contract } from './entities.js';
 import { newId } from './ids.js';
-import { failGatedCommit, failRecharge, grantGatedCommit, grantRecharge, holdGatedCommit } from './recharge.js';
+import { failGatedCommit, failRecharge, grantGatedCommit, grantRecharge, holdGatedCommit, rechargeInvoiceId, voidBlockedByLiveCommit } from './recharge.js';
+import { reconcile } from './reconcile.js';
 
 /**
  * `payment_gate.payment_status` carries the amount exactly as stored — digits a double cannot
@@ -44,5 +45,26 @@ describe('payment-gate notices carry exact amounts', () => {
     await grantGatedCommit(orm.em.fork(), await gated(BIG));
     await failGatedCommit(orm.em.fork(), await gated('9007199254740993'), 'declined');
     expect(await amounts(g.customerId)).toEqual([{ status: 'paid', amount: BIG }, { status: 'failed', amount: '9007199254740993' }]);
+  });
+
+  test('a recharge billed on its own invoice: voiding that invoice is refused while the commit lives, and reconciliation reports a live commit billed nowhere', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: '2026-01-01T00:00:00.000Z', price: '1' });
+    await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { terms: { prepaid_balance_threshold_configuration: { commit: { product_id: s.productId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: '100', recharge_to_amount: '500' } } });
+    await orm.em.fork().execute(`insert into recharge (contract_id, kind, n, customer_id, amount, balance_before, status) values (?, 'prepaid', 1, ?, '400', 100, 'PENDING')`, [s.contractId, s.customerId]);
+    const { grantId } = await grantRecharge(orm.em.fork(), s.contractId, 1);
+    const invoiceId = rechargeInvoiceId(s.contractId, 1);
+    const unbilled = async () => (await reconcile(orm.em.fork(), { customerId: s.customerId })).commits;
+    expect(await unbilled()).toEqual([]);
+    // The void route asks this inside its transaction: the live commit blocks it.
+    expect(await orm.em.fork().transactional((tx) => voidBlockedByLiveCommit(tx, { id: invoiceId, customerId: s.customerId, type: 'SCHEDULED' }))).toBe(grantId);
+    // Voided anyway (as a void without that rule did): the commit is live and billed nowhere.
+    await orm.em.fork().execute(`update invoice set status = 'VOID', voided_at = now() where id = ?`, [invoiceId]);
+    const report = await reconcile(orm.em.fork(), { customerId: s.customerId });
+    expect(report.commits).toEqual([{ commitId: grantId, contractId: s.contractId, invoices: 0 }]);
+    expect(report.drifting).toBeGreaterThanOrEqual(1);
+    // Its balance ended (archived): nothing unbilled remains usable, and nothing blocks the void.
+    await orm.em.fork().execute(`update balance_grant set archived_at = now() where id = ?`, [grantId]);
+    expect(await unbilled()).toEqual([]);
+    expect(await orm.em.fork().transactional((tx) => voidBlockedByLiveCommit(tx, { id: invoiceId, customerId: s.customerId, type: 'SCHEDULED' }))).toBeUndefined();
   });
 });

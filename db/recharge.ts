@@ -219,6 +219,19 @@ export async function grantRecharge(em: EntityManager, contractId: string, n: nu
   });
 }
 
+/**
+ * The commit a SCHEDULED invoice bills, when it is still live (not archived): voiding that invoice
+ * would leave the commit's balance usable and billed nowhere, so the void is refused while it is.
+ * Locks the commit's row, so it is not archived or drawn from differently meanwhile.
+ */
+export async function voidBlockedByLiveCommit(tx: EntityManager, inv: { id: string; customerId: string; type: string }): Promise<string | undefined> {
+  if (inv.type !== 'SCHEDULED') return undefined;
+  const [row] = await tx.execute<{ id: string }[]>(
+    `select id from balance_grant where customer_id = ? and archived_at is null and invoice_schedule -> 'schedule_items' @> jsonb_build_array(jsonb_build_object('invoice_id', ?::text)) for update`,
+    [inv.customerId, inv.id]);
+  return row?.id;
+}
+
 /** The recharge's payment failed: nothing granted, the contract waits (no retry loop), `payment_gate.payment_status` (failed) written. */
 export async function failRecharge(em: EntityManager, contractId: string, n: number, failure: string, kind: RechargeKind = 'prepaid'): Promise<void> {
   await em.transactional(async (tx) => {

@@ -27,6 +27,7 @@ import { tellContractPaymentsChanged } from './invoice-payments.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { dunningStates, externalInvoices, type DunningState, type ExternalInvoice } from '../../db/stripe.js';
 import { voidAtProvider } from './stripe.js';
+import { voidBlockedByLiveCommit } from '../../db/recharge.js';
 
 const num = jsonDecimalOpt;
 
@@ -270,6 +271,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       contractId = inv.contractId; // told again on a repeated void (an earlier one may not have reached it)
       if (inv.status === 'VOID') return;
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
+      const liveCommit = await voidBlockedByLiveCommit(em, inv);
+      if (liveCommit) throw new ConflictError(`invoice ${id} bills commit ${liveCommit}, whose balance is still usable; voiding it would leave that commit unbilled`);
       inv.status = 'VOID';
       inv.voidedAt = new Date();
       const standing = (await standings(em, [inv])).get(inv.id);
