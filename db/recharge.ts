@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Decimal } from 'decimal.js';
 import { dec, jsonDecimal, sum, USD_CENTS } from '../billing/money.js';
@@ -163,6 +164,8 @@ export interface GrantedRecharge {
   grantId: string;
   created: boolean;
   invoice?: { id: string; at: string; customerId: string };
+  /** Why nothing was granted (the contract was archived or had ended by the grant); the recharge is FAILED with it. */
+  skipped?: string;
 }
 
 /**
@@ -187,9 +190,17 @@ export async function grantRecharge(em: EntityManager, contractId: string, n: nu
       const billed = await tx.findOne(Invoice, { id: invoiceId }, { fields: ['periodStart'] });
       return { grantId, created: false, ...(billed ? { invoice: { id: invoiceId, at: billed.periodStart.toISOString(), customerId: r.customerId } } : {}) };
     }
-    const contract = await tx.findOneOrFail(Contract, { id: contractId });
+    if (r.status === 'FAILED') return { grantId, created: false, skipped: r.failure ?? 'failed' };
+    // The contract's row is locked (as archiving it does): it is not archived between this check and the grant.
+    const contract = await tx.findOneOrFail(Contract, { id: contractId }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
     const cfg = contract.terms?.[CONFIG_KEY[kind]];
     if (!cfg) throw new Error(`contract ${contractId} has no ${CONFIG_KEY[kind]}`);
+    const over = contract.archivedAt ? `contract ${contractId} was archived` : contract.endingBefore && contract.endingBefore.getTime() <= now.getTime() ? `contract ${contractId} had ended` : undefined;
+    if (over && cfg.payment_gate_config.payment_gate_type === 'NONE') {
+      // Nothing was collected: nothing is granted or billed on a contract that is over.
+      await tx.execute(`update recharge set status = 'FAILED', failure = ?, updated_at = now() where contract_id = ? and kind = ? and n = ?`, [over, contractId, kind, n]);
+      return { grantId, created: false, skipped: over };
+    }
     const start = r.accessFrom ?? new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000).toISOString();
     const end = contract.endingBefore ? contract.endingBefore.toISOString() : '2100-01-01T00:00:00.000Z';
     const amount = dec(r.amount).toFixed();
