@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Decimal } from 'decimal.js';
 import { dec, jsonDecimal, sum, USD_CENTS } from '../billing/money.js';
@@ -163,6 +164,8 @@ export interface GrantedRecharge {
   grantId: string;
   created: boolean;
   invoice?: { id: string; at: string; customerId: string };
+  /** Why nothing was granted (the contract was archived or had ended by the grant); the recharge is FAILED with it. */
+  skipped?: string;
 }
 
 /**
@@ -187,9 +190,17 @@ export async function grantRecharge(em: EntityManager, contractId: string, n: nu
       const billed = await tx.findOne(Invoice, { id: invoiceId }, { fields: ['periodStart'] });
       return { grantId, created: false, ...(billed ? { invoice: { id: invoiceId, at: billed.periodStart.toISOString(), customerId: r.customerId } } : {}) };
     }
-    const contract = await tx.findOneOrFail(Contract, { id: contractId });
+    if (r.status === 'FAILED') return { grantId, created: false, skipped: r.failure ?? 'failed' };
+    // The contract's row is locked (as archiving it does): it is not archived between this check and the grant.
+    const contract = await tx.findOneOrFail(Contract, { id: contractId }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
     const cfg = contract.terms?.[CONFIG_KEY[kind]];
     if (!cfg) throw new Error(`contract ${contractId} has no ${CONFIG_KEY[kind]}`);
+    const over = contract.archivedAt ? `contract ${contractId} was archived` : contract.endingBefore && contract.endingBefore.getTime() <= now.getTime() ? `contract ${contractId} had ended` : undefined;
+    if (over && cfg.payment_gate_config.payment_gate_type === 'NONE') {
+      // Nothing was collected: nothing is granted or billed on a contract that is over.
+      await tx.execute(`update recharge set status = 'FAILED', failure = ?, updated_at = now() where contract_id = ? and kind = ? and n = ?`, [over, contractId, kind, n]);
+      return { grantId, created: false, skipped: over };
+    }
     const start = r.accessFrom ?? new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000).toISOString();
     const end = contract.endingBefore ? contract.endingBefore.toISOString() : '2100-01-01T00:00:00.000Z';
     const amount = dec(r.amount).toFixed();
@@ -217,6 +228,19 @@ export async function grantRecharge(em: EntityManager, contractId: string, n: nu
     });
     return { grantId, created: true, ...(billed ? { invoice: { id: invoiceId, at, customerId: r.customerId } } : {}) };
   });
+}
+
+/**
+ * The commit a SCHEDULED invoice bills, when it is still live (not archived): voiding that invoice
+ * would leave the commit's balance usable and billed nowhere, so the void is refused while it is.
+ * Locks the commit's row, so it is not archived or drawn from differently meanwhile.
+ */
+export async function voidBlockedByLiveCommit(tx: EntityManager, inv: { id: string; customerId: string; type: string }): Promise<string | undefined> {
+  if (inv.type !== 'SCHEDULED') return undefined;
+  const [row] = await tx.execute<{ id: string }[]>(
+    `select id from balance_grant where customer_id = ? and archived_at is null and invoice_schedule -> 'schedule_items' @> jsonb_build_array(jsonb_build_object('invoice_id', ?::text)) for update`,
+    [inv.customerId, inv.id]);
+  return row?.id;
 }
 
 /** The recharge's payment failed: nothing granted, the contract waits (no retry loop), `payment_gate.payment_status` (failed) written. */

@@ -66,8 +66,18 @@ export interface InvoiceReport {
   totalVsLines: string;
 }
 
+/** A recharge (or spend-threshold) commit granted without a payment gate whose live balance is not billed on exactly one SCHEDULED invoice. */
+export interface UnbilledCommit {
+  commitId: string;
+  contractId: string | null;
+  /** Its SCHEDULED invoices that are not void (must be 1 while the commit is not archived). */
+  invoices: number;
+}
+
 export interface ReconcileReport {
   invoices: InvoiceReport[];
+  /** Recharge commits billed on their own invoice that are billed zero times, or twice. */
+  commits: UnbilledCommit[];
   drifting: number;
   ratingBehind: boolean;
 }
@@ -171,7 +181,28 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     }
   }
   invoices.push(...checked.map((c) => c.report));
-  return { invoices, drifting: invoices.filter((i) => i.drift.length || !dec(i.totalVsLines).isZero()).length, ratingBehind };
+  const commits = await unbilledRechargeCommits(em, opts.customerId);
+  return { invoices, commits, drifting: invoices.filter((i) => i.drift.length || !dec(i.totalVsLines).isZero()).length + commits.length, ratingBehind };
+}
+
+/**
+ * Every live recharge or spend-threshold commit granted without a payment gate (it carries an
+ * invoice schedule) is billed on exactly one SCHEDULED invoice that is not void; an archived one
+ * (its balance ended) needs none.
+ */
+async function unbilledRechargeCommits(em: EntityManager, customerId?: string): Promise<UnbilledCommit[]> {
+  const rows = await em.execute<{ id: string; contract_id: string | null; n: number }[]>(
+    `select g.id, g.contract_id,
+            (select count(*) from invoice i
+              where i.type = 'SCHEDULED' and i.status <> 'VOID'
+                and i.id::text in (select s ->> 'invoice_id' from jsonb_array_elements(g.invoice_schedule -> 'schedule_items') s))::int as n
+       from balance_grant g
+      where g.archived_at is null and g.invoice_schedule is not null
+        and (g.custom_fields ->> 'accrue_recharge' is not null or g.custom_fields ->> 'accrue_spend_threshold' is not null)
+        ${customerId ? 'and g.customer_id = ?::uuid' : ''}
+      order by g.created_at, g.id`,
+    customerId ? [customerId] : []);
+  return rows.filter((r) => r.n !== 1).map((r) => ({ commitId: r.id, contractId: r.contract_id, invoices: r.n }));
 }
 
 function reportOf(invoiceId: string, contractId: string, status: string, periodStart: string, total: string, lines: StoredInvoiceLine[]): InvoiceReport {

@@ -25,6 +25,7 @@ try {
       for (const d of inv.drift) console.log(`        ${d.line}: billed ${JSON.stringify(d.billed)} re-derived ${JSON.stringify(d.rederived)}`);
       if (!dec(inv.totalVsLines).isZero()) console.log(`        total differs from the sum of its lines by ${inv.totalVsLines}`);
     }
+    for (const c of report.commits) console.log(`DRIFT commit ${c.commitId} (contract ${c.contractId ?? 'none'}) is live and billed on ${c.invoices} SCHEDULED invoices, not 1`);
     console.log(`${report.invoices.length} invoices checked, ${report.drifting} with drift${report.ratingBehind ? ' (rating was still catching up: drafts may differ by events not rated yet)' : ''}`);
   }
   process.exitCode = report.drifting ? 1 : 0;

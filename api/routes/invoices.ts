@@ -27,6 +27,7 @@ import { tellContractPaymentsChanged } from './invoice-payments.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { dunningStates, externalInvoices, type DunningState, type ExternalInvoice } from '../../db/stripe.js';
 import { voidAtProvider } from './stripe.js';
+import { voidBlockedByLiveCommit } from '../../db/recharge.js';
 
 const num = jsonDecimalOpt;
 
@@ -292,6 +293,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
       const paid = await voidBlockedByPayments(em, [inv.id]);
       if (paid) throw new ConflictError(`${paid}: a paid invoice is not voided (its period would be billed again); refund the payments first`);
+      const liveCommit = await voidBlockedByLiveCommit(em, inv);
+      if (liveCommit) throw new ConflictError(`invoice ${id} bills commit ${liveCommit}, whose balance is still usable; voiding it would leave that commit unbilled`);
       inv.status = 'VOID';
       inv.voidedAt = new Date();
       const standing = (await standings(em, [inv])).get(inv.id);
