@@ -37,7 +37,7 @@ describe('payment-gate notices carry exact amounts', () => {
         id, customerId: g.customerId, contractId: g.contractId, kind: 'PREPAID', productId: g.productId, name: 'Gated', description: null, priority: 0,
         applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
         accessSchedule: { credit_type_id: USD_CENTS.id, schedule_items: [{ id: newId(), amount, starting_at: '2026-01-01T00:00:00.000Z', ending_before: '2027-01-01T00:00:00.000Z' }] },
-        invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null, amendmentId: null,
+        invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null, amendmentId: null, externalIds: null,
         rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
       }));
       return id;

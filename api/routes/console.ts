@@ -22,7 +22,6 @@ import { contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
 import { ConsoleFeed } from '../console-feed.js';
 import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../validate.js';
-import { UUID_RE } from '../../db/ids.js';
 
 const DAY_MS = 86_400_000;
 /** Customers whose drafts the revenue page prices together (one preload each). */
