@@ -52,7 +52,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
    * waiting for it and the answer together get until then, otherwise the wait is short and the
    * send gets its own timeout. BUSY: no place freed up, nothing was sent or recorded.
    */
-  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null; deadline?: number }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE' | 'BUSY'; reason: string }> {
+  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null; deadline?: number; signal?: AbortSignal }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE' | 'BUSY'; reason: string }> {
     const em = orm.em.fork();
     const status = await deliveryStatus(em, notificationId, endpointId);
     if (status === 'DELIVERED') return { status: 'DELIVERED', reason: '' };
@@ -70,7 +70,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
     try {
       const timeoutMs = opts.deadline !== undefined ? opts.deadline - Date.now() : undefined;
       if (timeoutMs !== undefined && timeoutMs < 1) return busy;
-      attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+      attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
     } finally {
       release();
     }
@@ -157,7 +157,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
           const deadline = Date.now() + settings.firstAttemptTimeoutMs;
           const pending: string[] = [];
           await Promise.all(n.endpointIds.map(async (endpointId) => {
-            const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), deadline });
+            const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), deadline, signal: ctx.cancellationSignal });
             if (r.status === 'FAILED_ATTEMPT' || r.status === 'BUSY') pending.push(endpointId);
             // Crash tests: killed after a delivery is recorded, before the notification is marked dispatched.
             if (r.status === 'DELIVERED') crashPoint('@outbound-delivered');
@@ -243,10 +243,10 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
      * a non-2xx answer or no answer fails the attempt so Temporal retries it with backoff.
      */
     async deliverWebhook({ notificationId, endpointId, retry }: { notificationId: string; endpointId: string; retry: NotificationWorkflowInput['retry'] }): Promise<{ delivered: boolean; reason?: string }> {
-      const info = Context.current().info;
+      const { info, cancellationSignal } = Context.current();
       const next = Math.min(retry.initialMs * 2 ** (info.attempt - 1), retry.maxIntervalMs);
       const nextAt = Date.now() + next < info.scheduledTimestampMs + retry.forMs ? new Date(Date.now() + next) : null;
-      const r = await attemptDelivery(notificationId, endpointId, { nextAt });
+      const r = await attemptDelivery(notificationId, endpointId, { nextAt, signal: cancellationSignal });
       if (r.status === 'BUSY') throw ApplicationFailure.retryable(r.reason, 'WebhookEndpointBusy');
       if (r.status !== 'FAILED_ATTEMPT') return { delivered: r.status === 'DELIVERED', ...(r.reason ? { reason: r.reason } : {}) };
       log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, reason: r.reason });
