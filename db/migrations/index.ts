@@ -26,6 +26,7 @@ import { Migration20261211100000_event_partitions } from './Migration20261211100
 import { Migration20261211110000_aggregate_foreign_keys } from './Migration20261211110000_aggregate_foreign_keys.js';
 import { Migration20261212600000_retire_waits_for_backfill } from './Migration20261212600000_retire_waits_for_backfill.js';
 import { Migration20261212610000_console_change_feed } from './Migration20261212610000_console_change_feed.js';
+import { Migration20261212620000_collector_rows_outside_window } from './Migration20261212620000_collector_rows_outside_window.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -57,4 +58,5 @@ export const migrationsList = [
   { name: 'Migration20261211110000_aggregate_foreign_keys', class: Migration20261211110000_aggregate_foreign_keys },
   { name: 'Migration20261212600000_retire_waits_for_backfill', class: Migration20261212600000_retire_waits_for_backfill },
   { name: 'Migration20261212610000_console_change_feed', class: Migration20261212610000_console_change_feed },
+  { name: 'Migration20261212620000_collector_rows_outside_window', class: Migration20261212620000_collector_rows_outside_window },
 ];
