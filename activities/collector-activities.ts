@@ -13,9 +13,10 @@ export function createCollectorActivities({ orm, lateUsageWindowMs = 34 * 86_400
      * Collects every whole window since the collector's cursor: runs its read-only query on the
      * source, ingests the rows as events (ids derived from the window and row, so a retry or a
      * rerun is deduplicated), then advances the cursor. No transaction is held across the source.
-     * A row outside the ingest window fails the run for good, like any row the query got wrong.
+     * A row outside the ingest window is skipped (never stored: its key may be gone, so it could
+     * count twice) and counted on the collector (`rows_outside_window`) and in the run's result.
      */
-    async collectUsage({ collectorId }: { collectorId: string }): Promise<{ windows: number; events: number }> {
+    async collectUsage({ collectorId }: { collectorId: string }): Promise<{ windows: number; events: number; outsideWindow?: number }> {
       const em = orm.em.fork();
       const c = await em.findOne(UsageCollector, { id: collectorId });
       if (!c) throw ApplicationFailure.nonRetryable(`usage collector ${collectorId} not found`, 'NotFound');
@@ -24,6 +25,7 @@ export function createCollectorActivities({ orm, lateUsageWindowMs = 34 * 86_400
       const until = Math.floor(Date.now() / step) * step;
       let windows = 0;
       let events = 0;
+      let outsideWindow = 0;
       for (let start = c.collectedUntil.getTime(); start + step <= until && windows < MAX_WINDOWS_PER_RUN; start += step) {
         const windowStart = new Date(start);
         const windowEnd = new Date(start + step);
@@ -35,20 +37,24 @@ export function createCollectorActivities({ orm, lateUsageWindowMs = 34 * 86_400
             if (err instanceof SourceConnectError) log.warn('usage collector source unreachable', { collectorId, reason: err.reason });
             throw err;
           });
-        let batch;
+        let batch, outside;
         try {
-          batch = rowsToEvents(c.id, c.eventType, windowStart, rows, { now: Date.now(), maxAgeMs: lateUsageWindowMs });
+          ({ events: batch, outside } = rowsToEvents(c.id, c.eventType, windowStart, rows, { now: Date.now(), maxAgeMs: lateUsageWindowMs }));
         } catch (err) {
           // The query's output is wrong, not the network: retrying cannot help until it is fixed.
           throw ApplicationFailure.nonRetryable(`usage collector ${c.name}: ${(err as Error).message}`, 'BadCollectorRow');
         }
         for (let i = 0; i < batch.length; i += 1000) await insertEvents(orm.em.fork(), batch.slice(i, i + 1000));
-        await orm.em.fork().nativeUpdate(UsageCollector, { id: c.id }, { collectedUntil: windowEnd, lastRunAt: new Date(), lastRunEvents: batch.length });
+        if (outside.length) log.warn('usage collector rows outside the ingest window skipped', { collectorId, windowStart: windowStart.toISOString(), skipped: outside.length, rows: outside.slice(0, 5) });
+        await orm.em.fork().execute(
+          `update usage_collector set collected_until = ?, last_run_at = now(), last_run_events = ?, last_run_outside_window = ?, rows_outside_window = rows_outside_window + ? where id = ?`,
+          [windowEnd, batch.length, outside.length, outside.length, c.id]);
+        outsideWindow += outside.length;
         windows++;
         events += batch.length;
       }
-      log.info('usage collected', { collectorId, windows, events });
-      return { windows, events };
+      log.info('usage collected', { collectorId, windows, events, outsideWindow });
+      return { windows, events, ...(outsideWindow ? { outsideWindow } : {}) };
     },
   };
 }

@@ -32,6 +32,8 @@ const DISPATCH_IN_FLIGHT = 1_000;
 const START_CONCURRENCY = 16;
 /** How long a retry waits for a place in its endpoint's budget before it reports the endpoint busy. */
 const RETRY_BUDGET_WAIT_MS = 1_000;
+/** How often a retry waiting for its endpoint's budget (or sending) heartbeats. */
+const HEARTBEAT_MS = 5_000;
 const IDLE_SLEEP_MS = 25;
 const MAX_IDLE_SLEEP_MS = 1_000;
 const WINDOW_SWEEP_MS = 30_000;
@@ -55,7 +57,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
    * waiting for it and the answer together get until then, otherwise the wait is short and the
    * send gets its own timeout. BUSY: no place freed up, nothing was sent or recorded.
    */
-  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null; deadline?: number }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE' | 'BUSY'; reason: string }> {
+  async function attemptDelivery(notificationId: string, endpointId: string, opts: { nextAt: Date | null | ((busyMs: number) => Date | null); deadline?: number; signal?: AbortSignal; waitForPlace?: () => Promise<{ release: () => void; busyMs: number }> }): Promise<{ status: 'DELIVERED' | 'FAILED_ATTEMPT' | 'DONE' | 'BUSY'; reason: string }> {
     const em = orm.em.fork();
     const status = await deliveryStatus(em, notificationId, endpointId);
     if (status === 'DELIVERED') return { status: 'DELIVERED', reason: '' };
@@ -67,17 +69,20 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
       return { status: 'DONE', reason: 'endpoint archived' };
     }
     const busy = { status: 'BUSY' as const, reason: `the endpoint already has ${budgets.inUse(endpointId)} deliveries in flight (its budget is ${settings.endpointConcurrency})` };
-    const release = await budgets.acquire(endpointId, opts.deadline !== undefined ? opts.deadline - Date.now() : RETRY_BUDGET_WAIT_MS);
+    let busyMs = 0;
+    let release: (() => void) | null;
+    if (opts.waitForPlace) ({ release, busyMs } = await opts.waitForPlace());
+    else release = await budgets.acquire(endpointId, opts.deadline !== undefined ? opts.deadline - Date.now() : RETRY_BUDGET_WAIT_MS);
     if (!release) return busy;
     let attempt;
     try {
       const timeoutMs = opts.deadline !== undefined ? opts.deadline - Date.now() : undefined;
       if (timeoutMs !== undefined && timeoutMs < 1) return busy;
-      attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+      attempt = await sendWebhook(new URL(endpoint.url), notificationBody(n), endpoint.secret, { allowPrivate: settings.allowPrivate, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
     } finally {
       release();
     }
-    await recordDeliveryAttempt(em, { notificationId, endpointId, ok: attempt.ok, statusCode: attempt.statusCode, error: attempt.error, nextAttemptAt: attempt.ok ? null : opts.nextAt });
+    await recordDeliveryAttempt(em, { notificationId, endpointId, ok: attempt.ok, statusCode: attempt.statusCode, error: attempt.error, nextAttemptAt: attempt.ok ? null : typeof opts.nextAt === 'function' ? opts.nextAt(busyMs) : opts.nextAt });
     if (attempt.ok) return { status: 'DELIVERED', reason: '' };
     return { status: 'FAILED_ATTEMPT', reason: attempt.statusCode ? `the endpoint answered ${attempt.statusCode}` : `no answer: ${attempt.error}` };
   }
@@ -161,7 +166,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
           const deadline = Date.now() + settings.firstAttemptTimeoutMs;
           const pending: string[] = [];
           await Promise.all(n.endpointIds.map(async (endpointId) => {
-            const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), deadline });
+            const r = await attemptDelivery(n.id, endpointId, { nextAt: new Date(Date.now() + settings.retryInitialMs), deadline, signal: ctx.cancellationSignal });
             if (r.status === 'FAILED_ATTEMPT' || r.status === 'BUSY') pending.push(endpointId);
             // Crash tests: killed after a delivery is recorded, before the notification is marked dispatched.
             if (r.status === 'DELIVERED') crashPoint('@outbound-delivered');
@@ -246,11 +251,45 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
      * signed at send time. Records the attempt (status code or error, when the next one is due);
      * a non-2xx answer or no answer fails the attempt so Temporal retries it with backoff.
      */
-    async deliverWebhook({ notificationId, endpointId, retry }: { notificationId: string; endpointId: string; retry: NotificationWorkflowInput['retry'] }): Promise<{ delivered: boolean; reason?: string }> {
-      const info = Context.current().info;
+    async deliverWebhook({ notificationId, endpointId, retry, waitForPlace }: { notificationId: string; endpointId: string; retry: NotificationWorkflowInput['retry']; waitForPlace?: boolean }): Promise<{ delivered: boolean; reason?: string }> {
+      const ctx = Context.current();
+      const { info, cancellationSignal } = ctx;
       const next = Math.min(retry.initialMs * 2 ** (info.attempt - 1), retry.maxIntervalMs);
+      if (waitForPlace) {
+        // The attempt waits its turn in the endpoint's budget, heartbeating, however long that
+        // takes: time spent waiting (kept across attempts in the heartbeat details) does not
+        // count toward giving up, only time since the first attempt otherwise.
+        const before = (info.heartbeatDetails as { busyMs?: number } | undefined)?.busyMs ?? 0;
+        let waited = 0;
+        const beat = setInterval(() => ctx.heartbeat({ busyMs: before + waited }), HEARTBEAT_MS);
+        try {
+          const givesUpAt = (busy: number) => info.scheduledTimestampMs + retry.forMs + busy;
+          const r = await attemptDelivery(notificationId, endpointId, {
+            signal: cancellationSignal,
+            nextAt: (busy) => (Date.now() + next < givesUpAt(before + busy) ? new Date(Date.now() + next) : null),
+            waitForPlace: async () => {
+              const t0 = Date.now();
+              const timer = setInterval(() => { waited = Date.now() - t0; }, 250);
+              try {
+                const release = await acquireCancellable(budgets, endpointId, cancellationSignal);
+                waited = Date.now() - t0;
+                return { release, busyMs: waited };
+              } finally {
+                clearInterval(timer);
+              }
+            },
+          });
+          ctx.heartbeat({ busyMs: before + waited });
+          if (r.status !== 'FAILED_ATTEMPT') return { delivered: r.status === 'DELIVERED', ...(r.reason ? { reason: r.reason } : {}) };
+          if (Date.now() + next >= givesUpAt(before + waited)) throw ApplicationFailure.nonRetryable(r.reason, 'WebhookDeliveryGaveUp');
+          log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, reason: r.reason });
+          throw ApplicationFailure.create({ message: r.reason, type: 'WebhookDeliveryFailed', nextRetryDelay: next });
+        } finally {
+          clearInterval(beat);
+        }
+      }
       const nextAt = Date.now() + next < info.scheduledTimestampMs + retry.forMs ? new Date(Date.now() + next) : null;
-      const r = await attemptDelivery(notificationId, endpointId, { nextAt });
+      const r = await attemptDelivery(notificationId, endpointId, { nextAt, signal: cancellationSignal });
       if (r.status === 'BUSY') throw ApplicationFailure.retryable(r.reason, 'WebhookEndpointBusy');
       if (r.status !== 'FAILED_ATTEMPT') return { delivered: r.status === 'DELIVERED', ...(r.reason ? { reason: r.reason } : {}) };
       log.warn('webhook delivery failed; Temporal retries it', { notificationId, endpointId, attempt: info.attempt, reason: r.reason });
@@ -274,6 +313,31 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
       });
     },
   };
+}
+
+/**
+ * A place in `key`'s budget, waiting as long as it takes; cancelled, the wait ends with the
+ * cancellation, and a place granted after that is handed straight back (never lost).
+ */
+async function acquireCancellable(budgets: ConcurrencyBudgets, key: string, signal: AbortSignal): Promise<() => void> {
+  const place = budgets.acquire(key, Infinity);
+  if (signal.aborted) {
+    void place.then((release) => release?.());
+    throw signal.reason;
+  }
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      void place.then((release) => release?.());
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return (await Promise.race([place, aborted]))!;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 /**

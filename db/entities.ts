@@ -297,6 +297,9 @@ export const UsageCollector = defineEntity({
     collectedUntil: p.datetime(),
     lastRunAt: p.datetime().nullable(),
     lastRunEvents: p.integer().nullable(),
+    /** Rows skipped for falling outside the ingest window: in all, and in the last window collected. */
+    rowsOutsideWindow: p.bigint('string').default('0'),
+    lastRunOutsideWindow: p.integer().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     archivedAt: p.datetime().nullable(),
   },

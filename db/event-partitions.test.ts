@@ -204,6 +204,31 @@ describe('event partitions', () => {
     expect(await exists()).toBe(false);
     expect(await counted()).toBe('7');
   });
+
+  test('rows of the default partition a metric backfill has yet to read are kept until the backfill passed them', async () => {
+    const now = Date.now();
+    const day = Math.floor(now / DAY) * DAY - 55 * DAY; // a day with no partition: as on an upgraded install
+    const known = await customer('bfd-known');
+    await sql(`with k as (insert into event_key (transaction_id, ingested_at) values ('bfd-old', $1))
+               insert into event (transaction_id, customer_id, event_type, ts, properties, ingested_at) values ('bfd-old', 'bfd-known', 'llm', $1, '{"tokens": 5}', $1)`, [new Date(day + 3_600_000).toISOString()]);
+    expect(await where('bfd-old')).toEqual(['event_default']);
+    await rateAll();
+    const metricId = newId();
+    await insertMetric(orm.em.fork(), { id: metricId, name: 'bfd tokens', aggregationType: 'SUM', aggregationKey: 'tokens', eventTypeFilter: { in_values: ['llm'] }, propertyFilters: [], groupKeys: [], customFields: {} });
+    const counted = async () => (await sql<{ v: string | null }>(`select sum(value_sum)::text as v from usage_hourly where customer_id = $1 and metric_id = $2`, [known, metricId]))[0]!.v;
+    expect(await counted()).toBeNull();
+
+    const retentionMs = 36 * DAY;
+    await maintainEventPartitions(orm.em.fork(), { now: new Date(now), aheadDays: 7, retentionMs });
+    expect(await where('bfd-old')).toEqual(['event_default']);
+
+    for (let i = 0; !(await backfillChunk(orm.em.fork(), metricId, 10_000)).done; i++) if (i > 1000) throw new Error('the backfill does not end');
+    expect(await counted()).toBe('5');
+    const second = await maintainEventPartitions(orm.em.fork(), { now: new Date(now), aheadDays: 7, retentionMs });
+    expect(second.purged.defaultPartition).toBeGreaterThanOrEqual(1);
+    expect(await where('bfd-old')).toEqual([]);
+    expect(await counted()).toBe('5');
+  });
 });
 
 async function waitFor(probe: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {

@@ -54,13 +54,20 @@ export async function maintainEventPartitions(em: EntityManager, opts: { now: Da
     const [r] = await em.execute<{ result: string }[]>('select event_partition_retire(?, ?::timestamptz) as result', [p.name, cutoff.toISOString()]);
     report.retired.push({ partition: p.name, result: r!.result });
   }
-  // Past the window: rated rows of the default partition that no customer is still awaited for,
-  // and the deduplication keys and duplicate log of that time (a parked event keeps its key, so
+  // Past the window: rated rows of the default partition that no customer is still awaited for
+  // and no RUNNING metric backfill has yet to read (checked under the rating cursor's lock, as
+  // event_partition_retire does: upgraded installs keep their history there), and the deduplication keys and duplicate log of that time (a parked event keeps its key, so
   // a retry of it stays a duplicate until it is rated). In batches, each its own transaction.
-  const purge = async (sql: string) => {
+  const purge = async (sql: string, underRatingLock = false) => {
     let total = 0;
     for (;;) {
-      const rows = await em.execute<{ n: string }[]>(sql, [cutoff.toISOString(), PURGE_BATCH]);
+      const rows = underRatingLock
+        ? await em.fork().transactional(async (tx) => {
+          await tx.execute(`set local lock_timeout = '2s'`);
+          await tx.execute('lock table rating_cursor in share mode');
+          return tx.execute<{ n: string }[]>(sql, [cutoff.toISOString(), PURGE_BATCH]);
+        })
+        : await em.execute<{ n: string }[]>(sql, [cutoff.toISOString(), PURGE_BATCH]);
       const n = Number(rows[0]?.n ?? 0);
       total += n;
       if (n < PURGE_BATCH) return total;
@@ -70,8 +77,10 @@ export async function maintainEventPartitions(em: EntityManager, opts: { now: Da
     `with gone as (delete from event_default d where d.ctid = any(array(
         select x.ctid from event_default x, rating_cursor c
          where c.id = 'events' and x.ingested_at < ?::timestamptz and x.xid < c.xid
-           and not exists (select 1 from event_unmatched u where u.transaction_id = x.transaction_id) limit ?)) returning 1)
-     select count(*)::text as n from gone`);
+           and not exists (select 1 from event_unmatched u where u.transaction_id = x.transaction_id)
+           and not exists (select 1 from billable_metric m where m.backfill_status = 'RUNNING'
+                            and x.xid >= m.backfill_cursor_xid and x.xid < m.rating_from_xid) limit ?)) returning 1)
+     select count(*)::text as n from gone`, true);
   report.purged.keys = await purge(
     `with gone as (delete from event_key k where k.ctid = any(array(
         select x.ctid from event_key x, rating_cursor c where c.id = 'events' and x.ingested_at < ?::timestamptz and x.xid < c.xid

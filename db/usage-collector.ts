@@ -189,18 +189,25 @@ export const INGEST_FUTURE_LIMIT_MS = 24 * 3_600_000;
  * A collector's rows as events. Rows are held to the API's ingest window (`window.maxAgeMs`,
  * ACCRUE_INGEST_MAX_AGE, back from `window.now`, and 24 h ahead): a transaction_id is
  * deduplicated only while its key is kept (the retention window), so a row re-emitted later
- * with its old timestamp would otherwise be counted a second time. Such a row is an error.
+ * with its old timestamp would otherwise be counted a second time. Such a row is skipped (never
+ * stored) and described in `outside`; every other bad row is an error.
  */
-export function rowsToEvents(collectorId: string, eventType: string, windowStart: Date, rows: Record<string, unknown>[], window: { now: number; maxAgeMs: number }): NewEvent[] {
-  return rows.map((row, i) => {
+export function rowsToEvents(collectorId: string, eventType: string, windowStart: Date, rows: Record<string, unknown>[], window: { now: number; maxAgeMs: number }): { events: NewEvent[]; outside: string[] } {
+  const outside: string[] = [];
+  const events = rows.flatMap((row, i): NewEvent[] => {
     const { customer_id: customer, timestamp, transaction_id: txid, ...rest } = row;
     if (customer === null || customer === undefined || customer === '') throw new Error(`row ${i}: customer_id is empty`);
     const ts = timestamp instanceof Date ? timestamp : new Date(String(timestamp));
     if (Number.isNaN(ts.getTime())) throw new Error(`row ${i}: timestamp ${String(timestamp)} is not a time`);
+    const which = `transaction_id ${txid === undefined || txid === null ? 'derived' : JSON.stringify(String(txid))}`;
     if (ts.getTime() < window.now - window.maxAgeMs) {
-      throw new Error(`row ${i}: timestamp ${ts.toISOString()} is older than the ${Math.round(window.maxAgeMs / 86_400_000)}-day ingest window (transaction_id ${txid === undefined || txid === null ? 'derived' : JSON.stringify(String(txid))})`);
+      outside.push(`row ${i}: timestamp ${ts.toISOString()} is older than the ${Math.round(window.maxAgeMs / 86_400_000)}-day ingest window (${which})`);
+      return [];
     }
-    if (ts.getTime() > window.now + INGEST_FUTURE_LIMIT_MS) throw new Error(`row ${i}: timestamp ${ts.toISOString()} is more than 24 hours in the future`);
+    if (ts.getTime() > window.now + INGEST_FUTURE_LIMIT_MS) {
+      outside.push(`row ${i}: timestamp ${ts.toISOString()} is more than 24 hours in the future (${which})`);
+      return [];
+    }
     const properties = Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
     // A json column can carry "\u0000", which jsonb refuses: the whole window's insert would fail, on every retry.
     const unstorable = firstUnstorable({ customer_id: customer, transaction_id: txid, ...properties });
@@ -208,6 +215,7 @@ export function rowsToEvents(collectorId: string, eventType: string, windowStart
     const id = txid !== undefined && txid !== null
       ? String(txid)
       : `collector:${collectorId}:${createHash('sha256').update(JSON.stringify([windowStart.toISOString(), String(customer), ts.toISOString(), dimensions(properties)])).digest('hex').slice(0, 32)}`;
-    return { transactionId: id, customerId: String(customer), eventType, timestamp: ts.toISOString(), properties };
+    return [{ transactionId: id, customerId: String(customer), eventType, timestamp: ts.toISOString(), properties }];
   });
+  return { events, outside };
 }

@@ -6,6 +6,7 @@ import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { createCollectorActivities } from '../activities/collector-activities.js';
 import { createActivities } from '../activities/index.js';
 import { Contract, Customer, UsageCollector } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
@@ -84,8 +85,11 @@ describe(`record workflow histories (label ${label})`, () => {
       connection: await NativeConnection.connect({ address: testStack().temporalAddress }),
       taskQueue,
       workflowsPath: join(ROOT, 'dist', 'workflows', 'index.js'), // the build `npm test` made: what replay.test.ts replays against
-      activities: createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true }, stripe: { secretKey: STRIPE_KEY, apiBase: testStack().stripeApiBase, dunningScheduleMs: [500, 500] },
+      // Ended contracts bill late usage at once here (no late-usage wait); collectors keep the
+      // default ingest window (ACCRUE_INGEST_MAX_AGE, 34 days), which their rows are held to.
+      activities: { ...createActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 0, webhooks: { allowPrivate: true }, stripe: { secretKey: STRIPE_KEY, apiBase: testStack().stripeApiBase, dunningScheduleMs: [500, 500] },
         hubspot: loadHubSpotSettings({ HUBSPOT_ACCESS_TOKEN: hubspot.token, HUBSPOT_API_BASE: hubspot.url, HUBSPOT_CLIENT_SECRET: hubspot.clientSecret, ACCRUE_HUBSPOT_COALESCE: '100ms', ACCRUE_HUBSPOT_SYNC_INTERVAL: '1s' }) }),
+        ...createCollectorActivities({ orm, mailer, invoiceGracePeriodMs: 1000, lateUsageWindowMs: 34 * 86_400_000 }) },
     });
     running = worker.run();
   });

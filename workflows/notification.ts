@@ -1,4 +1,4 @@
-import { ActivityFailure, proxyActivities } from '@temporalio/workflow';
+import { ActivityFailure, patched, proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 
@@ -26,8 +26,19 @@ const mail = proxyActivities<Activities>({
   retry: { initialInterval: '1 second', maximumInterval: '1 minute', backoffCoefficient: 2 },
 });
 
+const BUSY_WAITS_PATCH = 'webhook-busy-waits';
+
 export async function notificationWorkflow(input: NotificationWorkflowInput): Promise<{ delivered: number; failed: number }> {
-  const send = proxyActivities<Activities>({
+  // With the patch, an attempt that finds its endpoint's budget full waits its turn (heartbeating)
+  // instead of failing: such waits never count toward giving up, which the activity decides
+  // (time since the first attempt, less the waits, past `retry.forMs`) — so there is no
+  // schedule-to-close timeout, and a killed worker is noticed by the missing heartbeats.
+  const waitForPlace = patched(BUSY_WAITS_PATCH);
+  const send = proxyActivities<Activities>(waitForPlace ? {
+    startToCloseTimeout: Math.max(input.retry.forMs, 60_000),
+    heartbeatTimeout: '30 seconds',
+    retry: { initialInterval: input.retry.initialMs, maximumInterval: input.retry.maxIntervalMs, backoffCoefficient: 2, nonRetryableErrorTypes: ['WebhookDeliveryGaveUp'] },
+  } : {
     // The send's own timeout is 10 s; this one is also how an attempt on a killed worker is noticed.
     startToCloseTimeout: '15 seconds',
     scheduleToCloseTimeout: input.retry.forMs,
@@ -38,7 +49,7 @@ export async function notificationWorkflow(input: NotificationWorkflowInput): Pr
   await Promise.all([
     ...input.endpointIds.map(async (endpointId) => {
       try {
-        const r = await send.deliverWebhook({ notificationId: input.notificationId, endpointId, retry: input.retry });
+        const r = await send.deliverWebhook({ notificationId: input.notificationId, endpointId, retry: input.retry, ...(waitForPlace ? { waitForPlace } : {}) });
         if (r.delivered) delivered++;
       } catch (err) {
         failed++;

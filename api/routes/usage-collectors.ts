@@ -25,6 +25,8 @@ function collectorJson(c: UsageCollector) {
     collected_until: c.collectedUntil.toISOString(),
     last_run_at: c.lastRunAt?.toISOString() ?? null,
     last_run_events: c.lastRunEvents ?? null,
+    rows_outside_window: Number(c.rowsOutsideWindow),
+    last_run_outside_window: c.lastRunOutsideWindow ?? null,
     schedule_id: usageCollectorScheduleId(c.id),
     archived_at: c.archivedAt?.toISOString() ?? null,
   };
@@ -57,8 +59,9 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
     const step = interval * 1000;
     const startingAt = timestamp(body, 'starting_at', '', { optional: true });
     if (startingAt && Date.parse(startingAt) % step !== 0) throw new ValidationError('starting_at', `must fall on a window boundary (a multiple of interval_seconds since 1970-01-01T00:00Z), got ${startingAt}`);
-    // Its rows are held to the ingest window (db/usage-collector.ts): windows older than it could only fail.
-    if (startingAt && Date.parse(startingAt) < Date.now() - opts.ingestMaxAgeMs) {
+    // Its rows are held to the ingest window (db/usage-collector.ts): windows older than it would
+    // only be skipped. A day of margin, so the first window is not already leaving it when collected.
+    if (startingAt && Date.parse(startingAt) < Date.now() - opts.ingestMaxAgeMs + 86_400_000) {
       throw new ValidationError('starting_at', `is older than the ${Math.round(opts.ingestMaxAgeMs / 86_400_000)}-day ingest window: ${startingAt}`);
     }
     const own = await ownDatabaseIdentity(orm.em.fork());
@@ -69,7 +72,7 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
     const c: UsageCollector = {
       id: newId(), name, sourceUrl, query, eventType, intervalSeconds: interval,
       collectedUntil: new Date(startingAt ? Date.parse(startingAt) : Math.floor(Date.now() / step) * step),
-      lastRunAt: null, lastRunEvents: null, createdAt: new Date(), archivedAt: null,
+      lastRunAt: null, lastRunEvents: null, rowsOutsideWindow: '0', lastRunOutsideWindow: null, createdAt: new Date(), archivedAt: null,
     };
     const em = orm.em.fork();
     em.create(UsageCollector, c);

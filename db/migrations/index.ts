@@ -31,6 +31,7 @@ import { Migration20261212500000_contract_edits } from './Migration2026121250000
 import { Migration20261212510000_grant_external_ids } from './Migration20261212510000_grant_external_ids.js';
 import { Migration20261212600000_retire_waits_for_backfill } from './Migration20261212600000_retire_waits_for_backfill.js';
 import { Migration20261212610000_console_change_feed } from './Migration20261212610000_console_change_feed.js';
+import { Migration20261212620000_collector_rows_outside_window } from './Migration20261212620000_collector_rows_outside_window.js';
 
 /** Checked-in migrations, in order. Listed explicitly so the compiled build needs no file globbing. */
 export const migrationsList = [
@@ -67,4 +68,5 @@ export const migrationsList = [
   { name: 'Migration20261212510000_grant_external_ids', class: Migration20261212510000_grant_external_ids },
   { name: 'Migration20261212600000_retire_waits_for_backfill', class: Migration20261212600000_retire_waits_for_backfill },
   { name: 'Migration20261212610000_console_change_feed', class: Migration20261212610000_console_change_feed },
+  { name: 'Migration20261212620000_collector_rows_outside_window', class: Migration20261212620000_collector_rows_outside_window },
 ];

@@ -20,15 +20,16 @@ export interface WebhookAttempt {
   ok: boolean;
 }
 
-/** How long a receiver has to answer one delivery. */
+/** How long a receiver has to answer one delivery: the whole answer, not the time between bytes. */
 export const WEBHOOK_SEND_TIMEOUT_MS = 10_000;
 
 /**
  * POSTs one signed body. The connection goes only to a public address unless `allowPrivate`: the
  * check is in the DNS lookup the socket uses, so the address checked is the address connected to.
- * Redirects are not followed (a 3xx is a failed attempt).
+ * Redirects are not followed (a 3xx is a failed attempt). `timeoutMs` is a deadline for the whole
+ * answer; `signal` (the activity's cancellation) ends the request early.
  */
-export function sendWebhook(url: URL, body: string, secret: string, opts: { allowPrivate: boolean; now?: Date; timeoutMs?: number }): Promise<WebhookAttempt> {
+export function sendWebhook(url: URL, body: string, secret: string, opts: { allowPrivate: boolean; now?: Date; timeoutMs?: number; signal?: AbortSignal }): Promise<WebhookAttempt> {
   const date = (opts.now ?? new Date()).toUTCString();
   const headers = {
     'content-type': 'application/json',
@@ -52,14 +53,31 @@ export function sendWebhook(url: URL, body: string, secret: string, opts: { allo
     return Promise.resolve({ ok: false, error: `${host} is a private, loopback or link-local address (refused)` });
   }
   const mod = url.protocol === 'https:' ? https : http;
+  const limit = opts.timeoutMs ?? WEBHOOK_SEND_TIMEOUT_MS;
   return new Promise((resolve) => {
-    const req = mod.request(url, { method: 'POST', headers, lookup, timeout: opts.timeoutMs ?? WEBHOOK_SEND_TIMEOUT_MS, agent: false }, (res) => {
+    // `timeout` below is only the socket's idle time; the timer is the deadline for the whole
+    // answer, so a receiver trickling bytes is cut off too. Every path settles exactly once.
+    let settled = false;
+    const settle = (a: WebhookAttempt) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      resolve(a);
+    };
+    const req = mod.request(url, { method: 'POST', headers, lookup, timeout: limit, agent: false }, (res) => {
       res.resume();
-      res.on('end', () => resolve({ statusCode: res.statusCode, ok: !!res.statusCode && res.statusCode >= 200 && res.statusCode < 300 }));
-      res.on('error', (err) => resolve({ statusCode: res.statusCode, ok: false, error: err.message }));
+      res.on('end', () => settle({ statusCode: res.statusCode, ok: !!res.statusCode && res.statusCode >= 200 && res.statusCode < 300 }));
+      res.on('error', (err) => settle({ statusCode: res.statusCode, ok: false, error: err.message }));
+      res.on('close', () => settle({ statusCode: res.statusCode, ok: false, error: 'the connection closed before the whole answer' }));
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${opts.timeoutMs ?? WEBHOOK_SEND_TIMEOUT_MS} ms`)));
-    req.on('error', (err) => resolve({ ok: false, error: err.message }));
+    const timer = setTimeout(() => req.destroy(new Error(`no complete answer within ${limit} ms`)), limit);
+    const onAbort = () => req.destroy(new Error('the delivery was cancelled'));
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${limit} ms`)));
+    req.on('error', (err) => settle({ ok: false, error: err.message }));
+    req.on('close', () => settle({ ok: false, error: 'the connection closed before an answer' }));
     req.end(body);
   });
 }
