@@ -2,7 +2,7 @@ import { ValidationError } from './errors.js';
 import { dec, isDecimalString } from './money.js';
 
 /**
- * When a closing invoice waits for finance (issue 9). `ALWAYS` waits for every invoice; `NEVER`
+ * When a closing invoice waits for finance. `ALWAYS` waits for every invoice; `NEVER`
  * finalizes right after the grace period; `ABOVE` waits only when the total is above `amount`
  * (cents, a decimal string). Per contract (`approval_policy`), defaulting to `ACCRUE_APPROVAL_POLICY`.
  */

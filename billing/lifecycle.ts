@@ -1,5 +1,5 @@
 /**
- * A contract's lifecycle: the one place that decides its state (issue 9). Pure: the contract
+ * A contract's lifecycle: the one place that decides its state. Pure: the contract
  * workflow keeps a `LifecycleSnapshot`, feeds it the events it observes (timers, payments,
  * finalized invoices, archive) and records what `transition` returns — the state change (for the
  * `LifecycleState` search attribute and the transition log) and the hooks to fire (email,

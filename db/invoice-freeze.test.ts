@@ -8,7 +8,7 @@ import { customerDrafts } from './invoices.js';
 import { reconcile } from './reconcile.js';
 
 /**
- * Commit draw-down under concurrent and out-of-order freezes (issue 8, item 1), on real PostgreSQL.
+ * Commit draw-down under concurrent and out-of-order freezes, on real PostgreSQL.
  * The interleavings are forced: one freeze's transaction is held open while the other runs.
  */
 const JAN = '2026-01-01T00:00:00.000Z';

@@ -8,7 +8,7 @@ import { computeInvoice } from './invoices.js';
 import { ratePass, ratingBacklog } from './rating.js';
 
 /**
- * Which rate prices which usage, on real PostgreSQL (issue 8, items 2 and 3): billing frequencies,
+ * Which rate prices which usage, on real PostgreSQL: billing frequencies,
  * per-group price changes, and non-additive aggregations across a price change.
  */
 const JAN = '2026-01-01T00:00:00.000Z';

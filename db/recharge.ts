@@ -12,7 +12,7 @@ import { enqueueNotification } from './notifications.js';
 import { pgTextArray } from './sql.js';
 
 /**
- * Auto-recharge (issue 11), evaluated with the alerts: in the evaluator's round, under the
+ * Auto-recharge, evaluated with the alerts: in the evaluator's round, under the
  * customer's lock, each live contract with an enabled `prepaid_balance_threshold_configuration`
  * is measured with the invoice code (the same drafts and balances the alerts use) and moved by
  * `rechargeStep`; a crossing writes the state and the recharge row (`n` = the crossing's number)

@@ -46,7 +46,7 @@ export interface Config {
 }
 
 /**
- * The web console (issue 13). A finance login lasts ACCRUE_CONSOLE_SESSION_TTL (8h); a customer
+ * The web console. A finance login lasts ACCRUE_CONSOLE_SESSION_TTL (8h); a customer
  * dashboard URL (v1.dashboards.getEmbeddableUrl) is valid for ACCRUE_DASHBOARD_URL_TTL (24h).
  * ACCRUE_TEMPORAL_UI_URL links each contract to its workflow in the Temporal Web UI (`npm start`
  * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs. One token
@@ -78,7 +78,7 @@ export const CRM_FIELDS = ['current_period_spend', 'commit_remaining', 'lifecycl
 export type CrmField = typeof CRM_FIELDS[number];
 
 /**
- * HubSpot both ways (issue 12). Without HUBSPOT_ACCESS_TOKEN the integration is off. Calls go
+ * HubSpot both ways. Without HUBSPOT_ACCESS_TOKEN the integration is off. Calls go
  * through @hubspot/api-client, pointed at HUBSPOT_API_BASE when set (a HubSpot-protocol server in
  * tests); HUBSPOT_CLIENT_SECRET verifies inbound webhooks (v3 signatures). A deal moved to
  * ACCRUE_HUBSPOT_CLOSED_WON_STAGE (`closedwon`) starts its contract. The billing facts are written
@@ -135,7 +135,7 @@ export function loadHubSpotSettings(env: NodeJS.ProcessEnv = process.env): HubSp
 }
 
 /**
- * Payments through Stripe (issue 11). Without STRIPE_SECRET_KEY Stripe is off: no invoice is sent
+ * Payments through Stripe. Without STRIPE_SECRET_KEY Stripe is off: no invoice is sent
  * and a Stripe billing config is refused (409). STRIPE_API_BASE points the client at another
  * Stripe-protocol server (tests); STRIPE_WEBHOOK_SECRET verifies inbound webhooks. Dunning retries
  * a failed payment on ACCRUE_DUNNING_SCHEDULE (delays from the failure: `1d,3d,5d,7d` by default,
@@ -166,7 +166,7 @@ export function loadStripeSettings(env: NodeJS.ProcessEnv = process.env): Stripe
 }
 
 /**
- * Outbound webhook delivery (issue 10). Each delivery retries with exponential backoff from
+ * Outbound webhook delivery. Each delivery retries with exponential backoff from
  * ACCRUE_WEBHOOK_RETRY_INITIAL (10s) doubling up to ACCRUE_WEBHOOK_RETRY_MAX_INTERVAL (1h), for
  * ACCRUE_WEBHOOK_RETRY_FOR (72h) in all; then it is marked FAILED. ACCRUE_WEBHOOK_ALLOW_PRIVATE=1
  * allows private, loopback and link-local addresses (local use and tests only). Each endpoint
@@ -204,7 +204,7 @@ export function loadWebhookSettings(env: NodeJS.ProcessEnv = process.env): Webho
 }
 
 /**
- * Operator defaults for the contract lifecycle (issue 9). Workflows never read the environment:
+ * Operator defaults for the contract lifecycle. Workflows never read the environment:
  * activities get these from the worker and hand them to workflows in their results (history).
  */
 export interface LifecycleSettings {

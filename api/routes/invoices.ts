@@ -96,7 +96,7 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payme
     ...(v.regeneratedFromInvoiceId ? { regenerated_from_invoice_id: v.regeneratedFromInvoiceId } : {}),
     // Accrue: the payment standing of a finalized (or voided) invoice; drafts have none.
     ...(opts.payment ? { payment_status: opts.payment.status, amount_paid: jsonDecimal(opts.payment.paid), amount_due: jsonDecimal(opts.payment.amountDue), due_at: opts.payment.dueAt } : {}),
-    // Metronome's external_invoice: the invoice's copy at Stripe (issue 11).
+    // Metronome's external_invoice: the invoice's copy at Stripe.
     ...(opts.external ? {
       external_invoice: {
         billing_provider: 'stripe', invoice_id: opts.external.externalId ?? undefined, external_status: opts.external.status,

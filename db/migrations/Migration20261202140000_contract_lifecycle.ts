@@ -1,7 +1,7 @@
 import { Migration } from '@mikro-orm/migrations';
 
 /**
- * A contract's lifecycle as a transition log (issue 9): one row per visible state change, numbered
+ * A contract's lifecycle as a transition log: one row per visible state change, numbered
  * by the contract's workflow (`seq`), so a retried or replayed record writes nothing twice. Row 0 is
  * written with the contract (TRIAL or ACTIVE). Contracts from before this log have no rows; their
  * state reads as ACTIVE (or ARCHIVED) until their workflow records one.

@@ -1,7 +1,7 @@
 import { Migration } from '@mikro-orm/migrations';
 
 /**
- * Payments through Stripe (issue 11):
+ * Payments through Stripe:
  * - `customer_billing_config`: a customer's billing provider (Metronome's billing config), one row
  *   per (customer, provider);
  * - `invoice_external`: an Accrue invoice's copy at the provider — its id there and last known

@@ -1,7 +1,7 @@
 import { Migration } from '@mikro-orm/migrations';
 
 /**
- * HubSpot (issue 12). `crm_company` links a customer to its HubSpot company (one each way);
+ * HubSpot. `crm_company` links a customer to its HubSpot company (one each way);
  * `crm_deal` a closed-won deal to the contract it created; `crm_push` keeps what was last written
  * to each HubSpot object, so a sync writes only what changed; `crm_task` the tasks made for a
  * deal's owner, one per lifecycle transition that asks for one; `crm_note` the notes left on

@@ -1,7 +1,7 @@
 import { Migration } from '@mikro-orm/migrations';
 
 /**
- * The web console (issue 13): `console_session` holds finance logins (by the hash of the session
+ * The web console: `console_session` holds finance logins (by the hash of the session
  * token, with the scope of the token that logged in and when it expires); `console_secret` the
  * one key that signs customer dashboard URLs, made once, so every API replica checks the same.
  */
