@@ -485,6 +485,7 @@ async function invoiceTrials(em: EntityManager, contract: Contract, pStart: numb
  * earlier than they commit.
  */
 async function invoicesWithLateUsage(em: EntityManager, contractIds: string[], until: number): Promise<string[]> {
+  // Usage invoices only: a SCHEDULED invoice bills a purchase at an instant, never usage.
   // "Since" is the later of its freeze and the last freeze of an invoice correcting it: usage
   // rated before that is already billed, so one late event does not make every later draft
   // re-derive the period for the rest of the contract.
@@ -494,7 +495,7 @@ async function invoicesWithLateUsage(em: EntityManager, contractIds: string[], u
               greatest(i.frozen_at, (select max(o.frozen_at) from invoice o
                                       where o.customer_id = i.customer_id and o.status <> 'VOID'
                                         and o.line_items @> jsonb_build_array(jsonb_build_object('type', 'correction', 'corrected_invoice_id', i.id::text)))) - interval '1 hour' as since
-         from invoice i where i.contract_id = any(?::uuid[]) and i.status = 'FINALIZED' and i.period_end <= ?
+         from invoice i where i.contract_id = any(?::uuid[]) and i.type = 'USAGE' and i.status = 'FINALIZED' and i.period_end <= ?
      )
      select f.id::text as id from f
       where exists (select 1 from usage_daily d where d.customer_id = f.customer_id and d.day >= date_trunc('day', f.period_start, 'UTC') and d.day < f.period_end and d.rated_at > f.since)
@@ -538,7 +539,7 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
   const contracts = new Map([contract, ...await predecessorsOf(em, contract)].map((c) => [c.id, c]));
   const ids = opts.usageReader
     // Reconciliation re-derives from raw events: every finalized period is checked.
-    ? (await em.find(Invoice, { contractId: { $in: [...contracts.keys()] }, status: 'FINALIZED', periodEnd: { $lte: new Date(pStart) } }, { fields: ['id'] })).map((i) => i.id)
+    ? (await em.find(Invoice, { contractId: { $in: [...contracts.keys()] }, type: 'USAGE', status: 'FINALIZED', periodEnd: { $lte: new Date(pStart) } }, { fields: ['id'] })).map((i) => i.id)
     : await invoicesWithLateUsage(em, [...contracts.keys()], pStart);
   if (!ids.length) return [];
   const finalized = await em.find(Invoice, { id: { $in: ids } }, { orderBy: { periodStart: 'asc', id: 'asc' } });

@@ -6,6 +6,7 @@ import { Contract } from './entities.js';
 import { newId } from './ids.js';
 import { failGatedCommit, failRecharge, grantGatedCommit, grantRecharge, holdGatedCommit, rechargeInvoiceId, voidBlockedByLiveCommit } from './recharge.js';
 import { reconcile } from './reconcile.js';
+import { preloadDrafts } from './invoices.js';
 
 /**
  * `payment_gate.payment_status` carries the amount exactly as stored — digits a double cannot
@@ -99,5 +100,18 @@ describe('payment-gate notices carry exact amounts', () => {
     // Retried (the activity's next attempt): still nothing.
     expect((await grantRecharge(orm.em.fork(), s.contractId, 1)).created).toBe(false);
     expect(await orm.em.fork().execute(`select count(*)::int as n from balance_grant where id = ?`, [granted.grantId])).toEqual([{ n: 0 }]);
+  });
+
+  test('a finalized SCHEDULED invoice is never taken for a period with late usage (its instant falls on a day with usage)', async () => {
+    const s = await seedContract(orm.em.fork(), { startingAt: '2026-01-01T00:00:00.000Z', price: '1' });
+    await orm.em.fork().nativeUpdate(Contract, { id: s.contractId }, { terms: { prepaid_balance_threshold_configuration: { commit: { product_id: s.productId }, is_enabled: true, payment_gate_config: { payment_gate_type: 'NONE' }, threshold_amount: '100', recharge_to_amount: '500' } } });
+    await orm.em.fork().execute(`insert into recharge (contract_id, kind, n, customer_id, amount, balance_before, status) values (?, 'prepaid', 1, ?, '400', 100, 'PENDING')`, [s.contractId, s.customerId]);
+    await grantRecharge(orm.em.fork(), s.contractId, 1, 'prepaid', new Date(Date.now() - 60_000));
+    await orm.em.fork().execute(`update invoice set status = 'FINALIZED', frozen_at = now() - interval '2 hours' where id = ?`, [rechargeInvoiceId(s.contractId, 1)]);
+    // Usage rated on the recharge's day, after the invoice was frozen.
+    await orm.em.fork().execute(`insert into usage_daily (metric_id, customer_id, day, event_count, value_sum) select billable_metric_id, ?, date_trunc('day', now(), 'UTC'), 1, 1 from product where id = ?`, [s.customerId, s.productId]);
+    expect([...(await preloadDrafts(orm.em.fork(), [s.customerId], new Date())).mayHaveCorrections]).not.toContain(s.contractId);
+    // That row stands for no raw event: removed, so the database still reconciles.
+    await orm.em.fork().execute(`delete from usage_daily where customer_id = ?`, [s.customerId]);
   });
 });
