@@ -35,12 +35,13 @@ export async function settleOutOfBand(stripe: Stripe, em: EntityManager, invoice
     await stripe.invoices.pay(stripeInvoiceId, { paid_out_of_band: true }, { idempotencyKey: `accrue:${invoiceId}:out_of_band` });
     return { outcome: 'RECORDED', payment: await recordSettledOutOfBand(em.fork(), invoiceId, noted) };
   } catch (err) {
-    if (!isStripeRequestError(err)) throw err;
     // Another settle of this payment holds the key (the route and the sync, two requests): it
     // decides; this one is retried and then sees its answer.
-    if (err.statusCode === 409 || err.code === 'idempotency_key_in_use' || err.code === 'lock_timeout') {
+    const e = err as { statusCode?: number; code?: string };
+    if (e.statusCode === 409 || e.code === 'idempotency_key_in_use' || e.code === 'lock_timeout') {
       throw new UnavailableError(`invoice ${stripeInvoiceId} is being marked paid out of band by another request for payment ${JSON.stringify(noted.reference)}; retry: ${describeStripeError(err)}`);
     }
+    if (!isStripeRequestError(err)) throw err;
     refusal = err;
   }
   const si = await stripe.invoices.retrieve(stripeInvoiceId);
