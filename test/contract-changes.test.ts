@@ -225,6 +225,31 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
   });
 
+  test('a transition create answered 503 while Temporal is unreachable leaves the old contract as it was', async () => {
+    const prev = monthStart(-1);
+    const customer = await h.client.v1.customers.create({ name: 'Superseding Co' });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
+    const old = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev, ending_before: monthStart(3) });
+    const stored = async () => (await h.orm.em.fork().execute<{ ending_before: string; tells: number }[]>(
+      'select ending_before::text as ending_before, (select count(*)::int from contract_tell t where t.contract_id = c.id) as tells from contract c where id = ?', [old.data.id]))[0]!;
+    const before = await stored();
+    expect(before.tells).toBe(0);
+    const down = await startApp({ databaseUrl: h.dbUrl, withWorker: false, temporalAddress: `127.0.0.1:${await freePort()}`, env: { ACCRUE_TASK_QUEUE: h.app.taskQueue } });
+    try {
+      const res = await http(down, 'POST', '/v1/contracts/create', { token: down.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: monthStart(1), transition: { from_contract_id: old.data.id, type: 'SUPERSEDE' } } });
+      expect(res.status).toBe(503);
+    } finally {
+      await down.stop();
+    }
+    // Its end date is the one it had, and no tell is queued for the outbound loop to act on.
+    const after = await stored();
+    expect([after.ending_before, after.tells]).toEqual([before.ending_before, 0]);
+    expect((await h.client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: old.data.id })).data.current.ending_before).toBe(monthStart(3));
+    // Nothing was stored: the same transition can be made once Temporal answers.
+    const next = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: monthStart(1), transition: { from_contract_id: old.data.id, type: 'SUPERSEDE' } } });
+    expect(next.status).toBe(200);
+  });
+
   test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options, NetSuite and Salesforce ids, Stripe invoice_metadata', async () => {
     const prev = monthStart(-1);
     const cur = monthStart(0);
