@@ -223,6 +223,14 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(both.map((r) => r.status)).toEqual([200, 200]);
     expect(both[0]!.json.data.edit.id).toBe(both[1]!.json.data.edit.id);
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
+
+    // A key is the account's: used on one contract, it is a 409 on another, which is left as it was.
+    const otherContract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const otherIds = { customer_id: customer.data.id, contract_id: otherContract.data.id };
+    const reused = await http(h.app, 'POST', '/v2/contracts/edit', { token: h.app.adminToken, body: { ...raced, ...otherIds } });
+    expect([reused.status, reused.json.field]).toEqual([409, 'uniqueness_key']);
+    expect(reused.json.message).toContain(raced.uniqueness_key);
+    expect((await h.client.v2.contracts.retrieve(otherIds)).data.commits).toEqual([]);
   });
 
   test('a transition create answered 503 while Temporal is unreachable leaves the old contract as it was', async () => {
