@@ -159,15 +159,22 @@ describe('contract changes: amend, end date, edit, archive', () => {
   });
 
   test('a v2 edit is answered 2xx once committed, even while Temporal is unreachable, and is idempotent on uniqueness_key', async () => {
-    const prev = monthStart(-1);
+    // Monthly periods from the contract's start, 15 days ago: the open period ends in two weeks or
+    // so, so an end date in two days re-plans its close (whatever the day of the month).
+    const prev = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 15 * 86_400_000).toISOString();
     const customer = await h.client.v1.customers.create({ name: 'Editing Co' });
     const fixed = await h.client.v1.contracts.products.create({ name: 'Edit commit', type: 'FIXED' });
     const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
-    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev, usage_statement_schedule: { frequency: 'MONTHLY', day: 'CONTRACT_START' } });
     const ids = { customer_id: customer.data.id, contract_id: contract.data.id };
     const commitNames = async () => (await h.client.v2.contracts.retrieve(ids)).data.commits.map((c) => c.name).sort();
     const end = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 48 * 3_600_000).toISOString();
-    const periodEnd = new Date(Math.min(Date.parse(end), Date.parse(monthStart(1)))).toISOString();
+    const handle = h.temporal.workflow.getHandle(`contract/${contract.data.id}`);
+    // Before the edit the workflow waits for the period's own end, well after the new end date.
+    await eventually('the workflow planning its first close', async () => {
+      const state = await handle.query(contractStateQuery);
+      if (!state.nextCloseAt || Date.parse(state.nextCloseAt) < Date.parse(end) + 7 * 86_400_000) throw new Error(JSON.stringify(state));
+    });
     const commit = (name: string) => ({ type: 'PREPAID' as const, name, product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 100, starting_at: prev, ending_before: end }] } });
 
     // An API process whose Temporal is down (nothing listens there), on the same database and task
@@ -184,7 +191,9 @@ describe('contract changes: amend, end date, edit, archive', () => {
       const keyed = { ...ids, uniqueness_key: uniqueName('edit'), add_commits: [commit('keyed')], update_contract_end_date: end };
       const answers = [];
       for (let i = 0; i < 3; i++) answers.push(await client.v2.contracts.edit(keyed));
-      expect(new Set(answers.map((a) => (a.data as { edit?: { id: string } }).edit?.id)).size).toBe(1);
+      const editIds = answers.map((a) => (a.data as { edit?: { id: string } }).edit?.id);
+      expect(editIds[0]).toEqual(expect.stringMatching(/^[0-9a-f-]{36}$/));
+      expect(editIds).toEqual([editIds[0], editIds[0], editIds[0]]);
       expect(await commitNames()).toEqual(['keyed', 'no key']);
       // The key with another request: 409 naming it, nothing applied.
       const other = await http(down, 'POST', '/v2/contracts/edit', { token: down.adminToken, body: { ...keyed, add_commits: [commit('other')] } });
@@ -194,10 +203,9 @@ describe('contract changes: amend, end date, edit, archive', () => {
       await down.stop();
     }
     // The workflow was not told by that API; the outbound loop tells it from the queue.
-    const handle = h.temporal.workflow.getHandle(`contract/${contract.data.id}`);
     await eventually('the workflow to re-plan to the new end date', async () => {
       const state = await handle.query(contractStateQuery);
-      if (state.nextCloseAt !== new Date(Date.parse(periodEnd) + 1000).toISOString()) throw new Error(JSON.stringify(state));
+      if (state.nextCloseAt !== new Date(Date.parse(end) + 1000).toISOString()) throw new Error(JSON.stringify(state));
     });
     await eventually('the queued tell cleared', async () => {
       const rows = await h.orm.em.fork().execute('select 1 from contract_tell where contract_id = ?', [contract.data.id]);
