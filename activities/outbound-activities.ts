@@ -131,7 +131,14 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
           // Crash tests: killed after a crossing is recorded, before its notification is dispatched.
           if (ev.fired > 0) crashPoint('@outbound-evaluated');
           await startRecharges(em, client, taskQueue);
-          for (const t of await queuedContractTells(em, QUEUED_TELL_AGE_MS, 50)) await tellContractWorkflow(client, taskQueue, em, t.contractId, t.token);
+          // Each tell on its own: one that fails stays queued for the next round, the rest go on.
+          for (const t of await queuedContractTells(em, QUEUED_TELL_AGE_MS, 50)) {
+            try {
+              await tellContractWorkflow(client, taskQueue, em, t.contractId, t.token);
+            } catch (err) {
+              log.warn('could not tell a contract workflow of its change; retried next round', { contractId: t.contractId, reason: (err as Error).message });
+            }
+          }
           total.rounds++;
           total.evaluated += ev.customers;
           total.fired += ev.fired;

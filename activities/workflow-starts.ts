@@ -42,7 +42,11 @@ export async function startCrmSync(client: Client, taskQueue: string, customerId
  */
 export async function tellContractWorkflow(client: Client, taskQueue: string, em: EntityManager, contractId: string, token?: string): Promise<void> {
   const contract = await em.findOne(Contract, { id: contractId });
-  if (!contract) return;
+  if (!contract) {
+    // Nothing left to tell: the queued row goes too, or the outbound loop would read it forever.
+    if (token) await clearContractTell(em, contractId, token);
+    return;
+  }
   const periods = periodsStartedBefore(contractSchedule(contract), new Date().toISOString());
   const stored = new Set((await em.find(Invoice, { contractId: contract.id }, { fields: ['id'] })).map((i) => i.id));
   let next = 0;

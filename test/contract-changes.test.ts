@@ -159,15 +159,22 @@ describe('contract changes: amend, end date, edit, archive', () => {
   });
 
   test('a v2 edit is answered 2xx once committed, even while Temporal is unreachable, and is idempotent on uniqueness_key', async () => {
-    const prev = monthStart(-1);
+    // Monthly periods from the contract's start, 15 days ago: the open period ends in two weeks or
+    // so, so an end date in two days re-plans its close (whatever the day of the month).
+    const prev = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 15 * 86_400_000).toISOString();
     const customer = await h.client.v1.customers.create({ name: 'Editing Co' });
     const fixed = await h.client.v1.contracts.products.create({ name: 'Edit commit', type: 'FIXED' });
     const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
-    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const contract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev, usage_statement_schedule: { frequency: 'MONTHLY', day: 'CONTRACT_START' } });
     const ids = { customer_id: customer.data.id, contract_id: contract.data.id };
     const commitNames = async () => (await h.client.v2.contracts.retrieve(ids)).data.commits.map((c) => c.name).sort();
     const end = new Date(Math.ceil(Date.now() / 3_600_000) * 3_600_000 + 48 * 3_600_000).toISOString();
-    const periodEnd = new Date(Math.min(Date.parse(end), Date.parse(monthStart(1)))).toISOString();
+    const handle = h.temporal.workflow.getHandle(`contract/${contract.data.id}`);
+    // Before the edit the workflow waits for the period's own end, well after the new end date.
+    await eventually('the workflow planning its first close', async () => {
+      const state = await handle.query(contractStateQuery);
+      if (!state.nextCloseAt || Date.parse(state.nextCloseAt) < Date.parse(end) + 7 * 86_400_000) throw new Error(JSON.stringify(state));
+    });
     const commit = (name: string) => ({ type: 'PREPAID' as const, name, product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 100, starting_at: prev, ending_before: end }] } });
 
     // An API process whose Temporal is down (nothing listens there), on the same database and task
@@ -184,7 +191,9 @@ describe('contract changes: amend, end date, edit, archive', () => {
       const keyed = { ...ids, uniqueness_key: uniqueName('edit'), add_commits: [commit('keyed')], update_contract_end_date: end };
       const answers = [];
       for (let i = 0; i < 3; i++) answers.push(await client.v2.contracts.edit(keyed));
-      expect(new Set(answers.map((a) => (a.data as { edit?: { id: string } }).edit?.id)).size).toBe(1);
+      const editIds = answers.map((a) => (a.data as { edit?: { id: string } }).edit?.id);
+      expect(editIds[0]).toEqual(expect.stringMatching(/^[0-9a-f-]{36}$/));
+      expect(editIds).toEqual([editIds[0], editIds[0], editIds[0]]);
       expect(await commitNames()).toEqual(['keyed', 'no key']);
       // The key with another request: 409 naming it, nothing applied.
       const other = await http(down, 'POST', '/v2/contracts/edit', { token: down.adminToken, body: { ...keyed, add_commits: [commit('other')] } });
@@ -194,10 +203,9 @@ describe('contract changes: amend, end date, edit, archive', () => {
       await down.stop();
     }
     // The workflow was not told by that API; the outbound loop tells it from the queue.
-    const handle = h.temporal.workflow.getHandle(`contract/${contract.data.id}`);
     await eventually('the workflow to re-plan to the new end date', async () => {
       const state = await handle.query(contractStateQuery);
-      if (state.nextCloseAt !== new Date(Date.parse(periodEnd) + 1000).toISOString()) throw new Error(JSON.stringify(state));
+      if (state.nextCloseAt !== new Date(Date.parse(end) + 1000).toISOString()) throw new Error(JSON.stringify(state));
     });
     await eventually('the queued tell cleared', async () => {
       const rows = await h.orm.em.fork().execute('select 1 from contract_tell where contract_id = ?', [contract.data.id]);
@@ -223,6 +231,39 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect(both.map((r) => r.status)).toEqual([200, 200]);
     expect(both[0]!.json.data.edit.id).toBe(both[1]!.json.data.edit.id);
     expect(await commitNames()).toEqual(['keyed', 'no key', 'raced']);
+
+    // A key is the account's: used on one contract, it is a 409 on another, which is left as it was.
+    const otherContract = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev });
+    const otherIds = { customer_id: customer.data.id, contract_id: otherContract.data.id };
+    const reused = await http(h.app, 'POST', '/v2/contracts/edit', { token: h.app.adminToken, body: { ...raced, ...otherIds } });
+    expect([reused.status, reused.json.field]).toEqual([409, 'uniqueness_key']);
+    expect(reused.json.message).toContain(raced.uniqueness_key);
+    expect((await h.client.v2.contracts.retrieve(otherIds)).data.commits).toEqual([]);
+  });
+
+  test('a transition create answered 503 while Temporal is unreachable leaves the old contract as it was', async () => {
+    const prev = monthStart(-1);
+    const customer = await h.client.v1.customers.create({ name: 'Superseding Co' });
+    const card = await h.client.v1.contracts.rateCards.create({ name: 'card' });
+    const old = await h.client.v1.contracts.create({ customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: prev, ending_before: monthStart(3) });
+    const stored = async () => (await h.orm.em.fork().execute<{ ending_before: string; tells: number }[]>(
+      'select ending_before::text as ending_before, (select count(*)::int from contract_tell t where t.contract_id = c.id) as tells from contract c where id = ?', [old.data.id]))[0]!;
+    const before = await stored();
+    expect(before.tells).toBe(0);
+    const down = await startApp({ databaseUrl: h.dbUrl, withWorker: false, temporalAddress: `127.0.0.1:${await freePort()}`, env: { ACCRUE_TASK_QUEUE: h.app.taskQueue } });
+    try {
+      const res = await http(down, 'POST', '/v1/contracts/create', { token: down.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: monthStart(1), transition: { from_contract_id: old.data.id, type: 'SUPERSEDE' } } });
+      expect(res.status).toBe(503);
+    } finally {
+      await down.stop();
+    }
+    // Its end date is the one it had, and no tell is queued for the outbound loop to act on.
+    const after = await stored();
+    expect([after.ending_before, after.tells]).toEqual([before.ending_before, 0]);
+    expect((await h.client.v1.contracts.retrieve({ customer_id: customer.data.id, contract_id: old.data.id })).data.current.ending_before).toBe(monthStart(3));
+    // Nothing was stored: the same transition can be made once Temporal answers.
+    const next = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: customer.data.id, rate_card_id: card.data.id, starting_at: monthStart(1), transition: { from_contract_id: old.data.id, type: 'SUPERSEDE' } } });
+    expect(next.status).toBe(200);
   });
 
   test('fields once dropped: v2 get as_of_date, invoice list type, credit type and pages, several customer_ids, long names, on_current_plan, alert group_values, dashboard options, NetSuite and Salesforce ids, Stripe invoice_metadata', async () => {

@@ -47,14 +47,16 @@ function requestHash(body: unknown): string {
 }
 
 /**
- * The edit an earlier request with this uniqueness key made on the contract (the same request:
- * its id is the answer), or a 409 when that request was a different one.
+ * The edit an earlier request with this uniqueness key made (the same request: its id is the
+ * answer), or a 409 when that request was a different one. A key is used once across the account,
+ * whichever contract it edited.
  */
 async function earlierEdit(em: EntityManager, contractId: string, key: string | undefined, hash: string): Promise<string | undefined> {
   if (!key) return undefined;
-  const [row] = await em.execute<{ request_hash: string; edit_id: string }[]>(
-    'select request_hash, edit_id::text as edit_id from contract_edit where contract_id = ? and uniqueness_key = ?', [contractId, key]);
+  const [row] = await em.execute<{ contract_id: string; request_hash: string; edit_id: string }[]>(
+    'select contract_id::text as contract_id, request_hash, edit_id::text as edit_id from contract_edit where uniqueness_key = ?', [key]);
   if (!row) return undefined;
+  if (row.contract_id !== contractId) throw Object.assign(new ConflictError(`uniqueness_key: ${key} was already used by an edit of contract ${row.contract_id} (edit ${row.edit_id})`), { field: 'uniqueness_key' });
   if (row.request_hash !== hash) throw Object.assign(new ConflictError(`uniqueness_key: ${key} was already used by a different edit of contract ${contractId} (edit ${row.edit_id})`), { field: 'uniqueness_key' });
   return row.edit_id;
 }
@@ -140,9 +142,10 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     res.json({ data: { id } });
   });
 
-  // The edit and its uniqueness key commit together under the contract's row lock, so the same
-  // request sent again (a client's retry, even concurrently) answers the first edit's id and
-  // applies nothing; another request with the key is a 409.
+  // The edit and its uniqueness key commit together under the contract's row lock and the key's
+  // advisory lock, so the same request sent again (a client's retry, even concurrently) answers the
+  // first edit's id and applies nothing; another request with the key, on this contract or any
+  // other, is a 409.
   r.post('/v2/contracts/edit', allow(), async (req, res) => {
     const body = objectAt(req.body, '', ['contract_id', 'customer_id', 'add_commits', 'add_credits', 'add_overrides', 'add_scheduled_charges', 'add_discounts', 'update_contract_end_date', 'update_contract_name', 'uniqueness_key', 'renewal_notice_days', 'approval_policy', 'arrears_policy']);
     const em = orm.em.fork();
@@ -169,6 +172,8 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
     const editId = newId();
     const outcome = await em.transactional(async (tx) => {
       const c = (await tx.findOne(Contract, { id: contract.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))!;
+      // The key is the account's, not the contract's: edits of two contracts with one key meet here.
+      if (key) await tx.execute('select pg_advisory_xact_lock(hashtextextended(?, 0))', [`accrue:contract-edit-key:${key}`]);
       const again = await earlierEdit(tx, c.id, key, hash);
       if (again) return { editId: again };
       if (c.archivedAt) throw new ConflictError(`contract ${c.id} is archived`);

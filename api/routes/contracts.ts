@@ -13,7 +13,7 @@ import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/c
 import { tellWorkflow } from './contract-changes.js';
 import { findCustomer } from '../../db/customers.js';
 import { newId } from '../../db/ids.js';
-import { queueContractTell } from '../../db/contract-tells.js';
+import { clearContractTell, queueContractTell } from '../../db/contract-tells.js';
 import { contractSchedule } from '../../db/invoices.js';
 import { contractWorkflow } from '../../workflows/contract.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, contractWorkflowId } from '../../workflows/search-attributes.js';
@@ -164,11 +164,18 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
   const transition = transitionInput(body);
   if (transition) contract.terms = { ...contract.terms, transition };
   let fromTell: string | undefined;
+  // What the transition changed on the old contract, to undo if the workflow cannot be started.
+  let fromBefore: { endingBefore: Date | null; hadTell: boolean } | undefined;
   try {
     // The contract and its commits and credits commit together, or not at all.
     await em.transactional(async (tx) => {
+      const endingBefore = transition ? (await tx.findOne(Contract, { id: transition.from_contract_id, customerId: customer.id }, { lockMode: LockMode.PESSIMISTIC_WRITE }))?.endingBefore ?? null : null;
       const from = transition ? await applyTransition(tx, transition, contract) : undefined;
-      if (from) fromTell = await queueContractTell(tx, from.id);
+      if (from) {
+        const queued = await tx.execute('select 1 from contract_tell where contract_id = ?', [from.id]);
+        fromBefore = { endingBefore, hadTell: queued.length > 0 };
+        fromTell = await queueContractTell(tx, from.id);
+      }
       tx.create(Contract, contract);
       await tx.flush();
       // A payment-gated commit waits in gated_commit until paid (commit-payment/<id> grants it).
@@ -203,6 +210,11 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
         await tx.execute('delete from gated_commit where contract_id = ?', [contract.id]);
         await tx.nativeDelete(BalanceGrant, { contractId: contract.id });
         await tx.nativeDelete(Contract, { id: contract.id });
+        // The old contract ends as it did before (unless changed since), and is not told of it.
+        if (transition && fromBefore) {
+          await tx.execute('update contract set ending_before = ? where id = ? and ending_before = ?', [fromBefore.endingBefore, transition.from_contract_id, contract.startingAt]);
+          if (!fromBefore.hadTell && fromTell) await clearContractTell(tx, transition.from_contract_id, fromTell);
+        }
       });
       throw new UnavailableError(`could not start the contract workflow (nothing was stored, retry): ${(err as Error).message}`);
     }

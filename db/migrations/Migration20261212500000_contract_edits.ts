@@ -1,7 +1,7 @@
 import { Migration } from '@mikro-orm/migrations';
 
 /**
- * `contract_edit`: v2 edits made with a `uniqueness_key` (per contract), with a hash of the request
+ * `contract_edit`: v2 edits made with a `uniqueness_key` (unique across the account), with a hash of the request
  * and the edit's id, so the same request again answers the first result and another request with
  * the key is refused. `contract_tell`: contracts whose workflow must be told of a committed change
  * (queued in the change's transaction, cleared once told; the outbound loop tells what the API
@@ -16,7 +16,7 @@ export class Migration20261212500000_contract_edits extends Migration {
         request_hash text not null,
         edit_id uuid not null,
         created_at timestamptz not null default now(),
-        primary key (contract_id, uniqueness_key)
+        primary key (uniqueness_key)
       );
       create table contract_tell (
         contract_id uuid primary key references contract (id),
