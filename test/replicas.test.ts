@@ -124,7 +124,9 @@ describe('replicas: two APIs and two workers on one database and task queue', ()
       return r;
     });
 
-    // The lock monitor: which sessions (of which process) hold rating_cursor's lock, sample by sample.
+    // The lock monitor: which sessions (of which process) hold the rater's EXCLUSIVE lock on
+    // rating_cursor, sample by sample. Partition upkeep takes a SHARE lock on it for a moment (it
+    // conflicts with the rater's, so it cannot overlap) and runs on any worker whenever one starts.
     const samples: Sample[] = [];
     let phase: Sample['phase'] = 'before-kill';
     monitoring = true;
@@ -134,7 +136,7 @@ describe('replicas: two APIs and two workers on one database and task queue', ()
         const { rows } = await monitorDb!.query<{ pid: number; app: string }>(
           `select l.pid, coalesce(a.application_name, '?') as app
              from pg_locks l left join pg_stat_activity a on a.pid = l.pid
-            where l.locktype = 'relation' and l.granted and l.mode <> 'AccessShareLock'
+            where l.locktype = 'relation' and l.granted and l.mode = 'ExclusiveLock'
               and l.database = (select oid from pg_database where datname = current_database())
               and l.relation = 'rating_cursor'::regclass`);
         samples.push({ phase: at, holders: rows });
