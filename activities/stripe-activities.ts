@@ -3,6 +3,7 @@ import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type Stripe from 'stripe';
 import { ConflictError, NotFoundError } from '../billing/errors.js';
 import { dec } from '../billing/money.js';
+import { chargeInvoiceMetadata } from '../billing/stripe-metadata.js';
 import { stripeItems } from '../billing/stripe-items.js';
 import { Invoice } from '../db/entities.js';
 import { standings } from '../db/payments.js';
@@ -111,7 +112,8 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
    */
   const chargeAtStripe = async (o: {
     customerId: string; amount: string; keyPrefix: string; existingInvoiceId: string | null; description: string; itemName: string;
-    metadata: Record<string, string>; record: (externalId: string) => Promise<void>; crashPoint?: string;
+    /** The invoice's: the gate's invoice_metadata and Accrue's keys. The item carries Accrue's only. */
+    invoiceMetadata: Record<string, string>; metadata: Record<string, string>; record: (externalId: string) => Promise<void>; crashPoint?: string;
   }): Promise<{ outcome: 'PAID' | 'FAILED'; message?: string }> => {
     if (!client) return { outcome: 'FAILED', message: 'Stripe is off (STRIPE_SECRET_KEY is not set)' };
     const config = await billingConfigOf(orm.em.fork(), o.customerId);
@@ -126,7 +128,7 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
       if (!o.existingInvoiceId) {
         si = await client.invoices.create({
           customer: config.providerCustomerId, collection_method: 'charge_automatically', auto_advance: false, currency: 'usd',
-          pending_invoice_items_behavior: 'exclude', description: o.description, metadata: o.metadata,
+          pending_invoice_items_behavior: 'exclude', description: o.description, metadata: o.invoiceMetadata,
         }, { idempotencyKey: k('create') });
         beat();
         await o.record(si.id!);
@@ -387,10 +389,12 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
         if (!cfg || cfg.payment_gate_config.payment_gate_type === 'NONE') return { outcome: 'NO_GATE' };
         if (!client) return { outcome: 'FAILED', message: 'Stripe is off (STRIPE_SECRET_KEY is not set)' };
         const what = kind === 'prepaid' ? 'recharge' : 'spend-threshold';
+        const accrueKeys = { [kind === 'prepaid' ? 'accrue_recharge' : 'accrue_spend_threshold']: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId };
         return chargeAtStripe({
           customerId: r.customerId, amount: r.amount, keyPrefix: `accrue:${what}:${contractId}:${n}`, existingInvoiceId: r.externalInvoiceId,
           description: kind === 'prepaid' ? `Prepaid balance recharge ${n}` : `Spend threshold ${n}`, itemName: cfg.commit.name ?? (kind === 'prepaid' ? 'Prepaid balance recharge' : 'Spend threshold'),
-          metadata: { [kind === 'prepaid' ? 'accrue_recharge' : 'accrue_spend_threshold']: `${contractId}:${n}`, accrue_contract_id: contractId, accrue_customer_id: r.customerId },
+          invoiceMetadata: chargeInvoiceMetadata(cfg.payment_gate_config, accrueKeys),
+          metadata: accrueKeys,
           record: (id) => recordRechargeInvoice(em, contractId, n, id, kind), crashPoint: '@recharge-charged',
         });
       });
@@ -404,10 +408,12 @@ export function createStripeActivities({ orm, stripe: settings }: ActivityDeps) 
         if (!g) throw new NotFoundError('gated commit', grantId);
         if (g.status === 'GRANTED') return { outcome: 'PAID' };
         if (g.status === 'FAILED') return { outcome: 'FAILED', message: g.failure ?? 'failed' };
+        const accrueKeys = { accrue_commit: grantId, accrue_contract_id: g.contractId, accrue_customer_id: g.customerId };
         return chargeAtStripe({
           customerId: g.customerId, amount: g.amount, keyPrefix: `accrue:commit:${grantId}`, existingInvoiceId: g.externalInvoiceId,
           description: `Commit ${g.name ?? grantId}`, itemName: g.name ?? 'Prepaid commit',
-          metadata: { accrue_commit: grantId, accrue_contract_id: g.contractId, accrue_customer_id: g.customerId },
+          invoiceMetadata: chargeInvoiceMetadata(g.paymentGateConfig ?? undefined, accrueKeys),
+          metadata: accrueKeys,
           record: (id) => recordGatedCommitInvoice(em, grantId, id),
         });
       });

@@ -6,6 +6,7 @@ import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '
 import { addMonthsClamped } from '../billing/periods.js';
 import { trialWindow } from '../billing/trial.js';
 import { APPROVAL_MODES, type ApprovalPolicy } from '../billing/approval-policy.js';
+import { invoiceMetadataInput, type PaymentGateConfig, type StripeGateConfig } from '../billing/stripe-metadata.js';
 import { BalanceGrant, Product, type ExternalIds } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
@@ -195,14 +196,20 @@ export async function chargesInput(o: Obj, key: 'scheduled_charges' | 'discounts
 }
 
 /**
- * A payment gate's stripe_config: INVOICE payments only; invoice_metadata is refused by name,
- * since the Stripe invoice Accrue makes for the gate does not carry it.
+ * A payment gate's stripe_config: INVOICE payments only; `invoice_metadata` goes on the gate's
+ * Stripe invoice (billing/stripe-metadata.ts), so it needs the STRIPE gate and INVOICE payments.
+ * Undefined when absent.
  */
-function stripeConfigInput(gate: Obj, gp: string): void {
-  if (gate.stripe_config === undefined || gate.stripe_config === null) return;
-  const sc = objectAt(gate.stripe_config, `${gp}.stripe_config`, ['payment_type', 'invoice_metadata']);
-  if (sc.payment_type !== undefined && sc.payment_type !== 'INVOICE') throw new ValidationError(`${gp}.stripe_config.payment_type`, 'only INVOICE is supported by Accrue');
-  if (sc.invoice_metadata !== undefined && sc.invoice_metadata !== null) throw new ValidationError(`${gp}.stripe_config.invoice_metadata`, 'is not supported by Accrue: its Stripe invoices carry Accrue\'s own metadata only');
+function stripeConfigInput(gate: Obj, gp: string, gateType: 'NONE' | 'STRIPE'): StripeGateConfig | undefined {
+  if (gate.stripe_config === undefined || gate.stripe_config === null) return undefined;
+  const sp = `${gp}.stripe_config`;
+  const sc = objectAt(gate.stripe_config, sp, ['payment_type', 'invoice_metadata']);
+  const metadata = sc.invoice_metadata !== undefined && sc.invoice_metadata !== null;
+  const invoice = sc.payment_type === undefined || sc.payment_type === 'INVOICE';
+  if (metadata && !invoice) throw new ValidationError(`${sp}.invoice_metadata`, `only applies to payment_type INVOICE, got ${JSON.stringify(sc.payment_type)}`);
+  if (!invoice) throw new ValidationError(`${sp}.payment_type`, 'only INVOICE is supported by Accrue');
+  if (metadata && gateType !== 'STRIPE') throw new ValidationError(`${sp}.invoice_metadata`, `only applies to payment_gate_type STRIPE (its Stripe invoice), got ${gateType}`);
+  return { payment_type: 'INVOICE', ...(metadata ? { invoice_metadata: invoiceMetadataInput(sc.invoice_metadata, `${sp}.invoice_metadata`) } : {}) };
 }
 
 /** NetSuite and Salesforce ids given with a commit, credit, charge or amendment: kept and returned as given. */
@@ -221,7 +228,7 @@ const GRANT_FIELDS = ['product_id', 'access_schedule', 'priority', 'applicable_p
 /** A commit (kind from `type`) or a credit, for a contract (contractId) or the customer (contractId null). */
 export async function grantInput(
   raw: unknown, p: string, kind: 'COMMIT' | 'CREDIT',
-  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean; amendmentId?: string; gates?: Map<string, 'STRIPE'> },
+  ctx: { customerId: string; contractId: string | null; products: ProductLookup; customerLevel?: boolean; amendmentId?: string; gates?: Map<string, PaymentGateConfig> },
 ): Promise<BalanceGrant> {
   const allowed = [...GRANT_FIELDS, ...(kind === 'COMMIT' ? ['type', 'invoice_schedule', 'amount', 'temporary_id', 'payment_gate_config'] : []),
     ...(ctx.customerLevel ? ['customer_id', 'applicable_contract_ids', ...(kind === 'COMMIT' ? ['invoice_contract_id'] : [])] : [])];
@@ -231,7 +238,7 @@ export async function grantInput(
   const grantKind = kind === 'CREDIT' ? 'CREDIT' : (String(v.type ?? '').toUpperCase() as 'PREPAID' | 'POSTPAID');
   if (kind === 'COMMIT' && grantKind !== 'PREPAID' && grantKind !== 'POSTPAID') throw new ValidationError(`${pp}type`, `must be one of PREPAID, POSTPAID; got ${JSON.stringify(v.type)}`);
   // Payment-gated commits (contracts/create only): the commit takes effect once paid through Stripe.
-  let gate: 'NONE' | 'STRIPE' = 'NONE';
+  let gate: PaymentGateConfig = { payment_gate_type: 'NONE' };
   if (v.payment_gate_config !== undefined && v.payment_gate_config !== null) {
     const gp = `${pp}payment_gate_config`;
     if (!ctx.gates) throw new ValidationError(gp, 'is accepted on contracts/create only');
@@ -240,9 +247,9 @@ export async function grantInput(
     if (t === 'EXTERNAL') throw new ValidationError(`${gp}.payment_gate_type`, 'EXTERNAL is not supported by Accrue; use STRIPE or NONE');
     if (g.tax_type !== undefined && g.tax_type !== 'NONE') throw new ValidationError(`${gp}.tax_type`, 'only NONE is supported by Accrue');
     if (g.precalculated_tax_config !== undefined) throw new ValidationError(`${gp}.precalculated_tax_config`, 'is not supported by Accrue');
-    stripeConfigInput(g, gp);
+    const stripeConfig = stripeConfigInput(g, gp, t);
     if (t === 'STRIPE' && grantKind !== 'PREPAID') throw new ValidationError(`${gp}.payment_gate_type`, 'only a PREPAID commit can be payment-gated');
-    gate = t;
+    gate = { payment_gate_type: t, ...(stripeConfig ? { stripe_config: stripeConfig } : {}) };
   }
   const product = await ctx.products.get(v, 'product_id', p);
 
@@ -291,7 +298,7 @@ export async function grantInput(
     throw new ValidationError(`${p ? `${pp}` : ''}invoice_contract_id`, 'is required for a commit with an invoice schedule: the contract whose invoices bill it');
   }
   const id = newId();
-  if (gate === 'STRIPE') ctx.gates!.set(id, 'STRIPE');
+  if (gate.payment_gate_type === 'STRIPE') ctx.gates!.set(id, gate);
   return {
     id, customerId: ctx.customerId, contractId: ctx.contractId, kind: grantKind, productId: product.id,
     name: str(v, 'name', p, { optional: true }) ?? null, description: str(v, 'description', p, { optional: true }) ?? null,
@@ -450,7 +457,7 @@ async function thresholdCommon(c: Obj, key: string, products: ProductLookup, uns
   if (gateType === 'EXTERNAL') throw new ValidationError(`${gp}.payment_gate_type`, 'EXTERNAL is not supported by Accrue; use STRIPE or NONE');
   if (gate.tax_type !== undefined && gate.tax_type !== 'NONE') throw new ValidationError(`${gp}.tax_type`, 'only NONE is supported by Accrue');
   if (gate.precalculated_tax_config !== undefined) throw new ValidationError(`${gp}.precalculated_tax_config`, 'is not supported by Accrue');
-  stripeConfigInput(gate, gp);
+  const stripeConfig = stripeConfigInput(gate, gp, gateType);
   const threshold = wholeAmount(c, 'threshold_amount', key);
   return {
     commit: {
@@ -462,7 +469,7 @@ async function thresholdCommon(c: Obj, key: string, products: ProductLookup, uns
       ...(tags ? { applicable_product_tags: tags } : {}),
     },
     is_enabled: bool(c, 'is_enabled', key)!,
-    payment_gate_config: { payment_gate_type: gateType },
+    payment_gate_config: { payment_gate_type: gateType, ...(stripeConfig ? { stripe_config: stripeConfig } : {}) },
     threshold_amount: threshold,
   };
 }

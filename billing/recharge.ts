@@ -1,5 +1,6 @@
 import type { Decimal } from 'decimal.js';
 import { dec } from './money.js';
+import type { PaymentGateConfig } from './stripe-metadata.js';
 
 /**
  * Auto-recharge of a prepaid balance (Metronome's `prepaid_balance_threshold_configuration`): the
@@ -11,7 +12,7 @@ import { dec } from './money.js';
 export interface ThresholdConfig {
   commit: { product_id: string; name?: string; description?: string; priority?: number; applicable_product_ids?: string[]; applicable_product_tags?: string[] };
   is_enabled: boolean;
-  payment_gate_config: { payment_gate_type: 'NONE' | 'STRIPE' };
+  payment_gate_config: PaymentGateConfig;
   /** Whole cents, decimal strings. */
   threshold_amount: string;
   recharge_to_amount: string;
@@ -26,7 +27,7 @@ export interface ThresholdConfig {
 export interface SpendThresholdConfig {
   commit: ThresholdConfig['commit'];
   is_enabled: boolean;
-  payment_gate_config: { payment_gate_type: 'NONE' | 'STRIPE' };
+  payment_gate_config: PaymentGateConfig;
   threshold_amount: string;
 }
 

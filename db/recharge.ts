@@ -2,6 +2,7 @@ import { LockMode } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Decimal } from 'decimal.js';
 import { dec, jsonDecimal, sum, USD_CENTS } from '../billing/money.js';
+import type { PaymentGateConfig } from '../billing/stripe-metadata.js';
 import { rechargeStep, spendThresholdStep, type RechargeKind, type RechargeStatus, type SpendThresholdConfig, type ThresholdConfig } from '../billing/recharge.js';
 import { customerBalances } from './balances.js';
 import { BalanceGrant, Contract, Invoice } from './entities.js';
@@ -266,6 +267,7 @@ export interface GatedCommit {
   externalInvoiceId: string | null;
   failure: string | null;
   name: string | null;
+  paymentGateConfig: PaymentGateConfig | null;
 }
 
 /** What a gated commit costs: its invoice schedule's total when it has one, else what it grants. */
@@ -274,18 +276,21 @@ export function gatedCommitAmount(g: Pick<BalanceGrant, 'accessSchedule' | 'invo
   return sum(items.map((i) => dec(i.amount))).toFixed();
 }
 
-/** Inside the contract's create transaction: the commit waits here until paid (no balance yet). */
-export async function holdGatedCommit(tx: EntityManager, g: BalanceGrant): Promise<void> {
-  const spec = { ...g, invoiceSchedule: null, invoiceContractId: null };
+/**
+ * Inside the contract's create transaction: the commit waits here until paid (no balance yet).
+ * Its gate's Stripe invoice metadata is kept beside the grant's fields, for its payment.
+ */
+export async function holdGatedCommit(tx: EntityManager, g: BalanceGrant, gate?: PaymentGateConfig): Promise<void> {
+  const spec = { ...g, invoiceSchedule: null, invoiceContractId: null, ...(gate ? { paymentGateConfig: gate } : {}) };
   await tx.execute('insert into gated_commit (grant_id, contract_id, customer_id, amount, grant_spec, status) values (?, ?, ?, ?, ?::jsonb, ?)',
     [g.id, g.contractId, g.customerId, gatedCommitAmount(g), JSON.stringify(spec), 'PENDING']);
 }
 
 export async function findGatedCommit(em: EntityManager, grantId: string): Promise<GatedCommit | undefined> {
-  const [r] = await em.execute<{ grant_id: string; contract_id: string; customer_id: string; amount: string; status: GatedCommit['status']; external_invoice_id: string | null; failure: string | null; name: string | null }[]>(`
+  const [r] = await em.execute<{ grant_id: string; contract_id: string; customer_id: string; amount: string; status: GatedCommit['status']; external_invoice_id: string | null; failure: string | null; name: string | null; gate: PaymentGateConfig | null }[]>(`
     select grant_id::text as grant_id, contract_id::text as contract_id, customer_id::text as customer_id, amount::text as amount, status,
-      external_invoice_id, failure, grant_spec ->> 'name' as name from gated_commit where grant_id = ?`, [grantId]);
-  return r && { grantId: r.grant_id, contractId: r.contract_id, customerId: r.customer_id, amount: r.amount, status: r.status, externalInvoiceId: r.external_invoice_id, failure: r.failure, name: r.name };
+      external_invoice_id, failure, grant_spec ->> 'name' as name, grant_spec -> 'paymentGateConfig' as gate from gated_commit where grant_id = ?`, [grantId]);
+  return r && { grantId: r.grant_id, contractId: r.contract_id, customerId: r.customer_id, amount: r.amount, status: r.status, externalInvoiceId: r.external_invoice_id, failure: r.failure, name: r.name, paymentGateConfig: r.gate ?? null };
 }
 
 /**
@@ -316,7 +321,7 @@ export async function grantGatedCommit(em: EntityManager, grantId: string): Prom
     if (!row) throw new Error(`gated commit ${grantId} does not exist`);
     if (row.status === 'GRANTED') return false;
     const g = (await findGatedCommit(tx, grantId))!;
-    const spec = row.grant_spec as unknown as BalanceGrant & { createdAt: string };
+    const { paymentGateConfig: _gate, ...spec } = row.grant_spec as unknown as BalanceGrant & { createdAt: string; paymentGateConfig?: PaymentGateConfig };
     tx.create(BalanceGrant, { ...spec, createdAt: new Date(), archivedAt: null });
     await tx.flush();
     await tx.execute(`update gated_commit set status = 'GRANTED', updated_at = now() where grant_id = ?`, [grantId]);

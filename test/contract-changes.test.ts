@@ -357,7 +357,7 @@ describe('contract changes: amend, end date, edit, archive', () => {
     expect([withErp.netsuite_sales_order_id, withErp.salesforce_opportunity_id]).toEqual(['SO-42', '006-opp']);
     expect([withErp.credits?.[0]?.netsuite_sales_order_id, withErp.credits?.[0]?.salesforce_opportunity_id, withErp.scheduled_charges[0]?.netsuite_sales_order_id]).toEqual(['SO-42', '006-opp', 'SO-43']);
 
-    // stripe_config.invoice_metadata is not carried to Stripe: refused by name, nothing created.
+    // stripe_config.invoice_metadata goes on a STRIPE gate's invoice: with gate NONE it is refused by name, nothing created.
     const gated = await http(h.app, 'POST', '/v1/contracts/create', { token, body: {
       customer_id: b.data.id, rate_card_id: card.data.id, starting_at: cur,
       commits: [{ type: 'PREPAID', product_id: fixed.data.id, access_schedule: { schedule_items: [{ amount: 10, starting_at: cur, ending_before: monthStart(1) }] },

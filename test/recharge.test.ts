@@ -15,7 +15,7 @@ describe('auto-recharge through Stripe', () => {
   const h = useSdkApp('recharge', { env: stripeEnv() });
   const stripe = testStripe();
 
-  const setUp = async (card: 'pays' | 'declines', gate: 'STRIPE' | 'NONE' = 'STRIPE') => {
+  const setUp = async (card: 'pays' | 'declines', gate: 'STRIPE' | 'NONE' = 'STRIPE', invoiceMetadata?: Record<string, string>) => {
     const metric = await h.client.v1.billableMetrics.create({ name: uniqueName('calls'), aggregation_type: 'COUNT', event_type_filter: { in_values: ['call'] } });
     const calls = await h.client.v1.contracts.products.create({ name: uniqueName('Calls'), type: 'USAGE', billable_metric_id: metric.data.id });
     const credits = await h.client.v1.contracts.products.create({ name: uniqueName('Credits'), type: 'FIXED' });
@@ -30,7 +30,8 @@ describe('auto-recharge through Stripe', () => {
       commits: [{ type: 'PREPAID', product_id: credits.data.id, name: 'Starter credits', access_schedule: { schedule_items: [{ amount: 1000, starting_at: monthStart(0), ending_before: monthStart(12) }] } }],
       prepaid_balance_threshold_configuration: {
         commit: { product_id: credits.data.id, name: 'Auto top-up' }, is_enabled: true,
-        payment_gate_config: { payment_gate_type: gate }, threshold_amount: 500, recharge_to_amount: 2000,
+        payment_gate_config: { payment_gate_type: gate, ...(invoiceMetadata ? { stripe_config: { payment_type: 'INVOICE', invoice_metadata: invoiceMetadata } } : {}) },
+        threshold_amount: 500, recharge_to_amount: 2000,
       },
       approval_policy: { mode: 'NEVER' },
     } as unknown as Metronome.V1.ContractCreateParams);
@@ -45,10 +46,12 @@ describe('auto-recharge through Stripe', () => {
   const gateNotices = async (customerId: string) => (await h.orm.em.fork().execute<{ properties: { payment_status: string; amount: number } }[]>(
     `select properties from outbound_event where type = 'payment_gate.payment_status' and customer_id = ? order by created_at`, [customerId])).map((r) => [r.properties.payment_status, r.properties.amount]);
 
-  test('the balance falls to the threshold: one Stripe invoice for the difference, paid, then the commit is granted; above the threshold again nothing happens', async () => {
-    const s = await setUp('pays');
+  test('the balance falls to the threshold: one Stripe invoice for the difference (carrying the gate\'s invoice_metadata), paid, then the commit is granted; above the threshold again nothing happens', async () => {
+    const metadata = { po_number: 'PO-7731', cost_center: 'eng / platform' };
+    const s = await setUp('pays', 'STRIPE', metadata);
     const got = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: s.customerId, contract_id: s.contractId } });
-    expect(got.json.data.current.prepaid_balance_threshold_configuration).toMatchObject({ threshold_amount: 500, recharge_to_amount: 2000, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' } });
+    expect(got.json.data.current.prepaid_balance_threshold_configuration).toMatchObject({ threshold_amount: 500, recharge_to_amount: 2000, is_enabled: true });
+    expect(got.json.data.current.prepaid_balance_threshold_configuration.payment_gate_config).toEqual({ payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: metadata } });
     await s.ingest(4); // 400 of 1000: balance 600, above the threshold
     await new Promise((r) => setTimeout(r, 2000));
     expect(await recharges(s.contractId)).toEqual([]);
@@ -58,6 +61,8 @@ describe('auto-recharge through Stripe', () => {
     expect(await grants(s.contractId)).toEqual([{ name: 'Starter credits', amount: '1000' }, { name: 'Auto top-up', amount: '1600' }]);
     const invoices = (await stripe.invoices.list({ customer: s.stripeCustomerId })).data;
     expect(invoices.map((i) => [i.total, i.status, i.metadata?.accrue_recharge])).toEqual([[1600, 'paid', `${s.contractId}:1`]]);
+    // The user's keys and Accrue's, exactly, as Stripe holds them.
+    expect((await stripe.invoices.retrieve(invoices[0]!.id!)).metadata).toEqual({ ...metadata, accrue_recharge: `${s.contractId}:1`, accrue_contract_id: s.contractId, accrue_customer_id: s.customerId });
     expect((await stripe.charges.list({ customer: s.stripeCustomerId })).data).toHaveLength(1);
     expect(await gateNotices(s.customerId)).toEqual([['paid', 1600]]);
     // 2000 now; 100 more usage leaves 1900: no recharge.
@@ -132,6 +137,12 @@ describe('auto-recharge through Stripe', () => {
       [{ threshold_amount: 10.5 }, 400, 'prepaid_balance_threshold_configuration.threshold_amount'],
       [{ is_enabled: 'yes' }, 400, 'prepaid_balance_threshold_configuration.is_enabled'],
       [{ discount_configuration: { payment_fraction: 0.9 } }, 400, 'prepaid_balance_threshold_configuration.discount_configuration'],
+      // invoice_metadata: Stripe's bounds, Accrue's prefix, only on the STRIPE gate's INVOICE payments.
+      [{ payment_gate_config: { payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { po: 42 } } } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.stripe_config.invoice_metadata.po'],
+      [{ payment_gate_config: { payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'PAYMENT_INTENT', invoice_metadata: { po: '42' } } } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.stripe_config.invoice_metadata'],
+      [{ payment_gate_config: { payment_gate_type: 'NONE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { po: '42' } } } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.stripe_config.invoice_metadata'],
+      [{ payment_gate_config: { payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: Object.fromEntries(Array.from({ length: 48 }, (_, i) => [`k${i}`, 'v'])) } } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.stripe_config.invoice_metadata'],
+      [{ payment_gate_config: { payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { accrue_contract_id: 'mine' } } } }, 400, 'prepaid_balance_threshold_configuration.payment_gate_config.stripe_config.invoice_metadata.accrue_contract_id'],
     ] as const) {
       const bad = await http(h.app, 'POST', '/v1/contracts/create', { token: h.app.adminToken, body: { customer_id: s.customerId, rate_card_id: current.rate_card_id, starting_at: monthStart(1), prepaid_balance_threshold_configuration: { ...config, ...change } } });
       expect([bad.status, bad.json.field]).toEqual([status, field]);
@@ -145,7 +156,7 @@ describe('auto-recharge through Stripe', () => {
     const credits = await h.client.v1.contracts.products.create({ name: uniqueName('Credits'), type: 'FIXED' });
     const rateCard = await h.client.v1.contracts.rateCards.create({ name: uniqueName('card') });
     await h.client.v1.contracts.rateCards.rates.add({ rate_card_id: rateCard.data.id, product_id: calls.data.id, entitled: true, rate_type: 'FLAT', price: 100, starting_at: monthStart(-1) });
-    const contractFor = async (card: 'pays' | 'declines' | 'no config') => {
+    const contractFor = async (card: 'pays' | 'declines' | 'no config', stripeConfig?: Record<string, unknown>) => {
       const customer = await h.client.v1.customers.create({ name: 'Gated Co', ingest_aliases: [uniqueName('gated')] } as Metronome.V1.CustomerCreateParams);
       const stripeCustomerId = card === 'no config' ? undefined : await stripeCustomer(stripe, card);
       if (stripeCustomerId) await h.client.v1.customers.billingConfig.create({ customer_id: customer.data.id, billing_provider_type: 'stripe', billing_provider_customer_id: stripeCustomerId });
@@ -154,7 +165,7 @@ describe('auto-recharge through Stripe', () => {
         body: {
           customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: monthStart(0),
           commits: [{
-            type: 'PREPAID', product_id: credits.data.id, name: 'Paid credits', payment_gate_config: { payment_gate_type: 'STRIPE' },
+            type: 'PREPAID', product_id: credits.data.id, name: 'Paid credits', payment_gate_config: { payment_gate_type: 'STRIPE', ...(stripeConfig ? { stripe_config: stripeConfig } : {}) },
             access_schedule: { schedule_items: [{ amount: 5000, starting_at: monthStart(0), ending_before: monthStart(12) }] },
             invoice_schedule: { schedule_items: [{ amount: 4500, timestamp: monthStart(0) }] }, // bought at a discount
           }],
@@ -165,11 +176,16 @@ describe('auto-recharge through Stripe', () => {
     const gated = async (customerId: string) => h.orm.em.fork().execute<{ amount: string; status: string }[]>('select amount::text as amount, status from gated_commit where customer_id = ?', [customerId]);
     const granted = async (customerId: string) => h.orm.em.fork().execute<{ name: string; invoiced: boolean }[]>(`select name, invoice_schedule is not null as invoiced from balance_grant where customer_id = ?`, [customerId]);
 
-    const paid = await contractFor('pays');
+    const metadata = { po_number: 'PO-2231', 'order.ref': 'Q3 — renewal' };
+    const paid = await contractFor('pays', { payment_type: 'INVOICE', invoice_metadata: metadata });
     expect(paid.res.status).toBe(200);
     await eventually('the commit granted once paid', async () => expect(await gated(paid.customerId)).toEqual([{ amount: '4500', status: 'GRANTED' }]), 60_000);
     expect(await granted(paid.customerId)).toEqual([{ name: 'Paid credits', invoiced: false }]); // paid through Stripe, not billed again on an invoice
-    expect((await stripe.invoices.list({ customer: paid.stripeCustomerId! })).data.map((i) => [i.total, i.status])).toEqual([[4500, 'paid']]);
+    const [paidInvoice, ...others] = (await stripe.invoices.list({ customer: paid.stripeCustomerId! })).data;
+    expect([paidInvoice?.total, paidInvoice?.status, others.length]).toEqual([4500, 'paid', 0]);
+    const [commit] = await h.orm.em.fork().execute<{ id: string }[]>('select id::text as id from balance_grant where customer_id = ?', [paid.customerId]);
+    // The gate's invoice_metadata and Accrue's keys, exactly, on the Stripe invoice.
+    expect((await stripe.invoices.retrieve(paidInvoice!.id!)).metadata).toEqual({ ...metadata, accrue_commit: commit!.id, accrue_contract_id: (paid.res.json.data as { id: string }).id, accrue_customer_id: paid.customerId });
     expect(await gateNotices(paid.customerId)).toEqual([['paid', 4500]]);
 
     const declined = await contractFor('declines');
@@ -181,6 +197,34 @@ describe('auto-recharge through Stripe', () => {
     const unconfigured = await contractFor('no config');
     expect([unconfigured.res.status, unconfigured.res.json.field]).toEqual([400, 'commits[0].payment_gate_config.payment_gate_type']);
     expect(await gated(unconfigured.customerId)).toEqual([]);
+
+    // Bad invoice_metadata: a 400 naming the field, nothing stored, nothing sent to Stripe.
+    const sc = 'commits[0].payment_gate_config.stripe_config';
+    for (const [stripeConfig, field] of [
+      [{ payment_type: 'INVOICE', invoice_metadata: { po: 42 } }, `${sc}.invoice_metadata.po`],
+      [{ payment_type: 'INVOICE', invoice_metadata: ['po'] }, `${sc}.invoice_metadata`],
+      [{ payment_type: 'PAYMENT_INTENT', invoice_metadata: { po: '42' } }, `${sc}.invoice_metadata`],
+      [{ payment_type: 'INVOICE', invoice_metadata: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) }, `${sc}.invoice_metadata`],
+      [{ payment_type: 'INVOICE', invoice_metadata: { ['k'.repeat(41)]: 'v' } }, `${sc}.invoice_metadata.${'k'.repeat(41)}`],
+      [{ payment_type: 'INVOICE', invoice_metadata: { 'a[b]': 'v' } }, `${sc}.invoice_metadata.a[b]`],
+      [{ payment_type: 'INVOICE', invoice_metadata: { po: 'x'.repeat(501) } }, `${sc}.invoice_metadata.po`],
+      [{ payment_type: 'INVOICE', invoice_metadata: { po: '' } }, `${sc}.invoice_metadata.po`],
+      [{ payment_type: 'INVOICE', invoice_metadata: { accrue_commit: 'mine' } }, `${sc}.invoice_metadata.accrue_commit`],
+    ] as const) {
+      const bad = await contractFor('pays', stripeConfig);
+      expect([bad.res.status, bad.res.json.field]).toEqual([400, field]);
+      expect(await gated(bad.customerId)).toEqual([]);
+      expect(await h.orm.em.fork().execute('select count(*)::int as n from contract where customer_id = ?', [bad.customerId])).toEqual([{ n: 0 }]);
+      expect((await stripe.invoices.list({ customer: bad.stripeCustomerId! })).data).toEqual([]);
+    }
+    // At the bounds: 47 keys (Stripe's 50 less Accrue's 3), a 40-character key, a 500-character value.
+    const full = Object.fromEntries(Array.from({ length: 46 }, (_, i) => [`k${i}`, 'v']));
+    const bounds = await contractFor('pays', { invoice_metadata: { ...full, ['k'.repeat(40)]: 'x'.repeat(500) } });
+    expect(bounds.res.status).toBe(200);
+    await eventually('the commit at the bounds granted once paid', async () => expect(await gated(bounds.customerId)).toEqual([{ amount: '4500', status: 'GRANTED' }]), 60_000);
+    const [atBounds] = (await stripe.invoices.list({ customer: bounds.stripeCustomerId! })).data;
+    expect(Object.keys(atBounds!.metadata!)).toHaveLength(50);
+    expect(atBounds!.metadata!['k'.repeat(40)]).toBe('x'.repeat(500));
   });
 
   test('spend threshold: what the period owes reaching the threshold is billed through Stripe at once, and the period invoice nets it out', async () => {
@@ -195,7 +239,10 @@ describe('auto-recharge through Stripe', () => {
     await h.client.v1.customers.billingConfig.create({ customer_id: customer.data.id, billing_provider_type: 'stripe', billing_provider_customer_id: stripeCustomerId });
     const contract = await h.client.v1.contracts.create({
       customer_id: customer.data.id, rate_card_id: rateCard.data.id, starting_at: monthStart(0),
-      spend_threshold_configuration: { commit: { product_id: billed.data.id, name: 'Threshold billing' }, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE' }, threshold_amount: 500 },
+      spend_threshold_configuration: {
+        commit: { product_id: billed.data.id, name: 'Threshold billing' }, is_enabled: true, threshold_amount: 500,
+        payment_gate_config: { payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { billing_contact: 'ap@postpaid.example' } } },
+      },
       // A charge no commit draws down: it is owed, but it does not call for threshold billing again and again.
       scheduled_charges: [{ name: 'Setup fee', product_id: billed.data.id, schedule: { schedule_items: [{ timestamp: monthStart(0), amount: 2000 }] } }],
     } as unknown as Metronome.V1.ContractCreateParams);
@@ -207,7 +254,9 @@ describe('auto-recharge through Stripe', () => {
     await eventually('the threshold billed', async () => expect(await h.orm.em.fork().execute('select kind, n, amount::text as amount, balance_before::text as owed, status from recharge where contract_id = ?', [contract.data.id]))
       .toEqual([{ kind: 'spend', n: 1, amount: '500', owed: '600', status: 'GRANTED' }]), 60_000); // the usage, not the fee
 
-    expect((await stripe.invoices.list({ customer: stripeCustomerId })).data.map((i) => [i.total, i.status, i.metadata?.accrue_spend_threshold])).toEqual([[500, 'paid', `${contract.data.id}:1`]]);
+    const spendInvoices = (await stripe.invoices.list({ customer: stripeCustomerId })).data;
+    expect(spendInvoices.map((i) => [i.total, i.status, i.metadata?.accrue_spend_threshold])).toEqual([[500, 'paid', `${contract.data.id}:1`]]);
+    expect((await stripe.invoices.retrieve(spendInvoices[0]!.id!)).metadata).toEqual({ billing_contact: 'ap@postpaid.example', accrue_spend_threshold: `${contract.data.id}:1`, accrue_contract_id: contract.data.id, accrue_customer_id: customer.data.id });
     await eventually('the period invoice owes what was not billed yet', async () => {
       const current = (await h.client.v1.customers.invoices.list({ customer_id: customer.data.id })).data.find((i) => i.start_timestamp === monthStart(0))!;
       expect(current.total).toBe(2000 + 600 - 500);
@@ -217,6 +266,6 @@ describe('auto-recharge through Stripe', () => {
     await new Promise((r) => setTimeout(r, 3000));
     expect(await h.orm.em.fork().execute('select count(*)::int as n from recharge where contract_id = ?', [contract.data.id])).toEqual([{ n: 1 }]);
     const got = await http(h.app, 'POST', '/v1/contracts/get', { token: h.app.adminToken, body: { customer_id: customer.data.id, contract_id: contract.data.id } });
-    expect(got.json.data.current.spend_threshold_configuration).toMatchObject({ threshold_amount: 500, is_enabled: true });
+    expect(got.json.data.current.spend_threshold_configuration).toMatchObject({ threshold_amount: 500, is_enabled: true, payment_gate_config: { payment_gate_type: 'STRIPE', stripe_config: { payment_type: 'INVOICE', invoice_metadata: { billing_contact: 'ap@postpaid.example' } } } });
   });
 });

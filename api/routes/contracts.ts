@@ -21,6 +21,7 @@ import { allow } from '../auth.js';
 import { billingConfigOf } from '../../db/stripe.js';
 import { gatedCommitAmount, holdGatedCommit, markGatedCommitStarted } from '../../db/recharge.js';
 import { dec } from '../../billing/money.js';
+import type { PaymentGateConfig } from '../../billing/stripe-metadata.js';
 import { startCommitPayment } from '../../activities/workflow-starts.js';
 import type { StripeSettings } from '../../stack/config.js';
 import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
@@ -130,7 +131,7 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
     }
   }
   const grants: BalanceGrant[] = [];
-  const gates = new Map<string, 'STRIPE'>();
+  const gates = new Map<string, PaymentGateConfig>();
   for (const [key, kind] of [['commits', 'COMMIT'], ['credits', 'CREDIT']] as const) {
     const list = body[key];
     if (list === undefined || list === null) continue;
@@ -180,7 +181,7 @@ export async function createContract({ orm, temporal, taskQueue, stripe }: { orm
       await tx.flush();
       // A payment-gated commit waits in gated_commit until paid (commit-payment/<id> grants it).
       for (const g of grants) {
-        if (gates.has(g.id)) await holdGatedCommit(tx, g);
+        if (gates.has(g.id)) await holdGatedCommit(tx, g, gates.get(g.id)!);
         else tx.create(BalanceGrant, g);
       }
       void from; // the old contract's workflow rolls its commits over once its last period closes
