@@ -46,11 +46,11 @@ describe('console: sessions, the live feed and 5,000 customers', () => {
     // connections for 10 s), both keep working while PostgreSQL takes no new connection.
     const db = new pg.Client({ connectionString: h.dbUrl });
     await db.connect();
+    let told: Promise<unknown> | undefined;
     try {
       const backend = (await db.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
       const postmaster = Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${backend}/status`, 'utf8'))![1]);
       expect((await http(h.app, 'GET', '/v1/accrue/console/me', { token: session })).status).toBe(200);
-      let told: Promise<unknown> | undefined;
       const url = `${h.app.baseURL}/v1/accrue/console/events`;
       // The postmaster paused: the feed's connection is stuck in its accept queue, so the feed
       // cannot listen yet.
@@ -74,6 +74,7 @@ describe('console: sessions, the live feed and 5,000 customers', () => {
         stream.close();
       }
     } finally {
+      await told?.catch(() => undefined);
       await db.end();
     }
   });
