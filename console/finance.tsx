@@ -16,7 +16,10 @@ import './style.css';
 
 /**
  * Calls `onChange` whenever the finance data moves (server-sent events from
- * /v1/accrue/console/events, read with fetch so the session goes as a bearer token; reconnects).
+ * /v1/accrue/console/events, read with fetch so the session goes as a bearer token; reconnects):
+ * on `changed`, and on every `ready` — the server sends it once it listens for changes (the
+ * first time, after a reconnect, and after its own feed was lost and made again), so data read
+ * before it may have missed a change.
  */
 function useLive(onChange: () => void, onError: (e: unknown) => void) {
   useEffect(() => {
@@ -39,7 +42,7 @@ function useLive(onChange: () => void, onError: (e: unknown) => void) {
             for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
               const event = buf.slice(0, i);
               buf = buf.slice(i + 2);
-              if (/^event: changed/m.test(event)) onChange();
+              if (/^event: (changed|ready)$/m.test(event)) onChange();
             }
           }
         } catch {

@@ -50,12 +50,15 @@ export interface Config {
  * dashboard URL (v1.dashboards.getEmbeddableUrl) is valid for ACCRUE_DASHBOARD_URL_TTL (24h).
  * ACCRUE_TEMPORAL_UI_URL links each contract to its workflow in the Temporal Web UI (`npm start`
  * sets it to the embedded one); ACCRUE_PUBLIC_URL is the address in dashboard URLs. One token
- * holds at most ACCRUE_CONSOLE_MAX_SESSIONS (10) console sessions that have not expired.
+ * holds at most ACCRUE_CONSOLE_MAX_SESSIONS (10) console sessions that have not expired. The live
+ * feed's LISTEN connection must answer a probe every ACCRUE_CONSOLE_FEED_PROBE (20s) within as
+ * long, or it is made again (and every open page reads its data again).
  */
 export interface ConsoleSettings {
   sessionTtlMs: number;
   maxSessionsPerToken: number;
   dashboardUrlTtlMs: number;
+  feedProbeMs: number;
   temporalUiUrl?: string;
   temporalNamespace: string;
   publicUrl?: string;
@@ -70,7 +73,9 @@ export function loadConsoleSettings(env: NodeJS.ProcessEnv = process.env): Conso
   const publicUrl = env.ACCRUE_PUBLIC_URL?.trim().replace(/\/+$/, '') || undefined;
   const maxSessionsPerToken = Number(env.ACCRUE_CONSOLE_MAX_SESSIONS ?? 10);
   if (!Number.isInteger(maxSessionsPerToken) || maxSessionsPerToken < 1) throw new Error(`ACCRUE_CONSOLE_MAX_SESSIONS must be a positive integer: ${env.ACCRUE_CONSOLE_MAX_SESSIONS}`);
-  return { sessionTtlMs, maxSessionsPerToken, dashboardUrlTtlMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
+  const feedProbeMs = parseDurationMs(env.ACCRUE_CONSOLE_FEED_PROBE ?? '20s', 'ACCRUE_CONSOLE_FEED_PROBE');
+  if (feedProbeMs <= 0) throw new Error(`ACCRUE_CONSOLE_FEED_PROBE must be positive: ${env.ACCRUE_CONSOLE_FEED_PROBE}`);
+  return { sessionTtlMs, maxSessionsPerToken, dashboardUrlTtlMs, feedProbeMs, ...(ui ? { temporalUiUrl: ui } : {}), temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default', ...(publicUrl ? { publicUrl } : {}) };
 }
 
 /** The billing facts Accrue keeps current on HubSpot companies and deals. */

@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import pg from 'pg';
 import { Contract, CustomerIngestAlias } from '../db/entities.js';
 import { newId } from '../db/ids.js';
 import { useSdkApp } from './sdk-app.js';
@@ -11,7 +13,8 @@ import { eventually, http, monthStart, uniqueName } from './stack.js';
  */
 describe('console: sessions, the live feed and 5,000 customers', () => {
   const MAX_SESSIONS = 3;
-  const h = useSdkApp('console_scale', { env: { ACCRUE_CONSOLE_MAX_SESSIONS: String(MAX_SESSIONS) } });
+  // The live feed's connection is probed every second (ACCRUE_CONSOLE_FEED_PROBE).
+  const h = useSdkApp('console_scale', { env: { ACCRUE_CONSOLE_MAX_SESSIONS: String(MAX_SESSIONS), ACCRUE_CONSOLE_FEED_PROBE: '1s' } });
   const token = async (scope: string) => (await http(h.app, 'POST', '/v1/accrue/tokens', { token: h.app.adminToken, body: { name: uniqueName(scope), scope } })).json.data.token as string;
   const login = (t: string) => http(h.app, 'POST', '/v1/accrue/console/sessions', { body: { token: t } });
 
@@ -29,6 +32,53 @@ describe('console: sessions, the live feed and 5,000 customers', () => {
     expect((await login(reader)).status).toBe(429);
   });
 
+  /** A write to the invoice table (one that changes no row: what changed is for the page to read again). */
+  const touchInvoices = () => h.orm.em.fork().execute(`update invoice set status = status where false`);
+  const count = (events: string[], name: string) => events.filter((e) => e === name).length;
+  /** The API's feed connection, found by its application_name. */
+  const feedBackend = async () => (await h.orm.em.fork().execute<{ pid: number }[]>(
+    `select pid from pg_stat_activity where datname = current_database() and application_name = 'accrue console feed'`)).map((r) => r.pid);
+
+  // First of this file's streams: the API process's feed starts with it.
+  test('a stream says ready only once the feed listens: a change committed right after ready is told', async () => {
+    const session = (await login(await token('finance'))).json.data.session_token as string;
+    // A connection of our own made now, and the API's pool used just now (it keeps idle
+    // connections for 10 s), both keep working while PostgreSQL takes no new connection.
+    const db = new pg.Client({ connectionString: h.dbUrl });
+    await db.connect();
+    let told: Promise<unknown> | undefined;
+    try {
+      const backend = (await db.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+      const postmaster = Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${backend}/status`, 'utf8'))![1]);
+      expect((await http(h.app, 'GET', '/v1/accrue/console/me', { token: session })).status).toBe(200);
+      const url = `${h.app.baseURL}/v1/accrue/console/events`;
+      // The postmaster paused: the feed's connection is stuck in its accept queue, so the feed
+      // cannot listen yet.
+      process.kill(postmaster, 'SIGSTOP');
+      let stream: Awaited<ReturnType<typeof openStream>>;
+      try {
+        // A change committed the moment the stream says `ready`.
+        stream = await openStream(url, session, (name) => {
+          if (name === 'ready') told ??= db.query(`update invoice set status = status where false`);
+        });
+        await eventually('the stream open', async () => expect(stream.blocks).toBeGreaterThan(0));
+        expect(stream.events).toEqual([]);
+      } finally {
+        process.kill(postmaster, 'SIGCONT');
+      }
+      try {
+        await eventually('ready once the feed listens', async () => expect(stream.events[0]).toBe('ready'));
+        await told;
+        await eventually('the change after ready told', async () => expect(stream.events).toContain('changed'), 15_000);
+      } finally {
+        stream.close();
+      }
+    } finally {
+      await told?.catch(() => undefined);
+      await db.end();
+    }
+  });
+
   test('every open finance page hears a change through one shared LISTEN connection', async () => {
     const session = (await login(await token('finance'))).json.data.session_token as string;
     const streams = await Promise.all(Array.from({ length: 5 }, () => openStream(`${h.app.baseURL}/v1/accrue/console/events`, session)));
@@ -44,6 +94,55 @@ describe('console: sessions, the live feed and 5,000 customers', () => {
       expect(await listening()).toBe(1);
     } finally {
       for (const s of streams) s.close();
+    }
+  });
+
+  test('a feed connection PostgreSQL ends is made again and every open stream told ready; changes are told again', async () => {
+    const session = (await login(await token('finance'))).json.data.session_token as string;
+    const stream = await openStream(`${h.app.baseURL}/v1/accrue/console/events`, session);
+    try {
+      await eventually('ready', async () => expect(stream.events).toContain('ready'));
+      const ready = count(stream.events, 'ready');
+      const killed = await h.orm.em.fork().execute<{ ok: boolean }[]>(
+        `select pg_terminate_backend(pid) as ok from pg_stat_activity where datname = current_database() and application_name = 'accrue console feed'`);
+      expect(killed).toEqual([{ ok: true }]);
+      // Committed while the feed is away: no notice reaches it, so the stream is told `ready`.
+      await touchInvoices();
+      await eventually('ready again', async () => expect(count(stream.events, 'ready')).toBeGreaterThan(ready), 15_000);
+      const seen = stream.events.length;
+      await touchInvoices();
+      await eventually('a later change told', async () => expect(stream.events.slice(seen)).toContain('changed'), 15_000);
+      expect(await feedBackend()).toHaveLength(1);
+    } finally {
+      stream.close();
+    }
+  });
+
+  test('a feed connection that stops answering is dropped after ACCRUE_CONSOLE_FEED_PROBE, made again, and every stream told ready', async () => {
+    const session = (await login(await token('finance'))).json.data.session_token as string;
+    const stream = await openStream(`${h.app.baseURL}/v1/accrue/console/events`, session);
+    try {
+      await eventually('ready', async () => expect(stream.events).toContain('ready'));
+      const ready = count(stream.events, 'ready');
+      const [pid] = await feedBackend();
+      expect(pid).toBeDefined();
+      // The feed's backend paused: its socket stays open, nothing answers (a dead peer, a cut
+      // network). A change committed now is never told through that connection.
+      process.kill(pid!, 'SIGSTOP');
+      try {
+        await touchInvoices();
+        await eventually('ready after the feed connection is made again', async () => expect(count(stream.events, 'ready')).toBeGreaterThan(ready), 20_000);
+        expect(await feedBackend()).toContain(pid);
+        const seen = stream.events.length;
+        await touchInvoices();
+        await eventually('a later change told', async () => expect(stream.events.slice(seen)).toContain('changed'), 15_000);
+      } finally {
+        process.kill(pid!, 'SIGCONT');
+      }
+      await eventually('the dropped connection gone', async () => expect(await feedBackend()).not.toContain(pid));
+      expect(await feedBackend()).toHaveLength(1);
+    } finally {
+      stream.close();
     }
   });
 
@@ -107,10 +206,14 @@ describe('console: sessions, the live feed and 5,000 customers', () => {
   });
 });
 
-/** An SSE stream read with node:http; `events` lists the event names received so far. */
-function openStream(url: string, bearer: string): Promise<{ events: string[]; close: () => void }> {
+/**
+ * An SSE stream read with node:http; `events` lists the event names received so far, `blocks`
+ * counts what was received (events and comment lines), `onEvent` is called as each event arrives.
+ */
+function openStream(url: string, bearer: string, onEvent: (name: string) => void = () => undefined): Promise<{ events: string[]; readonly blocks: number; close: () => void }> {
   return new Promise((resolve, reject) => {
     const events: string[] = [];
+    let blocks = 0;
     const req = request(url, { headers: { authorization: `Bearer ${bearer}`, accept: 'text/event-stream' } }, (res) => {
       if (res.statusCode !== 200) return reject(new Error(`stream answered ${res.statusCode}`));
       let buf = '';
@@ -119,12 +222,16 @@ function openStream(url: string, bearer: string): Promise<{ events: string[]; cl
         buf += chunk;
         for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
           const m = /^event: (\S+)/m.exec(buf.slice(0, i));
-          if (m) events.push(m[1]!);
+          blocks++;
+          if (m) {
+            events.push(m[1]!);
+            onEvent(m[1]!);
+          }
           buf = buf.slice(i + 2);
         }
       });
       res.on('error', () => undefined);
-      resolve({ events, close: () => req.destroy() });
+      resolve({ events, get blocks() { return blocks; }, close: () => req.destroy() });
     });
     req.on('error', (err) => (events.length ? undefined : reject(err)));
     req.end();

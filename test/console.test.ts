@@ -12,14 +12,16 @@ import { eventually, http, monthStart, uniqueName } from './stack.js';
  * The console in a real browser (Playwright driving Debian's chromium) against the real stack:
  * finance logs in, approves an invoice and sees it change, rejects another with a reason, reads
  * customers and revenue; a read-only login cannot approve and an expired session is sent back to
- * the login; a customer's embeddable dashboard shows usage rising live after events are ingested,
+ * the login; the approval queue reads itself again when the live feed's connection was lost and
+ * made again; a customer's embeddable dashboard shows usage rising live after events are ingested,
  * and an expired, tampered or other customer's URL is refused. Screenshots of every page go to
  * test-results/console/.
  */
 const SHOTS = join(ROOT, 'test-results', 'console');
 
 describe('console: finance pages and customer dashboards in a browser', () => {
-  const h = useSdkApp('console', { env: { ACCRUE_APPROVAL_POLICY: 'ALWAYS', ACCRUE_TEMPORAL_UI_URL: 'http://127.0.0.1:8233' } });
+  // The live feed's connection is probed every second (ACCRUE_CONSOLE_FEED_PROBE).
+  const h = useSdkApp('console', { env: { ACCRUE_APPROVAL_POLICY: 'ALWAYS', ACCRUE_TEMPORAL_UI_URL: 'http://127.0.0.1:8233', ACCRUE_CONSOLE_FEED_PROBE: '1s' } });
   let browser: Browser;
   let finance: string;
   let reader: string;
@@ -139,6 +141,31 @@ describe('console: finance pages and customer dashboards in a browser', () => {
     await eventually('billed revenue shown', async () => expect(await page.getByTestId('billed-total').textContent()).toBe('$2.00'));
     await page.getByRole('img', { name: 'Billed revenue by day and product' }).waitFor();
     await shot(page, 'revenue');
+    await page.close();
+  });
+
+  test('the queue page reads itself again on ready: an approval made while the live feed was silently gone shows', async () => {
+    const c = await billedCustomer('Feed Co', 2);
+    const page = await login(finance);
+    const row = page.locator(`tr[data-invoice="${c.invoice.invoice_id}"]`);
+    await row.waitFor();
+    const feed = async () => (await h.orm.em.fork().execute<{ pid: number }[]>(
+      `select pid from pg_stat_activity where datname = current_database() and application_name = 'accrue console feed'`)).map((r) => r.pid);
+    const [pid] = await eventually('the feed connected', async () => {
+      const pids = await feed();
+      expect(pids).toHaveLength(1);
+      return pids;
+    });
+    // The feed's backend paused: its connection stays open and answers nothing, so the approval's
+    // notice never comes through it. Only the feed noticing (ACCRUE_CONSOLE_FEED_PROBE), listening
+    // again and telling the page `ready` can show the page the change.
+    process.kill(pid!, 'SIGSTOP');
+    try {
+      expect((await http(h.app, 'POST', `/v1/invoices/${c.invoice.invoice_id}/approve`, { token: finance, body: { total: c.invoice.total } })).status).toBe(200);
+      await row.waitFor({ state: 'detached', timeout: 30_000 });
+    } finally {
+      process.kill(pid!, 'SIGCONT');
+    }
     await page.close();
   });
 

@@ -215,9 +215,11 @@ async function streamChanges(req: Request, res: Response, opts: { holder: string
 }
 
 /**
- * A server-sent event stream driven by the process's shared change feed: `ready`, then `changed`
- * after every change the feed reports (no query per page), a comment line every 15 s to keep the
- * connection alive, and `expired` (then the end) at `expiresAt`.
+ * A server-sent event stream driven by the process's shared change feed: `ready` once the feed
+ * listens (so a change committed after it is always told), then `changed` after every change the
+ * feed reports (no query per page), `ready` again whenever the feed's connection was lost and made
+ * again (changes may have gone by unheard: the page reads everything again), a comment line at
+ * once and every 15 s to keep the connection alive, and `expired` (then the end) at `expiresAt`.
  */
 async function streamFeed(res: Response, opts: { holder: string; feed: ConsoleFeed; expiresAt: number }): Promise<void> {
   const open = holders.get(opts.holder) ?? 0;
@@ -230,11 +232,15 @@ async function streamFeed(res: Response, opts: { holder: string; feed: ConsoleFe
       res.on('close', () => resolve());
       if (res.destroyed) return resolve();
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-      res.write('event: ready\ndata: {}\n\n');
+      // The stream is open at once, even while the feed is (re)connecting: `ready` follows.
+      res.write(': open\n\n');
       const write = (chunk: string) => {
         if (!res.destroyed && !res.writableEnded) res.write(chunk);
       };
-      unsubscribe = opts.feed.subscribe(() => write(`event: changed\ndata: ${JSON.stringify({ at: new Date().toISOString() })}\n\n`));
+      unsubscribe = opts.feed.subscribe({
+        ready: () => write('event: ready\ndata: {}\n\n'),
+        changed: () => write(`event: changed\ndata: ${JSON.stringify({ at: new Date().toISOString() })}\n\n`),
+      });
       timers.push(setInterval(() => write(': keep-alive\n\n'), 15_000));
       timers.push(setTimeout(() => {
         write('event: expired\ndata: {}\n\n');
@@ -369,7 +375,7 @@ export function consolePublicRouter(orm: MikroORM, settings: ConsoleSettings, ad
 /** The console's authenticated API (behind the usual bearer-token authentication). */
 export function consoleRouter(orm: MikroORM, settings: ConsoleSettings, lifecycle: LifecycleSettings): Router {
   const r = Router();
-  const feed = new ConsoleFeed(orm.config.get('clientUrl')!);
+  const feed = new ConsoleFeed(orm.config.get('clientUrl')!, { probeMs: settings.feedProbeMs });
 
   r.post('/v1/accrue/console/sessions/end', allow('read', 'finance'), async (req, res) => {
     const token = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
