@@ -85,18 +85,40 @@ export interface GrantState {
   applicableProductTags?: string[];
   specifiers?: { product_id?: string; product_tags?: string[]; pricing_group_values?: Record<string, string>; presentation_group_values?: Record<string, string> }[];
   segments: GrantSegment[];
+  /**
+   * The contracts whose charges it may draw on: the invoice's own lines belong to the invoice's
+   * contract, a correction to the contract of the invoice it corrects. Unset: any.
+   */
+  contractIds?: string[];
 }
 
 export interface CorrectionInput {
   /** The finalized invoice being corrected. */
   correctedInvoiceId: string;
+  /** Its contract: the commits and credits that applied to that contract may draw on the correction. */
+  contractId?: string;
+  /**
+   * The corrected line: product, time slice and group values (absent on corrections stored before
+   * they were kept per line; those are billed as they are and nothing draws on them).
+   */
   productId?: string;
+  productType?: ProductType;
+  startingAt?: string;
+  endingBefore?: string;
+  pricingGroupValues?: Record<string, string>;
+  presentationGroupValues?: Record<string, string | null>;
   name: string;
   /** Already-rounded amount (recomputed − billed). */
   amount: string;
   reason: string;
   /** Late usage inside this contract's trial: the trial of that contract covers it (within its cap). */
   trialContractId?: string;
+  /**
+   * A regenerated invoice's subtraction of late usage that another invoice billed while the voided
+   * one stood: that usage is among this invoice's own lines of the same product and group values,
+   * already billed, so commits and credits draw on those lines net of it.
+   */
+  netsOwnUsage?: boolean;
 }
 
 /** A contract's trial as one invoice sees it. */
@@ -136,6 +158,10 @@ export interface InvoiceLine {
   reason?: string;
   /** Trial lines: whose trial; correction lines: in-trial late usage of that contract's trial. */
   trialContractId?: string;
+  /** Correction lines (not stored): the corrected invoice's contract. */
+  contractId?: string;
+  /** Correction lines (not stored): see CorrectionInput.netsOwnUsage. */
+  netsOwnUsage?: boolean;
 }
 
 export interface Drawdown {
@@ -148,6 +174,8 @@ export interface Drawdown {
 
 export interface InvoiceInput {
   creditType?: CreditType;
+  /** The invoice's contract (its own lines belong to it); see GrantState.contractIds. */
+  contractId?: string;
   periodStart: number;
   periodEnd: number;
   products: ReadonlyMap<string, ProductInfo>;
@@ -221,6 +249,34 @@ function grantApplies(g: GrantState, line: InvoiceLine, product: ProductInfo | u
   const tags = g.applicableProductTags ?? [];
   if (!ids.length && !tags.length) return true;
   return ids.includes(line.productId) || tags.some((t) => product.tags.includes(t));
+}
+
+const canonical = (o: Record<string, string | null> | undefined) => JSON.stringify(Object.entries(o ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+
+/**
+ * What of each own usage or subscription line late usage billed elsewhere already paid for (a
+ * regenerated invoice's `netsOwnUsage` corrections): taken from the lines of the same product and
+ * group values in time order, after what the trial covered. Commits and credits draw on the rest.
+ */
+function netBilledElsewhere(lines: readonly InvoiceLine[], trialCovered: ReadonlyMap<InvoiceLine, Decimal>): Map<InvoiceLine, Decimal> {
+  const out = new Map<InvoiceLine, Decimal>();
+  const key = (l: InvoiceLine) => `${l.productId}|${canonical(l.pricingGroupValues)}|${canonical(l.presentationGroupValues)}`;
+  const own = lines.filter((l) => l.type === 'usage' || l.type === 'subscription')
+    .sort((a, b) => Date.parse(a.startingAt!) - Date.parse(b.startingAt!));
+  for (const c of lines) {
+    if (c.type !== 'correction' || !c.netsOwnUsage || !c.total.lt(0)) continue;
+    let left = c.total.negated();
+    for (const l of own) {
+      if (left.lte(0)) break;
+      if (key(l) !== key(c)) continue;
+      const open = l.total.minus(trialCovered.get(l) ?? 0).minus(out.get(l) ?? 0);
+      if (open.lte(0)) continue;
+      const take = Dec.min(open, left);
+      out.set(l, (out.get(l) ?? new Dec(0)).plus(take));
+      left = left.minus(take);
+    }
+  }
+  return out;
 }
 
 /** Order in which commits and credits are drawn: priority, then contract before customer level, then soonest to expire. */
@@ -319,11 +375,17 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     });
   }
 
-  // 4. Corrections for late usage of finalized periods.
+  // 4. Corrections for late usage of finalized periods, one per changed line of the corrected invoice.
   for (const c of input.corrections ?? []) {
     lines.push({
       type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason,
+      ...(c.productType ? { productType: c.productType } : {}),
+      ...(c.startingAt ? { startingAt: c.startingAt, endingBefore: c.endingBefore } : {}),
+      ...(c.pricingGroupValues ? { pricingGroupValues: c.pricingGroupValues } : {}),
+      ...(c.presentationGroupValues ? { presentationGroupValues: c.presentationGroupValues } : {}),
       ...(c.trialContractId ? { trialContractId: c.trialContractId } : {}),
+      ...(c.contractId ? { contractId: c.contractId } : {}),
+      ...(c.netsOwnUsage ? { netsOwnUsage: true } : {}),
     });
   }
 
@@ -332,20 +394,29 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   // 5. Trials cover first; commits and credits draw on what the trial left of each line.
   const trialCovered = coverTrials(lines, input.trials ?? []);
 
-  // 6. Commits and credits draw down the usage, subscription and composite lines they apply to.
+  // 6. Commits and credits draw down the usage, subscription and composite lines they apply to —
+  //    first the late usage of finalized periods (oldest first), from the commits and credits that
+  //    applied to the corrected line's contract, time and product, while they have balance; then
+  //    this period's own lines.
   const drawdowns = new Map<string, Drawdown>();
   const remaining = new Map<string, Decimal>();
   const ordered = (input.grants ?? []).flatMap((grant) => grant.segments.map((seg) => ({ grant, seg }))).sort(grantOrder);
   for (const { seg } of ordered) remaining.set(seg.id, dec(seg.remaining));
-  for (const line of [...lines]) {
-    if (line.type !== 'usage' && line.type !== 'subscription') continue;
-    let open = line.total.minus(trialCovered.get(line) ?? 0);
+  const netted = netBilledElsewhere(lines, trialCovered);
+  const drawable = [
+    ...lines.filter((l) => l.type === 'correction' && l.productId && l.startingAt && !l.trialContractId && !l.netsOwnUsage && l.total.gt(0)),
+    ...lines.filter((l) => l.type === 'usage' || l.type === 'subscription'),
+  ];
+  for (const line of drawable) {
+    let open = line.total.minus(trialCovered.get(line) ?? 0).minus(netted.get(line) ?? 0);
     if (open.lte(0)) continue;
     const lineStart = Date.parse(line.startingAt!);
     const lineEnd = Date.parse(line.endingBefore!);
+    const lineContract = line.type === 'correction' ? line.contractId : input.contractId;
     for (const { grant, seg } of ordered) {
       if (open.lte(0)) break;
       if (seg.startingAt >= lineEnd || seg.endingBefore <= lineStart) continue;
+      if (grant.contractIds && lineContract !== undefined && !grant.contractIds.includes(lineContract)) continue;
       if (!grantApplies(grant, line, products.get(line.productId!))) continue;
       const left = remaining.get(seg.id)!;
       if (left.lte(0)) continue;

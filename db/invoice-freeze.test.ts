@@ -1,11 +1,12 @@
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { seedContract } from '../test/db-fixtures.js';
 import { createTestDatabase } from '../test/stack.js';
-import { BalanceGrant, Contract, Invoice } from './entities.js';
+import { BalanceGrant, BalanceLedgerEntry, Contract, Invoice } from './entities.js';
 import { invoiceIdFor, newId, uuidV5 } from './ids.js';
 import { freezeInvoiceTx, freezeLateUsageInvoiceTx } from './invoice-freeze.js';
 import { customerDrafts } from './invoices.js';
 import { reconcile } from './reconcile.js';
+import { rollOverToSuccessor } from './rollover.js';
 
 /**
  * Commit draw-down under concurrent and out-of-order freezes, on real PostgreSQL.
@@ -21,13 +22,14 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
   beforeAll(async () => { orm = (await createTestDatabase('freeze')).orm; });
   afterAll(async () => { await orm?.close(); });
 
-  const commit = (em: EntityManager, s: { customerId: string; productId: string }, contractId: string | null, amount: string) => {
+  const commit = (em: EntityManager, s: { customerId: string; productId: string }, contractId: string | null, amount: string,
+    o: { startingAt?: string; endingBefore?: string; rolloverFraction?: string } = {}) => {
     const id = newId();
     em.create(BalanceGrant, {
       id, customerId: s.customerId, contractId, kind: 'PREPAID', productId: s.productId, name: 'Prepaid commit', description: null, priority: 0,
       applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
-      accessSchedule: { schedule_items: [{ id: `${id}-s0`, amount, starting_at: JAN, ending_before: '2027-01-01T00:00:00.000Z' }] },
-      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: null, rateType: null, customFields: {}, uniquenessKey: null,
+      accessSchedule: { schedule_items: [{ id: `${id}-s0`, amount, starting_at: o.startingAt ?? JAN, ending_before: o.endingBefore ?? '2027-01-01T00:00:00.000Z' }] },
+      invoiceSchedule: null, invoiceContractId: null, rolloverFraction: o.rolloverFraction ?? null, rateType: null, customFields: {}, uniquenessKey: null,
       amendmentId: null, rolledOver: null, rolledOverFrom: null, createdAt: new Date(), archivedAt: null,
     } as never);
     return id;
@@ -238,6 +240,130 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       expect(corrections(stored.lineItems)).toEqual([`${jan.invoiceId}:12`]);
       await finalize(late!.invoiceId);
       expect((await reconcile(orm.em.fork(), { customerId: s.customerId })).drifting).toBe(0);
+    });
+  });
+
+  describe('late usage of a finalized period draws on the commits and credits that applied to it', () => {
+    const finalize = (id: string) => orm.em.fork().nativeUpdate(Invoice, { id }, { status: 'FINALIZED', approvalStatus: 'APPROVED', finalizedAt: new Date() });
+    const freeze = (i: ReturnType<typeof input> & { regeneratedFromInvoiceId?: string }) => orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, i));
+    const lines = async (id: string) => (await orm.em.fork().findOneOrFail(Invoice, { id })).lineItems.map((l) => `${l.type}:${l.total}`);
+    const ledger = async (grantId: string) => (await orm.em.fork().find(BalanceLedgerEntry, { grantId }, { orderBy: { createdAt: 'asc', invoiceId: 'asc' } }))
+      .map((e) => `${e.invoiceId}:${e.amount}`);
+    const clean = async (customerId: string) => expect((await reconcile(orm.em.fork(), { customerId })).invoices.filter((i) => i.drift.length)).toEqual([]);
+
+    test('the commit draws on the correction while it has balance (before this period\'s own usage), and no further', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
+      const grantId = commit(em, s, s.contractId, '1000');
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      const feb = input(s.contractId, FEB, MAR);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      expect(await freeze(jan)).toEqual({ status: 'DRAFT', total: '0' });
+      await finalize(jan.invoiceId);
+      // 300 of January arrive late, with 200 of February: 1000 − 600 = 400 left covers the late 300 and 100 of February.
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 200 }]);
+      const draft = (await customerDrafts(orm.em.fork(), s.customerId, new Date('2026-02-15T00:00:00Z'))).find((d) => d.view.id === feb.invoiceId)!;
+      expect(draft.view.total).toBe('100');
+      expect(await freeze(feb)).toEqual({ status: 'DRAFT', total: '100' });
+      expect(await lines(feb.invoiceId)).toEqual(['usage:200', 'correction:300', 'applied_commit_or_credit:-400']);
+      const stored = await orm.em.fork().findOneOrFail(Invoice, { id: feb.invoiceId });
+      expect(stored.lineItems.find((l) => l.type === 'correction')).toMatchObject({
+        name: 'Correction for 2026-01-01 – 2026-02-01: GPU time', product_id: s.productId, starting_at: JAN, ending_before: FEB, corrected_invoice_id: jan.invoiceId,
+      });
+      expect(await ledger(grantId)).toEqual([`${jan.invoiceId}:-600`, `${feb.invoiceId}:-400`]);
+      await finalize(feb.invoiceId);
+      // More late January usage: the commit is spent, so it is billed in cash.
+      await s.ingest([{ id: 'jan-later', at: '2026-01-21T00:00:00Z', seconds: 50 }]);
+      expect(await freeze(input(s.contractId, MAR, '2026-04-01T00:00:00.000Z'))).toEqual({ status: 'DRAFT', total: '50' });
+      expect(await drawn(grantId)).toBe('1000');
+      await clean(s.customerId);
+    });
+
+    test('a segment that ended still covers late usage of its own time; a later segment does not', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
+      const janOnly = commit(em, s, s.contractId, '1000', { endingBefore: FEB });
+      const fromFeb = commit(em, s, s.contractId, '1000', { startingAt: FEB });
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 900 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 200 }]);
+      // 100 of the late 300 from January's commit (what it had left); the other 200 in cash; February's own from February's.
+      expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '200' });
+      expect([await drawn(janOnly), await drawn(fromFeb)]).toEqual(['1000', '200']);
+      await clean(s.customerId);
+    });
+
+    test('an ended contract\'s late-usage invoice draws on its commit and writes the ledger', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
+      const grantId = commit(em, s, s.contractId, '1000', { endingBefore: FEB });
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      await s.ingest([{ id: 'jan-late', at: '2026-01-31T23:00:00Z', seconds: 500 }]);
+      const late = await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId));
+      expect(late).toMatchObject({ status: 'DRAFT', total: '100' }); // 400 left of the commit, 100 in cash
+      expect(await lines(late!.invoiceId)).toEqual(['correction:500', 'applied_commit_or_credit:-400']);
+      expect(await ledger(grantId)).toEqual([`${jan.invoiceId}:-600`, `${late!.invoiceId}:-400`]);
+      await finalize(late!.invoiceId);
+      await clean(s.customerId);
+    });
+
+    test('what rolled over to the renewal is not drawn again by the old period\'s late usage', async () => {
+      const em = orm.em.fork();
+      const old = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
+      const grantId = commit(em, old, old.contractId, '1000', { endingBefore: FEB, rolloverFraction: '0.5' });
+      const renewalId = newId();
+      em.create(Contract, {
+        id: renewalId, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
+        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
+        terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
+      } as never);
+      await em.flush();
+      const jan = input(old.contractId, JAN, FEB);
+      await old.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      // Half of the 400 left rolls over to the renewal: 200 stay with January's segment.
+      expect(await orm.em.fork().transactional((tx) => rollOverToSuccessor(tx, old.contractId))).toEqual({ rolled: 1 });
+      const rolled = await orm.em.fork().findOneOrFail(BalanceGrant, { rolledOverFrom: { grant_id: grantId } } as never);
+      await old.ingest([{ id: 'jan-late', at: '2026-01-31T00:00:00Z', seconds: 300 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 50 }]);
+      // The renewal bills January's late 300: 200 from what January's segment kept, 100 in cash; its own 50 from the rolled-over credit.
+      expect(await freeze(input(renewalId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '100' });
+      expect([await drawn(grantId), await drawn(rolled.id)]).toEqual(['800', '50']);
+      await clean(old.customerId);
+    });
+
+    test('voiding and regenerating the corrected period draws the commit once for all its usage', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
+      const grantId = commit(em, s, s.contractId, '1000');
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      const feb = input(s.contractId, FEB, MAR);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
+      expect(await freeze(feb)).toEqual({ status: 'DRAFT', total: '0' }); // the late 300 from the commit
+      await finalize(feb.invoiceId);
+      // January voided (its 600 given back) and regenerated: 900 of usage, 300 of it billed on February.
+      await orm.em.fork().nativeUpdate(Invoice, { id: jan.invoiceId }, { status: 'VOID', voidedAt: new Date() });
+      const again = { ...jan, invoiceId: uuidV5(`regenerated:${jan.invoiceId}`), regeneratedFromInvoiceId: jan.invoiceId };
+      // The commit draws on the 600 not billed elsewhere: nothing refunded that was never paid.
+      expect(await freeze(again)).toEqual({ status: 'DRAFT', total: '0' });
+      expect(await lines(again.invoiceId)).toEqual(['usage:900', 'correction:-300', 'applied_commit_or_credit:-600']);
+      const [live] = await orm.em.fork().execute<{ drawn: string }[]>(
+        `select (-sum(l.amount))::text as drawn from balance_ledger l join invoice i on i.id = l.invoice_id where l.grant_id = ? and i.status <> 'VOID'`, [grantId]);
+      expect(live!.drawn).toBe('900'); // February's 300 and the regenerated January's 600
+      await finalize(again.invoiceId);
+      await clean(s.customerId);
     });
   });
 });

@@ -115,8 +115,8 @@ async function storeFrozen(em: EntityManager, contract: Contract, period: Pick<P
 
 /**
  * Freezes the late-usage invoice of an ended contract with no successor (see
- * computeLateUsageInvoice): corrections only, no ledger entries. Idempotent: returns the stored
- * one when it exists; null when there is nothing to bill.
+ * computeLateUsageInvoice): corrections only, with the ledger entries of what commits and credits
+ * drew on them. Idempotent: returns the stored one when it exists; null when there is nothing to bill.
  */
 export async function freezeLateUsageInvoiceTx(em: EntityManager, contractId: string): Promise<(FrozenInvoice & { invoiceId: string; periodStart: string; periodEnd: string }) | null> {
   const contract = await em.findOne(Contract, { id: contractId });
@@ -138,6 +138,10 @@ export async function freezeLateUsageInvoiceTx(em: EntityManager, contractId: st
     lineItems: storedLines(computed), total: computed.total.toString(), subtotal: computed.subtotal.toString(), frozenAt: now, createdAt: now,
     regeneratedFromInvoiceId: null,
   });
+  await em.flush();
+  for (const e of ledgerEntriesOf(computed, { id, contractId: contract.id, periodEnd: at })) {
+    em.create(BalanceLedgerEntry, { ...e, invoiceId: id, contractId: contract.id, ts: new Date(e.ts), createdAt: now });
+  }
   await em.flush();
   return { invoiceId: id, status: 'DRAFT', total: computed.total.toString(), periodStart: at, periodEnd: at };
 }

@@ -59,7 +59,7 @@ describe('a trial spanning two periods', () => {
     await s.ingest([{ id: 'late', at: '2026-01-28T00:00:00Z', seconds: 500 }]);
     const corrected = [[
       'usage:GPU time:02-01..02-09:800', 'usage:GPU time:02-09..03-01:300',
-      'correction:Correction for 2026-01-20 – 2026-02-01 (in trial):..:500',
+      'correction:Correction for 2026-01-20 – 2026-02-01: GPU time (in trial):01-20..02-01:500', // the corrected line, its slice
       'trial:Trial (ends 2026-02-09):01-20..02-09:-1100', // the cap: 1500 − 400
     ], '500'];
     expect(await drafts()).toEqual({ [P2]: corrected });
@@ -95,8 +95,8 @@ describe('a trial spanning two periods', () => {
     await s.ingest([{ id: 'late', at: '2026-01-26T00:00:00Z', seconds: 250 }, { id: 'after', at: '2026-02-20T00:00:00Z', seconds: 40 }]);
     const inv = await computeLateUsageInvoice(orm.em.fork(), await orm.em.fork().findOneOrFail(Contract, { id: s.contractId }));
     expect(inv!.lines.map((l) => `${l.type}:${l.name}:${l.total.toString()}`)).toEqual([
-      'correction:Correction for 2026-01-20 – 2026-02-01 (in trial):250',
-      'correction:Correction for 2026-02-01 – 2026-03-01:40',
+      'correction:Correction for 2026-01-20 – 2026-02-01: GPU time (in trial):250',
+      'correction:Correction for 2026-02-01 – 2026-03-01: GPU time:40',
       'trial:Trial (ends 2026-02-09):-100',
     ]);
     expect(inv!.total.toString()).toBe('190');

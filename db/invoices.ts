@@ -2,9 +2,9 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { ConflictError } from '../billing/errors.js';
 import { Decimal } from 'decimal.js';
 import { productInfo, productStateAt, overrideOf, type ProductRecord, type TrialSpec } from '../billing/contract-terms.js';
-import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type InvoiceTrial, type ProductInfo, type RatedSlice } from '../billing/invoice.js';
+import { assembleInvoice, type AssembledInvoice, type CorrectionInput, type FixedCharge, type GrantSegment, type GrantState, type InvoiceTrial, type ProductInfo, type ProductType, type RatedSlice } from '../billing/invoice.js';
 import { trialWindow, type TrialWindow } from '../billing/trial.js';
-import { inTrialUsageTotal } from '../billing/trial-cap.js';
+import { inTrialUsageTotal, isInTrialCharge } from '../billing/trial-cap.js';
 import { Dec, dec, USD_CENTS } from '../billing/money.js';
 import { applyOverrides, type EffectiveSegment } from '../billing/overrides.js';
 import { periodsStartedBefore, prorationFraction, type Period, type Schedule } from '../billing/periods.js';
@@ -113,7 +113,7 @@ export async function grantsForContract(em: EntityManager, contract: Contract): 
 }
 
 /** Of the customer's live grants, those that apply to the contract: its own and the customer's that name it or no contract. */
-export function grantsApplying(customerGrants: readonly BalanceGrant[], contract: Contract): BalanceGrant[] {
+export function grantsApplying(customerGrants: readonly BalanceGrant[], contract: Pick<Contract, 'id'>): BalanceGrant[] {
   return customerGrants.filter((g) => g.contractId === contract.id
     || (g.contractId === null && (!g.applicableContractIds?.length || g.applicableContractIds.includes(contract.id))));
 }
@@ -140,7 +140,7 @@ export interface ComputeOptions {
   invoiceId?: string;
   /** Draw-downs of earlier drafts (not yet frozen) of the same contract, by `grant|segment`. */
   carried?: Map<string, Decimal>;
-  /** Corrections already on earlier drafts of this computation, by corrected invoice id. */
+  /** Corrections already on earlier drafts of this computation, by `corrected invoice id|correctedLineKey` (key '' for a whole-invoice one). */
   carriedCorrections?: Map<string, Decimal>;
   /** Of those, the in-trial ones (marked for a trial), by corrected invoice id. */
   carriedTrialCorrections?: Map<string, Decimal>;
@@ -263,7 +263,11 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     const corrections = opts.usageOnly ? [] : opts.corrections ?? (opts.skipCorrections ? [] : await lateUsageCorrections(em, contract, pStart, opts));
     // Late in-trial usage on it is covered by its trial, within what is left of the cap.
     const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
-    return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: new Map(), slices: [], corrections, trials });
+    const known = (createdAt: string | number | Date | undefined) => !opts.asOf || createdAt === undefined || new Date(createdAt).getTime() <= opts.asOf.getTime();
+    const own = opts.usageOnly ? [] : (opts.grants ?? await grantsForContract(em, contract)).filter((g) => known(g.createdAt));
+    const late = await drawingGrants(em, contract, own, corrections, pStart, pEnd, opts, known);
+    const products = await correctionProducts(em, new Map(), corrections, pStart, known);
+    return assembleInvoice({ creditType: USD_CENTS, contractId: contract.id, periodStart: pStart, periodEnd: pEnd, products, slices: [], corrections, trials, grants: late.states });
   }
   const asOf = opts.asOf?.getTime();
   const known = (createdAt: string | number | Date | undefined) => asOf === undefined || createdAt === undefined || new Date(createdAt).getTime() <= asOf;
@@ -375,47 +379,17 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
       }
     }
   }
-  const grantStates: GrantState[] = [];
-  const trueUps: { grantId: string; name: string; productId?: string; segmentId: string; remainingBeforeInvoice: string }[] = [];
-  const drawn = opts.drawn ?? await drawnBySegment(em, grants.map((g) => g.id), opts.invoiceId, opts.asOf);
-  for (const g of grants) {
-    const name = g.name ?? pricing.products.get(g.productId)?.name ?? (g.kind === 'CREDIT' ? 'Credit' : 'Commit');
-    const billedOn = g.invoiceContractId ?? g.contractId;
-    if (g.kind === 'PREPAID' && g.invoiceSchedule && !g.invoiceSchedule.do_not_invoice && billedOn === contract.id) {
-      for (const item of g.invoiceSchedule.schedule_items) {
-        // An item with its own invoice (computeScheduledInvoice) is billed there, not here.
-        if (!inPeriod(item.timestamp) || item.invoice_id) continue;
-        fixedCharges.push({ kind: 'commit_purchase', id: item.id, productId: g.productId, name, timestamp: Date.parse(item.timestamp), quantity: item.quantity, unitPrice: item.unit_price, commitId: g.id });
-      }
-    }
-    const segs: GrantSegment[] = [];
-    for (const s of g.accessSchedule.schedule_items) {
-      const from = Date.parse(s.starting_at);
-      const to = Date.parse(s.ending_before);
-      if (from >= pEnd || to <= pStart) continue;
-      const key = `${g.id}|${s.id}`;
-      const remaining = dec(s.amount).minus(drawn.get(key) ?? 0).minus(opts.carried?.get(key) ?? 0);
-      segs.push({ id: s.id, startingAt: from, endingBefore: to, amount: s.amount, remaining: Dec.max(remaining, 0).toString() });
-      if (g.kind === 'POSTPAID' && to > pStart && to <= pEnd && (billedOn ?? contract.id) === contract.id) {
-        trueUps.push({ grantId: g.id, name, productId: g.productId, segmentId: s.id, remainingBeforeInvoice: Dec.max(remaining, 0).toString() });
-      }
-    }
-    if (!segs.length) continue;
-    grantStates.push({
-      id: g.id, kind: g.kind, name, priority: Number(g.priority), contractLevel: g.contractId !== null,
-      applicableProductIds: g.applicableProductIds ?? undefined, applicableProductTags: g.applicableProductTags ?? undefined,
-      specifiers: g.specifiers ?? undefined, segments: segs,
-    });
-  }
-
   let corrections: CorrectionInput[] = [];
   if (opts.corrections && !opts.usageOnly) corrections = opts.corrections;
   else if (!opts.skipCorrections && !opts.usageOnly) {
     corrections = await lateUsageCorrections(em, contract, pStart, opts);
     if (opts.regeneratedFromInvoiceId) corrections.push(...await correctionsBilledElsewhere(em, contract, opts.regeneratedFromInvoiceId, opts.invoiceId));
   }
+  const { states: grantStates, trueUps, purchases } = await drawingGrants(em, contract, grants, corrections, pStart, pEnd, opts, known, pricing);
+  fixedCharges.push(...purchases);
+  const products = await correctionProducts(em, infoAt, corrections, pStart, known);
   const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
-  return assembleInvoice({ creditType: USD_CENTS, periodStart: pStart, periodEnd: pEnd, products: infoAt, slices, fixedCharges, grants: grantStates, trueUps, corrections, trials });
+  return assembleInvoice({ creditType: USD_CENTS, contractId: contract.id, periodStart: pStart, periodEnd: pEnd, products, slices, fixedCharges, grants: grantStates, trueUps, corrections, trials });
 }
 
 /**
@@ -451,6 +425,95 @@ export function contractTrial(contract: Contract): { spec: TrialSpec; window: Tr
  * like commit draw-downs) plus earlier drafts of this computation — is drawn first, in period
  * order. One query, and only for invoices a trial touches.
  */
+type TrueUp = { grantId: string; name: string; productId?: string; segmentId: string; remainingBeforeInvoice: string };
+
+/**
+ * The commits and credits an invoice draws on, with what is left of each segment: this period's
+ * (the contract's own grants, segments overlapping the period; POSTPAID minimums ending in it are
+ * trued up here) and, for late usage of finalized periods, the segments of the PREPAID commits and
+ * credits that applied to the corrected line's contract and time — its predecessor's too when a
+ * renewal bills that usage — while they have balance, expired or not. What is left is the segment
+ * less every other invoice's draw-downs, earlier drafts of this computation's, and what rolled
+ * over to a renewal.
+ */
+async function drawingGrants(
+  em: EntityManager, contract: Contract, own: BalanceGrant[], corrections: readonly CorrectionInput[], pStart: number, pEnd: number,
+  opts: ComputeOptions, known: (createdAt: string | number | Date | undefined) => boolean, pricing?: PricingData,
+): Promise<{ states: GrantState[]; trueUps: TrueUp[]; purchases: FixedCharge[] }> {
+  const windows = new Map<string, [number, number][]>();
+  for (const c of corrections) {
+    if (!c.contractId || !c.productId || !c.startingAt || !c.endingBefore || c.trialContractId || c.netsOwnUsage || !dec(c.amount).gt(0)) continue;
+    (windows.get(c.contractId) ?? windows.set(c.contractId, []).get(c.contractId)!).push([Date.parse(c.startingAt), Date.parse(c.endingBefore)]);
+  }
+  const ownIds = new Set(own.map((g) => g.id));
+  const contractsOf = new Map<string, string[]>(own.map((g) => [g.id, [contract.id]]));
+  let all = own;
+  const others = [...windows.keys()].filter((id) => id !== contract.id);
+  if (others.length) {
+    const customerGrants = (await em.find(BalanceGrant, { customerId: contract.customerId, archivedAt: null }, { orderBy: { createdAt: 'asc', id: 'asc' } })).filter((g) => known(g.createdAt));
+    all = [...own, ...customerGrants.filter((g) => !ownIds.has(g.id))];
+    for (const id of others) {
+      for (const g of grantsApplying(all, { id })) (contractsOf.get(g.id) ?? contractsOf.set(g.id, []).get(g.id)!).push(id);
+    }
+  }
+  const lateOverlap = (g: BalanceGrant, from: number, to: number) => g.kind !== 'POSTPAID'
+    && (contractsOf.get(g.id) ?? []).some((k) => (windows.get(k) ?? []).some(([a, b]) => from < b && to > a));
+  const drawing = all.filter((g) => contractsOf.has(g.id));
+  const missing = drawing.filter((g) => !ownIds.has(g.id)).map((g) => g.id);
+  const drawn = new Map(opts.drawn ?? await drawnBySegment(em, own.map((g) => g.id), opts.invoiceId, opts.asOf));
+  // A predecessor's grants are not among the preloaded ones.
+  if (missing.length) for (const [k, v] of await drawnBySegment(em, missing, opts.invoiceId, opts.asOf)) drawn.set(k, v);
+  const inPeriod = (ts: string) => Date.parse(ts) >= pStart && Date.parse(ts) < pEnd;
+  const states: GrantState[] = [];
+  const trueUps: TrueUp[] = [];
+  const purchases: FixedCharge[] = [];
+  for (const g of drawing) {
+    const name = g.name ?? pricing?.products.get(g.productId)?.name ?? (g.kind === 'CREDIT' ? 'Credit' : 'Commit');
+    const billedOn = g.invoiceContractId ?? g.contractId;
+    const isOwn = ownIds.has(g.id);
+    if (isOwn && g.kind === 'PREPAID' && g.invoiceSchedule && !g.invoiceSchedule.do_not_invoice && billedOn === contract.id) {
+      for (const item of g.invoiceSchedule.schedule_items) {
+        // An item with its own invoice (computeScheduledInvoice) is billed there, not here.
+        if (!inPeriod(item.timestamp) || item.invoice_id) continue;
+        purchases.push({ kind: 'commit_purchase', id: item.id, productId: g.productId, name, timestamp: Date.parse(item.timestamp), quantity: item.quantity, unitPrice: item.unit_price, commitId: g.id });
+      }
+    }
+    const segs: GrantSegment[] = [];
+    for (const s of g.accessSchedule.schedule_items) {
+      const from = Date.parse(s.starting_at);
+      const to = Date.parse(s.ending_before);
+      const overlapsOwn = isOwn && from < pEnd && to > pStart;
+      if (!overlapsOwn && !lateOverlap(g, from, to)) continue;
+      const key = `${g.id}|${s.id}`;
+      const rolled = (g.rolledOver ?? []).filter((r) => r.segment_id === s.id && known(r.timestamp)).reduce((a, r) => a.plus(r.amount), dec(0));
+      const remaining = dec(s.amount).minus(drawn.get(key) ?? 0).minus(opts.carried?.get(key) ?? 0).minus(rolled);
+      segs.push({ id: s.id, startingAt: from, endingBefore: to, amount: s.amount, remaining: Dec.max(remaining, 0).toString() });
+      if (overlapsOwn && g.kind === 'POSTPAID' && to > pStart && to <= pEnd && (billedOn ?? contract.id) === contract.id) {
+        trueUps.push({ grantId: g.id, name, productId: g.productId, segmentId: s.id, remainingBeforeInvoice: Dec.max(remaining, 0).toString() });
+      }
+    }
+    if (!segs.length) continue;
+    states.push({
+      id: g.id, kind: g.kind, name, priority: Number(g.priority), contractLevel: g.contractId !== null,
+      applicableProductIds: g.applicableProductIds ?? undefined, applicableProductTags: g.applicableProductTags ?? undefined,
+      specifiers: g.specifiers ?? undefined, segments: segs, contractIds: contractsOf.get(g.id)!,
+    });
+  }
+  return { states, trueUps, purchases };
+}
+
+/** The products of the invoice, and those of its corrections (a predecessor's rate card may differ), as of the period. */
+async function correctionProducts(em: EntityManager, infoAt: Map<string, ProductInfo>, corrections: readonly CorrectionInput[], at: number, known: (createdAt: string | number | Date | undefined) => boolean): Promise<Map<string, ProductInfo>> {
+  const missing = [...new Set(corrections.map((c) => c.productId).filter((id): id is string => !!id && !infoAt.has(id)))];
+  if (!missing.length) return infoAt;
+  const out = new Map(infoAt);
+  for (const p of await em.find(Product, { id: { $in: missing } })) {
+    const record = productRecordOf(p);
+    out.set(p.id, productInfo({ ...record, updates: record.updates.filter((u) => known(u.created_at)) }, at));
+  }
+  return out;
+}
+
 async function invoiceTrials(em: EntityManager, contract: Contract, pStart: number, pEnd: number, corrections: readonly CorrectionInput[], opts: ComputeOptions): Promise<InvoiceTrial[]> {
   const found = new Map<string, { contract: Contract; ownLines: boolean }>();
   const own = contractTrial(contract);
@@ -528,12 +591,15 @@ export function usageTotal(lines: readonly { type: string; total: string }[]): D
 /**
  * Late usage (invariant I3): a finalized invoice never changes, so when usage for its period
  * changes afterwards (late events, an alias matched later, a new metric's backfill), the
- * difference in its usage and subscription lines is billed as a correction line on the next open
- * invoice, once: minus the corrections already made for it on other invoices. However old the
- * period: finalized periods are watched for as long as the contract has open invoices. A renewal
- * (or superseding contract) also bills the late usage of the contracts it follows, whose own
- * periods are all closed; a contract that ended with no successor bills it on a late-usage invoice
- * of its own (`computeLateUsageInvoice`). Commits and credits do not draw on corrections.
+ * difference in each of its usage and subscription lines (product, time slice, group values) is
+ * billed as a correction line on the next open invoice, once: minus the corrections already made
+ * for it on other invoices. However old the period: finalized periods are watched for as long as
+ * the contract has open invoices. A renewal (or superseding contract) also bills the late usage of
+ * the contracts it follows, whose own periods are all closed; a contract that ended with no
+ * successor bills it on a late-usage invoice of its own (`computeLateUsageInvoice`). The commits
+ * and credits that applied to the corrected line draw on a positive correction while they have
+ * balance (`drawingGrants`), with ledger entries written by the invoice that bills it; in-trial
+ * late usage is covered by its trial instead.
  */
 async function lateUsageCorrections(em: EntityManager, contract: Contract, pStart: number, opts: ComputeOptions): Promise<CorrectionInput[]> {
   const contracts = new Map([contract, ...await predecessorsOf(em, contract)].map((c) => [c.id, c]));
@@ -552,25 +618,75 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
       invoiceId: f.id, skipCorrections: true, pricing: own ? opts.pricing : undefined, grants: own ? opts.grants : undefined, usageReader: opts.usageReader, asOf: f.frozenAt,
     });
     const made = others.filter((i) => i.id !== opts.invoiceId).flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id);
-    const already = made.reduce((a, l) => a.plus(l.total), dec(0)).plus(opts.carriedCorrections?.get(f.id) ?? 0);
-    const againLines = storedLines(again);
-    const delta = usageTotal(againLines).minus(usageTotal(f.lineItems)).minus(already);
-    // The in-trial part of the change is a correction of its own, marked for the trial that covers it.
-    const trial = contractTrial(contracts.get(f.contractId)!);
-    const trialDelta = !trial ? dec(0) : inTrialUsageTotal(againLines, trial.window).minus(inTrialUsageTotal(f.lineItems, trial.window))
-      .minus(made.filter((l) => l.trial_contract_id === f.contractId).reduce((a, l) => a.plus(l.total), dec(0)))
-      .minus(opts.carriedTrialCorrections?.get(f.id) ?? 0);
     const name = `Correction for ${f.periodStart.toISOString().slice(0, 10)} – ${f.periodEnd.toISOString().slice(0, 10)}`;
-    if (!trialDelta.isZero()) {
+    const trial = contractTrial(contracts.get(f.contractId)!);
+    const againLines = storedLines(again);
+    if (made.some((l) => !l.product_id) || [...opts.carriedCorrections?.keys() ?? []].some((k) => k === `${f.id}|`)) {
+      out.push(...wholeInvoiceCorrection(f, againLines, made, name, trial, opts));
+      continue;
+    }
+    // Per changed line (product, time slice, group values): what it is now − what was billed −
+    // what corrections of it were already made.
+    const changes = new Map<string, { line: StoredInvoiceLine; delta: Decimal }>();
+    const change = (l: StoredInvoiceLine, by: Decimal) => {
+      const k = correctedLineKey(l);
+      const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0) }).get(k)!;
+      c.delta = c.delta.plus(by);
+    };
+    for (const l of againLines) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total));
+    for (const l of f.lineItems) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total).negated());
+    for (const l of made) change(l, dec(l.total).negated());
+    for (const [k, c] of changes) {
+      const delta = c.delta.minus(opts.carriedCorrections?.get(`${f.id}|${k}`) ?? 0);
+      if (delta.isZero()) continue;
+      const l = c.line;
+      // In-trial late usage is marked for the trial that covers it (within its cap).
+      const inTrial = !!trial && isInTrialCharge({ type: l.type === 'correction' ? 'usage' : l.type, startingAt: l.starting_at, endingBefore: l.ending_before }, trial.window);
       out.push({
-        correctedInvoiceId: f.id, name: `${name} (in trial)`, amount: trialDelta.toString(), trialContractId: f.contractId,
-        reason: 'usage inside the trial changed after the period was finalized (late events); the trial covers it within its spending cap',
+        correctedInvoiceId: f.id, contractId: f.contractId, productId: l.product_id, productType: l.product_type as ProductType | undefined,
+        startingAt: l.starting_at, endingBefore: l.ending_before, pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values,
+        name: `${name}: ${productNameOf(l)}${inTrial ? ' (in trial)' : ''}`, amount: delta.toString(),
+        reason: inTrial
+          ? 'usage inside the trial changed after the period was finalized (late events); the trial covers it within its spending cap'
+          : 'usage for a finalized period changed after it was finalized (late events)',
+        ...(inTrial ? { trialContractId: f.contractId } : {}),
       });
     }
-    const rest = delta.minus(trialDelta);
-    if (rest.isZero()) continue;
-    out.push({ correctedInvoiceId: f.id, name, amount: rest.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)' });
   }
+  return out;
+}
+
+/** Which line of a finalized invoice a usage line or a correction of it is: product, time slice, group values. */
+export function correctedLineKey(l: Pick<StoredInvoiceLine, 'product_id' | 'product_type' | 'starting_at' | 'ending_before' | 'pricing_group_values' | 'presentation_group_values'>): string {
+  const canonical = (o: Record<string, string | null> | undefined) => Object.entries(o ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([l.product_id ?? null, l.product_type ?? null, l.starting_at ?? null, l.ending_before ?? null, canonical(l.pricing_group_values), canonical(l.presentation_group_values)]);
+}
+
+/** A correction's product name: the corrected line's name (correction lines carry theirs after ': '). */
+function productNameOf(l: StoredInvoiceLine): string {
+  return l.type === 'correction' ? l.name.slice(l.name.indexOf(': ') + 2).replace(/ \(in trial\)$/, '') : l.name;
+}
+
+/**
+ * The correction of a finalized invoice for which corrections of its whole usage (no product or
+ * time slice) were stored: one line for the whole change, as they were made, billed as it is.
+ */
+function wholeInvoiceCorrection(f: Invoice, againLines: StoredInvoiceLine[], made: StoredInvoiceLine[], name: string, trial: ReturnType<typeof contractTrial>, opts: ComputeOptions): CorrectionInput[] {
+  const carried = [...opts.carriedCorrections ?? []].filter(([k]) => k.startsWith(`${f.id}|`)).reduce((a, [, v]) => a.plus(v), dec(0));
+  const already = made.reduce((a, l) => a.plus(l.total), dec(0)).plus(carried);
+  const delta = usageTotal(againLines).minus(usageTotal(f.lineItems)).minus(already);
+  const out: CorrectionInput[] = [];
+  const trialDelta = !trial ? dec(0) : inTrialUsageTotal(againLines, trial.window).minus(inTrialUsageTotal(f.lineItems, trial.window))
+    .minus(made.filter((l) => l.trial_contract_id === f.contractId).reduce((a, l) => a.plus(l.total), dec(0)))
+    .minus(opts.carriedTrialCorrections?.get(f.id) ?? 0);
+  if (!trialDelta.isZero()) {
+    out.push({
+      correctedInvoiceId: f.id, name: `${name} (in trial)`, amount: trialDelta.toString(), trialContractId: f.contractId,
+      reason: 'usage inside the trial changed after the period was finalized (late events); the trial covers it within its spending cap',
+    });
+  }
+  const rest = delta.minus(trialDelta);
+  if (!rest.isZero()) out.push({ correctedInvoiceId: f.id, name, amount: rest.toString(), reason: 'usage for a finalized period changed after it was finalized (late events)' });
   return out;
 }
 
@@ -605,9 +721,11 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
     chain.add(id);
     id = (await em.findOne(Invoice, { id }, { fields: ['regeneratedFromInvoiceId'] }))?.regeneratedFromInvoiceId ?? null;
   }
-  // By invoice and trial: in-trial late usage another invoice's trial covered is subtracted marked
-  // for that trial, so this invoice's trial does not cover it a second time.
-  const billed = new Map<string, { on: string; trialContractId?: string; amount: Decimal }>();
+  // By invoice, trial and corrected line: in-trial late usage another invoice's trial covered is
+  // subtracted marked for that trial, so this invoice's trial does not cover it a second time; the
+  // rest is subtracted from this invoice's own lines of that product before commits and credits
+  // draw on them (whatever paid for it there — cash or a commit — it is not drawn again here).
+  const billed = new Map<string, { on: string; line: StoredInvoiceLine; amount: Decimal }>();
   for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } })) {
     if (inv.id === invoiceId || chain.has(inv.id)) continue;
     const lines = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id));
@@ -615,15 +733,19 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
       throw new ConflictError(`invoice ${inv.id} bills late usage of invoice ${voidedId}'s period and is awaiting approval: approve or reject it before regenerating`);
     }
     for (const l of lines) {
-      const key = `${inv.id}|${l.trial_contract_id ?? ''}`;
-      const b = billed.get(key) ?? billed.set(key, { on: inv.id, trialContractId: l.trial_contract_id, amount: dec(0) }).get(key)!;
+      const key = `${inv.id}|${l.trial_contract_id ?? ''}|${l.product_id ? correctedLineKey(l) : ''}`;
+      const b = billed.get(key) ?? billed.set(key, { on: inv.id, line: l, amount: dec(0) }).get(key)!;
       b.amount = b.amount.plus(l.total);
     }
   }
-  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, trialContractId, amount }) => ({
-    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}${trialContractId ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
+  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, line: l, amount }) => ({
+    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}${l.product_id ? `: ${productNameOf(l)}` : ''}${l.trial_contract_id ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
     reason: `usage of this period was billed as a correction on invoice ${on} while invoice ${voidedId} stood`,
-    ...(trialContractId ? { trialContractId } : {}),
+    ...(l.trial_contract_id ? { trialContractId: l.trial_contract_id } : {}),
+    ...(l.product_id ? {
+      productId: l.product_id, productType: l.product_type as ProductType | undefined, startingAt: l.starting_at, endingBefore: l.ending_before,
+      pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values, netsOwnUsage: !l.trial_contract_id,
+    } : {}),
   }));
 }
 
@@ -809,7 +931,9 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
     });
     for (const d of inv.drawdowns) add(carried, `${d.grantId}|${d.segmentId}`, d.amount);
     for (const l of inv.lines) {
-      if (l.type === 'correction' && l.correctedInvoiceId) add(corrections, l.correctedInvoiceId, l.total);
+      if (l.type === 'correction' && l.correctedInvoiceId) {
+        add(corrections, `${l.correctedInvoiceId}|${l.productId ? correctedLineKey({ product_id: l.productId, product_type: l.productType, starting_at: l.startingAt, ending_before: l.endingBefore, pricing_group_values: l.pricingGroupValues, presentation_group_values: l.presentationGroupValues }) : ''}`, l.total);
+      }
       if (l.type === 'correction' && l.correctedInvoiceId && l.trialContractId) add(trialCorrections, l.correctedInvoiceId, l.total);
       if (l.type === 'trial' && l.trialContractId) add(trials, l.trialContractId, l.total.negated());
     }

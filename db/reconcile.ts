@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { dec, sum } from '../billing/money.js';
+import type { ProductType } from '../billing/invoice.js';
 import { BillableMetric, Contract, Invoice, type StoredInvoiceLine } from './entities.js';
 import type { Decimal } from 'decimal.js';
 import { BILLED_USAGE_TYPES, computeInvoice, computeScheduledInvoice, contractTrial, customerDrafts, storedLines, usageTotal, type Draft, type InvoiceView } from './invoices.js';
@@ -102,6 +103,9 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
   const now = opts.now ?? new Date();
   const ratingBehind = await ratingBacklog(em.fork());
   const contracts = await em.find(Contract, opts.customerId ? { customerId: opts.customerId } : {}, { orderBy: { createdAt: 'asc', id: 'asc' } });
+  // A correction's corrected invoice → its contract (whose commits and credits drew on it).
+  const contractOf = new Map((await em.execute<{ id: string; contract_id: string }[]>(
+    `select id::text as id, contract_id::text as contract_id from invoice ${opts.customerId ? 'where customer_id = ?::uuid' : ''}`, opts.customerId ? [opts.customerId] : [])).map((r) => [r.id, r.contract_id]));
   const invoices: InvoiceReport[] = [];
   // Drafts are computed per customer (contracts share customer-level commits), once each way.
   const byCustomer = new Map<string, Promise<{ drafts: Draft[]; raw: Map<string, InvoiceView> }>>();
@@ -133,6 +137,12 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
       // re-derived against what was billed.
       const billedCorrections = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id).map((l) => ({
         correctedInvoiceId: l.corrected_invoice_id!, productId: l.product_id, name: l.name, amount: l.total, reason: l.reason ?? '', trialContractId: l.trial_contract_id,
+        // What commits and credits drew on it is re-derived too: the corrected line, its contract.
+        ...(l.product_id ? {
+          contractId: contractOf.get(l.corrected_invoice_id!), productType: l.product_type as ProductType | undefined, startingAt: l.starting_at, endingBefore: l.ending_before,
+          pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values,
+          netsOwnUsage: !l.trial_contract_id && l.corrected_invoice_id === inv.regeneratedFromInvoiceId,
+        } : {}),
       }));
       const period = { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() };
       const again = inv.type === 'SCHEDULED'
@@ -166,10 +176,14 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     const changed = usageTotal(c.rederived).minus(usageTotal(c.billed));
     const corrected = corrections.get(c.report.invoiceId) ?? dec(0);
     if (changed.eq(corrected)) {
-      // The trial line moves with its in-trial usage; the late part is covered where it is corrected.
+      // The trial line moves with its in-trial usage, and so do the draw-downs on it; the late part
+      // is covered where it is corrected (and drawn on there, re-derived with that invoice). The
+      // draw-downs this invoice billed must still be exactly what it wrote to the ledger.
       const before = c.report.drift.length;
-      c.report.drift = c.report.drift.filter((d) => !BILLED_USAGE_TYPES.has(d.line.split('|')[0]!) && d.line.split('|')[0] !== 'trial');
+      const moves = (type: string) => BILLED_USAGE_TYPES.has(type) || type === 'trial' || (!changed.isZero() && (type === 'applied_commit_or_credit' || type === 'postpaid_trueup'));
+      c.report.drift = c.report.drift.filter((d) => !moves(d.line.split('|')[0]!));
       c.report.corrected = before - c.report.drift.length;
+      if (!changed.isZero()) c.report.drift.push(...await ledgerDrift(em, c.report.invoiceId, c.billed));
     } else {
       c.report.drift.push({ line: 'corrections', billed: { total: corrected.toString() }, rederived: { total: changed.toString() } });
     }
@@ -203,6 +217,22 @@ async function unbilledRechargeCommits(em: EntityManager, customerId?: string): 
       order by g.created_at, g.id`,
     customerId ? [customerId] : []);
   return rows.filter((r) => r.n !== 1).map((r) => ({ commitId: r.id, contractId: r.contract_id, invoices: r.n }));
+}
+
+/** An invoice's billed draw-downs (applied_commit_or_credit lines) against the ledger entries it wrote, per commit segment. */
+async function ledgerDrift(em: EntityManager, invoiceId: string, billed: StoredInvoiceLine[]): Promise<InvoiceReport['drift']> {
+  const rows = await em.execute<{ key: string; total: string }[]>(
+    `select grant_id::text || '|' || segment_id as key, sum(amount)::text as total from balance_ledger
+      where invoice_id = ?::uuid and type in ('PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', 'CREDIT_AUTOMATED_INVOICE_DEDUCTION') group by 1`, [invoiceId]);
+  const lines = new Map<string, Decimal>();
+  for (const l of billed) {
+    if (l.type !== 'applied_commit_or_credit' || !l.applied_commit_or_credit) continue;
+    const key = `${l.applied_commit_or_credit.id}|${l.applied_commit_or_credit.segment_id}`;
+    lines.set(key, (lines.get(key) ?? dec(0)).plus(l.total));
+  }
+  const ledger = new Map(rows.map((r) => [r.key, dec(r.total)]));
+  return [...new Set([...lines.keys(), ...ledger.keys()])].filter((k) => !(lines.get(k) ?? dec(0)).eq(ledger.get(k) ?? 0))
+    .map((k) => ({ line: `ledger|${k}`, billed: { total: (lines.get(k) ?? dec(0)).toString() }, rederived: { total: (ledger.get(k) ?? dec(0)).toString() } }));
 }
 
 function reportOf(invoiceId: string, contractId: string, status: string, periodStart: string, total: string, lines: StoredInvoiceLine[]): InvoiceReport {
