@@ -34,6 +34,16 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     } as never);
     return id;
   };
+  /** A contract renewing `old` from February, open-ended. */
+  const renewal = (em: EntityManager, old: { customerId: string; rateCardId: string; contractId: string }) => {
+    const id = newId();
+    em.create(Contract, {
+      id, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
+      usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
+      terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
+    } as never);
+    return id;
+  };
   const drawn = async (grantId: string) => {
     const [row] = await orm.em.fork().execute<{ drawn: string }[]>(`select coalesce(-sum(amount), 0)::text as drawn from balance_ledger where grant_id = ?`, [grantId]);
     return row!.drawn;
@@ -203,12 +213,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     test('a renewal bills the late usage of the contract it renews', async () => {
       const em = orm.em.fork();
       const old = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
-      const renewalId = newId();
-      em.create(Contract, {
-        id: renewalId, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
-        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
-        terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
-      } as never);
+      const renewalId = renewal(em, old);
       await em.flush();
       const jan = input(old.contractId, JAN, FEB);
       await old.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
@@ -319,12 +324,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       const em = orm.em.fork();
       const old = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
       const grantId = commit(em, old, old.contractId, '1000', { endingBefore: FEB, rolloverFraction: '0.5' });
-      const renewalId = newId();
-      em.create(Contract, {
-        id: renewalId, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
-        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
-        terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
-      } as never);
+      const renewalId = renewal(em, old);
       await em.flush();
       const jan = input(old.contractId, JAN, FEB);
       await old.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
