@@ -119,6 +119,11 @@ export interface CorrectionInput {
    * already billed, so commits and credits draw on those lines net of it.
    */
   netsOwnUsage?: boolean;
+  /**
+   * A negative correction: what commits and credits drew on earlier corrections of the same line
+   * (positive amounts per segment), given back to them first; only the rest is credited in cash.
+   */
+  giveBack?: { grantId: string; segmentId: string; amount: string }[];
 }
 
 /** A contract's trial as one invoice sees it. */
@@ -162,13 +167,15 @@ export interface InvoiceLine {
   contractId?: string;
   /** Correction lines (not stored): see CorrectionInput.netsOwnUsage. */
   netsOwnUsage?: boolean;
+  /** Correction lines: what each commit segment drew on it (positive) or got back from it (negative). */
+  commitDraws?: { grantId: string; segmentId: string; amount: Decimal }[];
 }
 
 export interface Drawdown {
   grantId: string;
   kind: GrantState['kind'];
   segmentId: string;
-  /** Positive amount taken from the segment by this invoice. */
+  /** Amount taken from the segment by this invoice (negative: given back by a negative correction). */
   amount: Decimal;
 }
 
@@ -376,8 +383,9 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   }
 
   // 4. Corrections for late usage of finalized periods, one per changed line of the corrected invoice.
+  const giveBacks = new Map<InvoiceLine, NonNullable<CorrectionInput['giveBack']>>();
   for (const c of input.corrections ?? []) {
-    lines.push({
+    const line: InvoiceLine = {
       type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason,
       ...(c.productType ? { productType: c.productType } : {}),
       ...(c.startingAt ? { startingAt: c.startingAt, endingBefore: c.endingBefore } : {}),
@@ -386,7 +394,9 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
       ...(c.trialContractId ? { trialContractId: c.trialContractId } : {}),
       ...(c.contractId ? { contractId: c.contractId } : {}),
       ...(c.netsOwnUsage ? { netsOwnUsage: true } : {}),
-    });
+    };
+    lines.push(line);
+    if (c.giveBack?.length && line.total.lt(0)) giveBacks.set(line, c.giveBack);
   }
 
   const subtotal = sum(lines.map((l) => l.total));
@@ -403,6 +413,27 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   const ordered = (input.grants ?? []).flatMap((grant) => grant.segments.map((seg) => ({ grant, seg }))).sort(grantOrder);
   for (const { seg } of ordered) remaining.set(seg.id, dec(seg.remaining));
   const netted = netBilledElsewhere(lines, trialCovered);
+  const kindOf = new Map(ordered.map(({ grant }) => [grant.id, grant.kind]));
+  const take = (line: InvoiceLine, grantId: string, segmentId: string, amount: Decimal) => {
+    const key = `${grantId}|${segmentId}`;
+    const d = drawdowns.get(key) ?? { grantId, kind: kindOf.get(grantId)!, segmentId, amount: new Dec(0) };
+    d.amount = d.amount.plus(amount);
+    drawdowns.set(key, d);
+    remaining.set(segmentId, remaining.get(segmentId)!.minus(amount));
+    if (line.type === 'correction') (line.commitDraws ??= []).push({ grantId, segmentId, amount });
+  };
+  // A negative correction first gives back what commits and credits drew on that line's earlier corrections.
+  for (const [line, back] of giveBacks) {
+    let left = line.total.negated();
+    for (const b of back) {
+      if (left.lte(0)) break;
+      if (!remaining.has(b.segmentId) || !kindOf.has(b.grantId) || kindOf.get(b.grantId) === 'POSTPAID') continue;
+      const amount = Dec.min(left, dec(b.amount));
+      if (amount.lte(0)) continue;
+      take(line, b.grantId, b.segmentId, amount.negated());
+      left = left.minus(amount);
+    }
+  }
   const drawable = [
     ...lines.filter((l) => l.type === 'correction' && l.productId && l.startingAt && !l.trialContractId && !l.netsOwnUsage && l.total.gt(0)),
     ...lines.filter((l) => l.type === 'usage' || l.type === 'subscription'),
@@ -420,19 +451,15 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
       if (!grantApplies(grant, line, products.get(line.productId!))) continue;
       const left = remaining.get(seg.id)!;
       if (left.lte(0)) continue;
-      const take = Dec.min(left, open);
-      remaining.set(seg.id, left.minus(take));
-      open = open.minus(take);
-      const key = `${grant.id}|${seg.id}`;
-      const d = drawdowns.get(key) ?? { grantId: grant.id, kind: grant.kind, segmentId: seg.id, amount: new Dec(0) };
-      d.amount = d.amount.plus(take);
-      drawdowns.set(key, d);
+      const amount = Dec.min(left, open);
+      take(line, grant.id, seg.id, amount);
+      open = open.minus(amount);
     }
   }
   const grantsById = new Map((input.grants ?? []).map((g) => [g.id, g]));
   for (const d of drawdowns.values()) {
     // A postpaid commit is paid in arrears: usage counts against its minimum but is still billed.
-    if (d.kind === 'POSTPAID') continue;
+    if (d.kind === 'POSTPAID' || d.amount.isZero()) continue;
     const g = grantsById.get(d.grantId)!;
     lines.push({
       type: 'applied_commit_or_credit',

@@ -50,7 +50,10 @@ export async function customerBalances(em: EntityManager, customerId: string, op
   if (opts.includeDrafts !== false) {
     for (const { view, inv, contract } of opts.drafts ?? await customerDrafts(em, customerId, now)) {
       for (const d of inv.drawdowns) {
-        entries.get(d.grantId)?.push({ type: LEDGER_DEDUCTION_TYPES[kindOf.get(d.grantId)!], amount: d.amount.negated(), timestamp: view.periodEnd, segmentId: d.segmentId, invoiceId: view.id, contractId: contract.id, draft: true });
+        if (d.amount.isZero()) continue;
+        const kind = kindOf.get(d.grantId)!;
+        const type = d.amount.lt(0) && kind !== 'POSTPAID' ? (kind === 'CREDIT' ? 'CREDIT_CREDITED' : 'PREPAID_COMMIT_CREDITED') : LEDGER_DEDUCTION_TYPES[kind];
+        entries.get(d.grantId)?.push({ type, amount: d.amount.negated(), timestamp: view.periodEnd, segmentId: d.segmentId, invoiceId: view.id, contractId: contract.id, draft: true });
       }
     }
   }
@@ -70,8 +73,7 @@ export async function customerBalances(em: EntityManager, customerId: string, op
       ledger.push(...segEntries);
       let left = segEntries.reduce((acc, e) => acc.plus(e.amount), dec(s.amount));
       // Rolled over to a renewal: that part leaves at the transition, and the segment ends there.
-      const rolled = g.rolledOver?.find((r) => r.segment_id === s.id);
-      if (rolled) {
+      for (const rolled of g.rolledOver?.filter((r) => r.segment_id === s.id) ?? []) {
         ledger.push({ type: `${prefix}_ROLLOVER`, amount: dec(rolled.amount).negated(), timestamp: rolled.timestamp, segmentId: s.id, contractId: rolled.new_contract_id });
         left = left.minus(rolled.amount);
         end = Math.min(end, Date.parse(rolled.timestamp));

@@ -190,6 +190,8 @@ export interface StoredInvoiceLine {
   scheduled_charge_id?: string;
   discount_id?: string;
   corrected_invoice_id?: string;
+  /** `correction` lines: what each commit segment drew on it (positive) or got back from it (negative). */
+  commit_draws?: { id: string; segment_id: string; amount: string }[];
   reason?: string;
   /** `trial` lines: whose trial; `correction` lines: in-trial late usage that contract's trial covers. */
   trial_contract_id?: string;

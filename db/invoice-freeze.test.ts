@@ -34,6 +34,16 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     } as never);
     return id;
   };
+  /** A contract renewing `old` from February, open-ended. */
+  const renewal = (em: EntityManager, old: { customerId: string; rateCardId: string; contractId: string }) => {
+    const id = newId();
+    em.create(Contract, {
+      id, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
+      usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
+      terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
+    } as never);
+    return id;
+  };
   const drawn = async (grantId: string) => {
     const [row] = await orm.em.fork().execute<{ drawn: string }[]>(`select coalesce(-sum(amount), 0)::text as drawn from balance_ledger where grant_id = ?`, [grantId]);
     return row!.drawn;
@@ -203,12 +213,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     test('a renewal bills the late usage of the contract it renews', async () => {
       const em = orm.em.fork();
       const old = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
-      const renewalId = newId();
-      em.create(Contract, {
-        id: renewalId, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
-        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
-        terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
-      } as never);
+      const renewalId = renewal(em, old);
       await em.flush();
       const jan = input(old.contractId, JAN, FEB);
       await old.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
@@ -319,12 +324,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       const em = orm.em.fork();
       const old = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
       const grantId = commit(em, old, old.contractId, '1000', { endingBefore: FEB, rolloverFraction: '0.5' });
-      const renewalId = newId();
-      em.create(Contract, {
-        id: renewalId, customerId: old.customerId, rateCardId: old.rateCardId, startingAt: new Date(FEB), endingBefore: null,
-        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, createdAt: new Date(),
-        terms: { transition: { from_contract_id: old.contractId, type: 'RENEWAL' } },
-      } as never);
+      const renewalId = renewal(em, old);
       await em.flush();
       const jan = input(old.contractId, JAN, FEB);
       await old.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
@@ -364,6 +364,58 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       expect(live!.drawn).toBe('900'); // February's 300 and the regenerated January's 600
       await finalize(again.invoiceId);
       await clean(s.customerId);
+    });
+    test('late usage that goes down again gives back what the commit drew on it, not cash', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
+      const grantId = commit(em, s, s.contractId, '1000');
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      const feb = input(s.contractId, FEB, MAR);
+      const mar = input(s.contractId, MAR, '2026-04-01T00:00:00.000Z');
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
+      expect(await freeze(feb)).toEqual({ status: 'DRAFT', total: '0' }); // the late 300 from the commit
+      await finalize(feb.invoiceId);
+      // January's usage goes back down by 300: the commit gets its 300 back; nothing is paid out.
+      await s.ingest([{ id: 'jan-undo', at: '2026-01-21T00:00:00Z', seconds: -300 }]);
+      const draft = (await customerDrafts(orm.em.fork(), s.customerId, new Date('2026-03-15T00:00:00Z'))).find((d) => d.view.id === mar.invoiceId)!;
+      expect(draft.view.total).toBe('0');
+      expect(await freeze(mar)).toEqual({ status: 'DRAFT', total: '0' });
+      expect(await lines(mar.invoiceId)).toEqual(['usage:0', 'correction:-300', 'applied_commit_or_credit:300']);
+      const ledgerTypes = (await orm.em.fork().find(BalanceLedgerEntry, { grantId, invoiceId: mar.invoiceId })).map((e) => `${e.type}:${e.amount}`);
+      expect(ledgerTypes).toEqual(['PREPAID_COMMIT_CREDITED:300']);
+      expect(await drawn(grantId)).toBe('600');
+      await finalize(mar.invoiceId);
+      await clean(s.customerId);
+    });
+
+    test('an ended contract\'s late-usage invoice leaves customer-level commits to the live contracts, whose frozen invoices match their drafts', async () => {
+      const em = orm.em.fork();
+      const o = await seedContract(em, { startingAt: JAN, endingBefore: FEB, price: '1' });
+      const cId = newId();
+      em.create(Contract, {
+        id: cId, customerId: o.customerId, rateCardId: o.rateCardId, startingAt: new Date(JAN), endingBefore: new Date('2026-04-01T00:00:00.000Z'),
+        usageStatementFrequency: 'MONTHLY', usageStatementDay: 'FIRST_OF_MONTH', customFields: {}, terms: {}, createdAt: new Date(JAN),
+      } as never);
+      const grantId = commit(em, o, null, '600'); // customer-level
+      await em.flush();
+      await o.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]); // each contract prices it
+      for (const id of [o.contractId, cId]) await freeze(input(id, JAN, FEB));
+      for (const id of [invoiceIdFor(o.contractId, JAN), invoiceIdFor(cId, JAN)]) await finalize(id);
+      expect(await drawn(grantId)).toBe('200');
+      await o.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }, { id: 'feb', at: '2026-02-10T00:00:00Z', seconds: 200 }]);
+      const draft = (await customerDrafts(orm.em.fork(), o.customerId, new Date('2026-02-15T00:00:00Z'))).find((d) => d.view.id === invoiceIdFor(cId, FEB))!;
+      expect(draft.view.total).toBe('100'); // C's late 300 and its own 200, 400 of them from the commit
+      const late = await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, o.contractId));
+      expect(late).toMatchObject({ status: 'DRAFT', total: '300' }); // in cash: the commit is the live contract's to draw
+      expect(await freeze(input(cId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '100' });
+      expect(await drawn(grantId)).toBe('600');
+      await finalize(late!.invoiceId);
+      await finalize(invoiceIdFor(cId, FEB));
+      await clean(o.customerId);
     });
   });
 });

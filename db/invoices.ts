@@ -105,6 +105,7 @@ const DEDUCTION: Record<BalanceGrant['kind'], string> = {
   CREDIT: 'CREDIT_AUTOMATED_INVOICE_DEDUCTION',
 };
 export const LEDGER_DEDUCTION_TYPES = DEDUCTION;
+const CREDITED: Record<'PREPAID' | 'CREDIT', string> = { PREPAID: 'PREPAID_COMMIT_CREDITED', CREDIT: 'CREDIT_CREDITED' };
 
 /** Commits and credits that can apply to the contract's invoices: its own and the customer's. */
 export async function grantsForContract(em: EntityManager, contract: Contract): Promise<BalanceGrant[]> {
@@ -142,6 +143,8 @@ export interface ComputeOptions {
   carried?: Map<string, Decimal>;
   /** Corrections already on earlier drafts of this computation, by `corrected invoice id|correctedLineKey` (key '' for a whole-invoice one). */
   carriedCorrections?: Map<string, Decimal>;
+  /** What commits and credits drew on those corrections (net of give-backs), by the same key, then by `grant|segment`. */
+  carriedCorrectionDraws?: Map<string, Map<string, Decimal>>;
   /** Of those, the in-trial ones (marked for a trial), by corrected invoice id. */
   carriedTrialCorrections?: Map<string, Decimal>;
   /** What earlier drafts of this computation covered of each trial (positive), by the trial's contract id. */
@@ -264,8 +267,10 @@ export async function computeInvoice(em: EntityManager, contract: Contract, peri
     // Late in-trial usage on it is covered by its trial, within what is left of the cap.
     const trials = opts.usageOnly ? [] : await invoiceTrials(em, contract, pStart, pEnd, corrections, opts);
     const known = (createdAt: string | number | Date | undefined) => !opts.asOf || createdAt === undefined || new Date(createdAt).getTime() <= opts.asOf.getTime();
-    const own = opts.usageOnly ? [] : (opts.grants ?? await grantsForContract(em, contract)).filter((g) => known(g.createdAt));
-    const late = await drawingGrants(em, contract, own, corrections, pStart, pEnd, opts, known);
+    // Only the contract's own commits and credits (and its predecessors'): no other contract's
+    // draft can draw on those, so drafts and balances need not wait for this invoice to see them.
+    const own = opts.usageOnly ? [] : (opts.grants ?? await grantsForContract(em, contract)).filter((g) => known(g.createdAt) && g.contractId === contract.id);
+    const late = await drawingGrants(em, contract, own, corrections, pStart, pEnd, opts, known, undefined, { contractLevelOnly: true });
     const products = await correctionProducts(em, new Map(), corrections, pStart, known);
     return assembleInvoice({ creditType: USD_CENTS, contractId: contract.id, periodStart: pStart, periodEnd: pEnd, products, slices: [], corrections, trials, grants: late.states });
   }
@@ -432,17 +437,20 @@ type TrueUp = { grantId: string; name: string; productId?: string; segmentId: st
  * (the contract's own grants, segments overlapping the period; POSTPAID minimums ending in it are
  * trued up here) and, for late usage of finalized periods, the segments of the PREPAID commits and
  * credits that applied to the corrected line's contract and time — its predecessor's too when a
- * renewal bills that usage — while they have balance, expired or not. What is left is the segment
+ * renewal bills that usage — while they have balance, expired or not (an ended contract's
+ * late-usage invoice: contract-level ones only). A negative correction's give-back goes to the
+ * segments that drew on that line's earlier corrections. What is left is the segment
  * less every other invoice's draw-downs, earlier drafts of this computation's, and what rolled
  * over to a renewal.
  */
 async function drawingGrants(
   em: EntityManager, contract: Contract, own: BalanceGrant[], corrections: readonly CorrectionInput[], pStart: number, pEnd: number,
-  opts: ComputeOptions, known: (createdAt: string | number | Date | undefined) => boolean, pricing?: PricingData,
+  opts: ComputeOptions, known: (createdAt: string | number | Date | undefined) => boolean, pricing?: PricingData, only: { contractLevelOnly?: boolean } = {},
 ): Promise<{ states: GrantState[]; trueUps: TrueUp[]; purchases: FixedCharge[] }> {
   const windows = new Map<string, [number, number][]>();
   for (const c of corrections) {
-    if (!c.contractId || !c.productId || !c.startingAt || !c.endingBefore || c.trialContractId || c.netsOwnUsage || !dec(c.amount).gt(0)) continue;
+    if (!c.contractId || !c.productId || !c.startingAt || !c.endingBefore || c.trialContractId || c.netsOwnUsage) continue;
+    if (!dec(c.amount).gt(0) && !c.giveBack?.length) continue;
     (windows.get(c.contractId) ?? windows.set(c.contractId, []).get(c.contractId)!).push([Date.parse(c.startingAt), Date.parse(c.endingBefore)]);
   }
   const ownIds = new Set(own.map((g) => g.id));
@@ -453,7 +461,10 @@ async function drawingGrants(
     const customerGrants = (await em.find(BalanceGrant, { customerId: contract.customerId, archivedAt: null }, { orderBy: { createdAt: 'asc', id: 'asc' } })).filter((g) => known(g.createdAt));
     all = [...own, ...customerGrants.filter((g) => !ownIds.has(g.id))];
     for (const id of others) {
-      for (const g of grantsApplying(all, { id })) (contractsOf.get(g.id) ?? contractsOf.set(g.id, []).get(g.id)!).push(id);
+      for (const g of grantsApplying(all, { id })) {
+        if (only.contractLevelOnly && g.contractId !== id) continue;
+        (contractsOf.get(g.id) ?? contractsOf.set(g.id, []).get(g.id)!).push(id);
+      }
     }
   }
   const lateOverlap = (g: BalanceGrant, from: number, to: number) => g.kind !== 'POSTPAID'
@@ -627,11 +638,12 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     }
     // Per changed line (product, time slice, group values): what it is now − what was billed −
     // what corrections of it were already made.
-    const changes = new Map<string, { line: StoredInvoiceLine; delta: Decimal }>();
+    const changes = new Map<string, { line: StoredInvoiceLine; delta: Decimal; draws: Map<string, Decimal> }>();
     const change = (l: StoredInvoiceLine, by: Decimal) => {
       const k = correctedLineKey(l);
-      const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0) }).get(k)!;
+      const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0), draws: new Map() }).get(k)!;
       c.delta = c.delta.plus(by);
+      for (const d of l.commit_draws ?? []) c.draws.set(`${d.id}|${d.segment_id}`, (c.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
     };
     for (const l of againLines) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total));
     for (const l of f.lineItems) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total).negated());
@@ -639,13 +651,18 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     for (const [k, c] of changes) {
       const delta = c.delta.minus(opts.carriedCorrections?.get(`${f.id}|${k}`) ?? 0);
       if (delta.isZero()) continue;
+      for (const [seg, v] of opts.carriedCorrectionDraws?.get(`${f.id}|${k}`) ?? []) c.draws.set(seg, (c.draws.get(seg) ?? dec(0)).plus(v));
+      // Usage of the line went down: what commits and credits drew on its earlier corrections goes back to them first (latest segment first).
+      const giveBack = delta.lt(0)
+        ? [...c.draws].filter(([, v]) => v.gt(0)).reverse().map(([seg, v]) => ({ grantId: seg.split('|')[0]!, segmentId: seg.slice(seg.indexOf('|') + 1), amount: v.toString() }))
+        : [];
       const l = c.line;
       // In-trial late usage is marked for the trial that covers it (within its cap).
       const inTrial = !!trial && isInTrialCharge({ type: l.type === 'correction' ? 'usage' : l.type, startingAt: l.starting_at, endingBefore: l.ending_before }, trial.window);
       out.push({
         correctedInvoiceId: f.id, contractId: f.contractId, productId: l.product_id, productType: l.product_type as ProductType | undefined,
         startingAt: l.starting_at, endingBefore: l.ending_before, pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values,
-        name: `${name}: ${productNameOf(l)}${inTrial ? ' (in trial)' : ''}`, amount: delta.toString(),
+        name: `${name}: ${productNameOf(l)}${inTrial ? ' (in trial)' : ''}`, amount: delta.toString(), ...(giveBack.length && !inTrial ? { giveBack } : {}),
         reason: inTrial
           ? 'usage inside the trial changed after the period was finalized (late events); the trial covers it within its spending cap'
           : 'usage for a finalized period changed after it was finalized (late events)',
@@ -772,6 +789,7 @@ export function storedLines(inv: AssembledInvoice): StoredInvoiceLine[] {
       scheduled_charge_id: l.scheduledChargeId,
       discount_id: l.discountId,
       corrected_invoice_id: l.correctedInvoiceId,
+      commit_draws: l.commitDraws?.map((d) => ({ id: d.grantId, segment_id: d.segmentId, amount: d.amount.toString() })),
       reason: l.reason,
       trial_contract_id: l.trialContractId,
     };
@@ -781,7 +799,10 @@ export function storedLines(inv: AssembledInvoice): StoredInvoiceLine[] {
 
 /** The ledger entries an invoice's draw-downs and true-ups write (amounts negative: they reduce the balance). */
 export function ledgerEntriesOf(inv: AssembledInvoice, invoice: { id: string; contractId: string; periodEnd: string }): { grantId: string; segmentId: string; type: string; amount: string; ts: string }[] {
-  const out = inv.drawdowns.map((d) => ({ grantId: d.grantId, segmentId: d.segmentId, type: DEDUCTION[d.kind], amount: d.amount.negated().toString(), ts: invoice.periodEnd }));
+  // A give-back (a negative correction returning what its line's earlier corrections drew) is CREDITED.
+  const out = inv.drawdowns.filter((d) => !d.amount.isZero()).map((d) => ({
+    grantId: d.grantId, segmentId: d.segmentId, type: d.amount.lt(0) && d.kind !== 'POSTPAID' ? CREDITED[d.kind] : DEDUCTION[d.kind], amount: d.amount.negated().toString(), ts: invoice.periodEnd,
+  }));
   for (const l of inv.lines) {
     if (l.type === 'postpaid_trueup' && l.commitId) {
       out.push({ grantId: l.commitId, segmentId: 'trueup', type: 'POSTPAID_COMMIT_TRUEUP', amount: l.total.negated().toString(), ts: invoice.periodEnd });
@@ -916,6 +937,7 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
   const carried = new Map<string, Decimal>();
   // Corrections on earlier drafts, by corrected invoice, across contracts (a renewal bills its predecessor's).
   const corrections = new Map<string, Decimal>();
+  const correctionDraws = new Map<string, Map<string, Decimal>>();
   const trialCorrections = new Map<string, Decimal>();
   // What earlier drafts' trial lines covered, by the trial's contract.
   const trials = new Map<string, Decimal>();
@@ -924,7 +946,7 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
   for (const { contract, period, id } of needed) {
     const c = context.get(contract.id)!;
     const inv = await computeInvoice(em, contract, period, {
-      invoiceId: id, carried, carriedCorrections: corrections, carriedTrialCorrections: trialCorrections, carriedTrial: trials,
+      invoiceId: id, carried, carriedCorrections: corrections, carriedCorrectionDraws: correctionDraws, carriedTrialCorrections: trialCorrections, carriedTrial: trials,
       pricing: c.pricing, grants: c.grants, drawn: c.drawn, usageReader: opts.usageReader ?? pre?.usageReader,
       // Preloaded: a contract with no finalized period to correct (and no predecessor) has no corrections.
       ...(pre && !pre.mayHaveCorrections.has(contract.id) ? { corrections: [] } : {}),
@@ -932,7 +954,9 @@ export async function customerDrafts(em: EntityManager, customerId: string, now:
     for (const d of inv.drawdowns) add(carried, `${d.grantId}|${d.segmentId}`, d.amount);
     for (const l of inv.lines) {
       if (l.type === 'correction' && l.correctedInvoiceId) {
-        add(corrections, `${l.correctedInvoiceId}|${l.productId ? correctedLineKey({ product_id: l.productId, product_type: l.productType, starting_at: l.startingAt, ending_before: l.endingBefore, pricing_group_values: l.pricingGroupValues, presentation_group_values: l.presentationGroupValues }) : ''}`, l.total);
+        const key = `${l.correctedInvoiceId}|${l.productId ? correctedLineKey({ product_id: l.productId, product_type: l.productType, starting_at: l.startingAt, ending_before: l.endingBefore, pricing_group_values: l.pricingGroupValues, presentation_group_values: l.presentationGroupValues }) : ''}`;
+        add(corrections, key, l.total);
+        for (const d of l.commitDraws ?? []) add(correctionDraws.get(key) ?? correctionDraws.set(key, new Map()).get(key)!, `${d.grantId}|${d.segmentId}`, d.amount);
       }
       if (l.type === 'correction' && l.correctedInvoiceId && l.trialContractId) add(trialCorrections, l.correctedInvoiceId, l.total);
       if (l.type === 'trial' && l.trialContractId) add(trials, l.trialContractId, l.total.negated());

@@ -142,6 +142,8 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
           contractId: contractOf.get(l.corrected_invoice_id!), productType: l.product_type as ProductType | undefined, startingAt: l.starting_at, endingBefore: l.ending_before,
           pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values,
           netsOwnUsage: !l.trial_contract_id && l.corrected_invoice_id === inv.regeneratedFromInvoiceId,
+          // What it gave back is taken as billed (what to give back depends on the corrections before it).
+          giveBack: dec(l.total).lt(0) ? (l.commit_draws ?? []).filter((d) => dec(d.amount).lt(0)).map((d) => ({ grantId: d.id, segmentId: d.segment_id, amount: dec(d.amount).negated().toString() })) : undefined,
         } : {}),
       }));
       const period = { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() };
@@ -178,9 +180,11 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
     if (changed.eq(corrected)) {
       // The trial line moves with its in-trial usage, and so do the draw-downs on it; the late part
       // is covered where it is corrected (and drawn on there, re-derived with that invoice). The
-      // draw-downs this invoice billed must still be exactly what it wrote to the ledger.
+      // draw-downs this invoice billed must still be exactly what it wrote to the ledger. A POSTPAID
+      // true-up already billed is not re-derived away: late usage under a minimum it trued up is
+      // still reported.
       const before = c.report.drift.length;
-      const moves = (type: string) => BILLED_USAGE_TYPES.has(type) || type === 'trial' || (!changed.isZero() && (type === 'applied_commit_or_credit' || type === 'postpaid_trueup'));
+      const moves = (type: string) => BILLED_USAGE_TYPES.has(type) || type === 'trial' || (!changed.isZero() && type === 'applied_commit_or_credit');
       c.report.drift = c.report.drift.filter((d) => !moves(d.line.split('|')[0]!));
       c.report.corrected = before - c.report.drift.length;
       if (!changed.isZero()) c.report.drift.push(...await ledgerDrift(em, c.report.invoiceId, c.billed));
@@ -223,7 +227,8 @@ async function unbilledRechargeCommits(em: EntityManager, customerId?: string): 
 async function ledgerDrift(em: EntityManager, invoiceId: string, billed: StoredInvoiceLine[]): Promise<InvoiceReport['drift']> {
   const rows = await em.execute<{ key: string; total: string }[]>(
     `select grant_id::text || '|' || segment_id as key, sum(amount)::text as total from balance_ledger
-      where invoice_id = ?::uuid and type in ('PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', 'CREDIT_AUTOMATED_INVOICE_DEDUCTION') group by 1`, [invoiceId]);
+      where invoice_id = ?::uuid and type in ('PREPAID_COMMIT_AUTOMATED_INVOICE_DEDUCTION', 'CREDIT_AUTOMATED_INVOICE_DEDUCTION', 'PREPAID_COMMIT_CREDITED', 'CREDIT_CREDITED')
+      group by 1`, [invoiceId]);
   const lines = new Map<string, Decimal>();
   for (const l of billed) {
     if (l.type !== 'applied_commit_or_credit' || !l.applied_commit_or_credit) continue;
