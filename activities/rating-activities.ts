@@ -15,7 +15,7 @@ const IDLE_SLEEP_MS = 25;
 /**
  * A pass smaller than this waits for the rest of the rating interval before the next one: each
  * pass upserts one aggregate row per (metric, customer, hour, group) it touches, so many small
- * passes cost several times the CPU of a few larger ones (bench:ingest, README "Benchmarks").
+ * passes cost several times the CPU of a few larger ones (bench:ingest, docs/benchmarks.md).
  */
 const FULL_PASS_EVENTS = 10_000;
 

@@ -5,7 +5,7 @@ import { Migration } from '@mikro-orm/migrations';
  * only writer and takes both ids from rows it reads in the same snapshot (customer_event_key,
  * billable_metric), and neither table ever deletes a row (customers and metrics are archived).
  * The four checks per upserted aggregate row were a quarter of the rater's statement time
- * (bench:ingest, README "Benchmarks").
+ * (bench:ingest, docs/benchmarks.md).
  */
 const TABLES = ['usage_hourly', 'usage_daily', 'usage_unique_hourly', 'usage_unique_daily'];
 
