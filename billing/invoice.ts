@@ -90,6 +90,8 @@ export interface GrantState {
    * contract, a correction to the contract of the invoice it corrects. Unset: any.
    */
   contractIds?: string[];
+  /** Only here to take back a give-back (archived, or not this invoice's to draw on): draws nothing. */
+  giveBackOnly?: boolean;
 }
 
 export interface CorrectionInput {
@@ -167,7 +169,7 @@ export interface InvoiceLine {
   contractId?: string;
   /** Correction lines (not stored): see CorrectionInput.netsOwnUsage. */
   netsOwnUsage?: boolean;
-  /** Correction lines: what each commit segment drew on it (positive) or got back from it (negative). */
+  /** What each commit segment drew on the line (positive) or, on a correction, got back from it (negative). */
   commitDraws?: { grantId: string; segmentId: string; amount: Decimal }[];
 }
 
@@ -420,18 +422,21 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     d.amount = d.amount.plus(amount);
     drawdowns.set(key, d);
     remaining.set(segmentId, remaining.get(segmentId)!.minus(amount));
-    if (line.type === 'correction') (line.commitDraws ??= []).push({ grantId, segmentId, amount });
+    (line.commitDraws ??= []).push({ grantId, segmentId, amount });
   };
-  // A negative correction first gives back what commits and credits drew on that line's earlier corrections.
+  // Usage of a finalized line that went down gives back first what commits and credits drew on
+  // that line (on the finalized invoice and its earlier corrections); only the rest is credited
+  // in cash. A POSTPAID commit (whose usage is billed anyway) stops counting it toward its minimum.
   for (const [line, back] of giveBacks) {
-    let left = line.total.negated();
+    const left = { prepaid: line.total.negated(), postpaid: line.total.negated() };
     for (const b of back) {
-      if (left.lte(0)) break;
-      if (!remaining.has(b.segmentId) || !kindOf.has(b.grantId) || kindOf.get(b.grantId) === 'POSTPAID') continue;
-      const amount = Dec.min(left, dec(b.amount));
+      const kind = kindOf.get(b.grantId);
+      if (!kind || !remaining.has(b.segmentId)) continue;
+      const budget = kind === 'POSTPAID' ? 'postpaid' : 'prepaid';
+      const amount = Dec.min(left[budget], dec(b.amount));
       if (amount.lte(0)) continue;
       take(line, b.grantId, b.segmentId, amount.negated());
-      left = left.minus(amount);
+      left[budget] = left[budget].minus(amount);
     }
   }
   const drawable = [
@@ -446,7 +451,7 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     const lineContract = line.type === 'correction' ? line.contractId : input.contractId;
     for (const { grant, seg } of ordered) {
       if (open.lte(0)) break;
-      if (seg.startingAt >= lineEnd || seg.endingBefore <= lineStart) continue;
+      if (grant.giveBackOnly || seg.startingAt >= lineEnd || seg.endingBefore <= lineStart) continue;
       if (grant.contractIds && lineContract !== undefined && !grant.contractIds.includes(lineContract)) continue;
       if (!grantApplies(grant, line, products.get(line.productId!))) continue;
       const left = remaining.get(seg.id)!;

@@ -23,10 +23,10 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
   afterAll(async () => { await orm?.close(); });
 
   const commit = (em: EntityManager, s: { customerId: string; productId: string }, contractId: string | null, amount: string,
-    o: { startingAt?: string; endingBefore?: string; rolloverFraction?: string } = {}) => {
+    o: { startingAt?: string; endingBefore?: string; rolloverFraction?: string; kind?: 'PREPAID' | 'POSTPAID' | 'CREDIT' } = {}) => {
     const id = newId();
     em.create(BalanceGrant, {
-      id, customerId: s.customerId, contractId, kind: 'PREPAID', productId: s.productId, name: 'Prepaid commit', description: null, priority: 0,
+      id, customerId: s.customerId, contractId, kind: o.kind ?? 'PREPAID', productId: s.productId, name: 'Prepaid commit', description: null, priority: 0,
       applicableProductIds: null, applicableProductTags: null, applicableContractIds: null, specifiers: null,
       accessSchedule: { schedule_items: [{ id: `${id}-s0`, amount, starting_at: o.startingAt ?? JAN, ending_before: o.endingBefore ?? '2027-01-01T00:00:00.000Z' }] },
       invoiceSchedule: null, invoiceContractId: null, rolloverFraction: o.rolloverFraction ?? null, rateType: null, customFields: {}, uniquenessKey: null,
@@ -416,6 +416,87 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       await finalize(late!.invoiceId);
       await finalize(invoiceIdFor(cId, FEB));
       await clean(o.customerId);
+    });
+    test('usage that goes down gives back what a free credit drew on the finalized invoice itself: nothing is paid out', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: MAR, price: '1' });
+      const grantId = commit(em, s, s.contractId, '1000', { kind: 'CREDIT' });
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      await s.ingest([{ id: 'jan-undo', at: '2026-01-21T00:00:00Z', seconds: -300 }]);
+      expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '0' });
+      expect(await drawn(grantId)).toBe('300');
+      await finalize(invoiceIdFor(s.contractId, FEB));
+      await clean(s.customerId);
+    });
+
+    test('a rise drawn on one invoice and its fall given back on another net out when the period is regenerated', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-05-01T00:00:00.000Z', price: '1' });
+      const grantId = commit(em, s, s.contractId, '1000');
+      await em.flush();
+      const jan = input(s.contractId, JAN, FEB);
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
+      await freeze(jan);
+      await finalize(jan.invoiceId);
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
+      await freeze(input(s.contractId, FEB, MAR));
+      await finalize(invoiceIdFor(s.contractId, FEB));
+      await s.ingest([{ id: 'jan-undo', at: '2026-01-21T00:00:00Z', seconds: -300 }]);
+      await freeze(input(s.contractId, MAR, '2026-04-01T00:00:00.000Z'));
+      await finalize(invoiceIdFor(s.contractId, MAR));
+      await orm.em.fork().nativeUpdate(Invoice, { id: jan.invoiceId }, { status: 'VOID', voidedAt: new Date() });
+      const again = { ...jan, invoiceId: uuidV5(`regenerated:${jan.invoiceId}`), regeneratedFromInvoiceId: jan.invoiceId };
+      expect(await freeze(again)).toEqual({ status: 'DRAFT', total: '0' });
+      expect(await lines(again.invoiceId)).toEqual(['usage:600', 'applied_commit_or_credit:-600']);
+      const [live] = await orm.em.fork().execute<{ drawn: string }[]>(
+        `select (-sum(l.amount))::text as drawn from balance_ledger l join invoice i on i.id = l.invoice_id where l.grant_id = ? and i.status <> 'VOID'`, [grantId]);
+      expect(live!.drawn).toBe('600');
+      await finalize(again.invoiceId);
+      await clean(s.customerId);
+    });
+
+    test('a POSTPAID minimum stops counting late usage that went away: the true-up bills the whole shortfall', async () => {
+      const em = orm.em.fork();
+      const APR = '2026-04-01T00:00:00.000Z';
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: APR, price: '1' });
+      commit(em, s, s.contractId, '1000', { kind: 'POSTPAID', endingBefore: APR });
+      await em.flush();
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+      const totals = [(await freeze(input(s.contractId, JAN, FEB))).total];
+      await finalize(invoiceIdFor(s.contractId, JAN));
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
+      totals.push((await freeze(input(s.contractId, FEB, MAR))).total);
+      await finalize(invoiceIdFor(s.contractId, FEB));
+      await s.ingest([{ id: 'jan-undo', at: '2026-01-21T00:00:00Z', seconds: -300 }]);
+      totals.push((await freeze(input(s.contractId, MAR, APR))).total);
+      // 100 of usage in all, under a 1000 minimum: 1000 billed over the three invoices.
+      expect(totals).toEqual(['100', '300', '600']);
+      expect(await lines(invoiceIdFor(s.contractId, MAR))).toEqual(['usage:0', 'correction:-300', 'postpaid_trueup:900']);
+      await finalize(invoiceIdFor(s.contractId, MAR));
+      await clean(s.customerId);
+    });
+
+    test('an ended contract\'s late-usage invoice gives back to the customer-level commit that drew on the earlier correction', async () => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: MAR, price: '1' });
+      const grantId = commit(em, s, null, '1000');
+      await em.flush();
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 100 }]);
+      await freeze(input(s.contractId, JAN, FEB));
+      await finalize(invoiceIdFor(s.contractId, JAN));
+      await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
+      expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '0' });
+      await finalize(invoiceIdFor(s.contractId, FEB));
+      await s.ingest([{ id: 'jan-undo', at: '2026-01-21T00:00:00Z', seconds: -300 }]);
+      const late = await orm.em.fork().transactional((tx) => freezeLateUsageInvoiceTx(tx, s.contractId));
+      expect(late).toMatchObject({ status: 'DRAFT', total: '0' });
+      expect(await drawn(grantId)).toBe('100');
+      await finalize(late!.invoiceId);
+      await clean(s.customerId);
     });
   });
 });

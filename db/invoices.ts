@@ -469,7 +469,13 @@ async function drawingGrants(
   }
   const lateOverlap = (g: BalanceGrant, from: number, to: number) => g.kind !== 'POSTPAID'
     && (contractsOf.get(g.id) ?? []).some((k) => (windows.get(k) ?? []).some(([a, b]) => from < b && to > a));
-  const drawing = all.filter((g) => contractsOf.has(g.id));
+  // The segments a negative correction gives back to, whatever the grant's level or state now (an
+  // archived one keeps what it gets back: it is never paid out in cash).
+  const givenBack = new Set(corrections.flatMap((c) => (c.giveBack ?? []).map((b) => `${b.grantId}|${b.segmentId}`)));
+  const named = [...new Set([...givenBack].map((k) => k.split('|')[0]!))].filter((id) => !all.some((g) => g.id === id));
+  if (named.length) all = [...all, ...await em.find(BalanceGrant, { id: { $in: named } }, { orderBy: { createdAt: 'asc', id: 'asc' } })];
+  const givenBackTo = new Set([...givenBack].map((k) => k.split('|')[0]!));
+  const drawing = all.filter((g) => contractsOf.has(g.id) || givenBackTo.has(g.id));
   const missing = drawing.filter((g) => !ownIds.has(g.id)).map((g) => g.id);
   const drawn = new Map(opts.drawn ?? await drawnBySegment(em, own.map((g) => g.id), opts.invoiceId, opts.asOf));
   // A predecessor's grants are not among the preloaded ones.
@@ -494,7 +500,7 @@ async function drawingGrants(
       const from = Date.parse(s.starting_at);
       const to = Date.parse(s.ending_before);
       const overlapsOwn = isOwn && from < pEnd && to > pStart;
-      if (!overlapsOwn && !lateOverlap(g, from, to)) continue;
+      if (!overlapsOwn && !lateOverlap(g, from, to) && !givenBack.has(`${g.id}|${s.id}`)) continue;
       const key = `${g.id}|${s.id}`;
       const rolled = (g.rolledOver ?? []).filter((r) => r.segment_id === s.id && known(r.timestamp)).reduce((a, r) => a.plus(r.amount), dec(0));
       const remaining = dec(s.amount).minus(drawn.get(key) ?? 0).minus(opts.carried?.get(key) ?? 0).minus(rolled);
@@ -507,7 +513,8 @@ async function drawingGrants(
     states.push({
       id: g.id, kind: g.kind, name, priority: Number(g.priority), contractLevel: g.contractId !== null,
       applicableProductIds: g.applicableProductIds ?? undefined, applicableProductTags: g.applicableProductTags ?? undefined,
-      specifiers: g.specifiers ?? undefined, segments: segs, contractIds: contractsOf.get(g.id)!,
+      specifiers: g.specifiers ?? undefined, segments: segs, contractIds: contractsOf.get(g.id) ?? [],
+      ...(contractsOf.has(g.id) && !g.archivedAt ? {} : { giveBackOnly: true }),
     });
   }
   return { states, trueUps, purchases };
@@ -620,8 +627,8 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     : await invoicesWithLateUsage(em, [...contracts.keys()], pStart);
   if (!ids.length) return [];
   const finalized = await em.find(Invoice, { id: { $in: ids } }, { orderBy: { periodStart: 'asc', id: 'asc' } });
-  // Corrections already made for it, wherever the customer was billed them.
-  const others = await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } });
+  // Corrections already made for it, wherever the customer was billed them (in the order they were frozen).
+  const others = await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } }, { orderBy: { frozenAt: 'asc', id: 'asc' } });
   const out: CorrectionInput[] = [];
   for (const f of finalized) {
     const own = f.contractId === contract.id;
@@ -639,20 +646,21 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     // Per changed line (product, time slice, group values): what it is now − what was billed −
     // what corrections of it were already made.
     const changes = new Map<string, { line: StoredInvoiceLine; delta: Decimal; draws: Map<string, Decimal> }>();
-    const change = (l: StoredInvoiceLine, by: Decimal) => {
+    // What commits and credits drew on each line: on the finalized invoice, then on its corrections, in the order they were frozen.
+    const change = (l: StoredInvoiceLine, by: Decimal, billed: boolean) => {
       const k = correctedLineKey(l);
       const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0), draws: new Map() }).get(k)!;
       c.delta = c.delta.plus(by);
-      for (const d of l.commit_draws ?? []) c.draws.set(`${d.id}|${d.segment_id}`, (c.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
+      for (const d of billed ? l.commit_draws ?? [] : []) c.draws.set(`${d.id}|${d.segment_id}`, (c.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
     };
-    for (const l of againLines) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total));
-    for (const l of f.lineItems) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total).negated());
-    for (const l of made) change(l, dec(l.total).negated());
+    for (const l of againLines) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total), false);
+    for (const l of f.lineItems) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total).negated(), true);
+    for (const l of made) change(l, dec(l.total).negated(), true);
     for (const [k, c] of changes) {
       const delta = c.delta.minus(opts.carriedCorrections?.get(`${f.id}|${k}`) ?? 0);
       if (delta.isZero()) continue;
       for (const [seg, v] of opts.carriedCorrectionDraws?.get(`${f.id}|${k}`) ?? []) c.draws.set(seg, (c.draws.get(seg) ?? dec(0)).plus(v));
-      // Usage of the line went down: what commits and credits drew on its earlier corrections goes back to them first (latest segment first).
+      // Usage of the line went down: what commits and credits drew on it goes back to them first (the latest draw first).
       const giveBack = delta.lt(0)
         ? [...c.draws].filter(([, v]) => v.gt(0)).reverse().map(([seg, v]) => ({ grantId: seg.split('|')[0]!, segmentId: seg.slice(seg.indexOf('|') + 1), amount: v.toString() }))
         : [];
@@ -742,22 +750,25 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
   // subtracted marked for that trial, so this invoice's trial does not cover it a second time; the
   // rest is subtracted from this invoice's own lines of that product before commits and credits
   // draw on them (whatever paid for it there — cash or a commit — it is not drawn again here).
-  const billed = new Map<string, { on: string; line: StoredInvoiceLine; amount: Decimal }>();
-  for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } })) {
+  // Per corrected line (a rise billed on one invoice and its fall on another net out), across the
+  // invoices that billed it; corrections stored without their line, per invoice as they were made.
+  const billed = new Map<string, { on: string[]; line: StoredInvoiceLine; amount: Decimal }>();
+  for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } }, { orderBy: { frozenAt: 'asc', id: 'asc' } })) {
     if (inv.id === invoiceId || chain.has(inv.id)) continue;
     const lines = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id));
     if (!lines.reduce((a, l) => a.plus(l.total), dec(0)).isZero() && inv.status !== 'FINALIZED') {
       throw new ConflictError(`invoice ${inv.id} bills late usage of invoice ${voidedId}'s period and is awaiting approval: approve or reject it before regenerating`);
     }
     for (const l of lines) {
-      const key = `${inv.id}|${l.trial_contract_id ?? ''}|${l.product_id ? correctedLineKey(l) : ''}`;
-      const b = billed.get(key) ?? billed.set(key, { on: inv.id, line: l, amount: dec(0) }).get(key)!;
+      const key = `${l.trial_contract_id ?? ''}|${l.product_id ? correctedLineKey(l) : `whole:${inv.id}`}`;
+      const b = billed.get(key) ?? billed.set(key, { on: [], line: l, amount: dec(0) }).get(key)!;
+      if (!b.on.includes(inv.id)) b.on.push(inv.id);
       b.amount = b.amount.plus(l.total);
     }
   }
   return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, line: l, amount }) => ({
-    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on}${l.product_id ? `: ${productNameOf(l)}` : ''}${l.trial_contract_id ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
-    reason: `usage of this period was billed as a correction on invoice ${on} while invoice ${voidedId} stood`,
+    correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on.join(', ')}${l.product_id ? `: ${productNameOf(l)}` : ''}${l.trial_contract_id ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
+    reason: `usage of this period was billed as a correction on invoice ${on.join(', ')} while invoice ${voidedId} stood`,
     ...(l.trial_contract_id ? { trialContractId: l.trial_contract_id } : {}),
     ...(l.product_id ? {
       productId: l.product_id, productType: l.product_type as ProductType | undefined, startingAt: l.starting_at, endingBefore: l.ending_before,
