@@ -122,10 +122,19 @@ export interface CorrectionInput {
    */
   netsOwnUsage?: boolean;
   /**
-   * A negative correction: what commits and credits drew on earlier corrections of the same line
-   * (positive amounts per segment), given back to them first; only the rest is credited in cash.
+   * A negative correction: what commits and credits drew on the corrected line and still hold
+   * (positive, per segment, newest first). With `lineBilled` (what the line is billed at before
+   * this correction) they give back what they hold beyond the line's new total, and a POSTPAID
+   * minimum stops counting what is no longer billed in cash; without it the amounts are given back
+   * as they are (re-deriving a stored invoice).
    */
   giveBack?: { grantId: string; segmentId: string; amount: string }[];
+  lineBilled?: string;
+  /**
+   * A regenerated invoice's positive `netsOwnUsage` line: what the corrections billed elsewhere
+   * gave back to commits and credits (positive, per segment) is drawn from them again here.
+   */
+  takeBack?: { grantId: string; segmentId: string; amount: string }[];
 }
 
 /** A contract's trial as one invoice sees it. */
@@ -385,7 +394,8 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
   }
 
   // 4. Corrections for late usage of finalized periods, one per changed line of the corrected invoice.
-  const giveBacks = new Map<InvoiceLine, NonNullable<CorrectionInput['giveBack']>>();
+  const giveBacks = new Map<InvoiceLine, Pick<CorrectionInput, 'giveBack' | 'lineBilled'>>();
+  const takeBacks = new Map<InvoiceLine, NonNullable<CorrectionInput['takeBack']>>();
   for (const c of input.corrections ?? []) {
     const line: InvoiceLine = {
       type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason,
@@ -398,7 +408,8 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
       ...(c.netsOwnUsage ? { netsOwnUsage: true } : {}),
     };
     lines.push(line);
-    if (c.giveBack?.length && line.total.lt(0)) giveBacks.set(line, c.giveBack);
+    if (c.giveBack?.length && line.total.lt(0)) giveBacks.set(line, { giveBack: c.giveBack, lineBilled: c.lineBilled });
+    if (c.takeBack?.length && c.netsOwnUsage && line.total.gt(0)) takeBacks.set(line, c.takeBack);
   }
 
   const subtotal = sum(lines.map((l) => l.total));
@@ -424,19 +435,43 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     remaining.set(segmentId, remaining.get(segmentId)!.minus(amount));
     (line.commitDraws ??= []).push({ grantId, segmentId, amount });
   };
-  // Usage of a finalized line that went down gives back first what commits and credits drew on
-  // that line (on the finalized invoice and its earlier corrections); only the rest is credited
-  // in cash. A POSTPAID commit (whose usage is billed anyway) stops counting it toward its minimum.
-  for (const [line, back] of giveBacks) {
-    const left = { prepaid: line.total.negated(), postpaid: line.total.negated() };
+  // Usage of a finalized line that went down: the commits and credits that drew on it keep at most
+  // the line's new total (the newest draws go back first), and a POSTPAID minimum counts at most
+  // what is left billed in cash; only the rest is credited in cash.
+  for (const [line, { giveBack = [], lineBilled }] of giveBacks) {
+    const live = giveBack.filter((b) => kindOf.has(b.grantId) && remaining.has(b.segmentId) && dec(b.amount).gt(0));
+    const prepaid = live.filter((b) => kindOf.get(b.grantId) !== 'POSTPAID');
+    const postpaid = live.filter((b) => kindOf.get(b.grantId) === 'POSTPAID');
+    const held = (list: typeof live) => sum(list.map((b) => dec(b.amount)));
+    const giveUpTo = (list: typeof live, total: Decimal) => {
+      let left = total;
+      for (const b of list) {
+        if (left.lte(0)) break;
+        const amount = Dec.min(left, dec(b.amount));
+        take(line, b.grantId, b.segmentId, amount.negated());
+        left = left.minus(amount);
+      }
+      return total.minus(left);
+    };
+    if (lineBilled === undefined) { // as stored
+      giveUpTo(prepaid, held(prepaid));
+      giveUpTo(postpaid, held(postpaid));
+      continue;
+    }
+    const now = Dec.max(dec(lineBilled).plus(line.total), 0);
+    const kept = held(prepaid).minus(giveUpTo(prepaid, Dec.max(held(prepaid).minus(now), 0)));
+    giveUpTo(postpaid, Dec.max(held(postpaid).minus(Dec.max(now.minus(kept), 0)), 0));
+  }
+  // Late usage billed elsewhere that gave back to commits is drawn from them again, where they still have it.
+  for (const [line, back] of takeBacks) {
+    let open = line.total;
     for (const b of back) {
-      const kind = kindOf.get(b.grantId);
-      if (!kind || !remaining.has(b.segmentId)) continue;
-      const budget = kind === 'POSTPAID' ? 'postpaid' : 'prepaid';
-      const amount = Dec.min(left[budget], dec(b.amount));
+      if (open.lte(0)) break;
+      if (!kindOf.has(b.grantId) || !remaining.has(b.segmentId) || kindOf.get(b.grantId) === 'POSTPAID') continue;
+      const amount = Dec.min(open, dec(b.amount), remaining.get(b.segmentId)!);
       if (amount.lte(0)) continue;
-      take(line, b.grantId, b.segmentId, amount.negated());
-      left[budget] = left[budget].minus(amount);
+      take(line, b.grantId, b.segmentId, amount);
+      open = open.minus(amount);
     }
   }
   const drawable = [

@@ -498,5 +498,85 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       await finalize(late!.invoiceId);
       await clean(s.customerId);
     });
+    describe('usage that goes down: commits keep at most the line\'s new total, a minimum counts at most its cash', () => {
+      const APR = '2026-04-01T00:00:00.000Z';
+      /** A contract January–April at 1 per unit with the given grants; January frozen and finalized with `jan` units. */
+      const setup = async (jan: number, grants: { amount: string; kind: 'PREPAID' | 'POSTPAID'; endingBefore: string }[]) => {
+        const em = orm.em.fork();
+        const s = await seedContract(em, { startingAt: JAN, endingBefore: APR, price: '1' });
+        const ids = grants.map((g) => commit(em, s, s.contractId, g.amount, { kind: g.kind, endingBefore: g.endingBefore }));
+        await em.flush();
+        await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: jan }]);
+        await freeze(input(s.contractId, JAN, FEB));
+        await finalize(invoiceIdFor(s.contractId, JAN));
+        return { s, ids };
+      };
+      const drop = (s: { ingest: (e: { id: string; at: string; seconds: number }[]) => Promise<void> }, by: number, id = 'jan-undo') =>
+        s.ingest([{ id, at: '2026-01-21T00:00:00Z', seconds: -by }]);
+
+      test('a commit that covered part of the line gives back only what it holds beyond the new total; the rest in cash', async () => {
+        const { s, ids: [grantId] } = await setup(120, [{ amount: '100', kind: 'PREPAID', endingBefore: FEB }]); // 100 from the commit, 20 cash
+        await drop(s, 30);
+        expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '-20' });
+        expect(await drawn(grantId!)).toBe('90');
+        await finalize(invoiceIdFor(s.contractId, FEB));
+        await clean(s.customerId);
+      });
+
+      test('a POSTPAID minimum uncounts only what is no longer billed in cash', async () => {
+        const { s } = await setup(120, [{ amount: '100', kind: 'POSTPAID', endingBefore: MAR }]); // 100 counted
+        await drop(s, 30);
+        // 90 billed now, all counted: the true-up is 10.
+        expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '-20' });
+        expect(await lines(invoiceIdFor(s.contractId, FEB))).toEqual(['usage:0', 'correction:-30', 'postpaid_trueup:10']);
+        await finalize(invoiceIdFor(s.contractId, FEB));
+        await clean(s.customerId);
+      });
+
+      test('one fall is given back once, between a prepaid commit and a POSTPAID minimum', async () => {
+        const { s, ids: [prepaid] } = await setup(150, [{ amount: '100', kind: 'PREPAID', endingBefore: FEB }, { amount: '100', kind: 'POSTPAID', endingBefore: MAR }]);
+        await drop(s, 30);
+        // 120 billed now: the commit keeps its 100; 20 in cash, all the minimum counts: a true-up of 80.
+        expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '50' });
+        expect(await drawn(prepaid!)).toBe('100');
+        await finalize(invoiceIdFor(s.contractId, FEB));
+        await clean(s.customerId);
+      });
+
+      test('a period regenerated after a fall given back to the commit draws it from the commit again, not in cash', async () => {
+        const { s, ids: [grantId] } = await setup(600, [{ amount: '1000', kind: 'PREPAID', endingBefore: '2027-01-01T00:00:00.000Z' }]);
+        await drop(s, 300);
+        expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '0' });
+        await finalize(invoiceIdFor(s.contractId, FEB));
+        const jan = invoiceIdFor(s.contractId, JAN);
+        await orm.em.fork().nativeUpdate(Invoice, { id: jan }, { status: 'VOID', voidedAt: new Date() });
+        const again = { ...input(s.contractId, JAN, FEB), invoiceId: uuidV5(`regenerated:${jan}`), regeneratedFromInvoiceId: jan };
+        expect(await freeze(again)).toEqual({ status: 'DRAFT', total: '0' });
+        const [live] = await orm.em.fork().execute<{ drawn: string }[]>(
+          `select (-sum(l.amount))::text as drawn from balance_ledger l join invoice i on i.id = l.invoice_id where l.grant_id = ? and i.status <> 'VOID'`, [grantId]);
+        expect(live!.drawn).toBe('300');
+        await finalize(again.invoiceId);
+        await clean(s.customerId);
+      });
+
+      test('a regenerated period\'s later fall gives back what the commit drew on it before and after the void', async () => {
+        const { s, ids: [grantId] } = await setup(600, [{ amount: '1000', kind: 'PREPAID', endingBefore: '2027-01-01T00:00:00.000Z' }]);
+        await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
+        expect(await freeze(input(s.contractId, FEB, MAR))).toEqual({ status: 'DRAFT', total: '0' }); // the late 300 from the commit
+        await finalize(invoiceIdFor(s.contractId, FEB));
+        const jan = invoiceIdFor(s.contractId, JAN);
+        await orm.em.fork().nativeUpdate(Invoice, { id: jan }, { status: 'VOID', voidedAt: new Date() });
+        const again = { ...input(s.contractId, JAN, FEB), invoiceId: uuidV5(`regenerated:${jan}`), regeneratedFromInvoiceId: jan };
+        expect(await freeze(again)).toEqual({ status: 'DRAFT', total: '0' });
+        await finalize(again.invoiceId);
+        await drop(s, 700); // January now 200
+        expect(await freeze(input(s.contractId, MAR, APR))).toEqual({ status: 'DRAFT', total: '0' });
+        const [live] = await orm.em.fork().execute<{ drawn: string }[]>(
+          `select (-sum(l.amount))::text as drawn from balance_ledger l join invoice i on i.id = l.invoice_id where l.grant_id = ? and i.status <> 'VOID'`, [grantId]);
+        expect(live!.drawn).toBe('200');
+        await finalize(invoiceIdFor(s.contractId, MAR));
+        await clean(s.customerId);
+      });
+    });
   });
 });

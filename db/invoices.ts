@@ -471,7 +471,7 @@ async function drawingGrants(
     && (contractsOf.get(g.id) ?? []).some((k) => (windows.get(k) ?? []).some(([a, b]) => from < b && to > a));
   // The segments a negative correction gives back to, whatever the grant's level or state now (an
   // archived one keeps what it gets back: it is never paid out in cash).
-  const givenBack = new Set(corrections.flatMap((c) => (c.giveBack ?? []).map((b) => `${b.grantId}|${b.segmentId}`)));
+  const givenBack = new Set(corrections.flatMap((c) => [...c.giveBack ?? [], ...c.takeBack ?? []].map((b) => `${b.grantId}|${b.segmentId}`)));
   const named = [...new Set([...givenBack].map((k) => k.split('|')[0]!))].filter((id) => !all.some((g) => g.id === id));
   if (named.length) all = [...all, ...await em.find(BalanceGrant, { id: { $in: named } }, { orderBy: { createdAt: 'asc', id: 'asc' } })];
   const givenBackTo = new Set([...givenBack].map((k) => k.split('|')[0]!));
@@ -503,7 +503,8 @@ async function drawingGrants(
       if (!overlapsOwn && !lateOverlap(g, from, to) && !givenBack.has(`${g.id}|${s.id}`)) continue;
       const key = `${g.id}|${s.id}`;
       const rolled = (g.rolledOver ?? []).filter((r) => r.segment_id === s.id && known(r.timestamp)).reduce((a, r) => a.plus(r.amount), dec(0));
-      const remaining = dec(s.amount).minus(drawn.get(key) ?? 0).minus(opts.carried?.get(key) ?? 0).minus(rolled);
+      // Never more than the segment's amount (a give-back to a draw since voided cannot add to it).
+      const remaining = Dec.min(dec(s.amount), dec(s.amount).minus(drawn.get(key) ?? 0).minus(opts.carried?.get(key) ?? 0).minus(rolled));
       segs.push({ id: s.id, startingAt: from, endingBefore: to, amount: s.amount, remaining: Dec.max(remaining, 0).toString() });
       if (overlapsOwn && g.kind === 'POSTPAID' && to > pStart && to <= pEnd && (billedOn ?? contract.id) === contract.id) {
         trueUps.push({ grantId: g.id, name, productId: g.productId, segmentId: s.id, remainingBeforeInvoice: Dec.max(remaining, 0).toString() });
@@ -635,7 +636,14 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     const again = await computeInvoice(em, contracts.get(f.contractId)!, { start: f.periodStart.toISOString(), end: f.periodEnd.toISOString() }, {
       invoiceId: f.id, skipCorrections: true, pricing: own ? opts.pricing : undefined, grants: own ? opts.grants : undefined, usageReader: opts.usageReader, asOf: f.frozenAt,
     });
-    const made = others.filter((i) => i.id !== opts.invoiceId).flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && l.corrected_invoice_id === f.id);
+    // Of it, or of the voided invoices it regenerated (their late usage billed elsewhere, and that
+    // usage subtracted again on this one, net out; what commits drew on them counts).
+    const chain = new Set([f.id]);
+    for (let id = f.regeneratedFromInvoiceId; id && !chain.has(id);) {
+      chain.add(id);
+      id = (await em.findOne(Invoice, { id }, { fields: ['regeneratedFromInvoiceId'] }))?.regeneratedFromInvoiceId ?? null;
+    }
+    const made = others.filter((i) => i.id !== opts.invoiceId).flatMap((i) => i.lineItems).filter((l) => l.type === 'correction' && !!l.corrected_invoice_id && chain.has(l.corrected_invoice_id));
     const name = `Correction for ${f.periodStart.toISOString().slice(0, 10)} – ${f.periodEnd.toISOString().slice(0, 10)}`;
     const trial = contractTrial(contracts.get(f.contractId)!);
     const againLines = storedLines(again);
@@ -645,32 +653,37 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
     }
     // Per changed line (product, time slice, group values): what it is now − what was billed −
     // what corrections of it were already made.
-    const changes = new Map<string, { line: StoredInvoiceLine; delta: Decimal; draws: Map<string, Decimal> }>();
-    // What commits and credits drew on each line: on the finalized invoice, then on its corrections, in the order they were frozen.
+    const changes = new Map<string, { line: StoredInvoiceLine; delta: Decimal; billed: Decimal; draws: Map<string, Decimal> }>();
+    // What each line is billed at, and what commits and credits drew on it: on the finalized
+    // invoice, then on its corrections, in the order they were frozen.
     const change = (l: StoredInvoiceLine, by: Decimal, billed: boolean) => {
       const k = correctedLineKey(l);
-      const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0), draws: new Map() }).get(k)!;
+      const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0), billed: dec(0), draws: new Map() }).get(k)!;
       c.delta = c.delta.plus(by);
-      for (const d of billed ? l.commit_draws ?? [] : []) c.draws.set(`${d.id}|${d.segment_id}`, (c.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
+      if (!billed) return;
+      c.billed = c.billed.minus(by);
+      for (const d of l.commit_draws ?? []) c.draws.set(`${d.id}|${d.segment_id}`, (c.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
     };
     for (const l of againLines) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total), false);
     for (const l of f.lineItems) if (BILLED_USAGE_TYPES.has(l.type)) change(l, dec(l.total).negated(), true);
     for (const l of made) change(l, dec(l.total).negated(), true);
     for (const [k, c] of changes) {
-      const delta = c.delta.minus(opts.carriedCorrections?.get(`${f.id}|${k}`) ?? 0);
+      const carried = opts.carriedCorrections?.get(`${f.id}|${k}`) ?? dec(0);
+      const delta = c.delta.minus(carried);
       if (delta.isZero()) continue;
       for (const [seg, v] of opts.carriedCorrectionDraws?.get(`${f.id}|${k}`) ?? []) c.draws.set(seg, (c.draws.get(seg) ?? dec(0)).plus(v));
-      // Usage of the line went down: what commits and credits drew on it goes back to them first (the latest draw first).
+      // Usage of the line went down: what commits and credits drew on it beyond its new total goes back to them (the latest draw first).
       const giveBack = delta.lt(0)
         ? [...c.draws].filter(([, v]) => v.gt(0)).reverse().map(([seg, v]) => ({ grantId: seg.split('|')[0]!, segmentId: seg.slice(seg.indexOf('|') + 1), amount: v.toString() }))
         : [];
+      const lineBilled = c.billed.plus(carried).toString();
       const l = c.line;
       // In-trial late usage is marked for the trial that covers it (within its cap).
       const inTrial = !!trial && isInTrialCharge({ type: l.type === 'correction' ? 'usage' : l.type, startingAt: l.starting_at, endingBefore: l.ending_before }, trial.window);
       out.push({
         correctedInvoiceId: f.id, contractId: f.contractId, productId: l.product_id, productType: l.product_type as ProductType | undefined,
         startingAt: l.starting_at, endingBefore: l.ending_before, pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values,
-        name: `${name}: ${productNameOf(l)}${inTrial ? ' (in trial)' : ''}`, amount: delta.toString(), ...(giveBack.length && !inTrial ? { giveBack } : {}),
+        name: `${name}: ${productNameOf(l)}${inTrial ? ' (in trial)' : ''}`, amount: delta.toString(), ...(giveBack.length && !inTrial ? { giveBack, lineBilled } : {}),
         reason: inTrial
           ? 'usage inside the trial changed after the period was finalized (late events); the trial covers it within its spending cap'
           : 'usage for a finalized period changed after it was finalized (late events)',
@@ -752,7 +765,7 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
   // draw on them (whatever paid for it there — cash or a commit — it is not drawn again here).
   // Per corrected line (a rise billed on one invoice and its fall on another net out), across the
   // invoices that billed it; corrections stored without their line, per invoice as they were made.
-  const billed = new Map<string, { on: string[]; line: StoredInvoiceLine; amount: Decimal }>();
+  const billed = new Map<string, { on: string[]; line: StoredInvoiceLine; amount: Decimal; draws: Map<string, Decimal> }>();
   for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } }, { orderBy: { frozenAt: 'asc', id: 'asc' } })) {
     if (inv.id === invoiceId || chain.has(inv.id)) continue;
     const lines = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id));
@@ -761,18 +774,23 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
     }
     for (const l of lines) {
       const key = `${l.trial_contract_id ?? ''}|${l.product_id ? correctedLineKey(l) : `whole:${inv.id}`}`;
-      const b = billed.get(key) ?? billed.set(key, { on: [], line: l, amount: dec(0) }).get(key)!;
+      const b = billed.get(key) ?? billed.set(key, { on: [], line: l, amount: dec(0), draws: new Map() }).get(key)!;
       if (!b.on.includes(inv.id)) b.on.push(inv.id);
       b.amount = b.amount.plus(l.total);
+      for (const d of l.commit_draws ?? []) b.draws.set(`${d.id}|${d.segment_id}`, (b.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
     }
   }
-  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, line: l, amount }) => ({
+  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, line: l, amount, draws }) => ({
     correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on.join(', ')}${l.product_id ? `: ${productNameOf(l)}` : ''}${l.trial_contract_id ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
     reason: `usage of this period was billed as a correction on invoice ${on.join(', ')} while invoice ${voidedId} stood`,
     ...(l.trial_contract_id ? { trialContractId: l.trial_contract_id } : {}),
     ...(l.product_id ? {
       productId: l.product_id, productType: l.product_type as ProductType | undefined, startingAt: l.starting_at, endingBefore: l.ending_before,
       pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values, netsOwnUsage: !l.trial_contract_id,
+      // Refunded elsewhere to commits rather than in cash: charged back to them here.
+      ...(amount.lt(0) && !l.trial_contract_id ? {
+        takeBack: [...draws].filter(([, v]) => v.lt(0)).map(([seg, v]) => ({ grantId: seg.split('|')[0]!, segmentId: seg.slice(seg.indexOf('|') + 1), amount: v.negated().toString() })),
+      } : {}),
     } : {}),
   }));
 }
