@@ -1,13 +1,11 @@
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import type { Client } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { AGGREGATION_TYPES, BillableMetric, type AggregationType, type EventTypeFilter, type PropertyFilter } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
 import { insertMetric } from '../../db/metrics.js';
-import { metricBackfillWorkflow } from '../../workflows/metric-backfill.js';
-import { metricBackfillWorkflowId } from '../../workflows/search-attributes.js';
+import { startMetricBackfill } from '../../operations/metrics/start-metric-backfill.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
 import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../validate.js';
@@ -98,10 +96,7 @@ export function billableMetricsRouter(orm: MikroORM, temporal: Client, taskQueue
     const backfillTotal = await insertMetric(orm.em.fork(), { id, name, aggregationType, aggregationKey, ...fields });
     if (backfillTotal > 0) {
       // Idempotent start; if Temporal is unreachable the worker starts pending backfills on boot.
-      await temporal.workflow.start(metricBackfillWorkflow, {
-        workflowId: metricBackfillWorkflowId(id), taskQueue, args: [{ metricId: id }],
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      }).catch((err: Error) => console.warn(`[api] backfill of metric ${id} will start with the worker: ${err.message}`));
+      await startMetricBackfill(temporal, taskQueue, id);
     }
     res.json({ data: { id } });
   });
