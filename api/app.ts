@@ -1,6 +1,6 @@
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import type { Client } from '@temporalio/client';
+import type { Client } from '../operations/workflow-client.js';
 import type pg from 'pg';
 import { allow, authenticate, type TokenCache } from './auth.js';
 import { AccrueError, UnsupportedMediaTypeError, ValidationError } from '../billing/errors.js';
