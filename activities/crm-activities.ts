@@ -13,7 +13,7 @@ import { CRM_FIELDS, type HubSpotSettings } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
 import { contractWorkflowId, ContractIdKey, CustomerIdKey, LifecycleStateKey } from '../workflows/search-attributes.js';
 import { startCrmSync } from '../operations/crm/start-crm-sync.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 
 /** HubSpot's association types (HUBSPOT_DEFINED): note → deal, task → deal. */
 const NOTE_TO_DEAL = 214;
