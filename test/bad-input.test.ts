@@ -3,7 +3,7 @@ import { gzipSync } from 'node:zlib';
 import type { Request, Response } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { authenticate, TokenCache } from '../api/auth.js';
-import { MAX_DUPLICATES_SHOWN } from '../api/routes/usage.js';
+import { MAX_DUPLICATES_SHOWN } from '../api/limits.js';
 import { MAX_JSON_DEPTH } from '../api/validate.js';
 import { UnauthorizedError } from '../billing/errors.js';
 import { ApiToken } from '../db/entities.js';

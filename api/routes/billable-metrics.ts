@@ -2,11 +2,12 @@ import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { AGGREGATION_TYPES, BillableMetric, type AggregationType, type EventTypeFilter, type PropertyFilter } from '../../db/entities.js';
-import { newId, UUID_RE } from '../../db/ids.js';
+import { newId } from '../../db/ids.js';
 import { insertMetric } from '../../db/metrics.js';
 import { startMetricBackfill } from '../../operations/metrics/start-metric-backfill.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
+import { findMetric, metricJson } from '../views/metrics.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
 import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../validate.js';
 
@@ -51,28 +52,6 @@ function groupKeys(body: Obj): string[][] {
     }
     return keys as string[];
   });
-}
-
-export function metricJson(m: BillableMetric) {
-  return {
-    id: m.id,
-    name: m.name,
-    aggregation_type: m.aggregationType,
-    ...(m.aggregationKey ? { aggregation_key: m.aggregationKey } : {}),
-    ...(m.eventTypeFilter ? { event_type_filter: m.eventTypeFilter } : {}),
-    property_filters: m.propertyFilters,
-    group_keys: m.groupKeys,
-    custom_fields: m.customFields,
-    ...(m.archivedAt ? { archived_at: m.archivedAt.toISOString() } : {}),
-    // Accrue: a metric applies to events ingested before it existed; this is that backfill's progress.
-    backfill: { status: m.backfillStatus, events_processed: m.backfillEventsProcessed, events_total: m.backfillEventsTotal },
-  };
-}
-
-export async function findMetric(orm: MikroORM, id: string, field = 'id'): Promise<BillableMetric> {
-  const m = UUID_RE.test(id) ? await orm.em.fork().findOne(BillableMetric, { id: id.toLowerCase() }) : null;
-  if (!m) throw new NotFoundError('billable metric', id, field);
-  return m;
 }
 
 export function billableMetricsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {

@@ -16,7 +16,7 @@ import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
 import { approvalPolicyInput, arrearsPolicyInput, chargesInput, externalIdsInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
 import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
-import { contractJson, findContract } from './contract-reads.js';
+import { contractJson, findContract } from '../views/contracts.js';
 
 /**
  * Changing contracts: end date, archive, amendments (v1) and edits (v2). Terms are data: drafts of

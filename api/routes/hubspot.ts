@@ -15,7 +15,7 @@ interface HubSpotEvent {
 }
 
 /** The deals a batch of HubSpot events asks Accrue to look at (the workflow reads each deal itself). */
-export function dealsToLook(events: HubSpotEvent[], closedWonStage: string): string[] {
+function dealsToLook(events: HubSpotEvent[], closedWonStage: string): string[] {
   const deals = new Set<string>();
   events.forEach((e, i) => {
     if (typeof e !== 'object' || e === null || typeof e.subscriptionType !== 'string') throw new ValidationError(`[${i}].subscriptionType`, 'is missing: not a HubSpot webhook event');

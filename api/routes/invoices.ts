@@ -32,7 +32,7 @@ const num = jsonDecimalOpt;
  * go out as JSON numbers (exact for the values Accrue stores; the stored decimal strings stay
  * the source of truth).
  */
-export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: string }) {
+function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: string }) {
   const productType = l.product_type ? { USAGE: 'UsageProductListItem', SUBSCRIPTION: 'SubscriptionProductListItem', COMPOSITE: 'CompositeProductListItem', FIXED: 'FixedProductListItem', PRO_SERVICE: 'FixedProductListItem' }[l.product_type] : undefined;
   const out: Record<string, unknown> = {
     type: l.type,
@@ -67,7 +67,7 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
 }
 
 /** Metronome's Invoice shape, plus Accrue's approval fields. */
-export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding; external?: ExternalInvoice; dunning?: DunningState } = {}) {
+function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding; external?: ExternalInvoice; dunning?: DunningState } = {}) {
   const creditType = v.creditType;
   const lines = opts.skipZeroQty ? v.lines.filter((l) => l.quantity === undefined || !dec(l.quantity).isZero()) : v.lines;
   return {
@@ -105,7 +105,7 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payme
 }
 
 /** Payment standing, Stripe copy and dunning of each closed invoice, for invoiceJson. */
-export async function invoiceExtras(em: EntityManager, views: readonly InvoiceView[]) {
+async function invoiceExtras(em: EntityManager, views: readonly InvoiceView[]) {
   const ids = views.filter((v) => v.status !== 'DRAFT').map((v) => v.id);
   const [payments, external, dunning] = await Promise.all([standings(em.fork(), views), externalInvoices(em.fork(), ids), dunningStates(em.fork(), ids)]);
   return (id: string) => ({ payment: payments.get(id), external: external.get(id), dunning: dunning.get(id) });

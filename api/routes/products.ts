@@ -91,7 +91,7 @@ function stateJson(s: ProductState, createdAt: string, createdBy: string) {
   };
 }
 
-export function productJson(p: Product, now = Date.now()) {
+function productJson(p: Product, now = Date.now()) {
   const record = productRecordOf(p);
   const created = p.createdAt.toISOString();
   const initial = productStateAt({ ...record, updates: [] }, -Infinity);
