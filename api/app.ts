@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { allow, authenticate, type TokenCache } from './auth.js';
 import { AccrueError, UnsupportedMediaTypeError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
-import { checkJsonDepth, checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
+import { checkJsonDepth, checkRequestStrings, MAX_JSON_DEPTH } from './body-checks.js';
 import { alertsRouter } from './routes/alerts.js';
 import { entitlementsRouter } from './routes/entitlements.js';
 import type { EntitlementsCache } from './entitlements-cache.js';

@@ -4,7 +4,7 @@ import type { Request, Response } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { authenticate, TokenCache } from '../api/auth.js';
 import { MAX_DUPLICATES_SHOWN } from '../api/limits.js';
-import { MAX_JSON_DEPTH } from '../api/validate.js';
+import { MAX_JSON_DEPTH } from '../api/body-checks.js';
 import { UnauthorizedError } from '../billing/errors.js';
 import { ApiToken } from '../db/entities.js';
 import { createToken, hashToken } from '../db/tokens.js';

@@ -64,11 +64,18 @@ export function resolveImport(root: string, from: string, specifier: string): st
 
 const top = (path: string) => path.split('/')[0]!;
 
-/** An activity is a Temporal adapter over operations: it never reaches into the HTTP layer. */
-export function activitiesImportingApi(root: string, files: SourceFile[]): string[] {
-  return files.filter((f) => top(f.path) === 'activities').flatMap((f) => f.imports
+/**
+ * Only the HTTP layer imports from api/: an activity is a Temporal adapter over operations, and an
+ * operation is called by routes and activities alike, so neither reaches into the HTTP layer.
+ */
+export function importsIntoApi(root: string, files: SourceFile[]): string[] {
+  const advice: Record<string, string> = {
+    activities: 'an activity never imports from api/ (call the operation in operations/ instead)',
+    operations: 'an operation never imports from api/ (input parsing shared with routes lives in operations/input/)',
+  };
+  return files.filter((f) => top(f.path) !== 'api').flatMap((f) => f.imports
     .filter((s) => top(resolveImport(root, f.path, s) ?? '') === 'api')
-    .map((s) => `${f.path} imports '${s}': an activity never imports from api/ (call the operation in operations/ instead)`));
+    .map((s) => `${f.path} imports '${s}': ${advice[top(f.path)] ?? 'only api/ imports from api/'}`));
 }
 
 /** What starting, signalling, updating or cancelling a workflow (or a schedule) looks like in code. */

@@ -9,7 +9,7 @@ import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
 import { findMetric, metricJson } from '../views/metrics.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
-import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../validate.js';
+import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../../operations/input/validate.js';
 
 const CREATE_FIELDS = ['name', 'aggregation_type', 'aggregation_key', 'event_type_filter', 'property_filters', 'group_keys', 'custom_fields', 'sql'];
 

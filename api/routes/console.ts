@@ -21,7 +21,7 @@ import { contractWorkflowId } from '../../workflows/search-attributes.js';
 import { allow } from '../auth.js';
 import { ConsoleFeed } from '../console-feed.js';
 import { DASHBOARDS, signDashboard, verifyDashboard } from '../dashboard-tokens.js';
-import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../validate.js';
+import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../../operations/input/validate.js';
 
 const DAY_MS = 86_400_000;
 /** Customers whose drafts the revenue page prices together (one preload each). */

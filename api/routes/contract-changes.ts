@@ -14,8 +14,8 @@ import { tellContractWorkflowOrLeaveQueued } from '../../operations/contracts/te
 import { cancelInvoiceWorkflows } from '../../operations/invoices/cancel-invoice-workflows.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { approvalPolicyInput, arrearsPolicyInput, chargesInput, externalIdsInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
-import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
+import { approvalPolicyInput, arrearsPolicyInput, chargesInput, externalIdsInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../../operations/input/contract-input.js';
+import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../../operations/input/validate.js';
 import { contractJson, findContract } from '../views/contracts.js';
 
 /**

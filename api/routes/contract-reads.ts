@@ -10,8 +10,8 @@ import { Contract, Product, Rate } from '../../db/entities.js';
 import { productRecordOf, rateRowOf } from '../../db/invoices.js';
 import { allow } from '../auth.js';
 import { offsetPage } from '../paging.js';
-import { rateJson, selected, selectorsInput, storedRateOf } from '../pricing-input.js';
-import { bool, objectAt, reqUuid, timestamp } from '../validate.js';
+import { rateJson, selected, selectorsInput, storedRateOf } from '../../operations/input/pricing-input.js';
+import { bool, objectAt, reqUuid, timestamp } from '../../operations/input/validate.js';
 import { contractJson, CREDIT, findContract } from '../views/contracts.js';
 
 /** Reading contracts (v1 Contract shape with initial/current/amendments) and their rate schedules. */

@@ -9,7 +9,7 @@ import { newId, UUID_RE } from '../../db/ids.js';
 import { allow } from '../auth.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
 import { metricJson } from '../views/metrics.js';
-import { email, objectAt, reqStr, reqUuid, str, stringArray, stringRecord } from '../validate.js';
+import { email, objectAt, reqStr, reqUuid, str, stringArray, stringRecord } from '../../operations/input/validate.js';
 
 const CREATE_FIELDS = ['name', 'ingest_aliases', 'custom_fields', 'external_id', 'billing_email'] as const;
 

@@ -5,7 +5,7 @@ import { aggregationProblem, keySizeProblem, matchesMetric } from '../../billing
 import { insertEvents, type NewEvent } from '../../db/events.js';
 import { allow } from '../auth.js';
 import type { MetricsCache } from '../metrics-cache.js';
-import { objectAt, reqStr, reqTimestamp } from '../validate.js';
+import { objectAt, reqStr, reqTimestamp } from '../../operations/input/validate.js';
 
 const EVENT_FIELDS = ['transaction_id', 'customer_id', 'event_type', 'timestamp', 'properties'];
 const MAX_EVENTS_PER_REQUEST = 100;

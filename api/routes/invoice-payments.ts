@@ -10,7 +10,7 @@ import type { StripeSettings } from '../../stack/config.js';
 import { tellContractPaymentsChanged } from '../../operations/payments/tell-contract-payments-changed.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { decimal, objectAt, reqStr, timestamp } from '../validate.js';
+import { decimal, objectAt, reqStr, timestamp } from '../../operations/input/validate.js';
 
 /**
  * `POST /v1/accrue/invoices/{id}/payments {amount, paid_at?, reference}` (finance): a payment

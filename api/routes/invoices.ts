@@ -16,7 +16,7 @@ import { tellContractPaymentsChanged } from '../../operations/payments/tell-cont
 import { voidAtProvider } from '../../operations/payments/void-at-provider.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp, uuid } from '../validate.js';
+import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp, uuid } from '../../operations/input/validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 import { notifyPaymentStatus, settlingAtStripe, standings, voidBlockedByPayments } from '../../db/payments.js';

@@ -11,8 +11,8 @@ import { newId } from '../../db/ids.js';
 import { productRecordOf, rateRowOf } from '../../db/invoices.js';
 import { allow } from '../auth.js';
 import { afterCondition, offsetPage, page, pageQuery } from '../paging.js';
-import { groupValuesInput, rateJson, rateSpecInput, RATE_SPEC_FIELDS, selected, selectorsInput, storedRateOf, type Selector } from '../pricing-input.js';
-import { bool, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
+import { groupValuesInput, rateJson, rateSpecInput, RATE_SPEC_FIELDS, selected, selectorsInput, storedRateOf, type Selector } from '../../operations/input/pricing-input.js';
+import { bool, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../../operations/input/validate.js';
 
 /** Rate cards and their rates (Metronome's contract-pricing rate-card endpoints). */
 const RATE_CARD_FIELDS = ['name', 'description', 'fiat_credit_type_id', 'custom_fields', 'aliases', 'credit_type_conversions'];

@@ -16,7 +16,7 @@ import { tellContractPaymentsChanged } from '../../operations/payments/tell-cont
 import { tellDunning } from '../../operations/payments/tell-dunning.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr } from '../validate.js';
+import { objectAt, oneOf, reqStr } from '../../operations/input/validate.js';
 
 const PROVIDER_TYPES = ['aws_marketplace', 'stripe', 'netsuite', 'custom', 'azure_marketplace', 'quickbooks_online', 'workday', 'gcp_marketplace', 'metronome'];
 

@@ -8,7 +8,7 @@ import { usageCollectorScheduleId } from '../../workflows/search-attributes.js';
 import { createCollectorSchedule, deleteCollectorSchedule, triggerCollectorSchedule } from '../../operations/usage-collectors/collector-schedule.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { objectAt, reqStr, timestamp, type Obj } from '../validate.js';
+import { objectAt, reqStr, timestamp, type Obj } from '../../operations/input/validate.js';
 
 /**
  * Accrue endpoints for pull-based ingestion (the "usage collector"): a Temporal Schedule runs a

@@ -12,7 +12,7 @@ import { allow } from '../auth.js';
 import type { MetricsCache } from '../metrics-cache.js';
 import { findMetric, metricJson } from '../views/metrics.js';
 import { MAX_DUPLICATES_SHOWN } from '../limits.js';
-import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringArray, timestamp, type Obj } from '../validate.js';
+import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringArray, timestamp, type Obj } from '../../operations/input/validate.js';
 
 const WINDOWS: readonly WindowSize[] = ['HOUR', 'DAY', 'NONE'];
 const MAX_WINDOWS = 2000;

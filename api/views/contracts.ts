@@ -10,8 +10,8 @@ import { BalanceGrant, Contract, Product } from '../../db/entities.js';
 import { contractSchedule } from '../../db/invoices.js';
 import { successorOf } from '../../db/rollover.js';
 import { lifecycleStates } from '../../db/lifecycle.js';
-import { rateJson } from '../pricing-input.js';
-import { reqUuid, timestamp, type Obj } from '../validate.js';
+import { rateJson } from '../../operations/input/pricing-input.js';
+import { reqUuid, timestamp, type Obj } from '../../operations/input/validate.js';
 
 /** A contract as Metronome shapes it (v1 Contract: initial, current, amendments), and the lookup the contract routes share. */
 

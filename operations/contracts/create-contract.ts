@@ -4,7 +4,7 @@ import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { ANCHOR_DAYS, FREQUENCIES, periodAt } from '../../billing/periods.js';
 import { BalanceGrant, Contract, RateCard } from '../../db/entities.js';
-import { approvalPolicyInput, arrearsPolicyInput, grantInput, ProductLookup, renewalNoticeDaysInput, spendThresholdInput, termsInput, thresholdConfigInput, trialSpecInput } from '../../api/contract-input.js';
+import { approvalPolicyInput, arrearsPolicyInput, grantInput, ProductLookup, renewalNoticeDaysInput, spendThresholdInput, termsInput, thresholdConfigInput, trialSpecInput } from '../input/contract-input.js';
 import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/contract-terms.js';
 import { findCustomer } from '../../db/customers.js';
 import { newId } from '../../db/ids.js';
@@ -17,7 +17,7 @@ import { gatedCommitAmount, holdGatedCommit, markGatedCommitStarted } from '../.
 import { dec } from '../../billing/money.js';
 import type { PaymentGateConfig } from '../../billing/stripe-metadata.js';
 import type { StripeSettings } from '../../stack/config.js';
-import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../../api/validate.js';
+import { hourTimestamp, objectAt, oneOf, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../input/validate.js';
 import { startCommitPayment } from '../payments/start-commit-payment.js';
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '../workflow-client.js';
 import { tellContractWorkflowOrLeaveQueued } from './tell-contract-workflow.js';

@@ -1,9 +1,9 @@
-import { ValidationError } from '../billing/errors.js';
-import { dec, jsonDecimal } from '../billing/money.js';
-import { RATE_TYPES, type RateType } from '../billing/pricing/index.js';
-import type { StoredRate } from '../billing/contract-terms.js';
-import { FREQUENCIES } from '../billing/periods.js';
-import type { Rate } from '../db/entities.js';
+import { ValidationError } from '../../billing/errors.js';
+import { dec, jsonDecimal } from '../../billing/money.js';
+import { RATE_TYPES, type RateType } from '../../billing/pricing/index.js';
+import type { StoredRate } from '../../billing/contract-terms.js';
+import { FREQUENCIES } from '../../billing/periods.js';
+import type { Rate } from '../../db/entities.js';
 import { bool, decimal, objectAt, oneOf, stringArray, stringRecord, uuid, type Obj } from './validate.js';
 
 /**
