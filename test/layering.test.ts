@@ -1,7 +1,7 @@
 import { ROOT } from '../stack/config.js';
 import type { NotificationStart } from '../activities/outbound-activities.js';
 import type { NotificationWorkflowInput } from '../workflows/notification.js';
-import { importsIntoApi, importCycles, importSpecifiers, readLayers, routeExports, temporalOutsideOperations } from './layering.js';
+import { apiImportingWorkflows, importsIntoApi, importCycles, importSpecifiers, readLayers, routeExports, temporalOutsideOperations } from './layering.js';
 
 /**
  * The layering of operations/README.md, checked on the source as it stands: each failure names
@@ -19,6 +19,8 @@ describe('layering: who may import and call whom', () => {
   });
 
   test('only api/ imports from api/: no activity, operation or db/ file does', () => fail(importsIntoApi(ROOT, files)));
+
+  test('api/ imports nothing from workflows/ or activities/', () => fail(apiImportingWorkflows(ROOT, files)));
 
   test('api/ and db/ neither import @temporalio/* nor start, signal or update workflows: operations/ does', () => fail(temporalOutsideOperations(files)));
 

@@ -78,6 +78,13 @@ export function importsIntoApi(root: string, files: SourceFile[]): string[] {
     .map((s) => `${f.path} imports '${s}': ${advice[top(f.path)] ?? 'only api/ imports from api/'}`));
 }
 
+/** The HTTP layer reaches workflows and activities only through operations/ (workflow ids too: operations/workflow-ids.ts). */
+export function apiImportingWorkflows(root: string, files: SourceFile[]): string[] {
+  return files.filter((f) => top(f.path) === 'api').flatMap((f) => f.imports
+    .filter((s) => ['workflows', 'activities'].includes(top(resolveImport(root, f.path, s) ?? '')))
+    .map((s) => `${f.path} imports '${s}': api/ reaches workflows and activities only through operations/`));
+}
+
 /** What starting, signalling, updating or cancelling a workflow (or a schedule) looks like in code. */
 const TEMPORAL_CALL = /\.workflow\s*\.\s*(?:start|signalWithStart|execute|getHandle)\s*\(|\.schedule\s*\.\s*(?:create|getHandle)\s*\(|\.(?:signal|executeUpdate|startUpdate)\s*\(/;
 

@@ -17,7 +17,7 @@ import { lifecycleStates } from '../../db/lifecycle.js';
 import { findTokenScope, sameSecret } from '../../db/tokens.js';
 import { usageSeries, windowStarts, type WindowSize } from '../../db/usage-series.js';
 import { ROOT, type ConsoleSettings, type LifecycleSettings } from '../../stack/config.js';
-import { contractWorkflowId } from '../../workflows/search-attributes.js';
+import { contractWorkflowId } from '../../operations/workflow-ids.js';
 import { allow } from '../auth.js';
 import { ConsoleFeed } from '../console-feed.js';
 import { DASHBOARDS, signDashboard, verifyDashboard } from '../dashboard-tokens.js';

@@ -4,7 +4,7 @@ import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { UsageCollector } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
 import { checkCollectorQuery, ownDatabaseIdentity, SourceConnectError } from '../../db/usage-collector.js';
-import { usageCollectorScheduleId } from '../../workflows/search-attributes.js';
+import { usageCollectorScheduleId } from '../../operations/workflow-ids.js';
 import { createCollectorSchedule, deleteCollectorSchedule, triggerCollectorSchedule } from '../../operations/usage-collectors/collector-schedule.js';
 import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
