@@ -4,7 +4,7 @@ import { Contract, Customer, Invoice } from '../db/entities.js';
 import { previousPeriodTotal } from '../db/approvals.js';
 import { renderApprovalReminder } from '../integrations/email/approval-reminder-email.js';
 import { DEFAULT_LIFECYCLE_SETTINGS } from '../stack/config.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 import { classified } from './failures.js';
 import { sendOnce } from './send-once.js';
 

@@ -3,7 +3,7 @@ import { UsageCollector } from '../db/entities.js';
 import { insertEvents } from '../db/events.js';
 import { ownDatabaseIdentity, rowsToEvents, runCollectorQuery, SOURCE_LIMITS, SourceConnectError, withSource } from '../db/usage-collector.js';
 import { classified } from './failures.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 
 const MAX_WINDOWS_PER_RUN = 100;
 

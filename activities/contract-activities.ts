@@ -11,7 +11,7 @@ import { latestLifecycle, recordLifecycleTransition, type LifecycleTransitionRow
 import type { LifecycleState } from '../billing/lifecycle.js';
 import { DEFAULT_LIFECYCLE_SETTINGS } from '../stack/config.js';
 import { lifecycleTimes, type LifecycleTimes } from '../billing/lifecycle-times.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 import { classified } from './failures.js';
 
 export interface ContractPlan {

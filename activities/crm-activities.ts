@@ -3,7 +3,7 @@ import { ApplicationFailure, CancelledFailure, Context, log } from '@temporalio/
 import pg from 'pg';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Client as HubSpot } from '@hubspot/api-client';
-import { createContract } from '../api/routes/contracts.js';
+import { createContract } from '../operations/contracts/create-contract.js';
 import { AccrueError, ConflictError, NotFoundError, ValidationError } from '../billing/errors.js';
 import { changedProperties, CRM_PROPERTY_DEFINITIONS, crmPropertyValues, DEAL_PROPERTIES, dealProblemNote, planContractFromDeal, type DealProblem } from '../billing/crm.js';
 import { contractIdByUniquenessKey, crmFacts, crmLink, crmNoteId, crmTasksDue, lastPushed, recordCrmDeal, recordCrmNote, recordCrmTask, recordPushed, upsertCrmCustomer } from '../db/crm.js';
@@ -12,8 +12,8 @@ import { describeHubSpotError, hubspotClient, hubspotRetryDelayMs, hubspotStatus
 import { CRM_FIELDS, type HubSpotSettings } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
 import { contractWorkflowId, ContractIdKey, CustomerIdKey, LifecycleStateKey } from '../workflows/search-attributes.js';
-import { startCrmSync } from './workflow-starts.js';
-import type { ActivityDeps } from './index.js';
+import { startCrmSync } from '../operations/crm/start-crm-sync.js';
+import type { ActivityDeps } from './deps.js';
 
 /** HubSpot's association types (HUBSPOT_DEFINED): note → deal, task → deal. */
 const NOTE_TO_DEAL = 214;

@@ -8,7 +8,7 @@ import { viewOfStored } from '../db/invoices.js';
 import { enqueueNotification } from '../db/notifications.js';
 import { freezeInvoiceTx, freezeLateUsageInvoiceTx, type FreezeInput, type FrozenInvoice } from '../db/invoice-freeze.js';
 import { renderInvoiceEmail } from '../integrations/email/invoice-email.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 import { classified } from './failures.js';
 
 export type { FreezeInput, FrozenInvoice } from '../db/invoice-freeze.js';

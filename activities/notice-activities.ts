@@ -10,7 +10,7 @@ import { EMAIL_ACTIVITY_TIMEOUT_MS } from '../integrations/email/limits.js';
 import type { Mailer, OutgoingMail } from '../integrations/email/mailer.js';
 import { renderNotice, type NoticeFacts, type NoticeKind } from '../integrations/email/notices.js';
 import { DEFAULT_LIFECYCLE_SETTINGS } from '../stack/config.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 import { classified } from './failures.js';
 import { externalInvoices } from '../db/stripe.js';
 

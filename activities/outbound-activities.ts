@@ -11,15 +11,16 @@ import { sendWebhook } from '../integrations/webhooks/send.js';
 import { DEFAULT_WEBHOOK_SETTINGS } from '../stack/config.js';
 import { crashPoint } from '../workers/failpoints.js';
 import { listenForWork, OUTBOUND_CHANNEL } from '../db/wakeup.js';
-import type { NotificationWorkflowInput } from '../workflows/notification.js';
 import { ContractIdKey, CustomerIdKey, LifecycleStateKey, notificationWorkflowId, rechargeWorkflowId, spendThresholdWorkflowId } from '../workflows/search-attributes.js';
 import { markGatedCommitStarted, markRechargeStarted, unstartedGatedCommits, unstartedRecharges } from '../db/recharge.js';
-import { startCommitPayment, startCrmSync, tellContractWorkflow } from './workflow-starts.js';
+import { tellContractWorkflow } from '../operations/contracts/tell-contract-workflow.js';
+import { startCrmSync } from '../operations/crm/start-crm-sync.js';
+import { startCommitPayment } from '../operations/payments/start-commit-payment.js';
 import { queuedContractTells } from '../db/contract-tells.js';
 import { crmLinkedCustomers } from '../db/crm.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Client } from '@temporalio/client';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 import { classified } from './failures.js';
 import { sendOnce } from './send-once.js';
 
@@ -42,6 +43,17 @@ const QUEUED_TELL_AGE_MS = 5_000;
 
 /** Notifications that change what the CRM shows about the customer: each tells its crm-sync workflow. */
 const CRM_NOTIFICATION_TYPES = new Set(['accrue.contract.lifecycle_changed', 'contract.create', 'contract.end', 'invoice.finalized', 'accrue.invoice.payment_status_changed', 'accrue.invoice.refunded']);
+
+/**
+ * What `notification/<id>` is started with: the input of workflows/notification.ts, spelled here
+ * because that workflow imports these activities (test/layering.test.ts checks the two agree).
+ */
+export interface NotificationStart {
+  notificationId: string;
+  endpointIds: string[];
+  email: boolean;
+  retry: { initialMs: number; maxIntervalMs: number; forMs: number };
+}
 
 export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: ActivityDeps) {
   const settings = { ...DEFAULT_WEBHOOK_SETTINGS, ...webhooks };
@@ -185,7 +197,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
             await limited(() => startCrmSync(client, taskQueue, n.customerId!, n.type));
           }
           if (pending.length || email) {
-            const input: NotificationWorkflowInput = {
+            const input: NotificationStart = {
               notificationId: n.id, endpointIds: pending.sort(), email,
               retry: { initialMs: settings.retryInitialMs, maxIntervalMs: settings.retryMaxIntervalMs, forMs: settings.retryForMs },
             };
@@ -258,7 +270,7 @@ export function createOutboundActivities({ orm, mailer, webhooks, hubspot }: Act
      * signed at send time. Records the attempt (status code or error, when the next one is due);
      * a non-2xx answer or no answer fails the attempt so Temporal retries it with backoff.
      */
-    async deliverWebhook({ notificationId, endpointId, retry, waitForPlace }: { notificationId: string; endpointId: string; retry: NotificationWorkflowInput['retry']; waitForPlace?: boolean }): Promise<{ delivered: boolean; reason?: string }> {
+    async deliverWebhook({ notificationId, endpointId, retry, waitForPlace }: { notificationId: string; endpointId: string; retry: NotificationStart['retry']; waitForPlace?: boolean }): Promise<{ delivered: boolean; reason?: string }> {
       const ctx = Context.current();
       const { info, cancellationSignal } = ctx;
       const next = Math.min(retry.initialMs * 2 ** (info.attempt - 1), retry.maxIntervalMs);

@@ -1,7 +1,7 @@
 import { Context, CancelledFailure } from '@temporalio/activity';
 import { maintainEventPartitions, type PartitionReport } from '../db/event-partitions.js';
 import { backfillChunk, ratePass } from '../db/rating.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 
 /**
  * Most events per rating pass (one transaction). A pass takes what arrived since the last one, so

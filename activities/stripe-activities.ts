@@ -13,7 +13,7 @@ import { Contract } from '../db/entities.js';
 import type { RechargeKind } from '../billing/recharge.js';
 import { CONFIG_KEY, failGatedCommit, failRecharge, findGatedCommit, findRecharge, grantGatedCommit, grantRecharge, recordGatedCommitInvoice, recordRechargeInvoice, type GrantedRecharge } from '../db/recharge.js';
 import { describeStripeError, isStripeCardError, isStripeRequestError, stripeClient } from '../integrations/stripe/client.js';
-import type { ActivityDeps } from './index.js';
+import type { ActivityDeps } from './deps.js';
 import { classified } from './failures.js';
 import { crashPoint } from '../workers/failpoints.js';
 

@@ -1,11 +1,11 @@
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import type { Client } from '@temporalio/client';
+import type { Client } from '../operations/workflow-client.js';
 import type pg from 'pg';
 import { allow, authenticate, type TokenCache } from './auth.js';
 import { AccrueError, UnsupportedMediaTypeError, ValidationError } from '../billing/errors.js';
 import { errorHandler, notFound } from './errors.js';
-import { checkJsonDepth, checkRequestStrings, MAX_JSON_DEPTH } from './validate.js';
+import { checkJsonDepth, checkRequestStrings, MAX_JSON_DEPTH } from './body-checks.js';
 import { alertsRouter } from './routes/alerts.js';
 import { entitlementsRouter } from './routes/entitlements.js';
 import type { EntitlementsCache } from './entitlements-cache.js';

@@ -1,9 +1,9 @@
 import { createServer } from 'node:http';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { Client, Connection } from '@temporalio/client';
 import { openOrm } from '../db/orm.js';
 import { createPool } from '../db/pool.js';
 import { loadConfig } from '../stack/config.js';
+import { connectWorkflowClient } from '../operations/workflow-client.js';
 import { createApp } from './app.js';
 import { TokenCache } from './auth.js';
 import { EntitlementsCache } from './entitlements-cache.js';
@@ -21,8 +21,7 @@ if (process.env.ACCRUE_LOG_GC_PAUSES_MS) {
 const orm = await openOrm(config.databaseUrl);
 const ingestPool = createPool(config.databaseUrl, { max: Number(process.env.ACCRUE_INGEST_POOL ?? 4), name: 'api' });
 // Lazy: the API starts (and ingests) while Temporal is down; /health reports it unavailable.
-const connection = Connection.lazy({ address: config.temporalAddress });
-const temporal = new Client({ connection, namespace: config.temporalNamespace });
+const temporal = connectWorkflowClient(config.temporalAddress, config.temporalNamespace);
 // Entitlements answered from memory, kept current through LISTEN/NOTIFY (reconnects by itself).
 const entitlements = new EntitlementsCache(orm, config.databaseUrl);
 await entitlements.start().catch((err: Error) => console.error(`[api] entitlements: not listening yet (${err.message}); retrying`));
@@ -40,7 +39,7 @@ server.listen(config.port, process.env.ACCRUE_API_HOST ?? '127.0.0.1', () => {
 async function shutdown() {
   server.close();
   await entitlements.stop();
-  await connection.close().catch(() => undefined);
+  await temporal.connection.close().catch(() => undefined);
   await ingestPool.end().catch(() => undefined);
   await orm.close().catch(() => undefined);
   process.exit(0);

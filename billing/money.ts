@@ -42,7 +42,7 @@ export function dec(value: DecimalInput): Decimal {
  * exponent written out. 10^20 cents is far beyond any real bill, and 20 places keep the long
  * unit prices of per-token rates (`0.12345678901234567891`) exact. Everything inside the bound
  * is stored, summed and read back well within `dec` (100 digits either side), so a value the API
- * took can never stop the code that reads it later. api/validate.ts `decimal` enforces it.
+ * took can never stop the code that reads it later. operations/input/validate.ts `decimal` enforces it.
  */
 export const AMOUNT_MAX_DIGITS = 20;
 export const AMOUNT_MAX_SCALE = 20;

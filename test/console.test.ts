@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type Metronome from '@metronome/sdk';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { signDashboard } from '../api/routes/console.js';
+import { signDashboard } from '../api/dashboard-tokens.js';
 import { dashboardSecret } from '../db/console.js';
 import { ROOT } from '../stack/config.js';
 import { useSdkApp } from './sdk-app.js';

@@ -7,7 +7,7 @@ import { alertsForCustomer, archiveAlert, createAlert, customerAlertStates, find
 import { BillableMetric, Customer, Product } from '../../db/entities.js';
 import { allow } from '../auth.js';
 import { offsetPage } from '../paging.js';
-import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, uuid, uuidArray, type Obj } from '../validate.js';
+import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, uuid, uuidArray, type Obj } from '../../operations/input/validate.js';
 
 /**
  * Alerts through Metronome's API (`v1.alerts.create|archive`, `v1.customers.alerts.list|retrieve|reset`).

@@ -7,9 +7,9 @@ import { customerBalances, grantJson, type GrantBalance } from '../../db/balance
 import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Product } from '../../db/entities.js';
 import { allow } from '../auth.js';
-import { grantInput, ProductLookup } from '../contract-input.js';
+import { grantInput, ProductLookup } from '../../operations/input/contract-input.js';
 import { offsetPage } from '../paging.js';
-import { bool, objectAt, oneOf, reqUuid, stringArray, stringRecord, timestamp, uuid, uuidArray, type Obj } from '../validate.js';
+import { bool, objectAt, oneOf, reqUuid, stringArray, stringRecord, timestamp, uuid, uuidArray, type Obj } from '../../operations/input/validate.js';
 
 /**
  * Customer-level commits and credits, and balances (Metronome's customerCommits, customerCredits

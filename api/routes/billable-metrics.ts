@@ -1,16 +1,15 @@
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import type { Client } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { AGGREGATION_TYPES, BillableMetric, type AggregationType, type EventTypeFilter, type PropertyFilter } from '../../db/entities.js';
-import { newId, UUID_RE } from '../../db/ids.js';
+import { newId } from '../../db/ids.js';
 import { insertMetric } from '../../db/metrics.js';
-import { metricBackfillWorkflow } from '../../workflows/metric-backfill.js';
-import { metricBackfillWorkflowId } from '../../workflows/search-attributes.js';
+import { startMetricBackfill } from '../../operations/metrics/start-metric-backfill.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
+import { findMetric, metricJson } from '../views/metrics.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
-import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../validate.js';
+import { bool, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, type Obj } from '../../operations/input/validate.js';
 
 const CREATE_FIELDS = ['name', 'aggregation_type', 'aggregation_key', 'event_type_filter', 'property_filters', 'group_keys', 'custom_fields', 'sql'];
 
@@ -55,28 +54,6 @@ function groupKeys(body: Obj): string[][] {
   });
 }
 
-export function metricJson(m: BillableMetric) {
-  return {
-    id: m.id,
-    name: m.name,
-    aggregation_type: m.aggregationType,
-    ...(m.aggregationKey ? { aggregation_key: m.aggregationKey } : {}),
-    ...(m.eventTypeFilter ? { event_type_filter: m.eventTypeFilter } : {}),
-    property_filters: m.propertyFilters,
-    group_keys: m.groupKeys,
-    custom_fields: m.customFields,
-    ...(m.archivedAt ? { archived_at: m.archivedAt.toISOString() } : {}),
-    // Accrue: a metric applies to events ingested before it existed; this is that backfill's progress.
-    backfill: { status: m.backfillStatus, events_processed: m.backfillEventsProcessed, events_total: m.backfillEventsTotal },
-  };
-}
-
-export async function findMetric(orm: MikroORM, id: string, field = 'id'): Promise<BillableMetric> {
-  const m = UUID_RE.test(id) ? await orm.em.fork().findOne(BillableMetric, { id: id.toLowerCase() }) : null;
-  if (!m) throw new NotFoundError('billable metric', id, field);
-  return m;
-}
-
 export function billableMetricsRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
   const r = Router();
 
@@ -98,10 +75,7 @@ export function billableMetricsRouter(orm: MikroORM, temporal: Client, taskQueue
     const backfillTotal = await insertMetric(orm.em.fork(), { id, name, aggregationType, aggregationKey, ...fields });
     if (backfillTotal > 0) {
       // Idempotent start; if Temporal is unreachable the worker starts pending backfills on boot.
-      await temporal.workflow.start(metricBackfillWorkflow, {
-        workflowId: metricBackfillWorkflowId(id), taskQueue, args: [{ metricId: id }],
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      }).catch((err: Error) => console.warn(`[api] backfill of metric ${id} will start with the worker: ${err.message}`));
+      await startMetricBackfill(temporal, taskQueue, id);
     }
     res.json({ data: { id } });
   });

@@ -1,4 +1,3 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import express, { Router, type Request, type Response } from 'express';
@@ -18,51 +17,17 @@ import { lifecycleStates } from '../../db/lifecycle.js';
 import { findTokenScope, sameSecret } from '../../db/tokens.js';
 import { usageSeries, windowStarts, type WindowSize } from '../../db/usage-series.js';
 import { ROOT, type ConsoleSettings, type LifecycleSettings } from '../../stack/config.js';
-import { contractWorkflowId } from '../../workflows/search-attributes.js';
+import { contractWorkflowId } from '../../operations/workflow-ids.js';
 import { allow } from '../auth.js';
 import { ConsoleFeed } from '../console-feed.js';
-import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../validate.js';
+import { DASHBOARDS, signDashboard, verifyDashboard } from '../dashboard-tokens.js';
+import { objectAt, oneOf, reqStr, reqUuid, stringRecord, type Obj } from '../../operations/input/validate.js';
 
 const DAY_MS = 86_400_000;
 /** Customers whose drafts the revenue page prices together (one preload each). */
 const DRAFT_BATCH = 500;
-export const DASHBOARDS = ['usage', 'invoices', 'credits', 'commits_and_credits'] as const;
 const DASHBOARD_OPTIONS = ['show_zero_usage_line_items', 'contract_id', 'invoice_type', 'invoice_status_filter', 'hide_voided_invoices', 'billable_status_filter', 'hide_grant_name', 'credit_ledger_credit_type_id'];
 const COLOR_NAMES = ['Gray_dark', 'Gray_medium', 'Gray_light', 'Gray_extralight', 'White', 'Primary_medium', 'Primary_light', 'UsageLine_0', 'UsageLine_1', 'UsageLine_2', 'UsageLine_3', 'UsageLine_4', 'UsageLine_5', 'UsageLine_6', 'UsageLine_7', 'UsageLine_8', 'UsageLine_9', 'Primary_green', 'Primary_red', 'Progress_bar', 'Progress_bar_background', 'Action', 'Action_hover'];
-export type Dashboard = typeof DASHBOARDS[number];
-
-/** What a signed dashboard URL carries: whose dashboard, which one, until when, and how it looks. */
-export interface DashboardClaims {
-  customerId: string;
-  dashboard: Dashboard;
-  expiresAt: number;
-  colors: Record<string, string>;
-  /** Group key → its display name. */
-  labels: Record<string, string>;
-  /** Group key → value → its display name. */
-  values: Record<string, Record<string, string>>;
-  /** Metronome's dashboard_options (show_zero_usage_line_items, invoice_status_filter, hide_grant_name…). */
-  options: Record<string, string>;
-}
-
-const b64 = (b: Buffer | string) => Buffer.from(b).toString('base64url');
-
-export function signDashboard(secret: Buffer, claims: DashboardClaims): string {
-  const payload = b64(JSON.stringify(claims));
-  return `${payload}.${b64(createHmac('sha256', secret).update(payload).digest())}`;
-}
-
-/** The claims of a dashboard token, or why it is refused (tampered, expired). */
-export function verifyDashboard(secret: Buffer, token: string | undefined, now = Date.now()): DashboardClaims {
-  const [payload, sig, extra] = (token ?? '').split('.');
-  if (!payload || !sig || extra !== undefined) throw new UnauthorizedError('dashboard URL: the token is missing or malformed');
-  const expected = createHmac('sha256', secret).update(payload).digest();
-  const given = Buffer.from(sig, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new UnauthorizedError('dashboard URL: the signature does not match (the URL was changed)');
-  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as DashboardClaims;
-  if (!(claims.expiresAt > now)) throw new UnauthorizedError('dashboard URL: expired; ask for a new one (v1.dashboards.getEmbeddableUrl)');
-  return claims;
-}
 
 /** Revenue is kept apart by credit type and product (by id; lines without one by their type). */
 function revenueKey(creditType: string, l: { product_id?: string; name: string; type: string }): string {
@@ -80,7 +45,7 @@ const cents = (d: Dec | string | null | undefined) => (d === null || d === undef
  * Usage over time for a customer: every metric with usage in [from, to), per group of its first
  * group key (if any), per hour or day — the same aggregates invoices read.
  */
-export async function usageChart(em: EntityManager, customerId: string, from: string, to: string, window: Exclude<WindowSize, 'NONE'>, onlyMetricIds?: string[]) {
+async function usageChart(em: EntityManager, customerId: string, from: string, to: string, window: Exclude<WindowSize, 'NONE'>, onlyMetricIds?: string[]) {
   const ids = onlyMetricIds ?? (await em.execute<{ metric_id: string }[]>(
     'select distinct metric_id::text as metric_id from usage_daily where customer_id = ? and day >= ? and day < ?',
     [customerId, new Date(Date.parse(from) - DAY_MS), to])).map((r) => r.metric_id);

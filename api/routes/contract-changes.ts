@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
-import type { Client } from '@temporalio/client';
 import { ConflictError, ValidationError } from '../../billing/errors.js';
 import { DEFAULT_RENEWAL_NOTICE_DAYS, type ContractTerms } from '../../billing/contract-terms.js';
 import { customerBalances } from '../../db/balances.js';
@@ -11,12 +10,13 @@ import { BalanceGrant, Contract, Invoice } from '../../db/entities.js';
 import { newId } from '../../db/ids.js';
 import { voidBlockedByPayments } from '../../db/payments.js';
 import { queueContractTell } from '../../db/contract-tells.js';
-import { tellContractWorkflow } from '../../activities/workflow-starts.js';
-import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
+import { tellContractWorkflowOrLeaveQueued } from '../../operations/contracts/tell-contract-workflow.js';
+import { cancelInvoiceWorkflows } from '../../operations/invoices/cancel-invoice-workflows.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { approvalPolicyInput, arrearsPolicyInput, chargesInput, externalIdsInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../contract-input.js';
-import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../validate.js';
-import { contractJson, findContract } from './contract-reads.js';
+import { approvalPolicyInput, arrearsPolicyInput, chargesInput, externalIdsInput, grantInput, overridesInput, ProductLookup, renewalNoticeDaysInput } from '../../operations/input/contract-input.js';
+import { bool, decimal, hourTimestamp, objectAt, reqUuid, str, stringRecord, timestamp, type Obj } from '../../operations/input/validate.js';
+import { contractJson, findContract } from '../views/contracts.js';
 
 /**
  * Changing contracts: end date, archive, amendments (v1) and edits (v2). Terms are data: drafts of
@@ -26,18 +26,6 @@ import { contractJson, findContract } from './contract-reads.js';
  * the change's transaction queues the tell (db/contract-tells.ts), so a committed change is
  * answered 2xx even while Temporal is unreachable, and the outbound loop tells it later.
  */
-
-/** How long a request waits for Temporal to take the tell before leaving it to the outbound loop. */
-const TELL_DEADLINE_MS = 3_000;
-
-/** Tells the contract workflow of a committed change queued with `token`; never fails the request. */
-export async function tellWorkflow(temporal: Client, taskQueue: string, em: EntityManager, contractId: string, token: string): Promise<void> {
-  try {
-    await temporal.withDeadline(Date.now() + TELL_DEADLINE_MS, () => tellContractWorkflow(temporal, taskQueue, em, contractId, token));
-  } catch (err) {
-    console.warn(`[api] contract ${contractId}: the workflow is told later from the queue (${(err as Error).message})`);
-  }
-}
 
 /** A request's identity for `uniqueness_key`: its JSON with keys sorted, hashed. */
 function requestHash(body: unknown): string {
@@ -81,7 +69,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
       c.endingBefore = endingBefore ? new Date(endingBefore) : null;
       return queueContractTell(tx, c.id);
     });
-    await tellWorkflow(temporal, taskQueue, em, contract.id, token);
+    await tellContractWorkflowOrLeaveQueued(temporal, taskQueue, em, contract.id, token);
     res.json({ data: { id: contract.id } });
   });
 
@@ -113,8 +101,8 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
         return queueContractTell(tx, c.id);
       });
     }
-    for (const id of pending) await temporal.workflow.getHandle(invoiceWorkflowId(id)).cancel().catch(() => undefined);
-    if (token) await tellWorkflow(temporal, taskQueue, em, contract.id, token);
+    await cancelInvoiceWorkflows(temporal, pending);
+    if (token) await tellContractWorkflowOrLeaveQueued(temporal, taskQueue, em, contract.id, token);
     res.json({ data: { id: contract.id } });
   });
 
@@ -197,7 +185,7 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
       // The workflow's renewal notice timer depends on both the end date and the notice.
       return { editId, token: end !== undefined || noticeChanged ? await queueContractTell(tx, c.id) : undefined };
     });
-    if (outcome.token) await tellWorkflow(temporal, taskQueue, em, contract.id, outcome.token);
+    if (outcome.token) await tellContractWorkflowOrLeaveQueued(temporal, taskQueue, em, contract.id, outcome.token);
     answer(outcome.editId);
   });
 

@@ -8,12 +8,12 @@ import { aliasesOf, customerAliases, findCustomer } from '../../db/customers.js'
 import { newId, UUID_RE } from '../../db/ids.js';
 import { allow } from '../auth.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
-import { metricJson } from './billable-metrics.js';
-import { email, objectAt, reqStr, reqUuid, str, stringArray, stringRecord } from '../validate.js';
+import { metricJson } from '../views/metrics.js';
+import { email, objectAt, reqStr, reqUuid, str, stringArray, stringRecord } from '../../operations/input/validate.js';
 
 const CREATE_FIELDS = ['name', 'ingest_aliases', 'custom_fields', 'external_id', 'billing_email'] as const;
 
-export function customerJson(c: Customer, aliases: string[]) {
+function customerJson(c: Customer, aliases: string[]) {
   return {
     id: c.id,
     external_id: aliases[0] ?? c.id,
@@ -24,7 +24,7 @@ export function customerJson(c: Customer, aliases: string[]) {
   };
 }
 
-export function customerDetailJson(c: Customer, aliases: string[]) {
+function customerDetailJson(c: Customer, aliases: string[]) {
   return {
     ...customerJson(c, aliases),
     created_at: c.createdAt.toISOString(),

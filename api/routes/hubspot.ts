@@ -1,9 +1,9 @@
 import express, { Router } from 'express';
-import type { Client } from '@temporalio/client';
-import { ConflictError, UnauthorizedError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import { ConflictError, UnauthorizedError, ValidationError } from '../../billing/errors.js';
 import { verifyHubSpotRequest } from '../../integrations/hubspot/client.js';
 import type { HubSpotSettings } from '../../stack/config.js';
-import { crmDealWorkflowId, LifecycleStateKey } from '../../workflows/search-attributes.js';
+import { startDealWorkflow } from '../../operations/crm/start-deal-workflow.js';
+import type { Client } from '../../operations/workflow-client.js';
 
 interface HubSpotEvent {
   subscriptionType?: unknown;
@@ -15,7 +15,7 @@ interface HubSpotEvent {
 }
 
 /** The deals a batch of HubSpot events asks Accrue to look at (the workflow reads each deal itself). */
-export function dealsToLook(events: HubSpotEvent[], closedWonStage: string): string[] {
+function dealsToLook(events: HubSpotEvent[], closedWonStage: string): string[] {
   const deals = new Set<string>();
   events.forEach((e, i) => {
     if (typeof e !== 'object' || e === null || typeof e.subscriptionType !== 'string') throw new ValidationError(`[${i}].subscriptionType`, 'is missing: not a HubSpot webhook event');
@@ -62,16 +62,7 @@ export function hubspotWebhooksRouter(temporal: Client, taskQueue: string, setti
     const events = (Array.isArray(parsed) ? parsed : [parsed]) as HubSpotEvent[];
     const deals = dealsToLook(events, settings.closedWonStage);
     for (const dealId of deals) {
-      try {
-        // A run going reads the deal again if it changed after its read; a finished one runs anew.
-        await temporal.workflow.signalWithStart('crmDealWorkflow', {
-          workflowId: crmDealWorkflowId(dealId), taskQueue, args: [{ dealId }], signal: 'dealChanged',
-          workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-          typedSearchAttributes: [{ key: LifecycleStateKey, value: 'CRM_DEAL' }],
-        });
-      } catch (err) {
-        throw new UnavailableError(`could not start the deal's workflow; HubSpot will deliver again: ${(err as Error).message}`);
-      }
+      await startDealWorkflow(temporal, taskQueue, dealId);
     }
     res.json({ received: events.length, deals });
   });

@@ -5,13 +5,13 @@ import { aggregationProblem, keySizeProblem, matchesMetric } from '../../billing
 import { insertEvents, type NewEvent } from '../../db/events.js';
 import { allow } from '../auth.js';
 import type { MetricsCache } from '../metrics-cache.js';
-import { objectAt, reqStr, reqTimestamp } from '../validate.js';
+import { objectAt, reqStr, reqTimestamp } from '../../operations/input/validate.js';
 
 const EVENT_FIELDS = ['transaction_id', 'customer_id', 'event_type', 'timestamp', 'properties'];
-export const MAX_EVENTS_PER_REQUEST = 100;
+const MAX_EVENTS_PER_REQUEST = 100;
 const FUTURE_LIMIT_MS = 24 * 3_600_000;
 
-export interface IngestOptions {
+interface IngestOptions {
   /** Oldest accepted event timestamp, as an age (default 34 days, as Metronome). */
   maxAgeMs: number;
 }

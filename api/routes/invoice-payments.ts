@@ -1,6 +1,5 @@
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { AccrueError, ConflictError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { jsonDecimal } from '../../billing/money.js';
 import { UUID_RE } from '../../db/ids.js';
@@ -8,23 +7,10 @@ import { recordManualPayment, type RecordedPayment } from '../../db/payments.js'
 import { describeStripeError, stripeClient } from '../../integrations/stripe/client.js';
 import { settleOutOfBand } from '../../integrations/stripe/out-of-band.js';
 import type { StripeSettings } from '../../stack/config.js';
-import { invoicePaymentChangedSignal } from '../../workflows/contract-messages.js';
-import { contractWorkflowId } from '../../workflows/search-attributes.js';
+import { tellContractPaymentsChanged } from '../../operations/payments/tell-contract-payments-changed.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { decimal, objectAt, reqStr, timestamp } from '../validate.js';
-
-/**
- * Tells a contract's workflow that one of its invoices' payment state changed (a payment, a void),
- * after the change is committed. A contract whose workflow has finished has nothing to re-check.
- */
-export async function tellContractPaymentsChanged(temporal: Client, contractId: string, what: string): Promise<void> {
-  try {
-    await temporal.workflow.getHandle(contractWorkflowId(contractId)).signal(invoicePaymentChangedSignal);
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return;
-    throw new UnavailableError(`${what} is recorded, but the contract workflow could not be told; retry the same request: ${(err as Error).message}`);
-  }
-}
+import { decimal, objectAt, reqStr, timestamp } from '../../operations/input/validate.js';
 
 /**
  * `POST /v1/accrue/invoices/{id}/payments {amount, paid_at?, reference}` (finance): a payment

@@ -1,32 +1,28 @@
 import { LockMode } from '@mikro-orm/core';
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
-import { ApplicationFailure, WorkflowNotFoundError } from '@temporalio/common';
-import { ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { ConflictError, NotFoundError, ValidationError } from '../../billing/errors.js';
 import { lockCustomerBalances } from '../../db/balance-lock.js';
 import { freezeInvoiceTx } from '../../db/invoice-freeze.js';
 import { uuidV5 } from '../../db/ids.js';
-import { invoiceCloseWorkflow } from '../../workflows/invoice-close.js';
-import { ContractIdKey, CustomerIdKey, InvoiceIdKey, LifecycleStateKey } from '../../workflows/search-attributes.js';
 import { dec, jsonDecimal, jsonDecimalOpt } from '../../billing/money.js';
 import { Contract, Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
 import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, viewOfStored, type InvoiceView } from '../../db/invoices.js';
-import { approveInvoiceUpdate, rejectInvoiceUpdate } from '../../workflows/invoice-close.js';
-import { invoiceWorkflowId } from '../../workflows/search-attributes.js';
+import { alreadyDecided, approveInvoice, closedInvoice, rejectInvoice } from '../../operations/invoices/decide-invoice.js';
+import { startRegeneratedInvoiceClose } from '../../operations/invoices/start-regenerated-invoice-close.js';
+import { tellContractPaymentsChanged } from '../../operations/payments/tell-contract-payments-changed.js';
+import { voidAtProvider } from '../../operations/payments/void-at-provider.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp, uuid } from '../validate.js';
+import { decimal, objectAt, oneOf, reqStr, reqUuid, str, timestamp, uuid } from '../../operations/input/validate.js';
 import { offsetPage } from '../paging.js';
 import { renderInvoicePdf } from '../../integrations/pdf/invoice-pdf.js';
 import { notifyPaymentStatus, settlingAtStripe, standings, voidBlockedByPayments } from '../../db/payments.js';
 import type { PaymentStanding } from '../../billing/payments.js';
-import { tellContractPaymentsChanged } from './invoice-payments.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { dunningStates, externalInvoices, type DunningState, type ExternalInvoice } from '../../db/stripe.js';
-import { voidAtProvider } from './stripe.js';
 import { voidBlockedByLiveCommit } from '../../db/recharge.js';
 
 const num = jsonDecimalOpt;
@@ -36,7 +32,7 @@ const num = jsonDecimalOpt;
  * go out as JSON numbers (exact for the values Accrue stores; the stored decimal strings stay
  * the source of truth).
  */
-export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: string }) {
+function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: string }) {
   const productType = l.product_type ? { USAGE: 'UsageProductListItem', SUBSCRIPTION: 'SubscriptionProductListItem', COMPOSITE: 'CompositeProductListItem', FIXED: 'FixedProductListItem', PRO_SERVICE: 'FixedProductListItem' }[l.product_type] : undefined;
   const out: Record<string, unknown> = {
     type: l.type,
@@ -71,7 +67,7 @@ export function lineJson(l: StoredInvoiceLine, creditType: { id: string; name: s
 }
 
 /** Metronome's Invoice shape, plus Accrue's approval fields. */
-export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding; external?: ExternalInvoice; dunning?: DunningState } = {}) {
+function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payment?: PaymentStanding; external?: ExternalInvoice; dunning?: DunningState } = {}) {
   const creditType = v.creditType;
   const lines = opts.skipZeroQty ? v.lines.filter((l) => l.quantity === undefined || !dec(l.quantity).isZero()) : v.lines;
   return {
@@ -109,55 +105,10 @@ export function invoiceJson(v: InvoiceView, opts: { skipZeroQty?: boolean; payme
 }
 
 /** Payment standing, Stripe copy and dunning of each closed invoice, for invoiceJson. */
-export async function invoiceExtras(em: EntityManager, views: readonly InvoiceView[]) {
+async function invoiceExtras(em: EntityManager, views: readonly InvoiceView[]) {
   const ids = views.filter((v) => v.status !== 'DRAFT').map((v) => v.id);
   const [payments, external, dunning] = await Promise.all([standings(em.fork(), views), externalInvoices(em.fork(), ids), dunningStates(em.fork(), ids)]);
   return (id: string) => ({ payment: payments.get(id), external: external.get(id), dunning: dunning.get(id) });
-}
-
-async function closedInvoice(orm: MikroORM, id: string): Promise<Invoice> {
-  const inv = UUID_RE.test(id) ? await orm.em.fork().findOne(Invoice, { id: id.toLowerCase() }) : null;
-  if (!inv) {
-    throw new NotFoundError('closed invoice', id, 'invoice_id');
-  }
-  return inv;
-}
-
-/** What a decision on an invoice that is no longer DRAFT answers: the status it now has. */
-function alreadyDecided(inv: Invoice): ConflictError {
-  return new ConflictError(`invoice ${inv.id} is already ${inv.status} (approval ${inv.approvalStatus})`);
-}
-
-/**
- * A decision on the invoice's close workflow. It waits briefly for the close to reach approval: an
- * invoice can be frozen (PENDING_APPROVAL in PostgreSQL) a moment before its own workflow knows,
- * when a later period's freeze froze it first (periods freeze in order) or its freeze activity is
- * between retries. A decision that lost a race with another one — the close decided, or finished
- * and completed, after this request read the invoice as DRAFT — answers what the invoice now is,
- * as a decision arriving after it would: a 409 naming its status, never a 5xx (which the SDK
- * retries). A refused update (a total that is not the invoice's) is a 409 with the workflow's reason.
- */
-async function decide<T>(orm: MikroORM, inv: Invoice, run: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      return await run();
-    } catch (err) {
-      const failure = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure ? err.cause : undefined;
-      if (failure?.type === 'NotReady' && Date.now() <= deadline) {
-        await new Promise((res) => setTimeout(res, 250));
-        continue;
-      }
-      if (failure?.type === 'NotAwaitingApproval' || err instanceof WorkflowNotFoundError) {
-        const now = await closedInvoice(orm, inv.id);
-        if (now.status !== 'DRAFT') throw alreadyDecided(now);
-        if (failure) throw new ConflictError(`invoice ${inv.id} is being decided: ${failure.message}`);
-        throw new UnavailableError(`invoice ${inv.id} is ${now.status} but its close workflow is not running; retry in a moment`);
-      }
-      if (failure) throw new ConflictError(failure.message);
-      throw err;
-    }
-  }
 }
 
 export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: string): Router {
@@ -259,7 +210,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const total = decimal(body, 'total')!;
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
     if (inv.status !== 'DRAFT') throw alreadyDecided(inv);
-    await decide(orm, inv, () => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(approveInvoiceUpdate, { args: [{ approvedBy, total }] }));
+    await approveInvoice(orm, temporal, inv, { approvedBy, total });
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
 
@@ -270,7 +221,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const rejectedBy = str(body, 'rejected_by', '', { optional: true, max: 256 });
     const inv = await closedInvoice(orm, String(req.params.invoice_id));
     if (inv.status !== 'DRAFT') throw alreadyDecided(inv);
-    await decide(orm, inv, () => temporal.workflow.getHandle(invoiceWorkflowId(inv.id)).executeUpdate(rejectInvoiceUpdate, { args: [{ reason, rejectedBy }] }));
+    await rejectInvoice(orm, temporal, inv, { reason, rejectedBy });
     res.json({ data: invoiceJson(viewOfStored(await closedInvoice(orm, inv.id))) });
   });
 
@@ -324,17 +275,7 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
     const newId = uuidV5(`regenerated:${old.id}`);
     const input = { invoiceId: newId, contractId: old.contractId, periodStart: old.periodStart.toISOString(), periodEnd: old.periodEnd.toISOString(), regeneratedFromInvoiceId: old.id };
     await orm.em.fork().transactional((tx) => freezeInvoiceTx(tx, { ...input, recompute: false }));
-    try {
-      await temporal.workflow.start(invoiceCloseWorkflow, {
-        workflowId: invoiceWorkflowId(newId), taskQueue, args: [input],
-        typedSearchAttributes: [
-          { key: CustomerIdKey, value: old.customerId }, { key: ContractIdKey, value: old.contractId },
-          { key: InvoiceIdKey, value: newId }, { key: LifecycleStateKey, value: 'INVOICE_FREEZING' },
-        ],
-      });
-    } catch (err) {
-      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw new UnavailableError(`the regenerated invoice ${newId} is stored but its close workflow could not start; retry: ${(err as Error).message}`);
-    }
+    await startRegeneratedInvoiceClose(temporal, taskQueue, old.customerId, input);
     res.json({ data: { id: newId } });
   });
 

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import { NotFoundError, ValidationError } from '../../billing/errors.js';
-import { productStateAt, type StoredRate } from '../../billing/contract-terms.js';
+import { productStateAt } from '../../billing/contract-terms.js';
 import { jsonDecimal, USD_CENTS } from '../../billing/money.js';
 import type { RateType } from '../../billing/pricing/index.js';
 import { rateSchedule, type ScheduleSegment } from '../../billing/rate-schedule.js';
@@ -11,8 +11,8 @@ import { newId } from '../../db/ids.js';
 import { productRecordOf, rateRowOf } from '../../db/invoices.js';
 import { allow } from '../auth.js';
 import { afterCondition, offsetPage, page, pageQuery } from '../paging.js';
-import { groupValuesInput, rateJson, rateSpecInput, RATE_SPEC_FIELDS } from '../pricing-input.js';
-import { bool, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, type Obj } from '../validate.js';
+import { groupValuesInput, rateJson, rateSpecInput, RATE_SPEC_FIELDS, selected, selectorsInput, storedRateOf, type Selector } from '../../operations/input/pricing-input.js';
+import { bool, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringRecord, timestamp, uuid, type Obj } from '../../operations/input/validate.js';
 
 /** Rate cards and their rates (Metronome's contract-pricing rate-card endpoints). */
 const RATE_CARD_FIELDS = ['name', 'description', 'fiat_credit_type_id', 'custom_fields', 'aliases', 'credit_type_conversions'];
@@ -48,7 +48,7 @@ function creditTypeCheck(body: Obj, field: string, path = '') {
   if (id && id !== USD_CENTS.id) throw new ValidationError(path ? `${path}.${field}` : field, `only USD (cents) ${USD_CENTS.id} is supported`);
 }
 
-export function rateCardJson(c: RateCard) {
+function rateCardJson(c: RateCard) {
   return {
     id: c.id, name: c.name, created_at: c.createdAt.toISOString(), created_by: 'accrue',
     ...(c.description ? { description: c.description } : {}),
@@ -100,45 +100,8 @@ async function rateInput(em: EntityManager, o: Obj, path: string, rateCardId: st
   } as Rate;
 }
 
-export function storedRateOf(r: Rate): StoredRate {
-  return {
-    rate_type: r.rateType, price: r.price ?? undefined, tiers: r.tiers ?? undefined, quantity: r.quantity ?? undefined,
-    is_prorated: r.isProrated ?? undefined, package_size: r.packageSize ?? undefined, package_rounding: r.packageRounding ?? undefined,
-  };
-}
-
-interface Selector { product_id?: string; product_tags?: string[]; pricing_group_values?: Record<string, string>; partial_pricing_group_values?: Record<string, string>; billing_frequency?: string }
-
-export function selectorsInput(body: Obj, withTags: boolean): Selector[] {
-  const v = body.selectors;
-  if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) throw new ValidationError('selectors', 'must be an array');
-  return v.map((s, i) => {
-    const p = `selectors[${i}]`;
-    const o = objectAt(s, p, ['product_id', 'pricing_group_values', 'partial_pricing_group_values', 'billing_frequency', ...(withTags ? ['product_tags'] : [])]);
-    return {
-      product_id: uuid(o, 'product_id', p, { optional: true }),
-      product_tags: withTags ? stringArray(o, 'product_tags', p, { optional: true }) : undefined,
-      pricing_group_values: stringRecord(o, 'pricing_group_values', p),
-      partial_pricing_group_values: stringRecord(o, 'partial_pricing_group_values', p),
-      billing_frequency: oneOf(o, 'billing_frequency', FREQUENCIES, p, { optional: true }),
-    };
-  });
-}
-
-export function selected(selectors: Selector[], r: { productId: string; pricingGroupValues: Record<string, string>; billingFrequency?: string | null }, tags: readonly string[]): boolean {
-  if (!selectors.length) return true;
-  return selectors.some((s) =>
-    (!s.product_id || s.product_id === r.productId) &&
-    (!s.product_tags?.length || s.product_tags.some((t) => tags.includes(t))) &&
-    (!s.billing_frequency || s.billing_frequency === r.billingFrequency) &&
-    (!s.pricing_group_values || (Object.keys(s.pricing_group_values).length === Object.keys(r.pricingGroupValues).length
-      && Object.entries(s.pricing_group_values).every(([k, v]) => r.pricingGroupValues[k] === v))) &&
-    (!s.partial_pricing_group_values || Object.entries(s.partial_pricing_group_values).every(([k, v]) => r.pricingGroupValues[k] === v)));
-}
-
 /** A schedule entry as Metronome's rate list / rate schedule items. */
-export function scheduleEntryJson(seg: ScheduleSegment, rate: Rate, product: Product, at: number) {
+function scheduleEntryJson(seg: ScheduleSegment, rate: Rate, product: Product, at: number) {
   const state = productStateAt(productRecordOf(product), at);
   return {
     product_id: product.id,
@@ -156,7 +119,7 @@ export function scheduleEntryJson(seg: ScheduleSegment, rate: Rate, product: Pro
 }
 
 /** The rate card's schedule over [from, to) (to null: open-ended), optionally filtered by selectors. */
-export async function rateCardSchedule(em: EntityManager, rateCardId: string, from: number, to: number | null, selectors: Selector[]) {
+async function rateCardSchedule(em: EntityManager, rateCardId: string, from: number, to: number | null, selectors: Selector[]) {
   const rates = await em.find(Rate, { rateCardId });
   const byId = new Map(rates.map((r) => [r.id, r]));
   const products = new Map((await em.find(Product, { id: { $in: [...new Set(rates.map((r) => r.productId))] } })).map((p) => [p.id, p]));

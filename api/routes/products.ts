@@ -9,7 +9,7 @@ import { newId } from '../../db/ids.js';
 import { productRecordOf } from '../../db/invoices.js';
 import { allow } from '../auth.js';
 import { afterCondition, page, pageQuery } from '../paging.js';
-import { bool, decimal, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, uuid, uuidArray, type Obj } from '../validate.js';
+import { bool, decimal, hourTimestamp, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, uuid, uuidArray, type Obj } from '../../operations/input/validate.js';
 
 /** Products (Metronome's contract-pricing products): create, get, update (versioned), list, archive. */
 const ATTRIBUTE_FIELDS = ['billable_metric_id', 'composite_product_ids', 'composite_tags', 'exclude_free_usage', 'is_refundable',
@@ -91,7 +91,7 @@ function stateJson(s: ProductState, createdAt: string, createdBy: string) {
   };
 }
 
-export function productJson(p: Product, now = Date.now()) {
+function productJson(p: Product, now = Date.now()) {
   const record = productRecordOf(p);
   const created = p.createdAt.toISOString();
   const initial = productStateAt({ ...record, updates: [] }, -Infinity);

@@ -1,6 +1,5 @@
 import express, { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import Stripe from 'stripe';
 import { AccrueError, ConflictError, NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
 import { findCustomer } from '../../db/customers.js';
@@ -12,11 +11,12 @@ import { recordStripePaid } from '../../integrations/stripe/out-of-band.js';
 import { billingConfigOf, COLLECTION_METHODS, deleteBillingConfig, externalInvoices, invoiceIdOfExternal, recordExternal, saveBillingConfig, type CollectionMethod } from '../../db/stripe.js';
 import { describeStripeError, stripeClient } from '../../integrations/stripe/client.js';
 import type { StripeSettings } from '../../stack/config.js';
-import { dunningSettledSignal, dunningWorkflow, paymentFailedSignal, stripeVoidWorkflow } from '../../workflows/dunning.js';
-import { ContractIdKey, CustomerIdKey, dunningWorkflowId, InvoiceIdKey, LifecycleStateKey, stripeVoidWorkflowId } from '../../workflows/search-attributes.js';
+import { startDunning } from '../../operations/payments/start-dunning.js';
+import { tellContractPaymentsChanged } from '../../operations/payments/tell-contract-payments-changed.js';
+import { tellDunning } from '../../operations/payments/tell-dunning.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr } from '../validate.js';
-import { tellContractPaymentsChanged } from './invoice-payments.js';
+import { objectAt, oneOf, reqStr } from '../../operations/input/validate.js';
 
 const PROVIDER_TYPES = ['aws_marketplace', 'stripe', 'netsuite', 'custom', 'azure_marketplace', 'quickbooks_online', 'workday', 'gcp_marketplace', 'metronome'];
 
@@ -72,25 +72,6 @@ export function billingConfigRouter(orm: MikroORM, settings: StripeSettings | un
     res.json({});
   });
   return r;
-}
-
-/** After a void commits: the Stripe copy is voided by `stripe-void/<id>` and any dunning stops. */
-export async function voidAtProvider(temporal: Client, taskQueue: string, invoiceId: string): Promise<void> {
-  try {
-    await temporal.workflow.start(stripeVoidWorkflow, { workflowId: stripeVoidWorkflowId(invoiceId), taskQueue, args: [{ invoiceId }] });
-  } catch (err) {
-    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw new UnavailableError(`the void of invoice ${invoiceId} is recorded, but voiding it at Stripe could not start; retry the same request: ${(err as Error).message}`);
-  }
-  await tellDunning(temporal, invoiceId, 'VOID');
-}
-
-async function tellDunning(temporal: Client, invoiceId: string, reason: 'PAID' | 'VOID'): Promise<void> {
-  try {
-    await temporal.workflow.getHandle(dunningWorkflowId(invoiceId)).signal(dunningSettledSignal, { reason });
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return; // no dunning, or it has ended
-    throw new UnavailableError(`recorded, but the invoice's dunning could not be told; retry: ${(err as Error).message}`);
-  }
 }
 
 /**
@@ -190,21 +171,7 @@ export function stripeWebhooksRouter(orm: MikroORM, temporal: Client, taskQueue:
         if (!inv || inv.status !== 'FINALIZED' || !standing || standing.status === 'PAID') return { outcome: 'ignored: nothing is due', invoiceId };
         const ext = (await externalInvoices(orm.em.fork(), [invoiceId])).get(invoiceId);
         await recordExternal(orm.em.fork(), { invoiceId, externalId: si.id!, status: 'PAYMENT_FAILED', collectionMethod: ext?.collectionMethod ?? 'charge_automatically', hostedUrl: si.hosted_invoice_url ?? ext?.hostedUrl ?? null });
-        try {
-          await temporal.workflow.signalWithStart(dunningWorkflow, {
-            workflowId: dunningWorkflowId(invoiceId), taskQueue, args: [{ invoiceId, contractId: inv.contractId }],
-            signal: paymentFailedSignal, signalArgs: [],
-            workflowIdReusePolicy: 'REJECT_DUPLICATE',
-            typedSearchAttributes: [
-              { key: CustomerIdKey, value: inv.customerId }, { key: ContractIdKey, value: inv.contractId },
-              { key: InvoiceIdKey, value: invoiceId }, { key: LifecycleStateKey, value: 'DUNNING' },
-            ],
-          });
-        } catch (err) {
-          // Its dunning has already run to the end: it is not started again by a later failure.
-          if (err instanceof WorkflowExecutionAlreadyStartedError) return { outcome: 'dunning already ended', invoiceId };
-          throw new UnavailableError(`could not start the dunning of invoice ${invoiceId}; Stripe will deliver the event again: ${(err as Error).message}`);
-        }
+        if (!(await startDunning(temporal, taskQueue, { invoiceId, contractId: inv.contractId, customerId: inv.customerId }))) return { outcome: 'dunning already ended', invoiceId };
         return { outcome: 'dunning', invoiceId };
       }
       case 'invoice.voided': {

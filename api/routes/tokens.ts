@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
 import { createToken, TOKEN_SCOPES } from '../../db/tokens.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr } from '../validate.js';
+import { objectAt, oneOf, reqStr } from '../../operations/input/validate.js';
 
 /** Accrue endpoint: an admin mints a scoped API token; its plaintext is returned once, never stored. */
 export function tokensRouter(orm: MikroORM): Router {

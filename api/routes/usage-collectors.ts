@@ -1,14 +1,14 @@
 import { Router } from 'express';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
-import { NotFoundError, UnavailableError, ValidationError } from '../../billing/errors.js';
+import { NotFoundError, ValidationError } from '../../billing/errors.js';
 import { UsageCollector } from '../../db/entities.js';
 import { newId, UUID_RE } from '../../db/ids.js';
 import { checkCollectorQuery, ownDatabaseIdentity, SourceConnectError } from '../../db/usage-collector.js';
-import { usageCollectorWorkflow } from '../../workflows/usage-collector.js';
-import { usageCollectorScheduleId } from '../../workflows/search-attributes.js';
+import { usageCollectorScheduleId } from '../../operations/workflow-ids.js';
+import { createCollectorSchedule, deleteCollectorSchedule, triggerCollectorSchedule } from '../../operations/usage-collectors/collector-schedule.js';
+import type { Client } from '../../operations/workflow-client.js';
 import { allow } from '../auth.js';
-import { objectAt, reqStr, timestamp, type Obj } from '../validate.js';
+import { objectAt, reqStr, timestamp, type Obj } from '../../operations/input/validate.js';
 
 /**
  * Accrue endpoints for pull-based ingestion (the "usage collector"): a Temporal Schedule runs a
@@ -78,15 +78,10 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
     em.create(UsageCollector, c);
     await em.flush();
     try {
-      await temporal.schedule.create({
-        scheduleId: usageCollectorScheduleId(c.id),
-        spec: { intervals: [{ every: `${interval}s` }] },
-        action: { type: 'startWorkflow', workflowType: usageCollectorWorkflow, args: [{ collectorId: c.id }], taskQueue, workflowId: `usage-collector-run/${c.id}` },
-        policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 minute' },
-      });
+      await createCollectorSchedule(temporal, taskQueue, c);
     } catch (err) {
       await orm.em.fork().nativeDelete(UsageCollector, { id: c.id });
-      throw new UnavailableError(`could not create the collector's schedule (nothing was stored, retry): ${(err as Error).message}`);
+      throw err;
     }
     res.json({ data: collectorJson(c) });
   });
@@ -99,15 +94,13 @@ export function usageCollectorsRouter(orm: MikroORM, temporal: Client, taskQueue
   r.post('/v1/accrue/usage-collectors/:usage_collector_id/run', allow(), async (req, res) => {
     const c = await findCollector(orm, String(req.params.usage_collector_id));
     if (c.archivedAt) throw new ValidationError('usage_collector_id', 'refers to an archived usage collector');
-    await temporal.schedule.getHandle(usageCollectorScheduleId(c.id)).trigger(ScheduleOverlapPolicy.ALLOW_ALL);
+    await triggerCollectorSchedule(temporal, c.id);
     res.status(202).json({ data: { id: c.id, triggered: true } });
   });
 
   r.post('/v1/accrue/usage-collectors/:usage_collector_id/archive', allow(), async (req, res) => {
     const c = await findCollector(orm, String(req.params.usage_collector_id));
-    await temporal.schedule.getHandle(usageCollectorScheduleId(c.id)).delete().catch((err: Error) => {
-      if (!/not found/i.test(err.message)) throw err;
-    });
+    await deleteCollectorSchedule(temporal, c.id);
     await orm.em.fork().nativeUpdate(UsageCollector, { id: c.id }, { archivedAt: c.archivedAt ?? new Date() });
     res.json({ data: { id: c.id } });
   });

@@ -10,12 +10,12 @@ import { pgTextArray } from '../../db/sql.js';
 import { usageSeries, windowStarts, WINDOW_MS, type SeriesRow, type WindowSize } from '../../db/usage-series.js';
 import { allow } from '../auth.js';
 import type { MetricsCache } from '../metrics-cache.js';
-import { findMetric, metricJson } from './billable-metrics.js';
-import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringArray, timestamp, type Obj } from '../validate.js';
+import { findMetric, metricJson } from '../views/metrics.js';
+import { MAX_DUPLICATES_SHOWN } from '../limits.js';
+import { objectAt, oneOf, reqTimestamp, reqUuid, str, stringArray, timestamp, type Obj } from '../../operations/input/validate.js';
 
 const WINDOWS: readonly WindowSize[] = ['HOUR', 'DAY', 'NONE'];
 const MAX_WINDOWS = 2000;
-export const MAX_DUPLICATES_SHOWN = 10;
 
 /**
  * A usage value exactly as PostgreSQL summed it, as a JSON number: JSON.rawJSON writes the

@@ -6,7 +6,7 @@ import { NOTIFICATION_TYPES } from '../../db/notifications.js';
 import { archiveWebhookEndpoint, createWebhookEndpoint, listDeliveries, listWebhookEndpoints } from '../../db/webhooks.js';
 import { checkWebhookUrl } from '../../integrations/webhooks/address-policy.js';
 import { allow } from '../auth.js';
-import { objectAt, oneOf, reqStr, stringArray } from '../validate.js';
+import { objectAt, oneOf, reqStr, stringArray } from '../../operations/input/validate.js';
 
 /**
  * Outbound webhook endpoints (Accrue's API; the payloads and signatures are Metronome's, so the

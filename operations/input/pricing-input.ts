@@ -1,8 +1,10 @@
-import { ValidationError } from '../billing/errors.js';
-import { dec, jsonDecimal } from '../billing/money.js';
-import { RATE_TYPES, type RateType } from '../billing/pricing/index.js';
-import type { StoredRate } from '../billing/contract-terms.js';
-import { bool, decimal, objectAt, oneOf, stringRecord, type Obj } from './validate.js';
+import { ValidationError } from '../../billing/errors.js';
+import { dec, jsonDecimal } from '../../billing/money.js';
+import { RATE_TYPES, type RateType } from '../../billing/pricing/index.js';
+import type { StoredRate } from '../../billing/contract-terms.js';
+import { FREQUENCIES } from '../../billing/periods.js';
+import type { Rate } from '../../db/entities.js';
+import { bool, decimal, objectAt, oneOf, stringArray, stringRecord, uuid, type Obj } from './validate.js';
 
 /**
  * Rate input shared by rate cards (addRate/addRates) and contract overwrite rates: validates the
@@ -87,4 +89,43 @@ export function rateJson(r: StoredRate, extra: { pricing_group_values?: Record<s
     ...(extra.pricing_group_values && Object.keys(extra.pricing_group_values).length ? { pricing_group_values: extra.pricing_group_values } : {}),
     ...(extra.credit_type ? { credit_type: extra.credit_type } : {}),
   };
+}
+
+/** A stored rate row in the shape contract terms and overrides use. */
+export function storedRateOf(r: Rate): StoredRate {
+  return {
+    rate_type: r.rateType, price: r.price ?? undefined, tiers: r.tiers ?? undefined, quantity: r.quantity ?? undefined,
+    is_prorated: r.isProrated ?? undefined, package_size: r.packageSize ?? undefined, package_rounding: r.packageRounding ?? undefined,
+  };
+}
+
+/** Metronome's rate selectors (rate lists, contract rate schedules): which rates an answer shows. */
+export interface Selector { product_id?: string; product_tags?: string[]; pricing_group_values?: Record<string, string>; partial_pricing_group_values?: Record<string, string>; billing_frequency?: string }
+
+export function selectorsInput(body: Obj, withTags: boolean): Selector[] {
+  const v = body.selectors;
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new ValidationError('selectors', 'must be an array');
+  return v.map((s, i) => {
+    const p = `selectors[${i}]`;
+    const o = objectAt(s, p, ['product_id', 'pricing_group_values', 'partial_pricing_group_values', 'billing_frequency', ...(withTags ? ['product_tags'] : [])]);
+    return {
+      product_id: uuid(o, 'product_id', p, { optional: true }),
+      product_tags: withTags ? stringArray(o, 'product_tags', p, { optional: true }) : undefined,
+      pricing_group_values: stringRecord(o, 'pricing_group_values', p),
+      partial_pricing_group_values: stringRecord(o, 'partial_pricing_group_values', p),
+      billing_frequency: oneOf(o, 'billing_frequency', FREQUENCIES, p, { optional: true }),
+    };
+  });
+}
+
+export function selected(selectors: Selector[], r: { productId: string; pricingGroupValues: Record<string, string>; billingFrequency?: string | null }, tags: readonly string[]): boolean {
+  if (!selectors.length) return true;
+  return selectors.some((s) =>
+    (!s.product_id || s.product_id === r.productId) &&
+    (!s.product_tags?.length || s.product_tags.some((t) => tags.includes(t))) &&
+    (!s.billing_frequency || s.billing_frequency === r.billingFrequency) &&
+    (!s.pricing_group_values || (Object.keys(s.pricing_group_values).length === Object.keys(r.pricingGroupValues).length
+      && Object.entries(s.pricing_group_values).every(([k, v]) => r.pricingGroupValues[k] === v))) &&
+    (!s.partial_pricing_group_values || Object.entries(s.partial_pricing_group_values).every(([k, v]) => r.pricingGroupValues[k] === v)));
 }

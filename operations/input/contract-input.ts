@@ -1,14 +1,14 @@
-import type { SpendThresholdConfig, ThresholdConfig } from '../billing/recharge.js';
+import type { SpendThresholdConfig, ThresholdConfig } from '../../billing/recharge.js';
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { NotFoundError, ValidationError } from '../billing/errors.js';
-import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem, TrialSpec } from '../billing/contract-terms.js';
-import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '../billing/money.js';
-import { addMonthsClamped } from '../billing/periods.js';
-import { trialWindow } from '../billing/trial.js';
-import { APPROVAL_MODES, type ApprovalPolicy } from '../billing/approval-policy.js';
-import { invoiceMetadataInput, type PaymentGateConfig, type StripeGateConfig } from '../billing/stripe-metadata.js';
-import { BalanceGrant, Product, type ExternalIds } from '../db/entities.js';
-import { newId } from '../db/ids.js';
+import { NotFoundError, ValidationError } from '../../billing/errors.js';
+import type { AccessSchedule, ContractTerms, GrantSpecifier, InvoiceSchedule, StoredCharge, StoredOverride, StoredScheduleItem, TrialSpec } from '../../billing/contract-terms.js';
+import { dec, divideAmount, divideAmountRounded, roundAmount, USD_CENTS } from '../../billing/money.js';
+import { addMonthsClamped } from '../../billing/periods.js';
+import { trialWindow } from '../../billing/trial.js';
+import { APPROVAL_MODES, type ApprovalPolicy } from '../../billing/approval-policy.js';
+import { invoiceMetadataInput, type PaymentGateConfig, type StripeGateConfig } from '../../billing/stripe-metadata.js';
+import { BalanceGrant, Product, type ExternalIds } from '../../db/entities.js';
+import { newId } from '../../db/ids.js';
 import { rateSpecInput, RATE_SPEC_FIELDS } from './pricing-input.js';
 import { bool, decimal, objectAt, oneOf, reqStr, reqUuid, str, stringArray, stringRecord, timestamp, uuid, uuidArray, type Obj } from './validate.js';
 
