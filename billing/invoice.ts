@@ -130,11 +130,6 @@ export interface CorrectionInput {
    */
   giveBack?: { grantId: string; segmentId: string; amount: string }[];
   lineBilled?: string;
-  /**
-   * A regenerated invoice's positive `netsOwnUsage` line: what the corrections billed elsewhere
-   * gave back to commits and credits (positive, per segment) is drawn from them again here.
-   */
-  takeBack?: { grantId: string; segmentId: string; amount: string }[];
 }
 
 /** A contract's trial as one invoice sees it. */
@@ -395,7 +390,6 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
 
   // 4. Corrections for late usage of finalized periods, one per changed line of the corrected invoice.
   const giveBacks = new Map<InvoiceLine, Pick<CorrectionInput, 'giveBack' | 'lineBilled'>>();
-  const takeBacks = new Map<InvoiceLine, NonNullable<CorrectionInput['takeBack']>>();
   for (const c of input.corrections ?? []) {
     const line: InvoiceLine = {
       type: 'correction', name: c.name, productId: c.productId, total: dec(c.amount), correctedInvoiceId: c.correctedInvoiceId, reason: c.reason,
@@ -409,7 +403,6 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     };
     lines.push(line);
     if (c.giveBack?.length && line.total.lt(0)) giveBacks.set(line, { giveBack: c.giveBack, lineBilled: c.lineBilled });
-    if (c.takeBack?.length && c.netsOwnUsage && line.total.gt(0)) takeBacks.set(line, c.takeBack);
   }
 
   const subtotal = sum(lines.map((l) => l.total));
@@ -462,22 +455,12 @@ export function assembleInvoice(input: InvoiceInput): AssembledInvoice {
     const kept = held(prepaid).minus(giveUpTo(prepaid, Dec.max(held(prepaid).minus(now), 0)));
     giveUpTo(postpaid, Dec.max(held(postpaid).minus(Dec.max(now.minus(kept), 0)), 0));
   }
-  // Late usage billed elsewhere that gave back to commits is drawn from them again, where they still have it.
-  for (const [line, back] of takeBacks) {
-    let open = line.total;
-    for (const b of back) {
-      if (open.lte(0)) break;
-      if (!kindOf.has(b.grantId) || !remaining.has(b.segmentId) || kindOf.get(b.grantId) === 'POSTPAID') continue;
-      const amount = Dec.min(open, dec(b.amount), remaining.get(b.segmentId)!);
-      if (amount.lte(0)) continue;
-      take(line, b.grantId, b.segmentId, amount);
-      open = open.minus(amount);
-    }
-  }
   const drawable = [
     ...lines.filter((l) => l.type === 'correction' && l.productId && l.startingAt && !l.trialContractId && !l.netsOwnUsage && l.total.gt(0)),
     ...lines.filter((l) => l.type === 'usage' || l.type === 'subscription'),
   ];
+  // Recorded on every line commits could draw on or give back to, even when nothing does.
+  for (const line of lines) if (line.type === 'usage' || line.type === 'subscription' || line.type === 'correction') line.commitDraws ??= [];
   for (const line of drawable) {
     let open = line.total.minus(trialCovered.get(line) ?? 0).minus(netted.get(line) ?? 0);
     if (open.lte(0)) continue;

@@ -471,7 +471,7 @@ async function drawingGrants(
     && (contractsOf.get(g.id) ?? []).some((k) => (windows.get(k) ?? []).some(([a, b]) => from < b && to > a));
   // The segments a negative correction gives back to, whatever the grant's level or state now (an
   // archived one keeps what it gets back: it is never paid out in cash).
-  const givenBack = new Set(corrections.flatMap((c) => [...c.giveBack ?? [], ...c.takeBack ?? []].map((b) => `${b.grantId}|${b.segmentId}`)));
+  const givenBack = new Set(corrections.flatMap((c) => (c.giveBack ?? []).map((b) => `${b.grantId}|${b.segmentId}`)));
   const named = [...new Set([...givenBack].map((k) => k.split('|')[0]!))].filter((id) => !all.some((g) => g.id === id));
   if (named.length) all = [...all, ...await em.find(BalanceGrant, { id: { $in: named } }, { orderBy: { createdAt: 'asc', id: 'asc' } })];
   const givenBackTo = new Set([...givenBack].map((k) => k.split('|')[0]!));
@@ -660,7 +660,9 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
       const k = correctedLineKey(l);
       const c = changes.get(k) ?? changes.set(k, { line: l, delta: dec(0), billed: dec(0), draws: new Map() }).get(k)!;
       c.delta = c.delta.plus(by);
-      if (!billed) return;
+      // What the line is billed at counts only where its draws are recorded (a line frozen before
+      // they were gives nothing back: its draws are unknown, so it is taken as paid in cash).
+      if (!billed || !l.commit_draws) return;
       c.billed = c.billed.minus(by);
       for (const d of l.commit_draws ?? []) c.draws.set(`${d.id}|${d.segment_id}`, (c.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
     };
@@ -765,7 +767,7 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
   // draw on them (whatever paid for it there — cash or a commit — it is not drawn again here).
   // Per corrected line (a rise billed on one invoice and its fall on another net out), across the
   // invoices that billed it; corrections stored without their line, per invoice as they were made.
-  const billed = new Map<string, { on: string[]; line: StoredInvoiceLine; amount: Decimal; draws: Map<string, Decimal> }>();
+  const billed = new Map<string, { on: string[]; line: StoredInvoiceLine; amount: Decimal }>();
   for (const inv of await em.find(Invoice, { customerId: contract.customerId, status: { $ne: 'VOID' } }, { orderBy: { frozenAt: 'asc', id: 'asc' } })) {
     if (inv.id === invoiceId || chain.has(inv.id)) continue;
     const lines = inv.lineItems.filter((l) => l.type === 'correction' && l.corrected_invoice_id && chain.has(l.corrected_invoice_id));
@@ -774,25 +776,38 @@ async function correctionsBilledElsewhere(em: EntityManager, contract: Contract,
     }
     for (const l of lines) {
       const key = `${l.trial_contract_id ?? ''}|${l.product_id ? correctedLineKey(l) : `whole:${inv.id}`}`;
-      const b = billed.get(key) ?? billed.set(key, { on: [], line: l, amount: dec(0), draws: new Map() }).get(key)!;
+      const b = billed.get(key) ?? billed.set(key, { on: [], line: l, amount: dec(0) }).get(key)!;
       if (!b.on.includes(inv.id)) b.on.push(inv.id);
       b.amount = b.amount.plus(l.total);
-      for (const d of l.commit_draws ?? []) b.draws.set(`${d.id}|${d.segment_id}`, (b.draws.get(`${d.id}|${d.segment_id}`) ?? dec(0)).plus(d.amount));
     }
   }
-  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, line: l, amount, draws }) => ({
+  return [...billed.values()].filter((b) => !b.amount.isZero()).map(({ on, line: l, amount }) => ({
     correctedInvoiceId: voidedId, name: `Late usage already billed on invoice ${on.join(', ')}${l.product_id ? `: ${productNameOf(l)}` : ''}${l.trial_contract_id ? ' (in trial)' : ''}`, amount: amount.negated().toString(),
     reason: `usage of this period was billed as a correction on invoice ${on.join(', ')} while invoice ${voidedId} stood`,
     ...(l.trial_contract_id ? { trialContractId: l.trial_contract_id } : {}),
     ...(l.product_id ? {
       productId: l.product_id, productType: l.product_type as ProductType | undefined, startingAt: l.starting_at, endingBefore: l.ending_before,
       pricingGroupValues: l.pricing_group_values, presentationGroupValues: l.presentation_group_values, netsOwnUsage: !l.trial_contract_id,
-      // Refunded elsewhere to commits rather than in cash: charged back to them here.
-      ...(amount.lt(0) && !l.trial_contract_id ? {
-        takeBack: [...draws].filter(([, v]) => v.lt(0)).map(([seg, v]) => ({ grantId: seg.split('|')[0]!, segmentId: seg.slice(seg.indexOf('|') + 1), amount: v.negated().toString() })),
-      } : {}),
     } : {}),
   }));
+}
+
+/**
+ * Why these invoices cannot be voided together: a correction of one of them on another live
+ * invoice gave back to commits what it drew (its usage went down later). Voiding it would give that
+ * draw back a second time. Undefined when nothing stands in the way.
+ */
+export async function voidBlockedByGiveBacks(em: EntityManager, invoiceIds: readonly string[]): Promise<string | undefined> {
+  if (!invoiceIds.length) return undefined;
+  const [row] = await em.execute<{ on_id: string; corrected: string }[]>(
+    `select i.id::text as on_id, l ->> 'corrected_invoice_id' as corrected
+       from invoice i cross join lateral jsonb_array_elements(i.line_items) l
+      where i.customer_id = (select customer_id from invoice where id::text = any(?::text[]) limit 1)
+        and i.status <> 'VOID' and not (i.id::text = any(?::text[]))
+        and l ->> 'type' = 'correction' and l ->> 'corrected_invoice_id' = any(?::text[])
+        and exists (select 1 from jsonb_array_elements(coalesce(l -> 'commit_draws', '[]'::jsonb)) d where (d ->> 'amount')::numeric < 0)
+      limit 1`, [pgTextArray(invoiceIds), pgTextArray(invoiceIds), pgTextArray(invoiceIds)]);
+  return row && `invoice ${row.on_id} gave back to commits what invoice ${row.corrected} drew (its usage went down later); voiding invoice ${row.corrected} would give it back twice`;
 }
 
 const str = (d: Decimal | undefined) => d?.toString();

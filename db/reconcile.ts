@@ -144,8 +144,6 @@ export async function reconcile(em: EntityManager, opts: { customerId?: string; 
           netsOwnUsage: !l.trial_contract_id && l.corrected_invoice_id === inv.regeneratedFromInvoiceId,
           // What it gave back is taken as billed (what to give back depends on the corrections before it).
           giveBack: dec(l.total).lt(0) ? (l.commit_draws ?? []).filter((d) => dec(d.amount).lt(0)).map((d) => ({ grantId: d.id, segmentId: d.segment_id, amount: dec(d.amount).negated().toString() })) : undefined,
-          takeBack: dec(l.total).gt(0) && !l.trial_contract_id && l.corrected_invoice_id === inv.regeneratedFromInvoiceId
-            ? (l.commit_draws ?? []).filter((d) => dec(d.amount).gt(0)).map((d) => ({ grantId: d.id, segmentId: d.segment_id, amount: d.amount })) : undefined,
         } : {}),
       }));
       const period = { start: inv.periodStart.toISOString(), end: inv.periodEnd.toISOString() };

@@ -9,6 +9,7 @@ import { findCustomer } from '../../db/customers.js';
 import { BalanceGrant, Contract, Invoice } from '../../db/entities.js';
 import { newId } from '../../db/ids.js';
 import { voidBlockedByPayments } from '../../db/payments.js';
+import { voidBlockedByGiveBacks } from '../../db/invoices.js';
 import { queueContractTell } from '../../db/contract-tells.js';
 import { tellContractWorkflowOrLeaveQueued } from '../../operations/contracts/tell-contract-workflow.js';
 import { cancelInvoiceWorkflows } from '../../operations/invoices/cancel-invoice-workflows.js';
@@ -91,6 +92,8 @@ export function contractChangesRouter(orm: MikroORM, temporal: Client, taskQueue
         const live = await tx.find(Invoice, { contractId: c.id, status: { $ne: 'VOID' } }, voidInvoices ? { lockMode: LockMode.PESSIMISTIC_WRITE, orderBy: { id: 'asc' } } : {});
         const paid = voidInvoices ? await voidBlockedByPayments(tx, live.filter((i) => i.status === 'FINALIZED').map((i) => i.id)) : undefined;
         if (paid) throw new ConflictError(`void_invoices: ${paid}: a paid invoice is not voided; refund the payments first, or archive with void_invoices false`);
+        const givenBack = voidInvoices ? await voidBlockedByGiveBacks(tx, live.filter((i) => i.status === 'FINALIZED').map((i) => i.id)) : undefined;
+        if (givenBack) throw new ConflictError(`void_invoices: ${givenBack}; archive with void_invoices false`);
         for (const inv of live) {
           if (inv.status === 'DRAFT' || voidInvoices) {
             if (inv.status === 'DRAFT') pending.push(inv.id);

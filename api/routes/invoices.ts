@@ -9,7 +9,7 @@ import { dec, jsonDecimal, jsonDecimalOpt } from '../../billing/money.js';
 import { Contract, Invoice, type StoredInvoiceLine } from '../../db/entities.js';
 import { findCustomer } from '../../db/customers.js';
 import { UUID_RE } from '../../db/ids.js';
-import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, viewOfStored, type InvoiceView } from '../../db/invoices.js';
+import { computeInvoice, findInvoiceView, listCustomerInvoices, storedLines, viewOfStored, voidBlockedByGiveBacks, type InvoiceView } from '../../db/invoices.js';
 import { alreadyDecided, approveInvoice, closedInvoice, rejectInvoice } from '../../operations/invoices/decide-invoice.js';
 import { startRegeneratedInvoiceClose } from '../../operations/invoices/start-regenerated-invoice-close.js';
 import { tellContractPaymentsChanged } from '../../operations/payments/tell-contract-payments-changed.js';
@@ -244,6 +244,8 @@ export function invoicesRouter(orm: MikroORM, temporal: Client, taskQueue: strin
       if (inv.status !== 'FINALIZED') throw new ConflictError(`invoice ${id} is ${inv.status} (${inv.approvalStatus}); only finalized invoices are voided — reject a pending one instead`);
       const paid = await voidBlockedByPayments(em, [inv.id]);
       if (paid) throw new ConflictError(`${paid}: a paid invoice is not voided (its period would be billed again); refund the payments first`);
+      const givenBack = await voidBlockedByGiveBacks(em, [inv.id]);
+      if (givenBack) throw new ConflictError(givenBack);
       const liveCommit = await voidBlockedByLiveCommit(em, inv);
       if (liveCommit) throw new ConflictError(`invoice ${id} bills commit ${liveCommit}, whose balance is still usable; voiding it would leave that commit unbilled`);
       inv.status = 'VOID';
