@@ -255,6 +255,26 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     const ledger = async (grantId: string) => (await orm.em.fork().find(BalanceLedgerEntry, { grantId }, { orderBy: { createdAt: 'asc', invoiceId: 'asc' } }))
       .map((e) => `${e.invoiceId}:${e.amount}`);
     const clean = async (customerId: string) => expect((await reconcile(orm.em.fork(), { customerId })).invoices.filter((i) => i.drift.length)).toEqual([]);
+    const APR = '2026-04-01T00:00:00.000Z';
+    /**
+     * A contract January–`endingBefore` (April) at 1 per unit with the given contract-level grants
+     * (from January); January frozen and finalized with `jan` units.
+     */
+    const setup = async (jan: number, grants: { amount: string; kind?: 'PREPAID' | 'POSTPAID' | 'CREDIT'; endingBefore?: string }[],
+      o: { asStoredEarlier?: boolean; endingBefore?: string } = {}) => {
+      const em = orm.em.fork();
+      const s = await seedContract(em, { startingAt: JAN, endingBefore: o.endingBefore ?? APR, price: '1' });
+      const ids = grants.map((g) => commit(em, s, s.contractId, g.amount, { kind: g.kind, endingBefore: g.endingBefore }));
+      await em.flush();
+      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: jan }]);
+      await freeze(input(s.contractId, JAN, FEB));
+      // As an earlier Accrue stored it: no commit_draws on its lines.
+      if (o.asStoredEarlier) {
+        await orm.em.fork().execute(`update invoice set line_items = (select jsonb_agg(l - 'commit_draws') from jsonb_array_elements(line_items) l) where id = ?`, [invoiceIdFor(s.contractId, JAN)]);
+      }
+      await finalize(invoiceIdFor(s.contractId, JAN));
+      return { s, ids, grant: ids[0]!, jan: input(s.contractId, JAN, FEB), feb: input(s.contractId, FEB, MAR), mar: input(s.contractId, MAR, APR) };
+    };
 
     test('the commit draws on the correction while it has balance (before this period\'s own usage), and no further', async () => {
       const em = orm.em.fork();
@@ -341,15 +361,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
     });
 
     test('voiding and regenerating the corrected period draws the commit once for all its usage', async () => {
-      const em = orm.em.fork();
-      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
-      const grantId = commit(em, s, s.contractId, '1000');
-      await em.flush();
-      const jan = input(s.contractId, JAN, FEB);
-      const feb = input(s.contractId, FEB, MAR);
-      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
-      await freeze(jan);
-      await finalize(jan.invoiceId);
+      const { s, grant: grantId, jan, feb } = await setup(600, [{ amount: '1000' }]);
       await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
       expect(await freeze(feb)).toEqual({ status: 'DRAFT', total: '0' }); // the late 300 from the commit
       await finalize(feb.invoiceId);
@@ -366,16 +378,7 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       await clean(s.customerId);
     });
     test('late usage that goes down again gives back what the commit drew on it, not cash', async () => {
-      const em = orm.em.fork();
-      const s = await seedContract(em, { startingAt: JAN, endingBefore: '2026-04-01T00:00:00.000Z', price: '1' });
-      const grantId = commit(em, s, s.contractId, '1000');
-      await em.flush();
-      const jan = input(s.contractId, JAN, FEB);
-      const feb = input(s.contractId, FEB, MAR);
-      const mar = input(s.contractId, MAR, '2026-04-01T00:00:00.000Z');
-      await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: 600 }]);
-      await freeze(jan);
-      await finalize(jan.invoiceId);
+      const { s, grant: grantId, jan, feb, mar } = await setup(600, [{ amount: '1000' }]);
       await s.ingest([{ id: 'jan-late', at: '2026-01-20T00:00:00Z', seconds: 300 }]);
       expect(await freeze(feb)).toEqual({ status: 'DRAFT', total: '0' }); // the late 300 from the commit
       await finalize(feb.invoiceId);
@@ -497,22 +500,6 @@ describe('freezing draws each commit once, in the order the drafts showed', () =
       await clean(s.customerId);
     });
     describe('usage that goes down: commits keep at most the line\'s new total, a minimum counts at most its cash', () => {
-      const APR = '2026-04-01T00:00:00.000Z';
-      /** A contract January–April at 1 per unit with the given grants; January frozen and finalized with `jan` units. */
-      const setup = async (jan: number, grants: { amount: string; kind: 'PREPAID' | 'POSTPAID'; endingBefore: string }[], o: { asStoredEarlier?: boolean } = {}) => {
-        const em = orm.em.fork();
-        const s = await seedContract(em, { startingAt: JAN, endingBefore: APR, price: '1' });
-        const ids = grants.map((g) => commit(em, s, s.contractId, g.amount, { kind: g.kind, endingBefore: g.endingBefore }));
-        await em.flush();
-        await s.ingest([{ id: 'jan', at: '2026-01-10T00:00:00Z', seconds: jan }]);
-        await freeze(input(s.contractId, JAN, FEB));
-        // As an earlier Accrue stored it: no commit_draws on its lines.
-        if (o.asStoredEarlier) {
-          await orm.em.fork().execute(`update invoice set line_items = (select jsonb_agg(l - 'commit_draws') from jsonb_array_elements(line_items) l) where id = ?`, [invoiceIdFor(s.contractId, JAN)]);
-        }
-        await finalize(invoiceIdFor(s.contractId, JAN));
-        return { s, ids };
-      };
       const drop = (s: { ingest: (e: { id: string; at: string; seconds: number }[]) => Promise<void> }, by: number, id = 'jan-undo') =>
         s.ingest([{ id, at: '2026-01-21T00:00:00Z', seconds: -by }]);
 
