@@ -1,6 +1,7 @@
 import { Decimal } from 'decimal.js';
 import { Dec, dec, roundAmount, sum, USD_CENTS, type CreditType } from './money.js';
 import { price, type RateSpec } from './pricing/index.js';
+import { groupValuesKey } from './rate-schedule.js';
 import type { TrialSpec } from './contract-terms.js';
 import { trialLineName, type TrialWindow } from './trial.js';
 import { isInTrialCharge, trialCapUsage } from './trial-cap.js';
@@ -264,8 +265,6 @@ function grantApplies(g: GrantState, line: InvoiceLine, product: ProductInfo | u
   return ids.includes(line.productId) || tags.some((t) => product.tags.includes(t));
 }
 
-const canonical = (o: Record<string, string | null> | undefined) => JSON.stringify(Object.entries(o ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-
 /**
  * What of each own usage or subscription line late usage billed elsewhere already paid for (a
  * regenerated invoice's `netsOwnUsage` corrections): taken from the lines of the same product and
@@ -273,7 +272,7 @@ const canonical = (o: Record<string, string | null> | undefined) => JSON.stringi
  */
 function netBilledElsewhere(lines: readonly InvoiceLine[], trialCovered: ReadonlyMap<InvoiceLine, Decimal>): Map<InvoiceLine, Decimal> {
   const out = new Map<InvoiceLine, Decimal>();
-  const key = (l: InvoiceLine) => `${l.productId}|${canonical(l.pricingGroupValues)}|${canonical(l.presentationGroupValues)}`;
+  const key = (l: InvoiceLine) => `${l.productId}|${groupValuesKey(l.pricingGroupValues ?? {})}|${groupValuesKey((l.presentationGroupValues ?? {}) as Record<string, string>)}`;
   const own = lines.filter((l) => l.type === 'usage' || l.type === 'subscription')
     .sort((a, b) => Date.parse(a.startingAt!) - Date.parse(b.startingAt!));
   for (const c of lines) {

@@ -698,8 +698,8 @@ async function lateUsageCorrections(em: EntityManager, contract: Contract, pStar
 
 /** Which line of a finalized invoice a usage line or a correction of it is: product, time slice, group values. */
 export function correctedLineKey(l: Pick<StoredInvoiceLine, 'product_id' | 'product_type' | 'starting_at' | 'ending_before' | 'pricing_group_values' | 'presentation_group_values'>): string {
-  const canonical = (o: Record<string, string | null> | undefined) => Object.entries(o ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify([l.product_id ?? null, l.product_type ?? null, l.starting_at ?? null, l.ending_before ?? null, canonical(l.pricing_group_values), canonical(l.presentation_group_values)]);
+  return JSON.stringify([l.product_id ?? null, l.product_type ?? null, l.starting_at ?? null, l.ending_before ?? null,
+    groupValuesKey(l.pricing_group_values ?? {}), groupValuesKey((l.presentation_group_values ?? {}) as Record<string, string>)]);
 }
 
 /** A correction's product name: the corrected line's name (correction lines carry theirs after ': '). */
