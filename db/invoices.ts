@@ -477,9 +477,10 @@ async function drawingGrants(
   const givenBackTo = new Set([...givenBack].map((k) => k.split('|')[0]!));
   const drawing = all.filter((g) => contractsOf.has(g.id) || givenBackTo.has(g.id));
   const missing = drawing.filter((g) => !ownIds.has(g.id)).map((g) => g.id);
-  const drawn = new Map(opts.drawn ?? await drawnBySegment(em, own.map((g) => g.id), opts.invoiceId, opts.asOf));
-  // A predecessor's grants are not among the preloaded ones.
-  if (missing.length) for (const [k, v] of await drawnBySegment(em, missing, opts.invoiceId, opts.asOf)) drawn.set(k, v);
+  const base = opts.drawn ?? await drawnBySegment(em, own.map((g) => g.id), opts.invoiceId, opts.asOf);
+  // A predecessor's grants are not among the preloaded ones: added to a copy (the preloaded map is
+  // shared by every draft of an evaluation round, so it is copied only then).
+  const drawn = missing.length ? new Map([...base, ...await drawnBySegment(em, missing, opts.invoiceId, opts.asOf)]) : base;
   const inPeriod = (ts: string) => Date.parse(ts) >= pStart && Date.parse(ts) < pEnd;
   const states: GrantState[] = [];
   const trueUps: TrueUp[] = [];
